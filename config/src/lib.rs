@@ -1,1 +1,85 @@
-//! (being written)
+//! Rearview's configuration and trust: the agent's local config file, the policy schema, and
+//! signed policy bundles and triggers, with both the signing side (console) and the verifying
+//! side (agent), so both ends share one definition.
+//!
+//! The agent only ever acts on signed, current, approved instructions: every policy and trigger
+//! is an Ed25519-signed [`SignedEnvelope`] whose payload is checked for tenant, device, version
+//! (no rollback), validity period, approvals (approver ≠ requester, unexpired), window bounds and
+//! replay before a [`VerifiedPolicy`] or [`VerifiedTrigger`] comes out. Each refusal is its own
+//! error variant whose message names the reason and the fix.
+//!
+//! # Use
+//!
+//! Console:
+//!
+//! ```
+//! # use rearview_config::*;
+//! # use time::macros::datetime;
+//! let key = SigningKey::generate()?;                     // store key.pkcs8_der() securely
+//! let mut policy = PolicyPayload::new(
+//!     TenantId::new("contoso")?, 1,
+//!     datetime!(2026-11-22 00:00 UTC), datetime!(2026-12-22 00:00 UTC));
+//! policy.capture.enabled = true;
+//! let envelope = sign_policy(&key, &policy)?;            // send envelope.to_json()
+//! # let anchor = TrustAnchor { tenant: policy.tenant.clone(), device: DeviceId::new("d1")?,
+//! #     keys: vec![key.verifying_key().clone()] };
+//! # let dir = tempfile::tempdir()?;
+//! # let mut trust = TrustStore::open(anchor, dir.path().join("trust.json"))?;
+//! # let now = datetime!(2026-11-23 00:00 UTC);
+//! # let received = envelope.to_json();
+//! // Agent:
+//! let envelope = SignedEnvelope::from_json(&received)?;  // size-capped parse
+//! let policy = trust.accept_policy(&envelope, now)?;     // verified, persisted
+//! assert!(policy.approved_account("alice", now).is_none()); // nobody approved: record nobody
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! # Layout
+//!
+//! * [`agent_config`]: the agent's TOML file (`/etc/rearview/agent.toml`) into a validated
+//!   [`AgentConfig`].
+//! * [`ids`]: validated names ([`TenantId`], [`DeviceId`], [`Principal`], [`TriggerId`],
+//!   [`AlertId`]).
+//! * [`keys`]: [`SigningKey`] (console, redacted, zeroized), [`VerifyingKey`], [`KeyId`].
+//! * [`envelope`]: the wire format of signed payloads ([`SignedEnvelope`]), domain separation
+//!   between policies and triggers, size caps.
+//! * [`policy`]: the policy payload schema ([`PolicyPayload`]) and its structural validation.
+//! * [`trigger`]: the trigger payload schema ([`TriggerPayload`]).
+//! * [`sign`]: console side, [`sign_policy`] and [`sign_trigger`].
+//! * [`trust`]: agent side, [`TrustStore`] (verification rules, persisted anti-rollback and
+//!   anti-replay state) yielding [`VerifiedPolicy`] and [`VerifiedTrigger`].
+//!
+//! Times are [`time::OffsetDateTime`] (re-exported as [`time`]), RFC 3339 in JSON; durations are
+//! whole seconds in fields named `*_secs`; sizes are bytes in fields named `*_bytes`.
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod agent_config;
+pub mod envelope;
+pub mod ids;
+pub mod keys;
+pub mod policy;
+pub mod sign;
+pub mod trigger;
+pub mod trust;
+
+pub use time;
+
+pub use agent_config::{
+    AgentConfig, ByteSize, ConfigError, LogFormat, LogLevel, DEFAULT_CONFIG_PATH,
+};
+pub use envelope::{Domain, EnvelopeError, SignatureError, SignedEnvelope, MAX_ENVELOPE_BYTES};
+pub use ids::{AlertId, DeviceId, IdError, Principal, TenantId, TriggerId};
+pub use keys::{KeyError, KeyId, SigningKey, VerifyingKey};
+pub use policy::{
+    Approval, CaptureMode, CaptureSettings, DeviceScope, IndicatorKind, IndicatorRule, Limits,
+    Notice, OfflineCache, PayloadError, PolicyPayload, Quality, UserScope, ValidationError,
+    WhenFull, WindowBounds,
+};
+pub use sign::{sign_policy, sign_trigger, SignError};
+pub use trigger::{TriggerPayload, TriggerReason};
+pub use trust::{
+    PolicyRejected, StateError, TriggerRejected, TrustAnchor, TrustStore, VerifiedPolicy,
+    VerifiedTrigger,
+};
