@@ -30,8 +30,8 @@ pub enum KeyError {
     /// The public key is not 32 bytes of base64.
     #[error("verifying key {0:?} is not a base64-encoded 32-byte Ed25519 public key")]
     BadPublicKey(String),
-    /// A key id is not 16 hex digits.
-    #[error("key id {0:?} is not 16 hex digits")]
+    /// A key id is not 16 lowercase hex digits.
+    #[error("key id {0:?} is not 16 lowercase hex digits")]
     BadKeyId(String),
     /// The system random number generator failed.
     #[error("system random number generator failed while generating a key")]
@@ -52,8 +52,12 @@ impl KeyId {
         KeyId(id)
     }
 
-    /// Parses 16 hex digits (either case).
+    /// Parses 16 lowercase hex digits. Only the canonical spelling is accepted, so one key id has
+    /// exactly one textual form in an envelope.
     pub fn from_hex(s: &str) -> Result<KeyId, KeyError> {
+        if s.bytes().any(|b| b.is_ascii_uppercase()) {
+            return Err(KeyError::BadKeyId(s.chars().take(40).collect()));
+        }
         let mut id = [0u8; KEY_ID_LEN];
         hex::decode_to_slice(s, &mut id)
             .map_err(|_| KeyError::BadKeyId(s.chars().take(40).collect()))?;
@@ -261,6 +265,7 @@ mod tests {
         assert_eq!(KeyId::from_hex(&vk.key_id().to_string()).unwrap(), vk.key_id());
         assert!(KeyId::from_hex("xyz").is_err());
         assert!(KeyId::from_hex("00112233445566").is_err());
+        assert!(KeyId::from_hex("00112233445566AA").is_err(), "uppercase is not canonical");
     }
 
     #[test]

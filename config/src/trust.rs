@@ -232,8 +232,8 @@ pub enum PolicyRejected {
     State {
         /// Bundle version.
         version: u64,
-        /// The failure.
-        source: StateError,
+        /// The failure (boxed: it is large and rare).
+        source: Box<StateError>,
     },
 }
 
@@ -355,8 +355,8 @@ pub enum TriggerRejected {
     State {
         /// Trigger id.
         id: TriggerId,
-        /// The failure.
-        source: StateError,
+        /// The failure (boxed: it is large and rare).
+        source: Box<StateError>,
     },
 }
 
@@ -506,7 +506,7 @@ impl TrustStore {
         next.policy = Some(envelope.clone());
         next.prune(now);
         state::store(&self.path, &self.anchor.tenant, &self.anchor.device, &next)
-            .map_err(|source| PolicyRejected::State { version, source })?;
+            .map_err(|source| PolicyRejected::State { version, source: Box::new(source) })?;
         self.state = next;
         let verified =
             VerifiedPolicy(Arc::new(VerifiedPolicyInner { payload, envelope: envelope.clone() }));
@@ -586,12 +586,12 @@ impl TrustStore {
         if next.seen_triggers.len() >= MAX_SEEN_TRIGGERS {
             return Err(TriggerRejected::State {
                 id,
-                source: StateError::TooManyTriggers { count: next.seen_triggers.len() },
+                source: Box::new(StateError::TooManyTriggers { count: next.seen_triggers.len() }),
             });
         }
         next.seen_triggers.insert(id.clone(), t.expires_at);
         state::store(&self.path, &self.anchor.tenant, &self.anchor.device, &next)
-            .map_err(|source| TriggerRejected::State { id, source })?;
+            .map_err(|source| TriggerRejected::State { id, source: Box::new(source) })?;
         self.state = next;
         Ok(VerifiedTrigger { payload: t, policy_version, envelope: envelope.clone() })
     }
