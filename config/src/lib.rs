@@ -69,7 +69,9 @@ pub use time;
 pub use agent_config::{
     AgentConfig, ByteSize, ConfigError, LogFormat, LogLevel, DEFAULT_CONFIG_PATH,
 };
-pub use envelope::{Domain, EnvelopeError, SignatureError, SignedEnvelope, MAX_ENVELOPE_BYTES};
+pub use envelope::{
+    Domain, EnvelopeError, SignatureError, SignedEnvelope, MAX_ENVELOPE_BYTES, MAX_PAYLOAD_BYTES,
+};
 pub use ids::{AlertId, DeviceId, IdError, Principal, TenantId, TriggerId};
 pub use keys::{KeyError, KeyId, SigningKey, VerifyingKey};
 pub use policy::{
@@ -77,9 +79,10 @@ pub use policy::{
     Notice, OfflineCache, PayloadError, PolicyPayload, Quality, UserScope, ValidationError,
     WhenFull, WindowBounds,
 };
+pub use policy::{MAX_MONITORS, MAX_TEXT_LEN, MAX_USERS, MAX_WINDOW_SECS};
 pub use sign::{sign_policy, sign_trigger, SignError};
-pub use trigger::{TriggerPayload, TriggerReason};
+pub use trigger::{TriggerPayload, TriggerReason, MAX_EVENT_AHEAD, MAX_TRIGGER_LIFETIME};
 pub use trust::{
     PolicyRejected, StateError, TriggerRejected, TrustAnchor, TrustStore, VerifiedPolicy,
-    VerifiedTrigger,
+    VerifiedTrigger, DEFAULT_CLOCK_SKEW, MAX_SEEN_TRIGGERS,
 };

@@ -89,6 +89,18 @@ pub(crate) fn check_range<T: PartialOrd + std::fmt::Display>(
     Ok(())
 }
 
+/// RFC 3339 can only write years 0000..=9999 and offsets in whole minutes; anything else could
+/// not be serialised into the signed JSON.
+pub(crate) fn check_time(field: &str, t: OffsetDateTime) -> Result<(), ValidationError> {
+    if !(0..=9999).contains(&t.year()) || t.offset().seconds_past_minute() != 0 {
+        return Err(field_err(
+            field,
+            "must be representable in RFC 3339 (years 0000-9999, offset in whole minutes)",
+        ));
+    }
+    Ok(())
+}
+
 pub(crate) fn check_text(field: &str, s: &str, allow_empty: bool) -> Result<(), ValidationError> {
     if !allow_empty && s.trim().is_empty() {
         return Err(field_err(field, "must not be empty"));
@@ -513,10 +525,11 @@ impl PolicyPayload {
             .map_err(|e| PayloadError { what: "policy bundle", why: e.to_string() })
     }
 
-    /// The JSON bytes that get signed.
-    pub fn to_json(&self) -> Vec<u8> {
-        // Plain data with string keys: serialisation cannot fail.
-        serde_json::to_vec(self).unwrap_or_default()
+    /// The JSON bytes that get signed. Fails only for timestamps RFC 3339 cannot write, which
+    /// [`PolicyPayload::validate`] refuses.
+    pub fn to_json(&self) -> Result<Vec<u8>, PayloadError> {
+        serde_json::to_vec(self)
+            .map_err(|e| PayloadError { what: "policy bundle", why: e.to_string() })
     }
 
     /// Whether the bundle itself is in force at `t` (`not_before <= t < expires_at`).
@@ -548,6 +561,9 @@ impl PolicyPayload {
         if self.version == 0 {
             return Err(field_err("version", "must be at least 1"));
         }
+        check_time("issued_at", self.issued_at)?;
+        check_time("not_before", self.not_before)?;
+        check_time("expires_at", self.expires_at)?;
         if self.expires_at <= self.issued_at {
             return Err(field_err("expires_at", "must be after issued_at"));
         }
@@ -624,6 +640,8 @@ impl PolicyPayload {
                 });
             }
             check_text(&format!("users[{i}].approval.justification"), &a.justification, false)?;
+            check_time(&format!("users[{i}].approval.approved_at"), a.approved_at)?;
+            check_time(&format!("users[{i}].approval.expires_at"), a.expires_at)?;
             if a.expires_at <= a.approved_at {
                 return Err(field_err(
                     format!("users[{i}].approval.expires_at"),
@@ -675,7 +693,7 @@ mod tests {
     fn json_round_trip_keeps_every_field() {
         let pol = sample();
         pol.validate().unwrap();
-        let back = PolicyPayload::from_json(&pol.to_json()).unwrap();
+        let back = PolicyPayload::from_json(&pol.to_json().unwrap()).unwrap();
         assert_eq!(back, pol);
     }
 
@@ -730,6 +748,12 @@ mod tests {
             ("version", |p| p.version = 0),
             ("expires_at", |p| p.expires_at = p.issued_at),
             ("expires_at", |p| p.not_before = p.expires_at),
+            ("issued_at", |p| p.issued_at = p.issued_at.replace_year(-1).unwrap()),
+            ("not_before", |p| p.not_before = p.not_before.replace_year(-100).unwrap()),
+            ("users[0].approval.approved_at", |p| {
+                let t = &mut p.users[0].approval.approved_at;
+                *t = t.to_offset(time::UtcOffset::from_hms(1, 0, 30).unwrap())
+            }),
             ("devices.only", |p| p.devices = DeviceScope::Only(vec![])),
             ("capture.fps", |p| p.capture.fps = 0),
             ("capture.fps", |p| p.capture.fps = 31),

@@ -21,6 +21,10 @@ pub enum SignError {
         /// The rule broken.
         source: ValidationError,
     },
+    /// The payload could not be serialised (validation refuses the only known cause, timestamps
+    /// RFC 3339 cannot write).
+    #[error("cannot serialise the payload to sign: {0}")]
+    Encode(String),
     /// The serialised payload is above the size cap.
     #[error(transparent)]
     Envelope(#[from] EnvelopeError),
@@ -29,7 +33,8 @@ pub enum SignError {
 /// Validates `payload` and signs its JSON under the policy domain.
 pub fn sign_policy(key: &SigningKey, payload: &PolicyPayload) -> Result<SignedEnvelope, SignError> {
     payload.validate().map_err(|source| SignError::Invalid { what: "policy bundle", source })?;
-    Ok(SignedEnvelope::sign(key, Domain::Policy, payload.to_json())?)
+    let bytes = payload.to_json().map_err(|e| SignError::Encode(e.why))?;
+    Ok(SignedEnvelope::sign(key, Domain::Policy, bytes)?)
 }
 
 /// Validates `payload` and signs its JSON under the trigger domain.
@@ -38,5 +43,6 @@ pub fn sign_trigger(
     payload: &TriggerPayload,
 ) -> Result<SignedEnvelope, SignError> {
     payload.validate().map_err(|source| SignError::Invalid { what: "trigger", source })?;
-    Ok(SignedEnvelope::sign(key, Domain::Trigger, payload.to_json())?)
+    let bytes = payload.to_json().map_err(|e| SignError::Encode(e.why))?;
+    Ok(SignedEnvelope::sign(key, Domain::Trigger, bytes)?)
 }

@@ -26,7 +26,7 @@ use time::OffsetDateTime;
 
 use crate::ids::{AlertId, DeviceId, Principal, TenantId, TriggerId};
 use crate::policy::{
-    check_range, check_text, field_err, IndicatorKind, PayloadError, ValidationError,
+    check_range, check_text, check_time, field_err, IndicatorKind, PayloadError, ValidationError,
     MAX_WINDOW_SECS,
 };
 
@@ -96,10 +96,10 @@ impl TriggerPayload {
             .map_err(|e| PayloadError { what: "trigger", why: e.to_string() })
     }
 
-    /// The JSON bytes that get signed.
-    pub fn to_json(&self) -> Vec<u8> {
-        // Plain data with string keys: serialisation cannot fail.
-        serde_json::to_vec(self).unwrap_or_default()
+    /// The JSON bytes that get signed. Fails only for timestamps RFC 3339 cannot write, which
+    /// [`TriggerPayload::validate`] refuses.
+    pub fn to_json(&self) -> Result<Vec<u8>, PayloadError> {
+        serde_json::to_vec(self).map_err(|e| PayloadError { what: "trigger", why: e.to_string() })
     }
 
     /// Recording to include before the event.
@@ -115,14 +115,17 @@ impl TriggerPayload {
     /// The clip's time range `[event_at - before, event_at + after)`.
     pub fn window(&self) -> (OffsetDateTime, OffsetDateTime) {
         (
-            self.event_at - time::Duration::seconds(self.before_secs.into()),
-            self.event_at + time::Duration::seconds(self.after_secs.into()),
+            self.event_at.saturating_sub(time::Duration::seconds(self.before_secs.into())),
+            self.event_at.saturating_add(time::Duration::seconds(self.after_secs.into())),
         )
     }
 
     /// Checks the rules that depend neither on the clock nor on the policy: window shape,
     /// lifetime, reason text. The console calls it before signing; the agent again after verifying.
     pub fn validate(&self) -> Result<(), ValidationError> {
+        check_time("event_at", self.event_at)?;
+        check_time("issued_at", self.issued_at)?;
+        check_time("expires_at", self.expires_at)?;
         check_range("before_secs", self.before_secs, 0, MAX_WINDOW_SECS)?;
         check_range("after_secs", self.after_secs, 0, MAX_WINDOW_SECS)?;
         if self.before_secs == 0 && self.after_secs == 0 {
@@ -134,7 +137,7 @@ impl TriggerPayload {
         if self.expires_at - self.issued_at > MAX_TRIGGER_LIFETIME {
             return Err(field_err("expires_at", "must be at most 7 days after issued_at"));
         }
-        if self.event_at > self.issued_at + MAX_EVENT_AHEAD {
+        if self.event_at > self.issued_at.saturating_add(MAX_EVENT_AHEAD) {
             return Err(field_err("event_at", "must not be more than 5 minutes after issued_at"));
         }
         check_text("reason.object", &self.reason.object, false)?;
@@ -170,11 +173,22 @@ pub(crate) mod tests {
     fn json_round_trip_and_reason_wording() {
         let t = sample();
         t.validate().unwrap();
-        assert_eq!(TriggerPayload::from_json(&t.to_json()).unwrap(), t);
+        assert_eq!(TriggerPayload::from_json(&t.to_json().unwrap()).unwrap(), t);
         assert_eq!(t.reason.to_string(), "file copied to removable media: roadmap.docx");
         let (from, to) = t.window();
         assert_eq!(from, datetime!(2026-11-22 02:05 UTC));
         assert_eq!(to, datetime!(2026-11-22 02:20 UTC));
+    }
+
+    #[test]
+    fn extreme_but_parseable_times_do_not_panic() {
+        let mut v = serde_json::to_value(sample()).unwrap();
+        v["event_at"] = "9999-12-31T23:59:59.999999999Z".into();
+        v["issued_at"] = "9999-12-31T23:59:59.999999999-23:59".into();
+        v["expires_at"] = "0000-01-01T00:00:00+23:59".into();
+        let t = TriggerPayload::from_json(&serde_json::to_vec(&v).unwrap()).unwrap();
+        assert!(t.validate().is_err());
+        let _ = t.window();
     }
 
     #[test]
@@ -198,6 +212,7 @@ pub(crate) mod tests {
             ("expires_at", |t| t.expires_at = t.issued_at + time::Duration::days(8)),
             ("event_at", |t| t.event_at = t.issued_at + time::Duration::minutes(6)),
             ("reason.object", |t| t.reason.object = String::new()),
+            ("event_at", |t| t.event_at = t.event_at.replace_year(-5).unwrap()),
             ("reason.object", |t| t.reason.object = "a\u{0}b".into()),
         ];
         for (field, break_it) in cases {

@@ -478,7 +478,7 @@ impl TrustStore {
             }
             source => PolicyRejected::Invalid { version, source },
         })?;
-        if payload.not_before > now + self.clock_skew {
+        if payload.not_before > now.saturating_add(self.clock_skew) {
             return Err(PolicyRejected::NotYetValid { version, not_before: payload.not_before });
         }
         if payload.expires_at <= now {
@@ -544,7 +544,7 @@ impl TrustStore {
             }
         }
         t.validate().map_err(|source| TriggerRejected::Invalid { id: id.clone(), source })?;
-        if t.issued_at > now + self.clock_skew {
+        if t.issued_at > now.saturating_add(self.clock_skew) {
             return Err(TriggerRejected::NotYetValid { id, issued_at: t.issued_at });
         }
         if t.expires_at <= now {

@@ -236,7 +236,7 @@ fn untrusted_key_claiming_a_trusted_key_id_is_refused_as_bad_signature() {
 #[test]
 fn trigger_signature_cannot_pass_as_policy() {
     let mut f = Fixture::new();
-    let env = f.sign_raw(Domain::Trigger, policy(1).to_json());
+    let env = f.sign_raw(Domain::Trigger, policy(1).to_json().unwrap());
     let err = f.store.accept_policy(&env, NOW).unwrap_err();
     assert!(matches!(err, PolicyRejected::BadSignature { .. }), "{err}");
 }
@@ -312,7 +312,7 @@ fn self_approval_is_refused_even_if_signed() {
         matches!(sign_policy(&f.key, &pol), Err(SignError::Invalid { .. })),
         "console refuses to sign"
     );
-    let env = f.sign_raw(Domain::Policy, pol.to_json());
+    let env = f.sign_raw(Domain::Policy, pol.to_json().unwrap());
     let err = f.store.accept_policy(&env, NOW).unwrap_err();
     assert!(matches!(err, PolicyRejected::SelfApproval { version: 1, .. }), "{err}");
     assert!(err.to_string().contains("different person"), "{err}");
@@ -336,7 +336,7 @@ fn structurally_invalid_policy_is_refused_even_if_signed() {
     let mut f = Fixture::new();
     let mut pol = policy(1);
     pol.capture.max_monitors = 5;
-    let env = f.sign_raw(Domain::Policy, pol.to_json());
+    let env = f.sign_raw(Domain::Policy, pol.to_json().unwrap());
     let err = f.store.accept_policy(&env, NOW).unwrap_err();
     assert!(matches!(&err, PolicyRejected::Invalid { version: 1, .. }), "{err}");
     assert!(err.to_string().contains("capture.max_monitors"), "{err}");
@@ -467,7 +467,7 @@ fn trigger_with_bad_signature_or_unknown_key_is_refused() {
     let env = sign_trigger(&stranger, &trigger("trg-1")).unwrap();
     assert!(matches!(f.store.accept_trigger(&env, NOW), Err(TriggerRejected::UnknownKey { .. })));
     // A policy-domain signature over trigger bytes does not pass either.
-    let env = f.sign_raw(Domain::Policy, trigger("trg-1").to_json());
+    let env = f.sign_raw(Domain::Policy, trigger("trg-1").to_json().unwrap());
     assert!(matches!(f.store.accept_trigger(&env, NOW), Err(TriggerRejected::BadSignature { .. })));
     // None of these burned the id.
     f.trigger(&trigger("trg-1"), NOW).unwrap();
@@ -571,7 +571,7 @@ fn structurally_invalid_trigger_is_refused_even_if_signed() {
     let mut t = trigger("trg-1");
     t.expires_at = t.issued_at + Duration::days(30);
     assert!(sign_trigger(&f.key, &t).is_err(), "console refuses to sign");
-    let env = f.sign_raw(Domain::Trigger, t.to_json());
+    let env = f.sign_raw(Domain::Trigger, t.to_json().unwrap());
     let err = f.store.accept_trigger(&env, NOW).unwrap_err();
     assert!(matches!(err, TriggerRejected::Invalid { .. }), "{err}");
 }
