@@ -1,0 +1,449 @@
+//! The encoder: finds what changed since the previous frame, what merely moved, and codes the
+//! rest (format in the parent module's docs).
+
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
+
+use super::pixels::{forward, hash_pixels, same_pixels, Grid, Rect};
+use super::{
+    check_dimensions, CodecError, PacketKind, KIND_DELTA, KIND_KEY, KIND_SAME, MAX_DIMENSION,
+    MODE_COPY, MODE_INTRA, MODE_RESIDUAL, MODE_SAME, PREDICTOR_LEFT, VERSION,
+};
+use crate::frame::{Frame, BYTES_PER_PIXEL};
+
+const TILE_W: u8 = 32;
+const TILE_H: u8 = 32;
+/// Keyframes come once per segment (1 in 10 frames by default), so they can afford more effort.
+const KEY_LEVEL: i32 = 6;
+const DELTA_LEVEL: i32 = 3;
+
+/// Turns frames of one fixed size into packets.
+pub struct Encoder {
+    grid: Grid,
+    /// The previous frame as the decoder will have it: tightly packed, X bytes 0.
+    prev: Vec<u8>,
+    need_key: bool,
+    modes: Vec<u8>,
+    /// Per tile: source offset of a mode 1 or 3 tile.
+    vectors: Vec<(i16, i16)>,
+    /// Changed tiles of the current delta, in tile order.
+    changed: Vec<usize>,
+    /// Hash of every row of `prev` within each tile column: `[column * height + y]`.
+    hashes: Vec<u64>,
+    /// The same for the frame being encoded.
+    cur_hashes: Vec<u64>,
+    planes: [Vec<u8>; 3],
+    body: Vec<u8>,
+    compressed: Vec<u8>,
+    zstd: zstd::bulk::Compressor<'static>,
+    zstd_level: i32,
+}
+
+impl Encoder {
+    /// An encoder for `width` x `height` frames (each side 1..=16384).
+    pub fn new(width: u32, height: u32) -> Result<Encoder, CodecError> {
+        check_dimensions(width, height, MAX_DIMENSION)?;
+        let grid = Grid::new(width, height, TILE_W, TILE_H)?;
+        let zstd = zstd::bulk::Compressor::new(KEY_LEVEL).map_err(CodecError::Zstd)?;
+        Ok(Encoder {
+            grid,
+            prev: vec![0; grid.width * grid.height * BYTES_PER_PIXEL],
+            need_key: true,
+            modes: vec![MODE_INTRA; grid.tiles()],
+            vectors: vec![(0, 0); grid.tiles()],
+            changed: Vec::new(),
+            hashes: vec![0; grid.tiles_x * grid.height],
+            cur_hashes: Vec::new(),
+            planes: [Vec::new(), Vec::new(), Vec::new()],
+            body: Vec::new(),
+            compressed: Vec::new(),
+            zstd,
+            zstd_level: KEY_LEVEL,
+        })
+    }
+
+    /// Width and height this encoder takes.
+    pub fn dimensions(&self) -> (u32, u32) {
+        (self.grid.width as u32, self.grid.height as u32)
+    }
+
+    /// Makes the next packet a keyframe (the start of a segment).
+    pub fn force_keyframe(&mut self) {
+        self.need_key = true;
+    }
+
+    /// Appends exactly one packet for `frame` to `out`. The first packet after [`Encoder::new`]
+    /// or [`Encoder::force_keyframe`] is a keyframe. On error nothing is appended and the
+    /// encoder's state is unchanged.
+    pub fn encode(&mut self, frame: &Frame, out: &mut Vec<u8>) -> Result<PacketKind, CodecError> {
+        self.check_frame(frame)?;
+        let key = self.need_key;
+        if key {
+            self.modes.fill(MODE_INTRA);
+            self.hash_all(frame);
+        } else if !self.classify(frame) {
+            out.push(VERSION);
+            out.push(KIND_SAME);
+            self.push_dimensions(out);
+            return Ok(PacketKind::Same);
+        }
+        self.build_body(frame);
+        let level = if key { KEY_LEVEL } else { DELTA_LEVEL };
+        if level != self.zstd_level {
+            self.zstd.set_compression_level(level).map_err(CodecError::Zstd)?;
+            self.zstd_level = level;
+        }
+        self.compressed.clear();
+        self.compressed.reserve(zstd::zstd_safe::compress_bound(self.body.len()));
+        self.zstd.compress_to_buffer(&self.body, &mut self.compressed).map_err(CodecError::Zstd)?;
+
+        out.push(VERSION);
+        out.push(if key { KIND_KEY } else { KIND_DELTA });
+        self.push_dimensions(out);
+        out.push(self.grid.tile_w as u8);
+        out.push(self.grid.tile_h as u8);
+        out.push(PREDICTOR_LEFT);
+        out.extend_from_slice(&(self.body.len() as u32).to_le_bytes());
+        out.extend_from_slice(&self.compressed);
+
+        self.update_prev(frame);
+        std::mem::swap(&mut self.hashes, &mut self.cur_hashes);
+        self.need_key = false;
+        Ok(if key { PacketKind::Key } else { PacketKind::Delta })
+    }
+
+    fn hash_all(&mut self, frame: &Frame) {
+        let grid = self.grid;
+        self.cur_hashes.clear();
+        self.cur_hashes.resize(grid.tiles_x * grid.height, 0);
+        for y in 0..grid.height {
+            let row = frame.row(y as u32);
+            for col in 0..grid.tiles_x {
+                let x = col * grid.tile_w;
+                let w = grid.tile_w.min(grid.width - x);
+                self.cur_hashes[col * grid.height + y] = hash_pixels(&row[x * 4..(x + w) * 4]);
+            }
+        }
+    }
+
+    fn push_dimensions(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&(self.grid.width as u32).to_le_bytes());
+        out.extend_from_slice(&(self.grid.height as u32).to_le_bytes());
+    }
+
+    fn check_frame(&self, frame: &Frame) -> Result<(), CodecError> {
+        let (width, height) = self.dimensions();
+        if (frame.width, frame.height) != (width, height) {
+            return Err(CodecError::SizeMismatch {
+                width,
+                height,
+                got_width: frame.width,
+                got_height: frame.height,
+            });
+        }
+        let row = self.grid.width * BYTES_PER_PIXEL;
+        let needed = frame.stride.checked_mul(self.grid.height - 1).and_then(|n| n.checked_add(row));
+        if frame.stride < row || needed.is_none_or(|n| frame.data.len() < n) {
+            return Err(CodecError::BadFrameBuffer {
+                width,
+                height,
+                stride: frame.stride,
+                len: frame.data.len(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Sets every tile's mode for a delta; returns whether anything changed at all.
+    fn classify(&mut self, frame: &Frame) -> bool {
+        let grid = self.grid;
+        self.changed.clear();
+        for tile in 0..grid.tiles() {
+            let r = grid.rect(tile);
+            let same = tile_equals(&grid, frame, &self.prev, r, r.x, r.y);
+            self.modes[tile] = if same { MODE_SAME } else { MODE_INTRA };
+            if !same {
+                self.changed.push(tile);
+            }
+        }
+        if self.changed.is_empty() {
+            return false;
+        }
+        self.find_moves(frame);
+        true
+    }
+
+    /// For every changed tile, looks for the rectangle of the previous frame it came from: a
+    /// vertical shift within its tile column (scrolled text, a dragged window's column), found
+    /// by matching row hashes, then verified pixel by pixel. Tiles without an exact source get
+    /// the cheapest of intra, residual against the same place, or residual against the best
+    /// partial match.
+    fn find_moves(&mut self, frame: &Frame) {
+        let grid = self.grid;
+        let h = grid.height;
+        // Row hashes of the changed tiles; the others keep the previous frame's.
+        self.cur_hashes.clone_from(&self.hashes);
+        for &tile in &self.changed {
+            let r = grid.rect(tile);
+            let col = tile % grid.tiles_x;
+            for y in r.y..r.y + r.h {
+                self.cur_hashes[col * h + y] =
+                    hash_pixels(&frame.row(y as u32)[r.x * 4..(r.x + r.w) * 4]);
+            }
+        }
+        // Vote for vertical shifts per tile column, and across the frame.
+        let mut global: HashMap<isize, u32> = HashMap::new();
+        let mut per_col: Vec<Vec<isize>> = vec![Vec::new(); grid.tiles_x];
+        let mut first_row: HashMap<u64, usize, BuildHasherDefault<IdHasher>> = HashMap::default();
+        let mut votes: HashMap<isize, u32> = HashMap::new();
+        let mut col_changed = vec![false; grid.tiles_x];
+        for &tile in &self.changed {
+            col_changed[tile % grid.tiles_x] = true;
+        }
+        for col in 0..grid.tiles_x {
+            if !col_changed[col] {
+                continue;
+            }
+            let prev = &self.hashes[col * h..(col + 1) * h];
+            let cur = &self.cur_hashes[col * h..(col + 1) * h];
+            first_row.clear();
+            for y in 0..h {
+                if y == 0 || prev[y] != prev[y - 1] {
+                    first_row.entry(prev[y]).or_insert(y);
+                }
+            }
+            votes.clear();
+            for y in 0..h {
+                if cur[y] == prev[y] || (y > 0 && cur[y] == cur[y - 1]) {
+                    continue;
+                }
+                if let Some(&py) = first_row.get(&cur[y]) {
+                    *votes.entry(py as isize - y as isize).or_default() += 1;
+                }
+            }
+            let mut best: Vec<(isize, u32)> = votes.iter().map(|(&d, &v)| (d, v)).collect();
+            best.sort_unstable_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+            for &(d, v) in best.iter().take(3) {
+                *global.entry(d).or_default() += v;
+                per_col[col].push(d);
+            }
+        }
+        let mut global: Vec<(isize, u32)> = global.into_iter().collect();
+        global.sort_unstable_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+        global.truncate(3);
+
+        let mut candidates = Vec::new();
+        for i in 0..self.changed.len() {
+            let tile = self.changed[i];
+            let r = grid.rect(tile);
+            let col = tile % grid.tiles_x;
+            candidates.clear();
+            candidates.extend(per_col[col].iter().copied());
+            candidates.extend(global.iter().map(|g| g.0).filter(|d| !per_col[col].contains(d)));
+            let prev = &self.hashes[col * h..(col + 1) * h];
+            let cur = &self.cur_hashes[col * h + r.y..col * h + r.y + r.h];
+            let mut partial: Option<(isize, usize)> = None;
+            let mut copied = false;
+            for &dy in &candidates {
+                let sy = r.y as isize + dy;
+                if sy < 0 || sy as usize + r.h > h {
+                    continue;
+                }
+                let sy = sy as usize;
+                let matching = cur.iter().zip(&prev[sy..sy + r.h]).filter(|(a, b)| a == b).count();
+                if matching == r.h && tile_equals(&grid, frame, &self.prev, r, r.x, sy) {
+                    self.modes[tile] = MODE_COPY;
+                    self.vectors[tile] = (0, dy as i16);
+                    copied = true;
+                    break;
+                }
+                if partial.is_none_or(|(_, m)| matching > m) {
+                    partial = Some((dy, matching));
+                }
+            }
+            if copied {
+                continue;
+            }
+            let mut best = (cost_intra(frame, r), MODE_INTRA, 0isize);
+            let here = cost_residual(frame, &self.prev, &grid, r, r.y);
+            if here < best.0 {
+                best = (here, MODE_RESIDUAL, 0);
+            }
+            if let Some((dy, matching)) = partial {
+                if matching * 4 >= r.h {
+                    let c = cost_residual(frame, &self.prev, &grid, r, (r.y as isize + dy) as usize);
+                    if c < best.0 {
+                        best = (c, MODE_RESIDUAL, dy);
+                    }
+                }
+            }
+            self.modes[tile] = best.1;
+            self.vectors[tile] = (0, best.2 as i16);
+        }
+    }
+
+    fn build_body(&mut self, frame: &Frame) {
+        let grid = self.grid;
+        let mut coded = 0usize;
+        let mut moved = 0usize;
+        for (tile, &mode) in self.modes.iter().enumerate() {
+            if mode == MODE_INTRA || mode == MODE_RESIDUAL {
+                let r = grid.rect(tile);
+                coded += r.w * r.h;
+            }
+            if mode == MODE_COPY || mode == MODE_RESIDUAL {
+                moved += 1;
+            }
+        }
+        for p in &mut self.planes {
+            p.clear();
+            p.resize(coded, 0);
+        }
+        let [p0, p1, p2] = &mut self.planes;
+        let stride = grid.width * BYTES_PER_PIXEL;
+        let mut at = 0usize;
+        let mut band = Vec::with_capacity(grid.tiles_x);
+        for ty in 0..grid.tiles_y {
+            band.clear();
+            band.extend(
+                (ty * grid.tiles_x..(ty + 1) * grid.tiles_x)
+                    .filter(|&t| self.modes[t] == MODE_INTRA || self.modes[t] == MODE_RESIDUAL),
+            );
+            if band.is_empty() {
+                continue;
+            }
+            let band_h = grid.tile_h.min(grid.height - ty * grid.tile_h);
+            for dy in 0..band_h {
+                for &tile in &band {
+                    let r = grid.rect(tile);
+                    let y = r.y + dy;
+                    let n = r.w;
+                    let row = &frame.row(y as u32)[r.x * 4..(r.x + n) * 4];
+                    let (o0, o1, o2) =
+                        (&mut p0[at..at + n], &mut p1[at..at + n], &mut p2[at..at + n]);
+                    at += n;
+                    if self.modes[tile] == MODE_INTRA {
+                        let mut pred = if dy > 0 {
+                            forward(&frame.row(y as u32 - 1)[r.x * 4..r.x * 4 + 4])
+                        } else {
+                            [0; 3]
+                        };
+                        for (i, px) in row.chunks_exact(4).enumerate() {
+                            let t = forward(px);
+                            o0[i] = t[0].wrapping_sub(pred[0]);
+                            o1[i] = t[1].wrapping_sub(pred[1]);
+                            o2[i] = t[2].wrapping_sub(pred[2]);
+                            pred = t;
+                        }
+                    } else {
+                        let (dx, dyv) = self.vectors[tile];
+                        let sx = (r.x as isize + dx as isize) as usize;
+                        let sy = (y as isize + dyv as isize) as usize;
+                        let src = &self.prev[sy * stride + sx * 4..sy * stride + (sx + n) * 4];
+                        for (i, (px, s)) in row.chunks_exact(4).zip(src.chunks_exact(4)).enumerate()
+                        {
+                            let t = forward(px);
+                            let p = forward(s);
+                            o0[i] = t[0].wrapping_sub(p[0]);
+                            o1[i] = t[1].wrapping_sub(p[1]);
+                            o2[i] = t[2].wrapping_sub(p[2]);
+                        }
+                    }
+                }
+            }
+        }
+        self.body.clear();
+        self.body.reserve(grid.tiles() + 4 * moved + 3 * coded);
+        self.body.extend_from_slice(&self.modes);
+        for (tile, &mode) in self.modes.iter().enumerate() {
+            if mode == MODE_COPY || mode == MODE_RESIDUAL {
+                let (dx, dy) = self.vectors[tile];
+                self.body.extend_from_slice(&dx.to_le_bytes());
+                self.body.extend_from_slice(&dy.to_le_bytes());
+            }
+        }
+        for p in &self.planes {
+            self.body.extend_from_slice(p);
+        }
+    }
+
+    /// Makes `prev` what the decoder now holds: the new frame, X bytes 0. Only tiles that are
+    /// not `same` can differ.
+    fn update_prev(&mut self, frame: &Frame) {
+        let stride = self.grid.width * BYTES_PER_PIXEL;
+        for tile in 0..self.grid.tiles() {
+            if self.modes[tile] == MODE_SAME {
+                continue;
+            }
+            let r = self.grid.rect(tile);
+            for y in r.y..r.y + r.h {
+                let src = &frame.row(y as u32)[r.x * 4..(r.x + r.w) * 4];
+                let dst = &mut self.prev[y * stride + r.x * 4..y * stride + (r.x + r.w) * 4];
+                for (d, s) in dst.chunks_exact_mut(4).zip(src.chunks_exact(4)) {
+                    d.copy_from_slice(&[s[0], s[1], s[2], 0]);
+                }
+            }
+        }
+    }
+}
+
+/// Nonzero bytes an intra tile would put in the planes: a cheap stand-in for its coded size.
+fn cost_intra(frame: &Frame, r: Rect) -> usize {
+    let mut n = 0;
+    for y in r.y..r.y + r.h {
+        let row = &frame.row(y as u32)[r.x * 4..(r.x + r.w) * 4];
+        let mut pred = if y > r.y {
+            forward(&frame.row(y as u32 - 1)[r.x * 4..r.x * 4 + 4])
+        } else {
+            [0; 3]
+        };
+        for px in row.chunks_exact(4) {
+            let t = forward(px);
+            n += (t[0] != pred[0]) as usize + (t[1] != pred[1]) as usize + (t[2] != pred[2]) as usize;
+            pred = t;
+        }
+    }
+    n
+}
+
+/// Nonzero bytes of a residual of tile `r` against the previous frame's rows from `sy` on.
+fn cost_residual(frame: &Frame, prev: &[u8], grid: &Grid, r: Rect, sy: usize) -> usize {
+    let stride = grid.width * BYTES_PER_PIXEL;
+    let mut n = 0;
+    for dy in 0..r.h {
+        let row = &frame.row((r.y + dy) as u32)[r.x * 4..(r.x + r.w) * 4];
+        let p = (sy + dy) * stride + r.x * 4;
+        for (a, b) in row.chunks_exact(4).zip(prev[p..p + r.w * 4].chunks_exact(4)) {
+            n += (a[0] != b[0]) as usize + (a[1] != b[1]) as usize + (a[2] != b[2]) as usize;
+        }
+    }
+    n
+}
+
+/// Row hashes are already well mixed: hashing them again would only cost time.
+#[derive(Default)]
+struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 << 8) | b as u64;
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
+/// Whether tile `r` of `frame` equals the rectangle of `prev` at `(sx, sy)`.
+fn tile_equals(grid: &Grid, frame: &Frame, prev: &[u8], r: Rect, sx: usize, sy: usize) -> bool {
+    let stride = grid.width * BYTES_PER_PIXEL;
+    (0..r.h).all(|dy| {
+        let cur = &frame.row((r.y + dy) as u32)[r.x * 4..(r.x + r.w) * 4];
+        let p = (sy + dy) * stride + sx * 4;
+        same_pixels(cur, &prev[p..p + r.w * 4])
+    })
+}
