@@ -154,6 +154,16 @@ impl SignedEnvelope {
         }
         let wire: WireEnvelope =
             serde_json::from_slice(bytes).map_err(|e| EnvelopeError::Malformed(e.to_string()))?;
+        Self::from_wire(wire)
+    }
+
+    fn from_wire(wire: WireEnvelope) -> Result<Self, EnvelopeError> {
+        // Checked before decoding, so an embedded envelope cannot make us allocate for a huge
+        // payload either.
+        let max_encoded = MAX_PAYLOAD_BYTES.div_ceil(3) * 4;
+        if wire.payload.len() > max_encoded {
+            return Err(EnvelopeError::TooLarge { size: wire.payload.len(), limit: max_encoded });
+        }
         let b64 = &base64::engine::general_purpose::STANDARD;
         let payload = b64.decode(&wire.payload).map_err(|_| EnvelopeError::BadField {
             field: "payload",
@@ -161,6 +171,12 @@ impl SignedEnvelope {
         })?;
         if payload.len() > MAX_PAYLOAD_BYTES {
             return Err(EnvelopeError::TooLarge { size: payload.len(), limit: MAX_PAYLOAD_BYTES });
+        }
+        if wire.signature.len() != SIGNATURE_LEN.div_ceil(3) * 4 {
+            return Err(EnvelopeError::BadField {
+                field: "signature",
+                why: "not 64 bytes of base64",
+            });
         }
         let signature = b64.decode(&wire.signature).map_err(|_| EnvelopeError::BadField {
             field: "signature",
@@ -242,11 +258,9 @@ impl Serialize for SignedEnvelope {
 impl<'de> Deserialize<'de> for SignedEnvelope {
     /// Embedding an envelope inside other JSON (e.g. a sync response) goes through the same
     /// checks as [`SignedEnvelope::from_json`], except the whole-document size cap, which the
-    /// outer reader must enforce.
+    /// outer reader must enforce (the payload cap still holds).
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let wire = WireEnvelope::deserialize(d)?;
-        let json = serde_json::to_vec(&wire).map_err(serde::de::Error::custom)?;
-        SignedEnvelope::from_json(&json).map_err(serde::de::Error::custom)
+        SignedEnvelope::from_wire(WireEnvelope::deserialize(d)?).map_err(serde::de::Error::custom)
     }
 }
 
@@ -320,5 +334,11 @@ mod tests {
         assert_eq!(v, env.to_json());
         let back: SignedEnvelope = serde_json::from_slice(&v).unwrap();
         assert_eq!(back, env);
+        let huge = format!(
+            r#"{{"key_id":"0011223344556677","payload":"{}","signature":""}}"#,
+            "A".repeat(MAX_PAYLOAD_BYTES / 3 * 4 + 8)
+        );
+        let err = serde_json::from_str::<SignedEnvelope>(&huge).unwrap_err();
+        assert!(err.to_string().contains("limit"), "{err}");
     }
 }

@@ -13,8 +13,9 @@
 //! ```
 //!
 //! Re-delivery of the very bundle in force (same version, same payload bytes) is accepted again
-//! without a state change, so a console may resend its current bundle on every sync. Any other
-//! bundle whose version is not above the last accepted one is refused.
+//! without a state change, so a console may resend its current bundle on every sync; if it comes
+//! under a new signature (key rotation) the new envelope is stored. Any other bundle whose
+//! version is not above the last accepted one is refused.
 //!
 //! An expired approval refuses the **whole** bundle (the console must renew or drop the user and
 //! publish a new version) rather than silently dropping the user: the console then learns at once
@@ -26,7 +27,7 @@
 //! ```text
 //! key id known ─► signature ─► JSON schema ─► tenant ─► device (if named) ─► structural rules
 //!   ─► issued_at ≤ now + skew ─► now < expires_at ─► id not seen ─► a policy in force
-//!   ─► user listed with an approval in force at event_at and at now
+//!   ─► capture enabled ─► user listed with an approval in force at event_at and at now
 //!   ─► before/after within the policy's window bounds ─► id persisted ─► act on it
 //! ```
 //!
@@ -331,7 +332,8 @@ pub enum TriggerRejected {
         user: Principal,
         /// Version of the policy in force.
         policy_version: u64,
-        /// "not listed", "approval not in force at the event time", "approval not in force now".
+        /// "capture is disabled in the policy", "not listed", "approval not in force at the event
+        /// time", "approval not in force now".
         why: &'static str,
     },
     /// The window asks for more than the policy allows.
@@ -492,14 +494,18 @@ impl TrustStore {
             });
         }
         if let Some(last) = self.state.last_policy_version {
-            if version <= last {
-                if let Some(current) = &self.current {
-                    if version == last && current.envelope().payload() == envelope.payload() {
-                        return Ok(current.clone());
-                    }
-                }
+            let same_bundle = version == last
+                && self.state.policy.as_ref().is_some_and(|p| p.payload() == envelope.payload());
+            if version < last || (version == last && !same_bundle) {
                 return Err(PolicyRejected::VersionNotAbove { version, last });
             }
+            if let Some(current) = &self.current {
+                if current.envelope() == envelope {
+                    return Ok(current.clone());
+                }
+            }
+            // Same bundle under a new signature (after a key rotation): store the new envelope
+            // so it re-verifies with the current keys after a restart.
         }
         let mut next = self.state.clone();
         next.last_policy_version = Some(version);
@@ -564,6 +570,9 @@ impl TrustStore {
             policy_version,
             why,
         };
+        if !p.capture.enabled {
+            return Err(not_approved("capture is disabled in the policy"));
+        }
         let user = p.user(&t.user).ok_or_else(|| not_approved("not listed"))?;
         if !user.approval.in_force_at(t.event_at) {
             return Err(not_approved("approval not in force at the event time"));

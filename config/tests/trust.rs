@@ -135,6 +135,20 @@ fn resending_the_policy_in_force_is_idempotent_but_other_bytes_are_not() {
 }
 
 #[test]
+fn same_bundle_resigned_after_key_rotation_is_taken_and_survives_restart() {
+    let mut f = Fixture::new();
+    f.accept(&policy(3)).unwrap();
+    let new_key = SigningKey::generate().unwrap();
+    f.store.set_keys(vec![f.key.verifying_key().clone(), new_key.verifying_key().clone()]);
+    let resigned = sign_policy(&new_key, &policy(3)).unwrap();
+    assert_eq!(f.store.accept_policy(&resigned, NOW).unwrap().version(), 3);
+    let mut anchor2 = anchor(&new_key);
+    anchor2.keys = vec![new_key.verifying_key().clone()];
+    let store = TrustStore::open(anchor2, f.dir.path().join("trust.json")).unwrap();
+    assert_eq!(store.policy_in_force(NOW).unwrap().envelope().key_id(), new_key.key_id());
+}
+
+#[test]
 fn a_newer_policy_replaces_the_old_one() {
     let mut f = Fixture::new();
     f.accept(&policy(3)).unwrap();
@@ -503,6 +517,22 @@ fn trigger_for_unapproved_user_is_refused() {
     t.user = p("bob@contoso.example");
     let err = f.trigger(&t, NOW).unwrap_err();
     assert!(matches!(err, TriggerRejected::UserNotApproved { why: "not listed", .. }), "{err}");
+}
+
+#[test]
+fn trigger_under_a_capture_disabled_policy_is_refused() {
+    let mut f = Fixture::new();
+    let mut pol = policy(1);
+    pol.capture.enabled = false;
+    f.accept(&pol).unwrap();
+    let err = f.trigger(&trigger("trg-1"), NOW).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            TriggerRejected::UserNotApproved { why: "capture is disabled in the policy", .. }
+        ),
+        "{err}"
+    );
 }
 
 #[test]
