@@ -49,8 +49,18 @@
 //! * [`trust`]: agent side, [`TrustStore`] (verification rules, persisted anti-rollback and
 //!   anti-replay state) yielding [`VerifiedPolicy`] and [`VerifiedTrigger`].
 //!
+//! # Errors
+//!
+//! One `thiserror` enum per concern: [`ConfigError`] (agent config), [`KeyError`],
+//! [`EnvelopeError`] (unreadable envelope), [`SignError`] (console refuses to sign),
+//! [`PolicyRejected`] and [`TriggerRejected`] (one variant per refusal reason, messages name the
+//! fix), [`StateError`] (trust state file). Each says whether retrying can help:
+//! [`PolicyRejected::is_retryable`], [`TriggerRejected::is_retryable`],
+//! [`StateError::is_retryable`]; everything else is permanent for the same input.
+//!
 //! Times are [`time::OffsetDateTime`] (re-exported as [`time`]), RFC 3339 in JSON; durations are
-//! whole seconds in fields named `*_secs`; sizes are bytes in fields named `*_bytes`.
+//! whole seconds in fields named `*_secs`; sizes are bytes in fields named `*_bytes`. (The
+//! `time::macros::datetime!` macro needs `time` as a direct dependency of the calling crate.)
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]

@@ -2,7 +2,7 @@
 //! what must not be accepted twice.
 //!
 //! A [`TrustStore`] holds the enrollment ([`TrustAnchor`]: tenant, device, trusted keys) and the
-//! persisted [state](state) (last accepted policy version and its envelope, seen trigger ids).
+//! persisted [state] (last accepted policy version and its envelope, seen trigger ids).
 //!
 //! Policy checks, in order (the first failure is reported):
 //!
