@@ -34,7 +34,8 @@
 //!     10    1 tile_w       tile width in pixels, 8..=128 (the grid is fixed for one packet;
 //!                          the encoder may change it at a keyframe)
 //!     11    1 tile_h       tile height in pixels, 8..=128
-//!     12    1 predictor    spatial predictor of intra tiles: 0 = left, first column from above
+//!     12    1 predictor    spatial predictor of intra tiles: 0 = left (first column from
+//!                          above), 1 = none
 //!     13    4 body_len     exact length of the body once decompressed; the decoder checks it
 //!                          against the most the declared dimensions allow before allocating
 //!     17    … zstd         one zstd frame holding the body, running to the end of the packet
@@ -66,8 +67,9 @@
 //! (a keyframe is plainly the frame in raster order).
 //!
 //! The value stored for a pixel is the transformed pixel minus its prediction, per plane, mod 256:
-//! * intra (predictor 0): the transformed pixel to the left within the tile; in the tile's first
+//! * intra, predictor 0: the transformed pixel to the left within the tile; in the tile's first
 //!   column, the pixel above within the tile; the tile's top-left pixel is predicted by 0;
+//! * intra, predictor 1: 0 (the transformed pixel itself);
 //! * residual: the transformed pixel of the previous frame at `(x + dx, y + dy)`.
 //!
 //! The body must be consumed exactly: its length must equal
@@ -88,7 +90,7 @@ mod encode;
 mod pixels;
 
 pub use decode::Decoder;
-pub use encode::Encoder;
+pub use encode::{Encoder, EncoderConfig};
 
 /// Format version written in byte 0 of every packet.
 pub const VERSION: u8 = 1;
@@ -105,6 +107,7 @@ const MODE_INTRA: u8 = 2;
 const MODE_RESIDUAL: u8 = 3;
 
 const PREDICTOR_LEFT: u8 = 0;
+const PREDICTOR_NONE: u8 = 1;
 
 const SAME_PACKET_LEN: usize = 10;
 const HEADER_LEN: usize = 17;

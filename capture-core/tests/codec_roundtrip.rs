@@ -11,7 +11,12 @@ fn ts(n: i64) -> Timestamp {
 
 /// A frame with `pad` bytes of garbage after each row and random X bytes, to prove both are
 /// ignored.
-fn frame_with_stride(width: u32, height: u32, pad: usize, fill: impl Fn(u32, u32) -> [u8; 3]) -> Frame {
+fn frame_with_stride(
+    width: u32,
+    height: u32,
+    pad: usize,
+    fill: impl Fn(u32, u32) -> [u8; 3],
+) -> Frame {
     let stride = width as usize * 4 + pad;
     let mut data = vec![0xA5; stride * height as usize];
     for y in 0..height {
@@ -63,14 +68,19 @@ fn identical_frame_costs_at_most_64_bytes() {
 fn first_packet_and_forced_ones_are_keyframes() {
     let a = frame_with_stride(33, 17, 4, |x, y| [x as u8, y as u8, 1]);
     let b = frame_with_stride(33, 17, 4, |x, y| [x as u8, y as u8, 2]);
-    let kinds: Vec<_> = round_trip(&[a.clone(), b.clone(), a, b], 2).into_iter().map(|k| k.0).collect();
+    let kinds: Vec<_> =
+        round_trip(&[a.clone(), b.clone(), a, b], 2).into_iter().map(|k| k.0).collect();
     assert_eq!(kinds, [PacketKind::Key, PacketKind::Delta, PacketKind::Key, PacketKind::Delta]);
 }
 
 #[test]
 fn a_small_change_costs_little() {
     let a = frame_with_stride(1920, 1080, 0, |x, y| {
-        if (x / 8 + y / 16) % 7 == 0 { [20, 20, 20] } else { [240, 240, 240] }
+        if (x / 8 + y / 16) % 7 == 0 {
+            [20, 20, 20]
+        } else {
+            [240, 240, 240]
+        }
     });
     let mut b = a.clone();
     for y in 500..516 {
@@ -87,10 +97,14 @@ fn a_small_change_costs_little() {
 fn a_vertical_scroll_is_sent_as_a_copy() {
     // Text-like content in a window that scrolls by 37 rows between frames.
     let content = |x: u32, y: u32| -> [u8; 3] {
-        let line = y / 19;
-        let glyph = (x / 9).wrapping_mul(2654435761).wrapping_add(line.wrapping_mul(40503));
-        let on = (glyph >> 7) % 3 == 0 && (x % 9) < 6 && (y % 19) > 3 && ((x ^ y) & 3) != 0;
-        if on { [30, 30, 30] } else { [250, 250, 250] }
+        let (line, row) = (y / 19, y % 19);
+        let cell = (x / 9).wrapping_mul(2654435761) ^ line.wrapping_mul(40503);
+        let bits = cell.wrapping_mul(row.wrapping_mul(0x9e37_79b9) | 1).rotate_left(x % 9);
+        if row > 3 && (x % 9) < 7 && bits >> 29 == 0 {
+            [30, 30, 30]
+        } else {
+            [250, 250, 250]
+        }
     };
     let a = frame_with_stride(1920, 1080, 0, |x, y| content(x, y));
     let b = frame_with_stride(1920, 1080, 0, |x, y| content(x, y + 37));
@@ -132,12 +146,23 @@ fn delta_before_keyframe_is_an_error() {
 /// Frames drawn from a small set of "screen-like" operations, so sequences exercise unchanged,
 /// changed, scrolled and moved tiles rather than pure noise.
 fn sequence() -> impl Strategy<Value = Vec<Frame>> {
-    (1u32..150, 1u32..120, 0usize..3, any::<u64>(), prop::collection::vec((0u8..5, any::<u32>()), 1..6))
+    (
+        1u32..150,
+        1u32..120,
+        0usize..3,
+        any::<u64>(),
+        prop::collection::vec((0u8..5, any::<u32>()), 1..6),
+    )
         .prop_map(|(w, h, pad, seed, ops)| {
             let mut frames = Vec::new();
             let base = |x: u32, y: u32| -> [u8; 3] {
-                let v = (x as u64).wrapping_mul(31).wrapping_add((y as u64).wrapping_mul(17)) ^ seed;
-                if v % 5 == 0 { [v as u8, (v >> 8) as u8, (v >> 16) as u8] } else { [200, 200, 200] }
+                let v =
+                    (x as u64).wrapping_mul(31).wrapping_add((y as u64).wrapping_mul(17)) ^ seed;
+                if v % 5 == 0 {
+                    [v as u8, (v >> 8) as u8, (v >> 16) as u8]
+                } else {
+                    [200, 200, 200]
+                }
             };
             let mut cur = frame_with_stride(w, h, pad * 4, base);
             frames.push(cur.clone());
@@ -150,8 +175,11 @@ fn sequence() -> impl Strategy<Value = Vec<Frame>> {
                         let d = 1 + arg % h.max(1);
                         for y in 0..h {
                             let src = y + d;
-                            let row: Vec<u8> =
-                                if src < h { cur.row(src).to_vec() } else { vec![arg as u8; w as usize * 4] };
+                            let row: Vec<u8> = if src < h {
+                                cur.row(src).to_vec()
+                            } else {
+                                vec![arg as u8; w as usize * 4]
+                            };
                             next.row_mut(y).copy_from_slice(&row);
                         }
                     }
@@ -173,7 +201,11 @@ fn sequence() -> impl Strategy<Value = Vec<Frame>> {
                             let row = cur.row(y).to_vec();
                             let out = next.row_mut(y);
                             for x in 0..w as usize {
-                                let s = if x >= d { &row[(x - d) * 4..(x - d) * 4 + 4] } else { &[1, 2, 3, 4][..] };
+                                let s = if x >= d {
+                                    &row[(x - d) * 4..(x - d) * 4 + 4]
+                                } else {
+                                    &[1, 2, 3, 4][..]
+                                };
                                 out[x * 4..x * 4 + 4].copy_from_slice(s);
                             }
                         }

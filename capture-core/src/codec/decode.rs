@@ -4,7 +4,8 @@
 use super::pixels::{forward, inverse, Grid, Rect};
 use super::{
     check_dimensions, CodecError, HEADER_LEN, KIND_DELTA, KIND_KEY, KIND_SAME, MAX_DIMENSION,
-    MODE_COPY, MODE_INTRA, MODE_RESIDUAL, MODE_SAME, PREDICTOR_LEFT, SAME_PACKET_LEN, VERSION,
+    MODE_COPY, MODE_INTRA, MODE_RESIDUAL, MODE_SAME, PREDICTOR_LEFT, PREDICTOR_NONE,
+    SAME_PACKET_LEN, VERSION,
 };
 use crate::frame::{Frame, Timestamp, BYTES_PER_PIXEL};
 
@@ -94,7 +95,8 @@ impl Decoder {
             return Err(CodecError::Truncated { needed: HEADER_LEN, got: packet.len() });
         }
         let grid = Grid::new(width, height, packet[10], packet[11])?;
-        if packet[12] != PREDICTOR_LEFT {
+        let predictor = packet[12];
+        if predictor != PREDICTOR_LEFT && predictor != PREDICTOR_NONE {
             return Err(CodecError::Corrupt("unknown predictor"));
         }
         let body_len = read_u32(&packet[13..17]) as usize;
@@ -115,13 +117,10 @@ impl Decoder {
         } else {
             self.scratch.extend_from_slice(prev);
         }
-        apply_body(&grid, &self.body, prev, &mut self.scratch)?;
+        apply_body(&grid, predictor, &self.body, prev, &mut self.scratch)?;
 
-        let reference = self.reference.get_or_insert_with(|| Reference {
-            width,
-            height,
-            pixels: Vec::new(),
-        });
+        let reference =
+            self.reference.get_or_insert_with(|| Reference { width, height, pixels: Vec::new() });
         reference.width = width;
         reference.height = height;
         std::mem::swap(&mut reference.pixels, &mut self.scratch);
@@ -167,7 +166,13 @@ fn read_u32(b: &[u8]) -> u32 {
 
 /// Applies a decompressed body to `out`, which holds a copy of `prev` (or zeros for a keyframe,
 /// where `prev` is empty).
-fn apply_body(grid: &Grid, body: &[u8], prev: &[u8], out: &mut [u8]) -> Result<(), CodecError> {
+fn apply_body(
+    grid: &Grid,
+    predictor: u8,
+    body: &[u8],
+    prev: &[u8],
+    out: &mut [u8],
+) -> Result<(), CodecError> {
     let tiles = grid.tiles();
     let modes = body.get(..tiles).ok_or(CodecError::Corrupt("body shorter than the tile map"))?;
     let keyframe = prev.is_empty();
@@ -210,10 +215,7 @@ fn apply_body(grid: &Grid, body: &[u8], prev: &[u8], out: &mut [u8]) -> Result<(
             let r = grid.rect(tile);
             let sx = r.x as isize + dx;
             let sy = r.y as isize + dy;
-            if sx < 0
-                || sy < 0
-                || sx as usize + r.w > grid.width
-                || sy as usize + r.h > grid.height
+            if sx < 0 || sy < 0 || sx as usize + r.w > grid.width || sy as usize + r.h > grid.height
             {
                 return Err(CodecError::Corrupt("moved tile's source lies outside the frame"));
             }
@@ -249,7 +251,7 @@ fn apply_body(grid: &Grid, body: &[u8], prev: &[u8], out: &mut [u8]) -> Result<(
                 at += n;
                 let row = &mut out[y * stride + r.x * 4..y * stride + (r.x + n) * 4];
                 if modes[tile] == MODE_INTRA {
-                    let mut pred = if dy > 0 {
+                    let mut pred = if dy > 0 && predictor == PREDICTOR_LEFT {
                         let above = (y - 1) * stride + r.x * 4;
                         forward(&out[above..above + 4])
                     } else {
@@ -263,7 +265,9 @@ fn apply_body(grid: &Grid, body: &[u8], prev: &[u8], out: &mut [u8]) -> Result<(
                             p2[i].wrapping_add(pred[2]),
                         ];
                         inverse(t, px);
-                        pred = t;
+                        if predictor == PREDICTOR_LEFT {
+                            pred = t;
+                        }
                     }
                 } else {
                     let Some((sx, sy)) = sources[tile] else {

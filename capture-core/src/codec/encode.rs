@@ -7,20 +7,49 @@ use std::hash::{BuildHasherDefault, Hasher};
 use super::pixels::{forward, hash_pixels, same_pixels, Grid, Rect};
 use super::{
     check_dimensions, CodecError, PacketKind, KIND_DELTA, KIND_KEY, KIND_SAME, MAX_DIMENSION,
-    MODE_COPY, MODE_INTRA, MODE_RESIDUAL, MODE_SAME, PREDICTOR_LEFT, VERSION,
+    MODE_COPY, MODE_INTRA, MODE_RESIDUAL, MODE_SAME, PREDICTOR_LEFT, PREDICTOR_NONE, VERSION,
 };
 use crate::frame::{Frame, BYTES_PER_PIXEL};
 
-const TILE_W: u8 = 32;
-const TILE_H: u8 = 32;
-/// Keyframes come once per segment (1 in 10 frames by default), so they can afford more effort.
-const KEY_LEVEL: i32 = 6;
-const DELTA_LEVEL: i32 = 3;
+/// Tuning of an [`Encoder`]. Any value the checks accept yields a valid stream; the defaults
+/// are what the codec benchmark measured best on a 1080p desktop.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EncoderConfig {
+    /// Tile width in pixels, 8..=128.
+    pub tile_w: u8,
+    /// Tile height in pixels, 8..=128. Shorter tiles follow scrolled regions' edges closer.
+    pub tile_h: u8,
+    /// zstd level of keyframes: they come once per segment (1 in 10 frames by default), so
+    /// they can afford more effort than deltas.
+    pub key_level: i32,
+    /// zstd level of deltas.
+    pub delta_level: i32,
+    /// zstd window (log2 bytes) of keyframes, 0 for zstd's default for the level; a window
+    /// covering a whole plane lets matches reach across it.
+    pub key_window_log: u32,
+    /// Predict intra pixels from their left neighbour (else store them as they are).
+    pub left_predictor: bool,
+}
+
+impl Default for EncoderConfig {
+    fn default() -> Self {
+        EncoderConfig {
+            tile_w: 32,
+            tile_h: 32,
+            key_level: 6,
+            delta_level: 3,
+            key_window_log: 0,
+            left_predictor: true,
+        }
+    }
+}
 
 /// Turns frames of one fixed size into packets.
 pub struct Encoder {
     grid: Grid,
-    /// The previous frame as the decoder will have it: tightly packed, X bytes 0.
+    /// The previous frame, tightly packed. Its X bytes are the source's, not the decoder's 0:
+    /// they keep unchanged rows byte-identical to the next capture, so one memcmp settles them;
+    /// every comparison that decides anything ignores them.
     prev: Vec<u8>,
     need_key: bool,
     modes: Vec<u8>,
@@ -35,16 +64,27 @@ pub struct Encoder {
     planes: [Vec<u8>; 3],
     body: Vec<u8>,
     compressed: Vec<u8>,
+    /// Delta compressor; keyframes get their own context with their own level and window.
     zstd: zstd::bulk::Compressor<'static>,
-    zstd_level: i32,
+    zstd_key: Option<zstd::bulk::Compressor<'static>>,
+    config: EncoderConfig,
 }
 
 impl Encoder {
     /// An encoder for `width` x `height` frames (each side 1..=16384).
     pub fn new(width: u32, height: u32) -> Result<Encoder, CodecError> {
+        Self::with_config(width, height, EncoderConfig::default())
+    }
+
+    /// An encoder with explicit tuning (benchmarks and experiments).
+    pub fn with_config(
+        width: u32,
+        height: u32,
+        config: EncoderConfig,
+    ) -> Result<Encoder, CodecError> {
         check_dimensions(width, height, MAX_DIMENSION)?;
-        let grid = Grid::new(width, height, TILE_W, TILE_H)?;
-        let zstd = zstd::bulk::Compressor::new(KEY_LEVEL).map_err(CodecError::Zstd)?;
+        let grid = Grid::new(width, height, config.tile_w, config.tile_h)?;
+        let zstd = zstd::bulk::Compressor::new(config.delta_level).map_err(CodecError::Zstd)?;
         Ok(Encoder {
             grid,
             prev: vec![0; grid.width * grid.height * BYTES_PER_PIXEL],
@@ -58,13 +98,24 @@ impl Encoder {
             body: Vec::new(),
             compressed: Vec::new(),
             zstd,
-            zstd_level: KEY_LEVEL,
+            zstd_key: None,
+            config,
         })
     }
 
     /// Width and height this encoder takes.
     pub fn dimensions(&self) -> (u32, u32) {
         (self.grid.width as u32, self.grid.height as u32)
+    }
+
+    /// How many tiles of the last packet were same, copied, intra and residual (statistics for
+    /// benchmarks; a `same` packet leaves the previous figures).
+    pub fn last_tile_modes(&self) -> [usize; 4] {
+        let mut n = [0; 4];
+        for &m in &self.modes {
+            n[m as usize & 3] += 1;
+        }
+        n
     }
 
     /// Makes the next packet a keyframe (the start of a segment).
@@ -88,21 +139,32 @@ impl Encoder {
             return Ok(PacketKind::Same);
         }
         self.build_body(frame);
-        let level = if key { KEY_LEVEL } else { DELTA_LEVEL };
-        if level != self.zstd_level {
-            self.zstd.set_compression_level(level).map_err(CodecError::Zstd)?;
-            self.zstd_level = level;
-        }
+        let zstd = if key {
+            if self.zstd_key.is_none() {
+                let mut c =
+                    zstd::bulk::Compressor::new(self.config.key_level).map_err(CodecError::Zstd)?;
+                if self.config.key_window_log > 0 {
+                    c.set_parameter(zstd::zstd_safe::CParameter::WindowLog(
+                        self.config.key_window_log,
+                    ))
+                    .map_err(CodecError::Zstd)?;
+                }
+                self.zstd_key = Some(c);
+            }
+            self.zstd_key.as_mut().unwrap_or(&mut self.zstd)
+        } else {
+            &mut self.zstd
+        };
         self.compressed.clear();
         self.compressed.reserve(zstd::zstd_safe::compress_bound(self.body.len()));
-        self.zstd.compress_to_buffer(&self.body, &mut self.compressed).map_err(CodecError::Zstd)?;
+        zstd.compress_to_buffer(&self.body, &mut self.compressed).map_err(CodecError::Zstd)?;
 
         out.push(VERSION);
         out.push(if key { KIND_KEY } else { KIND_DELTA });
         self.push_dimensions(out);
         out.push(self.grid.tile_w as u8);
         out.push(self.grid.tile_h as u8);
-        out.push(PREDICTOR_LEFT);
+        out.push(if self.config.left_predictor { PREDICTOR_LEFT } else { PREDICTOR_NONE });
         out.extend_from_slice(&(self.body.len() as u32).to_le_bytes());
         out.extend_from_slice(&self.compressed);
 
@@ -142,7 +204,8 @@ impl Encoder {
             });
         }
         let row = self.grid.width * BYTES_PER_PIXEL;
-        let needed = frame.stride.checked_mul(self.grid.height - 1).and_then(|n| n.checked_add(row));
+        let needed =
+            frame.stride.checked_mul(self.grid.height - 1).and_then(|n| n.checked_add(row));
         if frame.stride < row || needed.is_none_or(|n| frame.data.len() < n) {
             return Err(CodecError::BadFrameBuffer {
                 width,
@@ -157,14 +220,31 @@ impl Encoder {
     /// Sets every tile's mode for a delta; returns whether anything changed at all.
     fn classify(&mut self, frame: &Frame) -> bool {
         let grid = self.grid;
+        let stride = grid.width * BYTES_PER_PIXEL;
         self.changed.clear();
-        for tile in 0..grid.tiles() {
-            let r = grid.rect(tile);
-            let same = tile_equals(&grid, frame, &self.prev, r, r.x, r.y);
-            self.modes[tile] = if same { MODE_SAME } else { MODE_INTRA };
-            if !same {
-                self.changed.push(tile);
+        self.modes.fill(MODE_SAME);
+        for ty in 0..grid.tiles_y {
+            let band = ty * grid.tiles_x..(ty + 1) * grid.tiles_x;
+            let y0 = ty * grid.tile_h;
+            for y in y0..(y0 + grid.tile_h).min(grid.height) {
+                let cur = frame.row(y as u32);
+                let prev = &self.prev[y * stride..(y + 1) * stride];
+                // Most rows are byte-identical (X bytes included): one memcmp settles them.
+                if cur == prev {
+                    continue;
+                }
+                for tile in band.clone() {
+                    if self.modes[tile] != MODE_SAME {
+                        continue;
+                    }
+                    let x = (tile - band.start) * grid.tile_w;
+                    let end = (x + grid.tile_w).min(grid.width) * 4;
+                    if !same_pixels(&cur[x * 4..end], &prev[x * 4..end]) {
+                        self.modes[tile] = MODE_INTRA;
+                    }
+                }
             }
+            self.changed.extend(band.filter(|&t| self.modes[t] != MODE_SAME));
         }
         if self.changed.is_empty() {
             return false;
@@ -194,7 +274,8 @@ impl Encoder {
         // Vote for vertical shifts per tile column, and across the frame.
         let mut global: HashMap<isize, u32> = HashMap::new();
         let mut per_col: Vec<Vec<isize>> = vec![Vec::new(); grid.tiles_x];
-        let mut first_row: HashMap<u64, usize, BuildHasherDefault<IdHasher>> = HashMap::default();
+        let mut rows_at: HashMap<u64, (u8, [u32; MAX_PLACES]), BuildHasherDefault<IdHasher>> =
+            HashMap::default();
         let mut votes: HashMap<isize, u32> = HashMap::new();
         let mut col_changed = vec![false; grid.tiles_x];
         for &tile in &self.changed {
@@ -206,19 +287,28 @@ impl Encoder {
             }
             let prev = &self.hashes[col * h..(col + 1) * h];
             let cur = &self.cur_hashes[col * h..(col + 1) * h];
-            first_row.clear();
-            for y in 0..h {
-                if y == 0 || prev[y] != prev[y - 1] {
-                    first_row.entry(prev[y]).or_insert(y);
+            // Every place a changed row occurs in the previous column votes for the shift that
+            // leads there; the true shift collects a vote from each row that moved, chance ones
+            // scatter. Rows found in many places (blank lines, rules) are too common to tell.
+            rows_at.clear();
+            for (y, &hash) in prev.iter().enumerate() {
+                let e = rows_at.entry(hash).or_insert((0, [0; MAX_PLACES]));
+                if (e.0 as usize) < MAX_PLACES {
+                    e.1[e.0 as usize] = y as u32;
                 }
+                e.0 = e.0.saturating_add(1);
             }
             votes.clear();
             for y in 0..h {
-                if cur[y] == prev[y] || (y > 0 && cur[y] == cur[y - 1]) {
+                if cur[y] == prev[y] {
                     continue;
                 }
-                if let Some(&py) = first_row.get(&cur[y]) {
-                    *votes.entry(py as isize - y as isize).or_default() += 1;
+                if let Some(&(n, places)) = rows_at.get(&cur[y]) {
+                    if (n as usize) <= MAX_PLACES {
+                        for &py in &places[..n as usize] {
+                            *votes.entry(py as isize - y as isize).or_default() += 1;
+                        }
+                    }
                 }
             }
             let mut best: Vec<(isize, u32)> = votes.iter().map(|(&d, &v)| (d, v)).collect();
@@ -271,7 +361,8 @@ impl Encoder {
             }
             if let Some((dy, matching)) = partial {
                 if matching * 4 >= r.h {
-                    let c = cost_residual(frame, &self.prev, &grid, r, (r.y as isize + dy) as usize);
+                    let c =
+                        cost_residual(frame, &self.prev, &grid, r, (r.y as isize + dy) as usize);
                     if c < best.0 {
                         best = (c, MODE_RESIDUAL, dy);
                     }
@@ -323,7 +414,8 @@ impl Encoder {
                         (&mut p0[at..at + n], &mut p1[at..at + n], &mut p2[at..at + n]);
                     at += n;
                     if self.modes[tile] == MODE_INTRA {
-                        let mut pred = if dy > 0 {
+                        let left = self.config.left_predictor;
+                        let mut pred = if dy > 0 && left {
                             forward(&frame.row(y as u32 - 1)[r.x * 4..r.x * 4 + 4])
                         } else {
                             [0; 3]
@@ -333,7 +425,9 @@ impl Encoder {
                             o0[i] = t[0].wrapping_sub(pred[0]);
                             o1[i] = t[1].wrapping_sub(pred[1]);
                             o2[i] = t[2].wrapping_sub(pred[2]);
-                            pred = t;
+                            if left {
+                                pred = t;
+                            }
                         }
                     } else {
                         let (dx, dyv) = self.vectors[tile];
@@ -367,8 +461,7 @@ impl Encoder {
         }
     }
 
-    /// Makes `prev` what the decoder now holds: the new frame, X bytes 0. Only tiles that are
-    /// not `same` can differ.
+    /// Makes `prev` the new frame. Only tiles that are not `same` can differ (in B, G, R).
     fn update_prev(&mut self, frame: &Frame) {
         let stride = self.grid.width * BYTES_PER_PIXEL;
         for tile in 0..self.grid.tiles() {
@@ -378,28 +471,27 @@ impl Encoder {
             let r = self.grid.rect(tile);
             for y in r.y..r.y + r.h {
                 let src = &frame.row(y as u32)[r.x * 4..(r.x + r.w) * 4];
-                let dst = &mut self.prev[y * stride + r.x * 4..y * stride + (r.x + r.w) * 4];
-                for (d, s) in dst.chunks_exact_mut(4).zip(src.chunks_exact(4)) {
-                    d.copy_from_slice(&[s[0], s[1], s[2], 0]);
-                }
+                self.prev[y * stride + r.x * 4..y * stride + (r.x + r.w) * 4].copy_from_slice(src);
             }
         }
     }
 }
+
+/// A row found in more places than this in a column is too common to suggest a shift.
+const MAX_PLACES: usize = 6;
 
 /// Nonzero bytes an intra tile would put in the planes: a cheap stand-in for its coded size.
 fn cost_intra(frame: &Frame, r: Rect) -> usize {
     let mut n = 0;
     for y in r.y..r.y + r.h {
         let row = &frame.row(y as u32)[r.x * 4..(r.x + r.w) * 4];
-        let mut pred = if y > r.y {
-            forward(&frame.row(y as u32 - 1)[r.x * 4..r.x * 4 + 4])
-        } else {
-            [0; 3]
-        };
+        let mut pred =
+            if y > r.y { forward(&frame.row(y as u32 - 1)[r.x * 4..r.x * 4 + 4]) } else { [0; 3] };
         for px in row.chunks_exact(4) {
             let t = forward(px);
-            n += (t[0] != pred[0]) as usize + (t[1] != pred[1]) as usize + (t[2] != pred[2]) as usize;
+            n += (t[0] != pred[0]) as usize
+                + (t[1] != pred[1]) as usize
+                + (t[2] != pred[2]) as usize;
             pred = t;
         }
     }
