@@ -36,8 +36,8 @@ impl Default for EncoderConfig {
         EncoderConfig {
             tile_w: 32,
             tile_h: 32,
-            key_level: 6,
-            delta_level: 3,
+            key_level: 9,
+            delta_level: 5,
             key_window_log: 0,
             left_predictor: true,
         }
@@ -323,6 +323,8 @@ impl Encoder {
         global.truncate(3);
 
         let mut candidates = Vec::new();
+        // Tiles no vertical shift reproduces, with their best partial match.
+        let mut left: Vec<(usize, Option<(isize, usize)>)> = Vec::new();
         for i in 0..self.changed.len() {
             let tile = self.changed[i];
             let r = grid.rect(tile);
@@ -351,26 +353,106 @@ impl Encoder {
                     partial = Some((dy, matching));
                 }
             }
-            if copied {
-                continue;
+            if !copied {
+                left.push((tile, partial));
             }
-            let mut best = (cost_intra(frame, r), MODE_INTRA, 0isize);
-            let here = cost_residual(frame, &self.prev, &grid, r, r.y);
+        }
+        let moves = if left.is_empty() { Vec::new() } else { self.window_moves(frame, &left) };
+        for (tile, partial) in left {
+            let r = grid.rect(tile);
+            let mut copied = false;
+            let mut best = (cost_intra(frame, r), MODE_INTRA, (0isize, 0isize));
+            let here = cost_residual(frame, &self.prev, &grid, r, r.x, r.y);
             if here < best.0 {
-                best = (here, MODE_RESIDUAL, 0);
+                best = (here, MODE_RESIDUAL, (0, 0));
             }
             if let Some((dy, matching)) = partial {
                 if matching * 4 >= r.h {
-                    let c =
-                        cost_residual(frame, &self.prev, &grid, r, (r.y as isize + dy) as usize);
+                    let sy = (r.y as isize + dy) as usize;
+                    let c = cost_residual(frame, &self.prev, &grid, r, r.x, sy);
                     if c < best.0 {
-                        best = (c, MODE_RESIDUAL, dy);
+                        best = (c, MODE_RESIDUAL, (0, dy));
                     }
                 }
             }
-            self.modes[tile] = best.1;
-            self.vectors[tile] = (0, best.2 as i16);
+            for &(dx, dy) in &moves {
+                let (sx, sy) = (r.x as isize + dx, r.y as isize + dy);
+                if sx < 0 || sy < 0 || sx as usize + r.w > grid.width || sy as usize + r.h > h {
+                    continue;
+                }
+                let (sx, sy) = (sx as usize, sy as usize);
+                if tile_equals(&grid, frame, &self.prev, r, sx, sy) {
+                    self.modes[tile] = MODE_COPY;
+                    self.vectors[tile] = (dx as i16, dy as i16);
+                    copied = true;
+                    break;
+                }
+                let c = cost_residual(frame, &self.prev, &grid, r, sx, sy);
+                if c < best.0 {
+                    best = (c, MODE_RESIDUAL, (dx, dy));
+                }
+            }
+            if !copied {
+                self.modes[tile] = best.1;
+                self.vectors[tile] = (best.2 .0 as i16, best.2 .1 as i16);
+            }
         }
+    }
+
+    /// Shifts in any direction (a dragged window) that explain some of `tiles`: runs of pixels
+    /// at the left of each tile are looked up among all runs of the previous frame's same
+    /// tiles (where a moved window must have been: it left them), sampled every 4th row.
+    fn window_moves(
+        &self,
+        frame: &Frame,
+        tiles: &[(usize, Option<(isize, usize)>)],
+    ) -> Vec<(isize, isize)> {
+        const RUN: usize = 16;
+        const ROW_STEP: usize = 4;
+        let grid = self.grid;
+        let stride = grid.width * BYTES_PER_PIXEL;
+        if grid.width < RUN {
+            return Vec::new();
+        }
+        let mut table: HashMap<u64, (usize, usize), BuildHasherDefault<IdHasher>> =
+            HashMap::default();
+        for &(tile, _) in tiles {
+            let r = grid.rect(tile);
+            for y in (r.y.next_multiple_of(ROW_STEP)..r.y + r.h).step_by(ROW_STEP) {
+                let row = &self.prev[y * stride..(y + 1) * stride];
+                for x in r.x..(r.x + r.w).min(grid.width - RUN + 1) {
+                    let run = &row[x * 4..(x + RUN) * 4];
+                    if !uniform(run) {
+                        table.entry(hash_pixels(run)).or_insert((x, y));
+                    }
+                }
+            }
+        }
+        let mut votes: HashMap<(isize, isize), u32> = HashMap::new();
+        for &(tile, _) in tiles {
+            let r = grid.rect(tile);
+            for y in r.y..(r.y + ROW_STEP).min(r.y + r.h) {
+                let row = frame.row(y as u32);
+                for x in [r.x, r.x + RUN] {
+                    if x + RUN > grid.width {
+                        continue;
+                    }
+                    let run = &row[x * 4..(x + RUN) * 4];
+                    if uniform(run) {
+                        continue;
+                    }
+                    if let Some(&(px, py)) = table.get(&hash_pixels(run)) {
+                        let v = (px as isize - x as isize, py as isize - y as isize);
+                        if v != (0, 0) {
+                            *votes.entry(v).or_default() += 1;
+                        }
+                    }
+                }
+            }
+        }
+        let mut best: Vec<((isize, isize), u32)> = votes.into_iter().filter(|v| v.1 >= 2).collect();
+        best.sort_unstable_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+        best.into_iter().take(3).map(|v| v.0).collect()
     }
 
     fn build_body(&mut self, frame: &Frame) {
@@ -498,13 +580,19 @@ fn cost_intra(frame: &Frame, r: Rect) -> usize {
     n
 }
 
-/// Nonzero bytes of a residual of tile `r` against the previous frame's rows from `sy` on.
-fn cost_residual(frame: &Frame, prev: &[u8], grid: &Grid, r: Rect, sy: usize) -> usize {
+/// Whether a run of pixels is one colour (says nothing about where it came from).
+fn uniform(run: &[u8]) -> bool {
+    let first = &run[..3];
+    run.chunks_exact(4).all(|p| &p[..3] == first)
+}
+
+/// Nonzero bytes of a residual of tile `r` against the previous frame at `(sx, sy)`.
+fn cost_residual(frame: &Frame, prev: &[u8], grid: &Grid, r: Rect, sx: usize, sy: usize) -> usize {
     let stride = grid.width * BYTES_PER_PIXEL;
     let mut n = 0;
     for dy in 0..r.h {
         let row = &frame.row((r.y + dy) as u32)[r.x * 4..(r.x + r.w) * 4];
-        let p = (sy + dy) * stride + r.x * 4;
+        let p = (sy + dy) * stride + sx * 4;
         for (a, b) in row.chunks_exact(4).zip(prev[p..p + r.w * 4].chunks_exact(4)) {
             n += (a[0] != b[0]) as usize + (a[1] != b[1]) as usize + (a[2] != b[2]) as usize;
         }
