@@ -231,3 +231,32 @@ proptest! {
         round_trip(&frames, key_every);
     }
 }
+
+#[test]
+fn a_dragged_window_is_sent_as_copies() {
+    // A text window on a flat desktop, moved by (45, 17) between frames.
+    let window = |x: u32, y: u32, wx: u32, wy: u32| -> [u8; 3] {
+        if x < wx || y < wy || x >= wx + 400 || y >= wy + 300 {
+            return [165, 110, 58];
+        }
+        let (cx, cy) = (x - wx, y - wy);
+        let mut v =
+            (cx / 6) as u64 * 0x9e37_79b9_7f4a_7c15 ^ (cy / 13) as u64 * 0xc2b2_ae3d_27d4_eb4f;
+        v ^= v >> 31;
+        let glyph_row = v.rotate_left(cy % 13 * 5) >> 59;
+        if (glyph_row >> (cx % 6)) & 1 == 1 {
+            [20, 20, 20]
+        } else {
+            [255, 255, 255]
+        }
+    };
+    let a = frame_with_stride(1280, 720, 0, |x, y| window(x, y, 300, 200));
+    let b = frame_with_stride(1280, 720, 0, |x, y| window(x, y, 345, 217));
+    let kinds = round_trip(&[a, b], 0);
+    assert!(
+        kinds[1].1 * 4 < kinds[0].1,
+        "a move cost {} bytes (keyframe {})",
+        kinds[1].1,
+        kinds[0].1
+    );
+}
