@@ -1,1 +1,35 @@
-//! (being written)
+//! `rearview-uploader`: the device side of the Rearview protocol.
+//!
+//! A device enrolls once, then holds a push stream from the console that brings signed policy
+//! bundles and triggers (verified here with `rearview_config` before anyone acts on them), and
+//! sends clips — manifests and the sealed segments they name — from a crash-safe spool,
+//! within the policy's daily upload limit and offline cache.
+//!
+//! # Layout
+//!
+//! * [`wire`]: every message between device and console, and the protocol itself (endpoints,
+//!   authentication, push stream, idempotent upload). The console uses the same types.
+//! * [`uploader`]: [`Uploader`], the API the agent daemon uses — `enroll`, `subscribe` to
+//!   verified [`Command`]s, `sync_policy`, `enqueue_clip`, `start` (stream + send loops),
+//!   `status`, `report_health`, `report_activity`.
+//! * [`spool`]: the SQLite (WAL) spool and its on-disk format and crash rules.
+//! * [`client`]: the HTTP client (reqwest, rustls); [`sse`]: the event-stream reader;
+//!   [`backoff`]: exponential backoff with jitter; [`error`]: errors that say if retrying helps.
+
+pub mod backoff;
+pub mod client;
+pub mod error;
+pub mod spool;
+pub mod sse;
+pub mod uploader;
+pub mod wire;
+
+pub use error::UploadError;
+pub use spool::{SegmentBytes, SpoolStats};
+pub use uploader::{Command, Identity, NewClip, NewSegment, Running, Status, Uploader, UploaderConfig};
+
+/// Wall-clock time, Unix milliseconds.
+pub fn now_ms() -> i64 {
+    let d = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}

@@ -1,0 +1,159 @@
+//! The HTTP client for the device endpoints of [`crate::wire`].
+
+use std::time::Duration;
+
+use reqwest::{Method, StatusCode};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::error::UploadError;
+use crate::wire::{
+    ActivityAck, ActivityBatch, ClipManifest, ClipStatus, EnrollRequest, EnrollResponse, ErrorBody,
+    HealthReport, PolicyMessage, SegmentAck,
+};
+
+/// Connection settings.
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    /// e.g. `https://console.example:8443` (no trailing path).
+    pub server: String,
+    /// PEM file of a CA (or the console's self-signed certificate) to trust besides the
+    /// system's roots.
+    pub ca_cert: Option<std::path::PathBuf>,
+    /// Timeout of one ordinary request (not of the push stream).
+    pub request_timeout: Duration,
+}
+
+impl ClientConfig {
+    pub fn new(server: impl Into<String>) -> ClientConfig {
+        ClientConfig { server: server.into(), ca_cert: None, request_timeout: Duration::from_secs(30) }
+    }
+}
+
+/// A device's connection to the console. Cheap to clone.
+#[derive(Clone)]
+pub struct Client {
+    http: reqwest::Client,
+    /// For the push stream: no overall timeout, it is meant to stay open.
+    stream_http: reqwest::Client,
+    base: String,
+    token: Option<String>,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client").field("base", &self.base).field("token", &self.token.as_ref().map(|_| "<redacted>")).finish()
+    }
+}
+
+fn builder(config: &ClientConfig) -> Result<reqwest::ClientBuilder, UploadError> {
+    let mut b = reqwest::Client::builder()
+        .use_rustls_tls()
+        .connect_timeout(Duration::from_secs(10))
+        .tcp_keepalive(Duration::from_secs(30));
+    if let Some(ca) = &config.ca_cert {
+        let pem = std::fs::read(ca).map_err(|e| UploadError::Config(format!("CA file {}: {e}", ca.display())))?;
+        let cert = reqwest::Certificate::from_pem(&pem)
+            .map_err(|e| UploadError::Config(format!("CA file {} is not PEM: {e}", ca.display())))?;
+        b = b.add_root_certificate(cert);
+    }
+    Ok(b)
+}
+
+impl Client {
+    pub fn new(config: &ClientConfig, token: Option<String>) -> Result<Client, UploadError> {
+        let base = config.server.trim_end_matches('/').to_owned();
+        if !(base.starts_with("https://") || base.starts_with("http://")) {
+            return Err(UploadError::Config(format!("server {base:?} must start with https:// (or http:// on loopback)")));
+        }
+        let http = builder(config)?.timeout(config.request_timeout).build().map_err(|e| UploadError::Config(e.to_string()))?;
+        let stream_http = builder(config)?.build().map_err(|e| UploadError::Config(e.to_string()))?;
+        Ok(Client { http, stream_http, base, token })
+    }
+
+    pub fn with_token(&self, token: String) -> Client {
+        Client { token: Some(token), ..self.clone() }
+    }
+
+    fn request(&self, method: Method, path: &str) -> reqwest::RequestBuilder {
+        let mut r = self.http.request(method, format!("{}{path}", self.base));
+        if let Some(t) = &self.token {
+            r = r.bearer_auth(t);
+        }
+        r
+    }
+
+    async fn send<T: DeserializeOwned>(r: reqwest::RequestBuilder) -> Result<T, UploadError> {
+        let resp = check(r.send().await?).await?;
+        resp.json().await.map_err(|e| UploadError::Protocol(e.to_string()))
+    }
+
+    async fn send_empty(r: reqwest::RequestBuilder) -> Result<(), UploadError> {
+        check(r.send().await?).await.map(|_| ())
+    }
+
+    async fn json<B: Serialize, T: DeserializeOwned>(&self, method: Method, path: &str, body: &B) -> Result<T, UploadError> {
+        Self::send(self.request(method, path).json(body)).await
+    }
+
+    pub async fn enroll(&self, req: &EnrollRequest) -> Result<EnrollResponse, UploadError> {
+        self.json(Method::POST, "/api/v1/enroll", req).await
+    }
+
+    pub async fn policy(&self) -> Result<PolicyMessage, UploadError> {
+        Self::send(self.request(Method::GET, "/api/v1/device/policy")).await
+    }
+
+    pub async fn ack_trigger(&self, trigger_id: &str) -> Result<(), UploadError> {
+        Self::send_empty(self.request(Method::POST, &format!("/api/v1/device/triggers/{trigger_id}/ack"))).await
+    }
+
+    pub async fn put_manifest(&self, manifest: &ClipManifest) -> Result<ClipStatus, UploadError> {
+        self.json(Method::PUT, &format!("/api/v1/device/clips/{}", manifest.clip_id), manifest).await
+    }
+
+    pub async fn clip_status(&self, clip_id: &str) -> Result<ClipStatus, UploadError> {
+        Self::send(self.request(Method::GET, &format!("/api/v1/device/clips/{clip_id}"))).await
+    }
+
+    pub async fn put_segment(&self, sha256: &str, bytes: Vec<u8>) -> Result<SegmentAck, UploadError> {
+        Self::send(
+            self.request(Method::PUT, &format!("/api/v1/device/segments/{sha256}"))
+                .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
+                .body(bytes),
+        )
+        .await
+    }
+
+    pub async fn health(&self, report: &HealthReport) -> Result<(), UploadError> {
+        Self::send_empty(self.request(Method::POST, "/api/v1/device/health").json(report)).await
+    }
+
+    pub async fn activity(&self, batch: &ActivityBatch) -> Result<ActivityAck, UploadError> {
+        self.json(Method::POST, "/api/v1/device/activity", batch).await
+    }
+
+    /// Opens the push stream; the response body is `text/event-stream`.
+    pub async fn open_stream(&self) -> Result<reqwest::Response, UploadError> {
+        let mut r = self.stream_http.get(format!("{}/api/v1/device/stream", self.base)).header("accept", "text/event-stream");
+        if let Some(t) = &self.token {
+            r = r.bearer_auth(t);
+        }
+        check(r.send().await?).await
+    }
+}
+
+/// Turns a non-success answer into the right error.
+async fn check(resp: reqwest::Response) -> Result<reqwest::Response, UploadError> {
+    let status = resp.status();
+    if status.is_success() {
+        return Ok(resp);
+    }
+    let text = resp.text().await.unwrap_or_default();
+    let message = serde_json::from_str::<ErrorBody>(&text).map(|b| b.error).unwrap_or(text);
+    if status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS || status == StatusCode::REQUEST_TIMEOUT {
+        Err(UploadError::Unavailable(format!("{status}: {message}")))
+    } else {
+        Err(UploadError::Refused { status: status.as_u16(), message })
+    }
+}

@@ -1,0 +1,398 @@
+//! The offline spool: clips waiting to reach the console, with their sealed segments.
+//!
+//! # Why copies
+//!
+//! The spool holds its own copy of every segment a pending clip names (a hard link when the
+//! ring is on the same file system, a copy otherwise). The ring can then evict on its own
+//! schedule, the spool's size is exactly what the policy's *offline cache* bounds, and a crash
+//! of the agent between "ring evicted" and "clip sent" cannot lose a segment. Segments are
+//! already sealed to the tenant key, so the spool holds no plaintext.
+//!
+//! # Layout
+//!
+//! ```text
+//! SPOOL/spool.db                 SQLite, WAL
+//! SPOOL/segments/<sha256>        sealed segment bytes, named by their SHA-256
+//!
+//! clips      clip_id PK, user, manifest_json, bytes (sum of its segment sizes),
+//!            state (pending | sent | refused), enqueued_ms, sent_ms
+//! clip_segments  clip_id, sha256              which segments a clip names
+//! segments   sha256 PK, size, sent (0/1)      one row per file in segments/
+//! usage      day (YYYY-MM-DD, UTC), user, bytes    upload bytes per user per day
+//! counters   name PK, value                   lost_clips, lost_segments, lost_bytes
+//! ```
+//!
+//! # Invariants and crash recovery
+//!
+//! * A segment file is written to `segments/.tmp-*`, fsynced and renamed *before* the
+//!   transaction that inserts its row commits. On open, files without a row and temporary
+//!   files are deleted: a crash mid-enqueue leaves no trace, the caller enqueues again.
+//! * A clip is `pending` until the console said it is complete; only then `sent`. Every step of
+//!   sending (manifest, segments, status) is idempotent on the console, so resuming a
+//!   `pending` clip after a crash of either side repeats at most one segment upload and never
+//!   loses one: **at least once, and no duplicate on the console**.
+//! * A segment file is deleted when no pending clip names it any more.
+//! * When the unsent bytes exceed the offline cache, the oldest pending clips are dropped
+//!   whole (their unshared segments deleted) until the new clip fits, and `lost_*` counters
+//!   record it so the device can report what was lost.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
+
+use rusqlite::{params, Connection, OptionalExtension};
+
+use crate::error::UploadError;
+use crate::wire::ClipManifest;
+
+const SCHEMA: &str = r#"
+CREATE TABLE IF NOT EXISTS clips (
+    clip_id TEXT PRIMARY KEY, user TEXT NOT NULL, manifest_json TEXT NOT NULL,
+    bytes INTEGER NOT NULL, state TEXT NOT NULL, enqueued_ms INTEGER NOT NULL, sent_ms INTEGER);
+CREATE TABLE IF NOT EXISTS clip_segments (
+    clip_id TEXT NOT NULL, sha256 TEXT NOT NULL, PRIMARY KEY (clip_id, sha256));
+CREATE INDEX IF NOT EXISTS clip_segments_hash ON clip_segments (sha256);
+CREATE TABLE IF NOT EXISTS segments (sha256 TEXT PRIMARY KEY, size INTEGER NOT NULL, sent INTEGER NOT NULL DEFAULT 0);
+CREATE TABLE IF NOT EXISTS usage (day TEXT NOT NULL, user TEXT NOT NULL, bytes INTEGER NOT NULL, PRIMARY KEY (day, user));
+CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+"#;
+
+/// A pending clip, as the sender needs it.
+#[derive(Debug, Clone)]
+pub struct PendingClip {
+    pub manifest: ClipManifest,
+    pub bytes: u64,
+}
+
+/// What the spool holds, for status reports.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SpoolStats {
+    pub pending_clips: u64,
+    pub sent_clips: u64,
+    /// Bytes of segment files on disk (unsent segments of pending clips).
+    pub spooled_bytes: u64,
+    pub lost_clips: u64,
+    pub lost_segments: u64,
+    pub lost_bytes: u64,
+}
+
+/// The result of enqueueing.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Enqueued {
+    /// False when this clip id was already spooled (the call was a repeat).
+    pub new: bool,
+    /// Older clips dropped to make room.
+    pub dropped_clips: Vec<String>,
+}
+
+pub struct Spool {
+    conn: Mutex<Connection>,
+    dir: PathBuf,
+}
+
+impl std::fmt::Debug for Spool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Spool").field("dir", &self.dir).finish()
+    }
+}
+
+fn io_err(path: &Path, e: std::io::Error) -> UploadError {
+    UploadError::Spool(format!("{}: {e}", path.display()))
+}
+
+impl Spool {
+    /// Opens or creates the spool in `dir`, and cleans up after a crash.
+    pub fn open(dir: &Path) -> Result<Spool, UploadError> {
+        let seg_dir = dir.join("segments");
+        std::fs::create_dir_all(&seg_dir).map_err(|e| io_err(&seg_dir, e))?;
+        let conn = Connection::open(dir.join("spool.db"))?;
+        conn.execute_batch("PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;")?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        conn.execute_batch(SCHEMA)?;
+        let spool = Spool { conn: Mutex::new(conn), dir: dir.to_owned() };
+        spool.recover()?;
+        Ok(spool)
+    }
+
+    fn conn(&self) -> MutexGuard<'_, Connection> {
+        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn segment_path(&self, sha256: &str) -> PathBuf {
+        self.dir.join("segments").join(sha256)
+    }
+
+    /// Deletes files the database does not know (a crash between write and commit).
+    fn recover(&self) -> Result<(), UploadError> {
+        let known: std::collections::HashSet<String> = {
+            let conn = self.conn();
+            let mut stmt = conn.prepare("SELECT sha256 FROM segments")?;
+            let rows = stmt.query_map([], |r| r.get(0))?.collect::<Result<_, _>>()?;
+            rows
+        };
+        let seg_dir = self.dir.join("segments");
+        for entry in std::fs::read_dir(&seg_dir).map_err(|e| io_err(&seg_dir, e))? {
+            let entry = entry.map_err(|e| io_err(&seg_dir, e))?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if !known.contains(&name) {
+                tracing::info!(file = %name, "spool: removing a file left by an interrupted enqueue");
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
+        Ok(())
+    }
+
+    /// Adds a clip and its segments (`(sha256, bytes)`, hashes already checked by the caller).
+    /// Drops the oldest pending clips if the unsent bytes would exceed `cache_limit`.
+    pub fn enqueue(
+        &self,
+        manifest: &ClipManifest,
+        segments: &[(String, SegmentBytes)],
+        cache_limit: u64,
+    ) -> Result<Enqueued, UploadError> {
+        let exists: bool = self.conn().query_row(
+            "SELECT EXISTS (SELECT 1 FROM clips WHERE clip_id = ?1)",
+            [&manifest.clip_id],
+            |r| r.get(0),
+        )?;
+        if exists {
+            return Ok(Enqueued { new: false, dropped_clips: vec![] });
+        }
+        let new_bytes: u64 = {
+            let conn = self.conn();
+            let mut have = conn.prepare_cached("SELECT EXISTS (SELECT 1 FROM segments WHERE sha256 = ?1)")?;
+            let mut total = 0;
+            for (sha, data) in segments {
+                if !have.query_row([sha], |r| r.get::<_, bool>(0))? {
+                    total += data.len()?;
+                }
+            }
+            total
+        };
+        if new_bytes > cache_limit {
+            return Err(UploadError::TooLarge(format!(
+                "clip {} needs {new_bytes} bytes, more than the whole offline cache ({cache_limit})",
+                manifest.clip_id
+            )));
+        }
+        let mut dropped_clips = Vec::new();
+        while self.stats()?.spooled_bytes + new_bytes > cache_limit {
+            match self.drop_oldest()? {
+                Some(c) => dropped_clips.push(c),
+                None => break,
+            }
+        }
+        // Files first, then the rows that make them count.
+        let mut written = Vec::new();
+        for (sha, data) in segments {
+            let path = self.segment_path(sha);
+            if !path.exists() {
+                data.write_to(&path, &self.dir.join("segments"))?;
+                written.push((sha.clone(), data.len()?));
+            }
+        }
+        let json = serde_json::to_string(manifest).map_err(|e| UploadError::Spool(e.to_string()))?;
+        let bytes: u64 = manifest.segments.iter().map(|s| s.size).sum();
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        tx.execute(
+            "INSERT INTO clips (clip_id, user, manifest_json, bytes, state, enqueued_ms) VALUES (?1, ?2, ?3, ?4, 'pending', ?5)",
+            params![manifest.clip_id, manifest.user, json, bytes as i64, crate::now_ms()],
+        )?;
+        for (sha, _) in segments {
+            tx.execute("INSERT OR IGNORE INTO clip_segments (clip_id, sha256) VALUES (?1, ?2)", params![manifest.clip_id, sha])?;
+        }
+        for (sha, size) in &written {
+            tx.execute("INSERT OR IGNORE INTO segments (sha256, size) VALUES (?1, ?2)", params![sha, *size as i64])?;
+        }
+        tx.commit()?;
+        Ok(Enqueued { new: true, dropped_clips })
+    }
+
+    /// Drops the oldest pending clip; returns its id, or `None` when nothing is pending.
+    fn drop_oldest(&self) -> Result<Option<String>, UploadError> {
+        let oldest: Option<String> = self
+            .conn()
+            .query_row("SELECT clip_id FROM clips WHERE state = 'pending' ORDER BY enqueued_ms, rowid LIMIT 1", [], |r| {
+                r.get(0)
+            })
+            .optional()?;
+        let Some(clip_id) = oldest else { return Ok(None) };
+        let (segments, bytes) = self.release(&clip_id, true)?;
+        self.bump("lost_clips", 1)?;
+        self.bump("lost_segments", segments)?;
+        self.bump("lost_bytes", bytes)?;
+        tracing::warn!(clip = %clip_id, segments, bytes, "offline cache full: dropped the oldest clip");
+        Ok(Some(clip_id))
+    }
+
+    /// Removes a clip from the pending set (deleting it when `delete`, else marking it sent) and
+    /// deletes segment files no other pending clip names. Returns (segments, bytes) deleted.
+    fn release(&self, clip_id: &str, delete: bool) -> Result<(u64, u64), UploadError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let orphans: Vec<(String, i64)> = {
+            let mut stmt = tx.prepare(
+                "SELECT s.sha256, s.size FROM clip_segments cs JOIN segments s ON s.sha256 = cs.sha256
+                 WHERE cs.clip_id = ?1 AND NOT EXISTS (
+                    SELECT 1 FROM clip_segments o JOIN clips c ON c.clip_id = o.clip_id
+                    WHERE o.sha256 = cs.sha256 AND o.clip_id != ?1 AND c.state = 'pending')",
+            )?;
+            let rows = stmt.query_map([clip_id], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<Result<_, _>>()?;
+            rows
+        };
+        if delete {
+            tx.execute("DELETE FROM clips WHERE clip_id = ?1", [clip_id])?;
+        } else {
+            tx.execute("UPDATE clips SET state = 'sent', sent_ms = ?1 WHERE clip_id = ?2", params![crate::now_ms(), clip_id])?;
+        }
+        tx.execute("DELETE FROM clip_segments WHERE clip_id = ?1", [clip_id])?;
+        for (sha, _) in &orphans {
+            tx.execute("DELETE FROM segments WHERE sha256 = ?1", [sha])?;
+        }
+        tx.commit()?;
+        drop(conn);
+        // After the commit: a crash here leaves files without rows, which open() removes.
+        for (sha, _) in &orphans {
+            let _ = std::fs::remove_file(self.segment_path(sha));
+        }
+        Ok((orphans.len() as u64, orphans.iter().map(|(_, s)| *s as u64).sum()))
+    }
+
+    /// The console refused the clip for good (4xx): keep its row (state `refused`, with the
+    /// reason) for the record, free its files, and stop retrying it.
+    pub fn mark_refused(&self, clip_id: &str, reason: &str) -> Result<(), UploadError> {
+        self.release(clip_id, false)?;
+        self.conn().execute(
+            "UPDATE clips SET state = 'refused', manifest_json = json_set(manifest_json, '$.refused', ?1) WHERE clip_id = ?2",
+            params![reason, clip_id],
+        )?;
+        Ok(())
+    }
+
+    pub fn refused_count(&self) -> Result<u64, UploadError> {
+        Ok(self.conn().query_row("SELECT COUNT(*) FROM clips WHERE state = 'refused'", [], |r| r.get::<_, i64>(0))? as u64)
+    }
+
+    /// The console has every segment of `clip_id`: forget its files.
+    pub fn mark_sent(&self, clip_id: &str) -> Result<(), UploadError> {
+        self.release(clip_id, false).map(|_| ())
+    }
+
+    /// Pending clips, oldest first.
+    pub fn pending(&self) -> Result<Vec<PendingClip>, UploadError> {
+        let conn = self.conn();
+        let mut stmt =
+            conn.prepare("SELECT manifest_json, bytes FROM clips WHERE state = 'pending' ORDER BY enqueued_ms, rowid")?;
+        let rows: Vec<(String, i64)> = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<Result<_, _>>()?;
+        rows.into_iter()
+            .map(|(json, bytes)| {
+                let manifest = serde_json::from_str(&json)
+                    .map_err(|e| UploadError::Spool(format!("spooled manifest unreadable: {e}")))?;
+                Ok(PendingClip { manifest, bytes: bytes as u64 })
+            })
+            .collect()
+    }
+
+    /// Reads a spooled segment's bytes.
+    pub fn read_segment(&self, sha256: &str) -> Result<Vec<u8>, UploadError> {
+        let path = self.segment_path(sha256);
+        std::fs::read(&path).map_err(|e| io_err(&path, e))
+    }
+
+    /// True when the spool holds this segment's file.
+    pub fn has_segment(&self, sha256: &str) -> Result<bool, UploadError> {
+        Ok(self.conn().query_row("SELECT EXISTS (SELECT 1 FROM segments WHERE sha256 = ?1)", [sha256], |r| r.get(0))?)
+    }
+
+    /// Adds uploaded bytes to `user`'s use for `day`.
+    pub fn add_usage(&self, day: &str, user: &str, bytes: u64) -> Result<(), UploadError> {
+        self.conn().execute(
+            "INSERT INTO usage (day, user, bytes) VALUES (?1, ?2, ?3)
+             ON CONFLICT (day, user) DO UPDATE SET bytes = bytes + excluded.bytes",
+            params![day, user, bytes as i64],
+        )?;
+        Ok(())
+    }
+
+    /// Bytes uploaded for each user on `day`.
+    pub fn usage(&self, day: &str) -> Result<HashMap<String, u64>, UploadError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare("SELECT user, bytes FROM usage WHERE day = ?1")?;
+        let rows = stmt.query_map([day], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn bump(&self, name: &str, by: u64) -> Result<(), UploadError> {
+        self.conn().execute(
+            "INSERT INTO counters (name, value) VALUES (?1, ?2) ON CONFLICT (name) DO UPDATE SET value = value + excluded.value",
+            params![name, by as i64],
+        )?;
+        Ok(())
+    }
+
+    pub fn stats(&self) -> Result<SpoolStats, UploadError> {
+        let conn = self.conn();
+        let count = |state: &str| -> rusqlite::Result<u64> {
+            conn.query_row("SELECT COUNT(*) FROM clips WHERE state = ?1", [state], |r| r.get::<_, i64>(0)).map(|n| n as u64)
+        };
+        let counter = |name: &str| -> rusqlite::Result<u64> {
+            conn.query_row("SELECT value FROM counters WHERE name = ?1", [name], |r| r.get::<_, i64>(0))
+                .optional()
+                .map(|v| v.unwrap_or(0) as u64)
+        };
+        Ok(SpoolStats {
+            pending_clips: count("pending")?,
+            sent_clips: count("sent")?,
+            spooled_bytes: conn.query_row("SELECT COALESCE(SUM(size), 0) FROM segments", [], |r| r.get::<_, i64>(0))? as u64,
+            lost_clips: counter("lost_clips")?,
+            lost_segments: counter("lost_segments")?,
+            lost_bytes: counter("lost_bytes")?,
+        })
+    }
+}
+
+/// Where a segment's sealed bytes come from when it is enqueued.
+#[derive(Debug, Clone)]
+pub enum SegmentBytes {
+    /// In memory.
+    Bytes(Vec<u8>),
+    /// A file (e.g. in the ring); hard-linked into the spool when possible, else copied.
+    File(PathBuf),
+}
+
+impl SegmentBytes {
+    pub fn len(&self) -> Result<u64, UploadError> {
+        match self {
+            SegmentBytes::Bytes(b) => Ok(b.len() as u64),
+            SegmentBytes::File(p) => Ok(std::fs::metadata(p).map_err(|e| io_err(p, e))?.len()),
+        }
+    }
+
+    pub fn is_empty(&self) -> Result<bool, UploadError> {
+        Ok(self.len()? == 0)
+    }
+
+    /// Reads all bytes (to hash them).
+    pub fn read(&self) -> Result<std::borrow::Cow<'_, [u8]>, UploadError> {
+        match self {
+            SegmentBytes::Bytes(b) => Ok(std::borrow::Cow::Borrowed(b)),
+            SegmentBytes::File(p) => Ok(std::borrow::Cow::Owned(std::fs::read(p).map_err(|e| io_err(p, e))?)),
+        }
+    }
+
+    fn write_to(&self, path: &Path, dir: &Path) -> Result<(), UploadError> {
+        let tmp = dir.join(format!(".tmp-{}", rand::random::<u64>()));
+        match self {
+            SegmentBytes::File(src) if std::fs::hard_link(src, &tmp).is_ok() => {}
+            _ => {
+                let bytes = self.read()?;
+                let mut f = std::fs::File::create(&tmp).map_err(|e| io_err(&tmp, e))?;
+                f.write_all(&bytes).map_err(|e| io_err(&tmp, e))?;
+                f.sync_all().map_err(|e| io_err(&tmp, e))?;
+            }
+        }
+        std::fs::rename(&tmp, path).map_err(|e| io_err(path, e))
+    }
+}

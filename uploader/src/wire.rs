@@ -1,0 +1,243 @@
+//! The device ↔ console wire protocol: every JSON message both sides exchange, in one place so
+//! the console (`rearview-console`) and the device (`rearview-uploader`) cannot drift apart.
+//!
+//! # Transport and authentication
+//!
+//! HTTPS (HTTP/1.1) with JSON bodies, except segment uploads, which are the raw sealed bytes.
+//! Times are Unix milliseconds (`*_ms`), durations seconds (`*_secs`), hashes lowercase hex
+//! SHA-256 of the exact bytes they name.
+//!
+//! ```text
+//! enrollment (once)                       every later device request
+//! ─────────────────                       ──────────────────────────
+//! device: Ed25519 key pair (own)          Authorization: Bearer rvd_<64 hex>
+//! POST /api/v1/enroll                     (the device token, shown to the device once;
+//!   token        one-time, expiring         the console keeps only its SHA-256)
+//!   public_key   32 bytes hex
+//!   proof        Ed25519 signature by that key over
+//!                "rearview-enroll-v1\n" ‖ token ‖ "\n" ‖ public_key_hex
+//! ← device id, tenant id, device token,
+//!   tenant signing key (Ed25519, base64) + key id,
+//!   tenant sealing key (X25519)
+//! ```
+//!
+//! The proof shows the enrolling party holds the private key it names, so a token sniffed
+//! in flight cannot be bound to somebody else's key after the fact. After enrollment a bearer
+//! token (random, 256 bits) authenticates the device: it is cheap to check on every request
+//! and on a long-lived push stream, and TLS protects it in transit. The console scopes every
+//! device request to the device the token belongs to: a device can only see and write its own
+//! clips, segments, triggers and health.
+//!
+//! # Device endpoints
+//!
+//! ```text
+//! POST /api/v1/enroll                         EnrollRequest → EnrollResponse
+//! GET  /api/v1/device/policy                  → PolicyMessage (newest signed bundle)
+//! GET  /api/v1/device/stream                  server-sent events, see below
+//! POST /api/v1/device/triggers/{id}/ack       → 204 (stop re-sending this trigger)
+//! PUT  /api/v1/device/clips/{clip_id}         ClipManifest → ClipStatus (which segments are missing)
+//! GET  /api/v1/device/clips/{clip_id}         → ClipStatus
+//! PUT  /api/v1/device/segments/{sha256}       raw sealed bytes (≤ 64 MiB) → SegmentAck
+//! POST /api/v1/device/health                  HealthReport → 204
+//! POST /api/v1/device/activity                ActivityBatch → ActivityAck
+//! ```
+//!
+//! Upload is idempotent and resumable: the manifest goes first and the answer lists the
+//! segments the console does not yet hold; a segment is accepted only if one of this device's
+//! manifests names it and its bytes hash to the name; a clip is complete when every segment it
+//! names is stored. Any step can be repeated after a crash of either side with the same result.
+//!
+//! # Push stream
+//!
+//! `GET /api/v1/device/stream` answers `text/event-stream`. On connect the console sends the
+//! current policy and every trigger for this device not yet acknowledged; then every new
+//! policy or trigger as it happens; a `ping` every 15 s keeps proxies from closing the stream.
+//!
+//! ```text
+//! event: policy            event: trigger            event: ping
+//! data: <PolicyMessage>    data: <TriggerMessage>    data: {}
+//! ```
+//!
+//! The signed bundles and triggers (`signed` fields) are `rearview_config` envelopes; this
+//! module carries them as JSON without looking inside, and the device verifies them.
+//!
+//! # Errors
+//!
+//! Every 4xx/5xx answer has the body [`ErrorBody`]. 4xx are permanent for that request (fix
+//! the request), 5xx and transport failures are retryable.
+
+use serde::{Deserialize, Serialize};
+
+/// The message a device signs (with its own key) to prove it holds the key it enrolls.
+pub fn enroll_proof_message(token: &str, public_key_hex: &str) -> Vec<u8> {
+    format!("rearview-enroll-v1\n{token}\n{public_key_hex}").into_bytes()
+}
+
+/// Largest sealed segment the console accepts.
+pub const MAX_SEGMENT_BYTES: usize = 64 * 1024 * 1024;
+/// Largest clip manifest the console accepts.
+pub const MAX_MANIFEST_BYTES: usize = 1024 * 1024;
+
+/// Body of every error answer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ErrorBody {
+    /// What went wrong and, where possible, how to fix it.
+    pub error: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnrollRequest {
+    /// The one-time enrollment token an admin created.
+    pub token: String,
+    /// The device's Ed25519 public key, 32 bytes hex.
+    pub public_key: String,
+    /// Ed25519 signature (64 bytes hex) over [`enroll_proof_message`].
+    pub proof: String,
+    /// Host name, for people reading the device list.
+    pub hostname: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EnrollResponse {
+    /// The id the console gave this device; it appears in every policy and trigger for it.
+    pub device_id: String,
+    /// The tenant the device now belongs to.
+    pub tenant_id: String,
+    /// Bearer token for every later request. Shown once; keep it secret.
+    pub device_token: String,
+    /// The tenant's Ed25519 public key that signs policies and triggers, in
+    /// `rearview_config::VerifyingKey`'s text form (standard base64).
+    pub signing_public_key: String,
+    /// Id of that signing key, as named in signed envelopes.
+    pub signing_key_id: String,
+    /// The tenant's X25519 public key that segments are sealed to, in
+    /// `rearview_capture::seal::TenantPublicKey`'s text form.
+    pub sealing_public_key: String,
+}
+
+/// A signed policy bundle for one device.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PolicyMessage {
+    /// Bundle version; rises on every change.
+    pub version: u64,
+    /// The signed `rearview_config` envelope.
+    pub signed: serde_json::Value,
+}
+
+/// A signed trigger for one device.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TriggerMessage {
+    /// Trigger id; the device acknowledges it by this id and names it in the clip manifest.
+    pub trigger_id: String,
+    /// The signed `rearview_config` envelope.
+    pub signed: serde_json::Value,
+}
+
+/// What a clip holds, sent before its segments.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClipManifest {
+    /// Chosen by the device, unique for it (e.g. random 128-bit hex).
+    pub clip_id: String,
+    /// The trigger this clip answers; `None` for all-activities uploads.
+    pub trigger_id: Option<String>,
+    /// `specific-activities` or `all-activities`.
+    pub mode: String,
+    /// Principal name of the captured user.
+    pub user: String,
+    /// Must be the authenticated device's id.
+    pub device_id: String,
+    /// Window the clip covers, Unix ms.
+    pub start_ms: i64,
+    pub end_ms: i64,
+    /// The sealed segments, in time order.
+    pub segments: Vec<ManifestSegment>,
+    /// Parts of the window that could not be provided (ring no longer held them, capture
+    /// paused, …), so an investigator knows a gap is not a hidden one.
+    pub missing: Vec<MissingRange>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ManifestSegment {
+    /// SHA-256 (hex) of the sealed bytes.
+    pub sha256: String,
+    /// Size of the sealed bytes.
+    pub size: u64,
+    /// Time range the segment covers, Unix ms.
+    pub start_ms: i64,
+    pub end_ms: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MissingRange {
+    pub start_ms: i64,
+    pub end_ms: i64,
+    /// Why it is missing, in words.
+    pub reason: String,
+}
+
+/// The console's view of a clip.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ClipStatus {
+    pub clip_id: String,
+    /// True once every named segment is stored.
+    pub complete: bool,
+    /// Hashes the console still needs.
+    pub missing: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SegmentAck {
+    pub sha256: String,
+    /// False when the console already had these bytes (a repeated upload).
+    pub newly_stored: bool,
+    /// Clips of this device that became complete with this segment.
+    pub completed_clips: Vec<String>,
+}
+
+/// What a device says about itself.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct HealthReport {
+    /// e.g. `capturing`, `idle`, `paused: cpu limit`.
+    pub state: String,
+    /// Policy version the device is running.
+    pub policy_version: u64,
+    /// Principal names with a graphical session on the device (where triggers for them go).
+    #[serde(default)]
+    pub users: Vec<String>,
+    /// Recent errors, newest last.
+    #[serde(default)]
+    pub errors: Vec<String>,
+    /// Anything else (ring/spool fill, upload use, …), shown as is.
+    #[serde(default)]
+    pub details: serde_json::Value,
+}
+
+/// A user activity the device saw (an indicator), e.g. a file copied to removable media.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ActivityEvent {
+    /// Principal name.
+    pub user: String,
+    /// Indicator kind, e.g. `file_copied_to_removable_media`.
+    pub kind: String,
+    /// When it happened, Unix ms.
+    pub time_ms: i64,
+    /// Kind-specific details (file, size, destination, …).
+    #[serde(default)]
+    pub details: serde_json::Value,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ActivityBatch {
+    pub events: Vec<ActivityEvent>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ActivityAck {
+    pub accepted: usize,
+    /// Triggers the console's rules issued because of these events.
+    pub triggers_issued: Vec<String>,
+}
