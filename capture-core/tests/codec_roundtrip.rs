@@ -106,7 +106,7 @@ fn a_vertical_scroll_is_sent_as_a_copy() {
             [250, 250, 250]
         }
     };
-    let a = frame_with_stride(1920, 1080, 0, |x, y| content(x, y));
+    let a = frame_with_stride(1920, 1080, 0, content);
     let b = frame_with_stride(1920, 1080, 0, |x, y| content(x, y + 37));
     let kinds = round_trip(&[a, b], 0);
     // The new 37 rows at the bottom are unavoidable; the rest must be copies.
@@ -158,7 +158,7 @@ fn sequence() -> impl Strategy<Value = Vec<Frame>> {
             let base = |x: u32, y: u32| -> [u8; 3] {
                 let v =
                     (x as u64).wrapping_mul(31).wrapping_add((y as u64).wrapping_mul(17)) ^ seed;
-                if v % 5 == 0 {
+                if v.is_multiple_of(5) {
                     [v as u8, (v >> 8) as u8, (v >> 16) as u8]
                 } else {
                     [200, 200, 200]
@@ -241,7 +241,7 @@ fn a_dragged_window_is_sent_as_copies() {
         }
         let (cx, cy) = (x - wx, y - wy);
         let mut v =
-            (cx / 6) as u64 * 0x9e37_79b9_7f4a_7c15 ^ (cy / 13) as u64 * 0xc2b2_ae3d_27d4_eb4f;
+            ((cx / 6) as u64 * 0x9e37_79b9_7f4a_7c15) ^ ((cy / 13) as u64 * 0xc2b2_ae3d_27d4_eb4f);
         v ^= v >> 31;
         let glyph_row = v.rotate_left(cy % 13 * 5) >> 59;
         if (glyph_row >> (cx % 6)) & 1 == 1 {
