@@ -83,10 +83,10 @@ fn crash_child_writer() {
         let b = SealBinding { tenant: TENANT, device: DEVICE, segment_id: done.header.id };
         let sealed = seal(&key, &b, &done.plaintext).unwrap();
         ring.insert(&done.header, &sealed).unwrap();
-        if n % 4 == 0 {
+        if n.is_multiple_of(4) {
             ring.pin(done.header.id, &format!("clip-{}", n % 3)).unwrap();
         }
-        if n % 7 == 0 {
+        if n.is_multiple_of(7) {
             ring.unpin_all(&format!("clip-{}", (n + 1) % 3)).unwrap();
         }
         n += 1;
