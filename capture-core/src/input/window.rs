@@ -56,10 +56,8 @@ struct Active {
 impl ActiveWindowWatcher {
     /// Start watching `display` (e.g. `":42"`), sending into `out`.
     pub fn start(display: &str, out: Sender<InputEvent>) -> Result<Self, InputError> {
-        crate::source::x11::check_display(display).map_err(|reason| InputError::Connect {
-            display: display.to_string(),
-            reason,
-        })?;
+        crate::source::x11::check_display(display)
+            .map_err(|reason| InputError::Connect { display: display.to_string(), reason })?;
         let (conn, screen) = RustConnection::connect(Some(display)).map_err(|e| {
             InputError::Connect { display: display.to_string(), reason: e.to_string() }
         })?;

@@ -46,10 +46,8 @@ pub struct X11InputSource {
 impl X11InputSource {
     /// Start recording `display` (e.g. `":42"`) into `out`.
     pub fn start(display: &str, out: Sender<InputEvent>) -> Result<Self, InputError> {
-        crate::source::x11::check_display(display).map_err(|reason| InputError::Connect {
-            display: display.to_string(),
-            reason,
-        })?;
+        crate::source::x11::check_display(display)
+            .map_err(|reason| InputError::Connect { display: display.to_string(), reason })?;
         let connect = || {
             RustConnection::connect(Some(display)).map(|(c, _)| c).map_err(|e| {
                 InputError::Connect { display: display.to_string(), reason: e.to_string() }

@@ -118,13 +118,13 @@ fn render(width: u32, height: u32, monitor: u32, tick: u64) -> Frame {
     let bh = (height / 14).max(1);
     let span = u64::from(width.saturating_sub(bw).max(1));
     let bx = ((tick * 8) % span) as u32;
-    fill(&mut f, bx, height - bh - height / 20, bw, bh, [0x30, 0x90, 0xe0]);
+    fill(&mut f, bx, height.saturating_sub(bh + height / 20), bw, bh, [0x30, 0x90, 0xe0]);
 
     // The counter, top right.
     let digit_w = (width / 80).max(3);
     let digits = format!("{tick:06}");
     for (i, d) in digits.bytes().enumerate() {
-        let x = width - (digits.len() as u32 - i as u32) * digit_w * 2 - digit_w;
+        let x = width.saturating_sub((digits.len() as u32 - i as u32) * digit_w * 2 + digit_w);
         draw_digit(&mut f, x, height / 40, digit_w, d - b'0');
     }
     f
