@@ -3,6 +3,9 @@
 
 use clap::{Parser, Subcommand};
 
+mod capture;
+mod workload;
+
 #[derive(Parser)]
 #[command(name = "rearview-bench", version, about)]
 struct Cli {
@@ -11,9 +14,18 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
-enum Bench {}
+enum Bench {
+    /// Milliseconds per frame of every frame source at 1080p and 4K, on Xvfb running the workload.
+    Capture {
+        /// Print one JSON object (the only output on stdout).
+        #[arg(long)]
+        json: bool,
+    },
+}
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    match cli.bench {}
+    match cli.bench {
+        Bench::Capture { json } => capture::run(json),
+    }
 }
