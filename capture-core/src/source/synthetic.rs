@@ -85,7 +85,7 @@ fn render(width: u32, height: u32, monitor: u32, tick: u64) -> Frame {
         while x + CELL < tx + tw {
             let h = hash(line_no * 1000 + word);
             let len = 1 + (h % 9) as u32;
-            let blank_line = h % 17 == 0;
+            let blank_line = h.is_multiple_of(17);
             let end = (x + len * CELL).min(tx + tw - CELL);
             if !blank_line {
                 let ink = [0xc0 + (h >> 8) as u8 % 0x3f, 0xc0, 0xc0];
