@@ -277,7 +277,7 @@ fn drive(display: &str, (w, h): (u32, u32), win: &Windows, stop: &AtomicBool) {
             xdotool(&["key", "--window", &win.document, "space"]);
         }
         // Moving the notes window around a rectangle every 2 s.
-        if tick % 8 == 0 {
+        if tick.is_multiple_of(8) {
             let step = (tick / 8) % 8;
             let (px, py) =
                 [(60, 60), (65, 60), (70, 60), (75, 60), (75, 65), (70, 65), (65, 65), (60, 65)]
