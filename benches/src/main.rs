@@ -3,8 +3,7 @@
 
 use clap::{Parser, Subcommand};
 
-mod capture;
-mod workload;
+mod codec;
 
 #[derive(Parser)]
 #[command(name = "rearview-bench", version, about)]
@@ -15,17 +14,13 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Bench {
-    /// Milliseconds per frame of every frame source at 1080p and 4K, on Xvfb running the workload.
-    Capture {
-        /// Print one JSON object (the only output on stdout).
-        #[arg(long)]
-        json: bool,
-    },
+    /// Our lossless codec against PNG, zstd and x264 on a recorded desktop.
+    Codec(codec::CodecArgs),
 }
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.bench {
-        Bench::Capture { json } => capture::run(json),
+        Bench::Codec(args) => codec::run(args),
     }
 }
