@@ -3,7 +3,9 @@
 
 use clap::{Parser, Subcommand};
 
+mod capture;
 mod codec;
+mod workload;
 
 #[derive(Parser)]
 #[command(name = "rearview-bench", version, about)]
@@ -16,11 +18,18 @@ struct Cli {
 enum Bench {
     /// Our lossless codec against PNG, zstd and x264 on a recorded desktop.
     Codec(codec::CodecArgs),
+    /// Milliseconds per frame of every frame source at 1080p and 4K, on Xvfb running the workload.
+    Capture {
+        /// Print one JSON object (the only output on stdout).
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.bench {
+        Bench::Capture { json } => capture::run(json),
         Bench::Codec(args) => codec::run(args),
     }
 }
