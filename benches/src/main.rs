@@ -3,6 +3,8 @@
 
 use clap::{Parser, Subcommand};
 
+mod ring;
+
 mod capture;
 mod codec;
 mod workload;
