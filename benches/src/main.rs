@@ -26,6 +26,8 @@ enum Bench {
         #[arg(long)]
         json: bool,
     },
+    /// Sealing and ring writes per segment, and their CPU cost as a share of encoding.
+    Ring(ring::RingArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -33,5 +35,6 @@ fn main() -> anyhow::Result<()> {
     match cli.bench {
         Bench::Capture { json } => capture::run(json),
         Bench::Codec(args) => codec::run(args),
+        Bench::Ring(args) => ring::run(args),
     }
 }
