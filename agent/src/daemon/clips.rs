@@ -1,0 +1,214 @@
+//! Clips the daemon opened: the window a trigger asked for, the segments pinned for it, and
+//! what the ring did not hold.
+//!
+//! A clip is *collecting* from the trigger until its window has ended and the segments covering
+//! its end have closed; segments that close meanwhile and overlap the window are pinned to it
+//! (pin owner = clip id), so eviction cannot take them, and overlapping clips simply pin the
+//! same segment twice (it is stored, and sent, once). Then the clip goes to the uploader's
+//! spool (*pending*) and its pins are released: the spool holds its own copy.
+//!
+//! # State file
+//!
+//! `<data_dir>/clips.json`, rewritten (temp file, fsync, rename) on every change, so a restart
+//! continues collecting open windows and pins of unknown clips can be released:
+//!
+//! ```text
+//! [ { "id": "<32 hex>", "trigger_id": "…"|null, "user": "<principal>", "reason": "…",
+//!     "mode": "specific-activities", "from_utc_micros": i64, "to_utc_micros": i64,
+//!     "segments": ["<segment id hex>", …], "state": "collecting"|"pending"|"failed",
+//!     "missing": [{"from_utc_micros": i64, "to_utc_micros": i64, "reason": "…"}],
+//!     "error": "…"|null }, … ]   at most MAX_KEPT, newest last
+//! ```
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// Clip records kept in the state file (finished ones beyond this are forgotten).
+pub const MAX_KEPT: usize = 200;
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Missing {
+    pub from_utc_micros: i64,
+    pub to_utc_micros: i64,
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Clip {
+    pub id: String,
+    pub trigger_id: Option<String>,
+    pub user: String,
+    pub reason: String,
+    pub mode: String,
+    pub from_utc_micros: i64,
+    pub to_utc_micros: i64,
+    pub segments: Vec<String>,
+    /// `collecting`, `pending`, `failed`.
+    pub state: String,
+    pub missing: Vec<Missing>,
+    pub error: Option<String>,
+}
+
+impl Clip {
+    pub fn collecting(&self) -> bool {
+        self.state == "collecting"
+    }
+
+    /// Whether a segment of `user` spanning `[start, end]` belongs in this clip.
+    pub fn wants(&self, user: &str, start: i64, end: i64) -> bool {
+        self.collecting()
+            && self.user.eq_ignore_ascii_case(user)
+            && start <= self.to_utc_micros
+            && end >= self.from_utc_micros
+    }
+}
+
+/// The parts of `[from, to]` that `spans` (segment start/end, UTC micros) do not cover, allowing
+/// gaps up to `tolerance` (the time between two frames) as covered.
+pub fn missing_ranges(from: i64, to: i64, spans: &[(i64, i64)], tolerance: i64) -> Vec<Missing> {
+    let mut spans: Vec<(i64, i64)> = spans.to_vec();
+    spans.sort_unstable();
+    let mut out = Vec::new();
+    let mut cursor = from;
+    for (i, (start, end)) in spans.iter().copied().enumerate() {
+        if end < from || start > to {
+            continue;
+        }
+        if start > cursor + tolerance {
+            let reason = if i == 0 || cursor == from {
+                "before the oldest recording the ring held for this user"
+            } else {
+                "not recorded (screen locked, capture paused or not running)"
+            };
+            out.push(Missing {
+                from_utc_micros: cursor,
+                to_utc_micros: start,
+                reason: reason.into(),
+            });
+        }
+        cursor = cursor.max(end);
+    }
+    if cursor + tolerance < to {
+        let reason = if spans.is_empty() {
+            "nothing recorded for this user in the window"
+        } else {
+            "not recorded after this point (capture stopped)"
+        };
+        out.push(Missing { from_utc_micros: cursor, to_utc_micros: to, reason: reason.into() });
+    }
+    out
+}
+
+/// The daemon's clips and their state file.
+#[derive(Debug)]
+pub struct ClipBook {
+    path: PathBuf,
+    pub clips: Vec<Clip>,
+}
+
+impl ClipBook {
+    /// Loads `path`; a missing file is an empty book, an unreadable one is set aside (renamed
+    /// `.bad`) so the daemon starts, and the error is returned for the log.
+    pub fn load(path: &Path) -> (ClipBook, Option<String>) {
+        let mut problem = None;
+        let clips = match std::fs::read(path) {
+            Ok(bytes) => match serde_json::from_slice(&bytes) {
+                Ok(c) => c,
+                Err(e) => {
+                    let _ = std::fs::rename(path, path.with_extension("json.bad"));
+                    problem = Some(format!("{} is unreadable ({e}); set aside", path.display()));
+                    Vec::new()
+                }
+            },
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => {
+                problem = Some(format!("cannot read {}: {e}", path.display()));
+                Vec::new()
+            }
+        };
+        (ClipBook { path: path.to_path_buf(), clips }, problem)
+    }
+
+    pub fn save(&mut self) -> std::io::Result<()> {
+        let excess = self.clips.len().saturating_sub(MAX_KEPT);
+        if excess > 0 {
+            let mut dropped = 0;
+            self.clips.retain(|c| {
+                if dropped < excess && !c.collecting() {
+                    dropped += 1;
+                    false
+                } else {
+                    true
+                }
+            });
+        }
+        let tmp = self.path.with_extension("json.tmp");
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(&serde_json::to_vec_pretty(&self.clips).map_err(std::io::Error::other)?)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, &self.path)
+    }
+}
+
+/// 128 random bits as hex, for clip ids.
+pub fn random_id() -> std::io::Result<String> {
+    use std::io::Read;
+    let mut b = [0u8; 16];
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut b)?;
+    Ok(b.iter().map(|x| format!("{x:02x}")).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_parts_are_named() {
+        // Window 0..100, ring holds 40..60 and 61..80 (a one-unit frame gap is tolerated).
+        let m = missing_ranges(0, 100, &[(61, 80), (40, 60)], 2);
+        assert_eq!(m.len(), 2);
+        assert_eq!((m[0].from_utc_micros, m[0].to_utc_micros), (0, 40));
+        assert!(m[0].reason.contains("oldest"), "{}", m[0].reason);
+        assert_eq!((m[1].from_utc_micros, m[1].to_utc_micros), (80, 100));
+        // A hole in the middle.
+        let m = missing_ranges(0, 100, &[(0, 30), (50, 100)], 2);
+        assert_eq!(m.len(), 1);
+        assert_eq!((m[0].from_utc_micros, m[0].to_utc_micros), (30, 50));
+        assert!(m[0].reason.contains("not recorded"));
+        assert!(missing_ranges(10, 20, &[(0, 30)], 2).is_empty());
+        let all = missing_ranges(10, 20, &[], 2);
+        assert_eq!((all[0].from_utc_micros, all[0].to_utc_micros), (10, 20));
+    }
+
+    #[test]
+    fn book_survives_restart_and_sets_garbage_aside() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("clips.json");
+        let (mut book, problem) = ClipBook::load(&path);
+        assert!(problem.is_none() && book.clips.is_empty());
+        book.clips.push(Clip {
+            id: random_id().unwrap(),
+            trigger_id: Some("t1".into()),
+            user: "alice".into(),
+            reason: "r".into(),
+            mode: "specific-activities".into(),
+            from_utc_micros: 1,
+            to_utc_micros: 2,
+            segments: vec!["ab".into()],
+            state: "collecting".into(),
+            missing: vec![],
+            error: None,
+        });
+        book.save().unwrap();
+        let (again, _) = ClipBook::load(&path);
+        assert_eq!(again.clips, book.clips);
+        assert!(again.clips[0].wants("ALICE", 0, 1));
+        assert!(!again.clips[0].wants("bob", 0, 1));
+        std::fs::write(&path, b"{not json").unwrap();
+        let (empty, problem) = ClipBook::load(&path);
+        assert!(empty.clips.is_empty() && problem.is_some());
+        assert!(path.with_extension("json.bad").exists());
+    }
+}

@@ -1,0 +1,194 @@
+//! `rearview doctor`: each check says pass or fail, what it saw, and the fix.
+
+use std::io::{Read, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::time::Duration;
+
+use rearview_config::time::format_description::well_known::Rfc2822;
+use rearview_config::time::OffsetDateTime;
+
+use super::Daemon;
+use crate::status::Check;
+
+/// Clock skew beyond which triggers and policies may be refused as not yet valid.
+const MAX_SKEW_SECS: i64 = 60;
+/// Free space below which the ring cannot be trusted to keep its window.
+const MIN_FREE_BYTES: u64 = 1 << 30;
+
+fn check(name: &str, ok: bool, detail: String, fix: &str) -> Check {
+    Check { name: name.into(), ok, detail, fix: (!ok).then(|| fix.to_string()) }
+}
+
+pub async fn run(d: &Daemon) -> Vec<Check> {
+    let mut out = Vec::new();
+    let sessions = d.sessions_for_doctor();
+    let capturing: Vec<_> = sessions.iter().filter(|(_, _, w)| *w).collect();
+    if sessions.is_empty() {
+        out.push(check(
+            "display reachable",
+            false,
+            "no graphical session found".into(),
+            "log in to a graphical session, or set [capture] display in the agent config",
+        ));
+    } else if capturing.is_empty() {
+        out.push(check(
+            "display reachable",
+            true,
+            format!("{} session(s), none approved for capture: display not tried", sessions.len()),
+            "",
+        ));
+    }
+    for (s, st, _) in &capturing {
+        let ok = st.state == "capturing";
+        let speed = st.ms_per_frame.map(|m| format!(", {m:.1} ms per frame")).unwrap_or_default();
+        out.push(check(
+            &format!("display {} ({})", s.display, s.user),
+            ok,
+            format!("{}{speed}", st.error.clone().unwrap_or_else(|| st.state.clone())),
+            "check that the X server runs and that XAUTHORITY of the session is readable by the user",
+        ));
+        out.push(check(
+            &format!("input hook {} ({})", s.display, s.user),
+            st.input.contains("x11-record"),
+            if st.input.is_empty() { "not started yet".into() } else { st.input.clone() },
+            "the X server needs the RECORD extension (Xorg: loaded by default; Xvfb: +extension RECORD)",
+        ));
+    }
+
+    let data_dir = d.config().data_dir();
+    match nix::sys::statvfs::statvfs(data_dir) {
+        Ok(v) => {
+            let free = v.blocks_available() as u64 * v.fragment_size() as u64;
+            out.push(check(
+                "disk space",
+                free >= MIN_FREE_BYTES,
+                format!("{} MB free in {}", free / 1_000_000, data_dir.display()),
+                "free space on that filesystem or lower [ring] max_bytes",
+            ));
+        }
+        Err(e) => out.push(check(
+            "disk space",
+            false,
+            e.to_string(),
+            "check data_dir in the agent config",
+        )),
+    }
+
+    let server = d.config().server_url().to_string();
+    let probe = match tokio::task::spawn_blocking(move || probe_date(&server)).await {
+        Ok(r) => r,
+        Err(e) => Err(format!("probe failed: {e}")),
+    };
+    let status = d.uploader().status().unwrap_or_default();
+    match probe {
+        Ok(Some(their)) => {
+            let skew = (OffsetDateTime::now_utc() - their).whole_seconds();
+            out.push(check(
+                "clock skew",
+                skew.abs() <= MAX_SKEW_SECS,
+                format!("{skew:+} s against the console"),
+                "enable time synchronisation (systemd-timesyncd or chrony)",
+            ));
+            out.push(check("console reachable", true, "answered".into(), ""));
+        }
+        Ok(None) => {
+            out.push(check(
+                "clock skew",
+                false,
+                "not measured: the console sent no Date header or is only reachable over https"
+                    .into(),
+                "compare `date -u` with the console's clock by hand",
+            ));
+            out.push(check(
+                "console reachable",
+                status.server_reachable,
+                status.last_error.clone().unwrap_or_else(|| "per the uploader".into()),
+                "check server_url and the network path to the console",
+            ));
+        }
+        Err(e) => {
+            out.push(check(
+                "clock skew",
+                false,
+                "not measured: console unreachable".into(),
+                "reach the console first",
+            ));
+            out.push(check(
+                "console reachable",
+                false,
+                e,
+                "check server_url in the agent config and the network path to the console",
+            ));
+        }
+    }
+
+    let mut perm_problems = Vec::new();
+    for (path, required) in
+        [(data_dir.to_path_buf(), 0o077), (data_dir.join("identity.json"), 0o077)]
+    {
+        match std::fs::metadata(&path) {
+            Ok(m) if m.permissions().mode() & required != 0 => perm_problems.push(format!(
+                "{} is mode {:o}",
+                path.display(),
+                m.permissions().mode() & 0o777
+            )),
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => perm_problems.push(format!("{}: {e}", path.display())),
+        }
+    }
+    out.push(check(
+        "key file permissions",
+        perm_problems.is_empty(),
+        if perm_problems.is_empty() {
+            "data directory and device identity readable by root only".into()
+        } else {
+            perm_problems.join("; ")
+        },
+        "chmod 700 the data directory and 600 identity.json",
+    ));
+
+    match d.policy() {
+        Some(p) => out.push(check(
+            "policy signature",
+            true,
+            format!("v{} verified with tenant key {}", p.version(), p.envelope().key_id()),
+            "",
+        )),
+        None => out.push(check(
+            "policy signature",
+            false,
+            if d.uploader().is_enrolled() {
+                "no verified policy yet".into()
+            } else {
+                "not enrolled".into()
+            },
+            "enroll (rearview enroll --server URL --token T) and check that the console is reachable",
+        )),
+    }
+    out
+}
+
+/// The console's clock from an HTTP `Date` header (plain http only; `Ok(None)` otherwise).
+fn probe_date(server: &str) -> Result<Option<OffsetDateTime>, String> {
+    let Some(rest) = server.strip_prefix("http://") else { return Ok(None) };
+    let authority = rest.split('/').next().unwrap_or(rest);
+    let addr =
+        if authority.contains(':') { authority.to_string() } else { format!("{authority}:80") };
+    let addrs: Vec<_> = std::net::ToSocketAddrs::to_socket_addrs(&addr)
+        .map_err(|e| format!("cannot resolve {authority}: {e}"))?
+        .collect();
+    let first = addrs.first().ok_or_else(|| format!("{authority} has no address"))?;
+    let mut stream = std::net::TcpStream::connect_timeout(first, Duration::from_secs(3))
+        .map_err(|e| format!("cannot connect to {addr}: {e}"))?;
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(3)));
+    let request = format!("HEAD / HTTP/1.0\r\nHost: {authority}\r\n\r\n");
+    stream.write_all(request.as_bytes()).map_err(|e| e.to_string())?;
+    let mut head = Vec::new();
+    let _ = stream.take(16 * 1024).read_to_end(&mut head);
+    let text = String::from_utf8_lossy(&head);
+    Ok(text
+        .lines()
+        .find_map(|l| l.strip_prefix("Date:").or_else(|| l.strip_prefix("date:")))
+        .and_then(|v| OffsetDateTime::parse(v.trim(), &Rfc2822).ok()))
+}

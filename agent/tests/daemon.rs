@@ -1,0 +1,419 @@
+//! The real daemon (`rearviewd` binary) on a real Xvfb display, driven through its admin
+//! socket with policies and triggers signed by a test tenant key, checked by opening what it
+//! stored with the tenant's secret key.
+//!
+//! The device identity is written the way enrollment leaves it (`identity.json`), pointing at
+//! a console address where nothing listens: these tests are about what the daemon records,
+//! not about the protocol (the uploader's tests hold the console side).
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use rearview_agent::admin::{Client, Request};
+use rearview_agent::status::{ClipReport, StatusReport};
+use rearview_capture::ring::{Ring, RingConfig};
+use rearview_capture::seal::{open, SealBinding, TenantSecretKey};
+use rearview_capture::segment::Segment;
+use rearview_capture::xvfb::Xvfb;
+use rearview_capture::{Frame, InputKind};
+use rearview_config::time::{Duration as TDuration, OffsetDateTime};
+use rearview_config::{
+    sign_policy, sign_trigger, AlertId, Approval, CaptureMode, IndicatorKind, PolicyPayload,
+    Principal, SigningKey, TenantId, TriggerId, TriggerPayload, TriggerReason, UserScope,
+};
+
+const TENANT: &str = "contoso";
+const DEVICE: &str = "dev-1";
+
+struct Env {
+    dir: tempfile::TempDir,
+    xvfb: Xvfb,
+    signing: SigningKey,
+    sealing: TenantSecretKey,
+    daemon: Option<Child>,
+    version: u64,
+}
+
+fn me() -> String {
+    nix::unistd::User::from_uid(nix::unistd::geteuid()).unwrap().unwrap().name
+}
+
+impl Env {
+    fn new(watched: Option<&Path>) -> Env {
+        let dir = tempfile::tempdir().unwrap();
+        // Other users must reach the socket to be refused by the daemon (not by the kernel).
+        std::fs::set_permissions(dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
+        let xvfb = Xvfb::start(640, 480).unwrap();
+        let signing = SigningKey::generate().unwrap();
+        let sealing = TenantSecretKey::generate().unwrap();
+        let data = dir.path().join("data");
+        std::fs::create_dir_all(&data).unwrap();
+        let watched = watched
+            .map(|p| format!("watched_folders = [\"{}\"]", p.display()))
+            .unwrap_or_else(|| "watched_folders = []".into());
+        let config = format!(
+            r#"server_url = "http://127.0.0.1:9"
+data_dir = "{data}"
+[ring]
+max_bytes = "200 MB"
+max_retention_secs = 600
+[cli]
+socket = "{sock}"
+[capture]
+display = "{display}"
+[indicators]
+{watched}
+[log]
+level = "info"
+"#,
+            data = data.display(),
+            sock = dir.path().join("admin.sock").display(),
+            display = xvfb.display(),
+        );
+        std::fs::write(dir.path().join("agent.toml"), config).unwrap();
+        let identity = serde_json::json!({
+            "server": "http://127.0.0.1:9",
+            "device_id": DEVICE,
+            "tenant_id": TENANT,
+            "device_token": "test-token",
+            "device_key_pkcs8_hex": "00",
+            "signing_public_key": signing.verifying_key().to_base64(),
+            "signing_key_id": signing.key_id().to_string(),
+            "sealing_public_key": sealing.public_key().to_string(),
+        });
+        std::fs::write(data.join("identity.json"), identity.to_string()).unwrap();
+        Env { dir, xvfb, signing, sealing, daemon: None, version: 0 }
+    }
+
+    fn socket(&self) -> PathBuf {
+        self.dir.path().join("admin.sock")
+    }
+
+    fn data(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    fn start(&mut self) {
+        let child = Command::new(env!("CARGO_BIN_EXE_rearviewd"))
+            .arg("--config")
+            .arg(self.dir.path().join("agent.toml"))
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap();
+        self.daemon = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Client::new(self.socket()).call(&Request::Status).is_err() {
+            assert!(Instant::now() < deadline, "daemon did not come up");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn status(&self) -> StatusReport {
+        let v = Client::new(self.socket()).call(&Request::Status).unwrap();
+        serde_json::from_value(v).unwrap()
+    }
+
+    /// Signs and applies a policy approving `users` (specific activities unless said).
+    fn policy(&mut self, users: &[(&str, CaptureMode)], segment_secs: u32, fps: u32) {
+        self.version += 1;
+        let now = OffsetDateTime::now_utc();
+        let mut p = PolicyPayload::new(
+            TenantId::new(TENANT).unwrap(),
+            self.version,
+            now - TDuration::minutes(1),
+            now + TDuration::days(1),
+        );
+        p.capture.enabled = true;
+        p.capture.segment_secs = segment_secs;
+        p.capture.fps = fps;
+        p.notify.enabled = false;
+        p.limits.cpu_limit_percent = 100;
+        for (user, mode) in users {
+            p.users.push(UserScope {
+                principal: Principal::new(*user).unwrap(),
+                mode: *mode,
+                approval: Approval {
+                    requested_by: Principal::new("investigator").unwrap(),
+                    approved_by: Principal::new("approver").unwrap(),
+                    justification: "test case".into(),
+                    approved_at: now - TDuration::minutes(1),
+                    expires_at: now + TDuration::hours(1),
+                },
+            });
+        }
+        let env = sign_policy(&self.signing, &p).unwrap();
+        let envelope = String::from_utf8(env.to_json()).unwrap();
+        let r = Client::new(self.socket()).call(&Request::ApplyPolicy { envelope }).unwrap();
+        assert_eq!(r["accepted"], self.version, "{r}");
+    }
+
+    fn trigger(&self, user: &str, event_at: OffsetDateTime, before: u32, after: u32) {
+        let now = OffsetDateTime::now_utc();
+        let t = TriggerPayload {
+            id: TriggerId::new(format!("trig-{}", now.unix_timestamp_nanos())).unwrap(),
+            tenant: TenantId::new(TENANT).unwrap(),
+            user: Principal::new(user).unwrap(),
+            device: None,
+            event_at,
+            before_secs: before,
+            after_secs: after,
+            reason: TriggerReason {
+                indicator: IndicatorKind::RemovableMediaCopy,
+                object: "roadmap.docx".into(),
+            },
+            alert: AlertId::new("alert-1").unwrap(),
+            issued_at: now,
+            expires_at: now + TDuration::hours(1),
+        };
+        let env = sign_trigger(&self.signing, &t).unwrap();
+        let envelope = String::from_utf8(env.to_json()).unwrap();
+        Client::new(self.socket()).call(&Request::Trigger { envelope }).unwrap();
+    }
+
+    fn wait_for(
+        &self,
+        what: &str,
+        secs: u64,
+        mut ok: impl FnMut(&StatusReport) -> bool,
+    ) -> StatusReport {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        loop {
+            let s = self.status();
+            if ok(&s) {
+                return s;
+            }
+            assert!(Instant::now() < deadline, "timed out waiting for {what}: {s:#?}");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    fn sealed_files(&self) -> usize {
+        let dir = self.data().join("ring").join("segments");
+        std::fs::read_dir(dir)
+            .map(|d| {
+                d.filter_map(Result::ok)
+                    .filter(|e| e.path().extension().is_some_and(|x| x == "seal"))
+                    .count()
+            })
+            .unwrap_or(0)
+    }
+
+    fn open_segment(&self, sealed: &[u8]) -> zeroize::Zeroizing<Vec<u8>> {
+        let header = rearview_capture::seal::SealedHeader::parse(sealed).unwrap();
+        let binding = SealBinding { tenant: TENANT, device: DEVICE, segment_id: header.segment_id };
+        open(&self.sealing, &binding, sealed).unwrap()
+    }
+
+    fn stop(&mut self) -> std::process::ExitStatus {
+        let mut child = self.daemon.take().unwrap();
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        )
+        .unwrap();
+        child.wait().unwrap()
+    }
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.daemon.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+#[test]
+fn approved_user_is_captured_unapproved_is_not_and_revocation_stops_it() {
+    let mut env = Env::new(None);
+    env.start();
+    let s = env.status();
+    assert_eq!(s.sessions.len(), 1);
+    assert_eq!(s.sessions[0].capture, "no policy in force");
+
+    // Someone else is approved: this session's user is not recorded, not even into the ring.
+    env.policy(&[("alice", CaptureMode::SpecificActivities)], 1, 2);
+    let s = env.status();
+    assert_eq!(s.sessions[0].capture, "not approved");
+    assert!(s.sessions[0].worker_pid.is_none());
+    std::thread::sleep(Duration::from_secs(4));
+    assert_eq!(env.sealed_files(), 0, "an unapproved user left ring files");
+    assert_eq!(env.status().ring.segments, 0);
+
+    // Approve the session's user: segments appear, sealed to the tenant key.
+    env.policy(
+        &[("alice", CaptureMode::SpecificActivities), (&me(), CaptureMode::SpecificActivities)],
+        1,
+        2,
+    );
+    let s = env.wait_for("segments in the ring", 60, |s| s.ring.segments >= 2);
+    assert!(s.sessions[0].worker_pid.is_some());
+    let (ring, _) = Ring::open(RingConfig::new(env.data().join("ring"))).unwrap();
+    let entry = ring.entries().next().unwrap().clone();
+    let plain = env.open_segment(&ring.read(entry.id).unwrap());
+    let seg = Segment::parse(&plain).unwrap();
+    assert_eq!(seg.header().context.user, me());
+    assert_eq!(seg.header().context.device, DEVICE);
+    assert!(seg.decode_frames().next().unwrap().is_ok());
+    drop(ring);
+
+    // Revoke: once the daemon has answered, the worker is gone and the ring stops growing.
+    env.policy(&[("alice", CaptureMode::SpecificActivities)], 1, 2);
+    let s = env.status();
+    assert_eq!(s.sessions[0].capture, "not approved");
+    assert!(s.sessions[0].worker_pid.is_none(), "worker still running after revocation");
+    let count = env.sealed_files();
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(env.sealed_files(), count, "segments kept arriving after revocation");
+    assert!(env.stop().success());
+}
+
+/// Whether some pixel of `frame` has exactly this colour.
+fn shows(frame: &Frame, rgb: (u8, u8, u8)) -> bool {
+    (0..frame.height)
+        .step_by(8)
+        .any(|y| (0..frame.width).step_by(8).any(|x| frame.rgb(x, y) == rgb))
+}
+
+#[test]
+fn trigger_yields_a_clip_with_the_screen_and_the_typing_of_its_window() {
+    let mut env = Env::new(None);
+    env.start();
+    env.policy(&[(&me(), CaptureMode::SpecificActivities)], 2, 2);
+    env.wait_for("capture running", 60, |s| s.sessions[0].frames > 0);
+
+    // A terminal to type into, then the known token painted on the root window.
+    let mut term =
+        env.xvfb.command("xterm").args(["-geometry", "40x5+0+0", "-e", "cat"]).spawn().unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    let token = (0x12, 0xab, 0x34);
+    assert!(env.xvfb.command("xsetroot").args(["-solid", "#12ab34"]).status().unwrap().success());
+    let ok = env
+        .xvfb
+        .command("xdotool")
+        .args([
+            "search",
+            "--class",
+            "xterm",
+            "windowfocus",
+            "--sync",
+            "type",
+            "--delay",
+            "50",
+            "evidence42",
+        ])
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    let event_at = OffsetDateTime::now_utc();
+    env.trigger(&me(), event_at, 4, 3);
+
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let clip = loop {
+        let v = Client::new(env.socket()).call(&Request::Clips).unwrap();
+        let clips: Vec<ClipReport> = serde_json::from_value(v).unwrap();
+        if let Some(c) = clips.into_iter().find(|c| c.state != "collecting") {
+            break c;
+        }
+        assert!(Instant::now() < deadline, "clip never left collecting");
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    assert_eq!(clip.state, "pending", "{clip:?}");
+    assert!(clip.segments >= 2, "{clip:?}");
+    let _ = term.kill();
+
+    // The clip's segments, as the spool will send them, opened with the tenant key.
+    let spool = rearview_uploader::spool::Spool::open(&env.data().join("spool")).unwrap();
+    let pending = spool.pending().unwrap();
+    let manifest = &pending.iter().find(|p| p.manifest.clip_id == clip.id).unwrap().manifest;
+    let event_us = (event_at.unix_timestamp_nanos() / 1000) as i64;
+    let mut saw_token_at_event = false;
+    let mut typed = String::new();
+    for s in &manifest.segments {
+        let plain = env.open_segment(&spool.read_segment(&s.sha256).unwrap());
+        let seg = Segment::parse(&plain).unwrap();
+        for (i, frame) in seg.decode_frames().enumerate() {
+            let frame = frame.unwrap();
+            let at = seg.frames()[i].at.utc_micros;
+            if (at - event_us).abs() <= 1_500_000 && shows(&frame, token) {
+                saw_token_at_event = true;
+            }
+        }
+        for e in seg.events() {
+            if let InputKind::KeyPress { text: Some(t), .. } = &e.kind {
+                typed.push_str(t);
+            }
+        }
+    }
+    assert!(saw_token_at_event, "the painted colour is not in the frames around the event");
+    assert!(typed.contains("evidence42"), "typed text not in the clip's events: {typed:?}");
+    assert!(env.stop().success());
+}
+
+#[test]
+fn sigterm_keeps_the_open_segment() {
+    let mut env = Env::new(None);
+    env.start();
+    // Segments far longer than the test: the only way one reaches the ring is the drain.
+    env.policy(&[(&me(), CaptureMode::SpecificActivities)], 300, 2);
+    env.wait_for("frames captured", 60, |s| s.sessions[0].frames >= 3);
+    assert_eq!(env.sealed_files(), 0);
+    assert!(env.stop().success());
+    let (ring, _) = Ring::open(RingConfig::new(env.data().join("ring"))).unwrap();
+    let entries: Vec<_> = ring.entries().cloned().collect();
+    assert_eq!(entries.len(), 1, "the open segment was not stored at SIGTERM");
+    let plain = env.open_segment(&ring.read(entries[0].id).unwrap());
+    let seg = Segment::parse(&plain).unwrap();
+    assert!(seg.header().frame_count >= 3);
+    assert!(seg.decode_frames().all(|f| f.is_ok()));
+}
+
+#[test]
+fn cli_reports_a_running_daemon_and_refuses_a_non_admin() {
+    let mut env = Env::new(None);
+    env.start();
+    env.policy(&[(&me(), CaptureMode::AllActivities)], 1, 1);
+    env.wait_for("capture running", 60, |s| s.sessions[0].frames > 0);
+    let cli = env!("CARGO_BIN_EXE_rearview");
+    let out = Command::new(cli).arg("--socket").arg(env.socket()).arg("status").output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains(&format!("device {DEVICE} in tenant {TENANT}")), "{text}");
+    assert!(text.contains(env.xvfb.display()) && text.contains("all-activities"), "{text}");
+    let out = Command::new(cli)
+        .arg("--socket")
+        .arg(env.socket())
+        .args(["--json", "status"])
+        .output()
+        .unwrap();
+    let s: StatusReport = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(s.policy.unwrap().version, 1);
+    let out = Command::new(cli).arg("--socket").arg(env.socket()).arg("doctor").output().unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("[PASS] policy signature"), "{text}");
+    assert!(text.contains("display"), "{text}");
+
+    // All-activities: sealed segments go to the spool without any trigger.
+    env.wait_for("segments queued", 60, |s| s.spool.pending_clips > 0);
+
+    // nobody (uid 65534) reaches the socket but is refused with the reason only.
+    use std::os::unix::process::CommandExt;
+    let out = Command::new(cli)
+        .arg("--socket")
+        .arg(env.socket())
+        .arg("status")
+        .uid(65534)
+        .gid(65534)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(77), "{out:?}");
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(err.contains("permission denied"), "{err}");
+    assert!(out.stdout.is_empty(), "a refused client got output");
+    assert!(Client::new(env.socket()).call(&Request::Buffer).is_ok(), "root is still served");
+    assert!(env.stop().success());
+}
