@@ -1,1 +1,38 @@
-//! (being written)
+//! `rearview-console`: the reference server of Rearview — onboarding, policies, approvals,
+//! triggers, clip ingest and review — and the command line that drives it.
+//!
+//! Everything lives in one data directory: `console.db` (SQLite), `blobs/` (sealed segments
+//! exactly as uploaded, see [`store`]) and `keys/` (see [`tenant`]). The server never opens a
+//! segment; `clip export` does, on the console host, with the tenant's private key.
+//!
+//! # Layout
+//!
+//! * [`server`]: `init` (tenant, keys, first admin) and [`Server::start`] (HTTP/HTTPS, the
+//!   policy ticker), returning a [`ServerHandle`] with the bound address and shutdown.
+//! * [`api`]: the routes; one module per idea — [`api::people`] (people, enrollment tokens,
+//!   audit), [`api::enroll`], [`api::approvals`], [`api::stream`] (push), [`api::ingest`]
+//!   (manifests, segments, clip review), [`api::devices`] (health, activity/indicators).
+//! * [`policy`]: the signed bundle, triggers and indicator rules.
+//! * [`auth`]: tokens and roles; [`store`]: the database and blob layout; [`push`]: the hub that
+//!   wakes device streams; [`tenant`]: keys and signing.
+//! * [`client`]: the admin HTTP client the CLI uses; [`cli`]: the subcommands;
+//!   [`export`]: opening a clip into PNG frames and JSON Lines events.
+//!
+//! The device side of the protocol, and its wire types, are in `rearview_uploader`
+//! (`rearview_uploader::wire` documents every message).
+
+pub mod api;
+pub mod auth;
+pub mod cli;
+pub mod client;
+pub mod error;
+pub mod export;
+pub mod policy;
+pub mod push;
+pub mod server;
+pub mod state;
+pub mod store;
+pub mod tenant;
+
+pub use error::ConsoleError;
+pub use server::{init, InitOutput, Server, ServerConfig, ServerHandle};

@@ -1,0 +1,91 @@
+//! The HTTP API: routes, and which module answers each.
+//!
+//! ```text
+//! people (Authorization: Bearer rvp_…)
+//!   POST /api/v1/people                    admin        {name, roles}       → person + token (once)
+//!   GET  /api/v1/people                    admin
+//!   POST /api/v1/enrollment-tokens         admin        {ttl_secs}          → {token, expires_ms}
+//!   POST /api/v1/approvals                 admin        {user, mode, justification, ttl_secs}
+//!   GET  /api/v1/approvals                 any role
+//!   POST /api/v1/approvals/{id}/approve    approver, not the requester
+//!   POST /api/v1/approvals/{id}/reject     approver, not the requester
+//!   POST /api/v1/approvals/{id}/revoke     admin or approver
+//!   GET  /api/v1/policy/settings           any role;  PUT admin  (capture, limits, window, indicators, notify)
+//!   GET  /api/v1/policy                    any role   the current signed bundle
+//!   GET  /api/v1/rules                     any role;  PUT admin  [{kind, before_secs, after_secs}]
+//!   POST /api/v1/triggers                  admin        {user, event_time, before, after, reason, device?, indicator?}
+//!   GET  /api/v1/alerts                    admin, investigator
+//!   GET  /api/v1/activity                  admin, investigator
+//!   GET  /api/v1/clips, /api/v1/clips/{id} admin, investigator
+//!   GET  /api/v1/devices                   admin, investigator
+//!   GET  /api/v1/audit                     admin, approver
+//! devices: see rearview_uploader::wire
+//! GET /healthz                             no auth; "ok"
+//! ```
+
+pub mod approvals;
+pub mod devices;
+pub mod enroll;
+pub mod ingest;
+pub mod people;
+pub mod stream;
+
+use std::sync::Arc;
+
+use axum::extract::{DefaultBodyLimit, State};
+use axum::routing::{get, post, put};
+use axum::{Json, Router};
+use rearview_uploader::wire::{PolicyMessage, MAX_MANIFEST_BYTES, MAX_SEGMENT_BYTES};
+
+use crate::auth::{Person, Role};
+use crate::error::ApiError;
+use crate::policy;
+use crate::state::AppState;
+
+/// Ordinary JSON bodies (people, approvals, health, activity) stay small.
+const MAX_JSON_BYTES: usize = 1024 * 1024;
+
+pub fn router(state: Arc<AppState>) -> Router {
+    let segments = Router::new()
+        .route("/api/v1/device/segments/{sha256}", put(ingest::put_segment))
+        .layer(DefaultBodyLimit::max(MAX_SEGMENT_BYTES));
+    let manifests = Router::new()
+        .route("/api/v1/device/clips/{clip_id}", put(ingest::put_manifest).get(ingest::get_status))
+        .layer(DefaultBodyLimit::max(MAX_MANIFEST_BYTES));
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/api/v1/people", post(people::create).get(people::list))
+        .route("/api/v1/enrollment-tokens", post(people::create_enrollment_token))
+        .route("/api/v1/audit", get(people::audit))
+        .route("/api/v1/approvals", post(approvals::request).get(approvals::list))
+        .route("/api/v1/approvals/{id}/approve", post(approvals::approve))
+        .route("/api/v1/approvals/{id}/reject", post(approvals::reject))
+        .route("/api/v1/approvals/{id}/revoke", post(approvals::revoke))
+        .route("/api/v1/policy", get(current_policy))
+        .route("/api/v1/policy/settings", get(policy::get_settings).put(policy::put_settings))
+        .route("/api/v1/rules", get(policy::get_rules).put(policy::put_rules))
+        .route("/api/v1/triggers", post(policy::post_trigger))
+        .route("/api/v1/alerts", get(policy::list_alerts))
+        .route("/api/v1/activity", get(devices::list_activity))
+        .route("/api/v1/clips", get(ingest::list))
+        .route("/api/v1/clips/{id}", get(ingest::get))
+        .route("/api/v1/devices", get(devices::list))
+        .route("/api/v1/enroll", post(enroll::enroll))
+        .route("/api/v1/device/policy", get(stream::policy))
+        .route("/api/v1/device/stream", get(stream::stream))
+        .route("/api/v1/device/triggers/{id}/ack", post(devices::ack_trigger))
+        .route("/api/v1/device/health", post(devices::health))
+        .route("/api/v1/device/activity", post(devices::activity))
+        .layer(DefaultBodyLimit::max(MAX_JSON_BYTES))
+        .merge(segments)
+        .merge(manifests)
+        .with_state(state)
+}
+
+async fn current_policy(
+    State(state): State<Arc<AppState>>,
+    person: Person,
+) -> Result<Json<PolicyMessage>, ApiError> {
+    person.require(&[Role::Admin, Role::Approver, Role::Investigator])?;
+    policy::bundle_for(&state, "").map(Json)
+}

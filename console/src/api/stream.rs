@@ -1,0 +1,109 @@
+//! The device push stream (server-sent events) and the one-shot policy fetch.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::Json;
+use futures_util::Stream;
+use rearview_uploader::wire::{PolicyMessage, TriggerMessage};
+use tokio::sync::{broadcast, mpsc};
+use tokio_stream::wrappers::ReceiverStream;
+
+use crate::auth::Device;
+use crate::error::ApiError;
+use crate::policy;
+use crate::push::Push;
+use crate::state::AppState;
+
+pub async fn policy(
+    State(state): State<Arc<AppState>>,
+    device: Device,
+) -> Result<Json<PolicyMessage>, ApiError> {
+    policy::bundle_for(&state, &device.id).map(Json)
+}
+
+fn policy_event(p: &PolicyMessage) -> Option<Event> {
+    Event::default().event("policy").json_data(p).ok()
+}
+
+fn trigger_event(t: &TriggerMessage) -> Option<Event> {
+    Event::default().event("trigger").id(t.trigger_id.clone()).json_data(t).ok()
+}
+
+/// Sends the current policy and every unacknowledged trigger; used on connect and after lag.
+async fn send_all(
+    state: &AppState,
+    device_id: &str,
+    tx: &mpsc::Sender<Result<Event, Infallible>>,
+) -> Result<(), ()> {
+    let mut events = Vec::new();
+    match policy::bundle_for(state, device_id) {
+        Ok(p) => events.extend(policy_event(&p)),
+        Err(e) => {
+            tracing::warn!(device = device_id, error = %e.message, "cannot build policy for stream")
+        }
+    }
+    match policy::pending_triggers(state, device_id) {
+        Ok(ts) => events.extend(ts.iter().filter_map(trigger_event)),
+        Err(e) => {
+            tracing::warn!(device = device_id, error = %e.message, "cannot list triggers for stream")
+        }
+    }
+    for e in events {
+        tx.send(Ok(e)).await.map_err(|_| ())?;
+    }
+    Ok(())
+}
+
+pub async fn stream(
+    State(state): State<Arc<AppState>>,
+    device: Device,
+) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+    let (tx, rx) = mpsc::channel(32);
+    // Subscribe before reading the database, so nothing issued in between is missed.
+    let (mut own, mut all) = state.hub.subscribe(&device.id);
+    tokio::spawn(async move {
+        let id = device.id;
+        if send_all(&state, &id, &tx).await.is_err() {
+            return;
+        }
+        loop {
+            let push = tokio::select! {
+                _ = tx.closed() => return,
+                p = own.recv() => p,
+                p = all.recv() => p,
+            };
+            let event = match push {
+                Ok(Push::Policy(p)) => policy_event(&p),
+                Ok(Push::Trigger(t)) => trigger_event(&t),
+                Ok(Push::PolicyChanged) => match policy::bundle_for(&state, &id) {
+                    Ok(p) => policy_event(&p),
+                    Err(e) => {
+                        tracing::warn!(device = %id, error = %e.message, "cannot build policy for stream");
+                        None
+                    }
+                },
+                Err(broadcast::error::RecvError::Lagged(_)) => {
+                    if send_all(&state, &id, &tx).await.is_err() {
+                        return;
+                    }
+                    None
+                }
+                Err(broadcast::error::RecvError::Closed) => return,
+            };
+            if let Some(event) = event {
+                if tx.send(Ok(event)).await.is_err() {
+                    return;
+                }
+            }
+        }
+    });
+    Sse::new(ReceiverStream::new(rx)).keep_alive(
+        KeepAlive::new()
+            .interval(Duration::from_secs(15))
+            .event(Event::default().event("ping").data("{}")),
+    )
+}

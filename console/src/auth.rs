@@ -1,0 +1,178 @@
+//! Who is calling: people (API tokens with roles) and devices (device tokens).
+//!
+//! ```text
+//! person token   rvp_<64 hex>     random 256 bits, shown once at creation
+//! device token   rvd_<64 hex>     random 256 bits, shown once at enrollment
+//! enrollment     rve_<64 hex>     one-time, expiring
+//! ```
+//!
+//! Only SHA-256 of each token is stored, so a copy of the database authenticates nobody.
+
+use std::sync::Arc;
+
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use rand::RngCore;
+use rusqlite::OptionalExtension;
+
+use crate::error::ApiError;
+use crate::state::AppState;
+use crate::store::{now_ms, sha256_hex};
+
+/// What a person may do. A person may hold several.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Authors policy, requests approvals, issues triggers, manages people and enrollment.
+    Admin,
+    /// Approves or rejects capture requests made by someone else.
+    Approver,
+    /// Lists and opens clips.
+    Investigator,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Admin => "admin",
+            Role::Approver => "approver",
+            Role::Investigator => "investigator",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Role> {
+        match s.trim() {
+            "admin" => Some(Role::Admin),
+            "approver" => Some(Role::Approver),
+            "investigator" => Some(Role::Investigator),
+            _ => None,
+        }
+    }
+
+    /// Parses "admin,approver"; an unknown name is an error naming it.
+    pub fn parse_list(s: &str) -> Result<Vec<Role>, String> {
+        let roles: Result<Vec<Role>, String> = s
+            .split(',')
+            .filter(|r| !r.trim().is_empty())
+            .map(|r| {
+                Role::parse(r).ok_or_else(|| {
+                    format!("unknown role {r:?}: use admin, approver or investigator")
+                })
+            })
+            .collect();
+        let roles = roles?;
+        if roles.is_empty() {
+            return Err("a person needs at least one role (admin, approver, investigator)".into());
+        }
+        Ok(roles)
+    }
+
+    pub fn join(roles: &[Role]) -> String {
+        roles.iter().map(|r| r.as_str()).collect::<Vec<_>>().join(",")
+    }
+}
+
+/// A new random token with the given prefix.
+pub fn new_token(prefix: &str) -> String {
+    let mut bytes = [0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut bytes);
+    format!("{prefix}_{}", hex::encode(bytes))
+}
+
+fn bearer(parts: &Parts) -> Result<&str, ApiError> {
+    let value = parts
+        .headers
+        .get(axum::http::header::AUTHORIZATION)
+        .ok_or_else(|| ApiError::unauthorized("missing Authorization: Bearer <token>"))?;
+    let value =
+        value.to_str().map_err(|_| ApiError::unauthorized("Authorization header is not text"))?;
+    value
+        .strip_prefix("Bearer ")
+        .map(str::trim)
+        .ok_or_else(|| ApiError::unauthorized("Authorization must be 'Bearer <token>'"))
+}
+
+/// An authenticated person.
+#[derive(Debug, Clone)]
+pub struct Person {
+    pub id: i64,
+    pub name: String,
+    pub roles: Vec<Role>,
+}
+
+impl Person {
+    /// Refuses with 403 unless the person holds one of `allowed`.
+    pub fn require(&self, allowed: &[Role]) -> Result<(), ApiError> {
+        if self.roles.iter().any(|r| allowed.contains(r)) {
+            Ok(())
+        } else {
+            Err(ApiError::forbidden(format!(
+                "{} (roles: {}) may not do this; it needs the role {}",
+                self.name,
+                Role::join(&self.roles),
+                allowed.iter().map(|r| r.as_str()).collect::<Vec<_>>().join(" or ")
+            )))
+        }
+    }
+
+    /// The name the audit log records.
+    pub fn actor(&self) -> String {
+        format!("person:{}", self.name)
+    }
+}
+
+impl FromRequestParts<Arc<AppState>> for Person {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<AppState>,
+    ) -> Result<Self, Self::Rejection> {
+        let token = bearer(parts)?;
+        if !token.starts_with("rvp_") {
+            return Err(ApiError::unauthorized("this endpoint needs a person's API token (rvp_…)"));
+        }
+        let hash = sha256_hex(token.as_bytes());
+        let row: Option<(i64, String, String)> = state
+            .store
+            .conn()
+            .query_row("SELECT id, name, roles FROM people WHERE token_sha256 = ?1", [&hash], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })
+            .optional()?;
+        let (id, name, roles) = row.ok_or_else(|| ApiError::unauthorized("unknown API token"))?;
+        let roles = Role::parse_list(&roles).map_err(ApiError::bad_request)?;
+        Ok(Person { id, name, roles })
+    }
+}
+
+/// An authenticated device.
+#[derive(Debug, Clone)]
+pub struct Device {
+    pub id: String,
+}
+
+impl FromRequestParts<Arc<AppState>> for Device {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<AppState>,
+    ) -> Result<Self, Self::Rejection> {
+        let token = bearer(parts)?;
+        if !token.starts_with("rvd_") {
+            return Err(ApiError::unauthorized("this endpoint needs a device token (rvd_…)"));
+        }
+        let hash = sha256_hex(token.as_bytes());
+        let conn = state.store.conn();
+        let id: Option<String> = conn
+            .query_row("SELECT id FROM devices WHERE token_sha256 = ?1", [&hash], |r| r.get(0))
+            .optional()?;
+        let id = id.ok_or_else(|| ApiError::unauthorized("unknown device token"))?;
+        conn.execute(
+            "UPDATE devices SET last_seen_ms = ?1 WHERE id = ?2",
+            rusqlite::params![now_ms(), id],
+        )?;
+        Ok(Device { id })
+    }
+}

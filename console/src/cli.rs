@@ -1,0 +1,388 @@
+//! The `rearview-console` subcommands. Local ones work on `--data DIR` directly (init, serve,
+//! clip list/export); the others are API calls made with a person's token, printing the
+//! console's JSON answer on stdout so scripts (the demo) can read it.
+//!
+//! The console address comes from `--server URL`, else `$REARVIEW_CONSOLE`, else the
+//! `console.url` file that `serve` writes into its data directory (`--data DIR`). The token
+//! comes from `--token`, else `$REARVIEW_TOKEN`.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use clap::{Args, Parser, Subcommand};
+use serde_json::{json, Value};
+
+use crate::client::AdminClient;
+
+#[derive(Parser, Debug)]
+#[command(name = "rearview-console", version, about = "Rearview reference console")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Create a tenant (keys, database, first admin) in an empty directory.
+    Init {
+        #[arg(long)]
+        data: PathBuf,
+        /// Tenant id (letters, digits, `._:@-`).
+        #[arg(long, default_value = "rearview")]
+        tenant: String,
+        /// Name of the first admin.
+        #[arg(long, default_value = "admin")]
+        admin: String,
+    },
+    /// Run the server.
+    Serve {
+        #[arg(long)]
+        data: PathBuf,
+        /// Address to listen on; port 0 picks a free one (printed, and written to DATA/console.url).
+        #[arg(long, default_value = "127.0.0.1:8443")]
+        listen: SocketAddr,
+        #[arg(long, requires = "tls_key")]
+        tls_cert: Option<PathBuf>,
+        #[arg(long, requires = "tls_cert")]
+        tls_key: Option<PathBuf>,
+        /// Allow plain HTTP on a non-loopback address (behind a TLS-terminating proxy only).
+        #[arg(long)]
+        insecure_http: bool,
+    },
+    /// Clips: list, wait for one, export one.
+    #[command(subcommand)]
+    Clip(ClipCommand),
+    /// People and their roles.
+    #[command(subcommand)]
+    Person(PersonCommand),
+    /// One-time device enrollment tokens.
+    #[command(subcommand, name = "enrollment-token")]
+    EnrollmentToken(EnrollmentTokenCommand),
+    /// Capture approvals.
+    #[command(subcommand)]
+    Approval(ApprovalCommand),
+    /// Triggers.
+    #[command(subcommand)]
+    Trigger(TriggerCommand),
+    /// Policy capture settings.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
+    /// Enrolled devices with last-seen, policy version and health.
+    Devices(Api),
+    /// The audit log.
+    Audit(Api),
+    /// Alerts and the clips attached to them.
+    Alerts(Api),
+    /// Indicator rules (which activity kinds issue triggers).
+    #[command(subcommand)]
+    Rules(RulesCommand),
+}
+
+/// Where the API is and who calls it.
+#[derive(Args, Debug, Clone)]
+pub struct Api {
+    /// Console URL (default: $REARVIEW_CONSOLE).
+    #[arg(long)]
+    pub server: Option<String>,
+    /// API token (default: $REARVIEW_TOKEN).
+    #[arg(long)]
+    pub token: Option<String>,
+    /// Data directory of a local console (its console.url gives the address).
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// PEM of a CA to trust (a self-signed console certificate).
+    #[arg(long)]
+    pub ca_cert: Option<PathBuf>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ClipCommand {
+    /// List clips from the local database (no server needed).
+    List {
+        #[arg(long)]
+        data: PathBuf,
+    },
+    /// Wait until a clip is complete (by id, trigger, alert or user) and print it.
+    Wait {
+        #[command(flatten)]
+        api: Api,
+        #[arg(long)]
+        id: Option<String>,
+        #[arg(long)]
+        trigger: Option<String>,
+        #[arg(long)]
+        alert: Option<i64>,
+        #[arg(long)]
+        user: Option<String>,
+        /// Give up after this many seconds.
+        #[arg(long, default_value_t = 120)]
+        timeout: u64,
+    },
+    /// Open a clip with the tenant key: frames as PNG, events as JSON Lines.
+    Export {
+        id: String,
+        #[arg(long)]
+        data: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum PersonCommand {
+    /// Add a person; prints their token once.
+    Add {
+        #[command(flatten)]
+        api: Api,
+        #[arg(long)]
+        name: String,
+        /// Comma-separated: admin, approver, investigator.
+        #[arg(long)]
+        role: String,
+    },
+    List(Api),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum EnrollmentTokenCommand {
+    Create {
+        #[command(flatten)]
+        api: Api,
+        #[arg(long, default_value_t = 3600)]
+        ttl: i64,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ApprovalCommand {
+    /// Ask for capture of a user (admin).
+    Request {
+        #[command(flatten)]
+        api: Api,
+        #[arg(long)]
+        user: String,
+        /// specific-activities or all-activities.
+        #[arg(long, default_value = "specific-activities")]
+        mode: String,
+        #[arg(long)]
+        justification: String,
+        /// Lifetime in seconds (default 30 days).
+        #[arg(long, default_value_t = 30 * 86400)]
+        ttl: i64,
+    },
+    Approve {
+        #[command(flatten)]
+        api: Api,
+        id: i64,
+    },
+    Reject {
+        #[command(flatten)]
+        api: Api,
+        id: i64,
+    },
+    Revoke {
+        #[command(flatten)]
+        api: Api,
+        id: i64,
+    },
+    List(Api),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum TriggerCommand {
+    /// Ask the user's devices for the window around an event.
+    Issue {
+        #[command(flatten)]
+        api: Api,
+        #[arg(long)]
+        user: String,
+        /// Unix ms, or `now`.
+        #[arg(long, default_value = "now")]
+        event_time: String,
+        #[arg(long, default_value_t = 60)]
+        before: u32,
+        #[arg(long, default_value_t = 30)]
+        after: u32,
+        #[arg(long)]
+        reason: String,
+        #[arg(long)]
+        device: Option<String>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum PolicyCommand {
+    /// Show the capture settings.
+    Show(Api),
+    /// Replace the capture settings with a JSON document
+    /// (`{"capture": {"enabled": true, "fps": 1}, "limits": {...}, ...}`).
+    Set {
+        #[command(flatten)]
+        api: Api,
+        #[arg(long)]
+        json: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum RulesCommand {
+    Show(Api),
+    /// Replace the rules: `[{"kind": "removable_media_copy", "before_secs": 20, "after_secs": 10}]`.
+    Set {
+        #[command(flatten)]
+        api: Api,
+        #[arg(long)]
+        json: String,
+    },
+}
+
+impl Api {
+    fn client(&self) -> anyhow::Result<AdminClient> {
+        let server = match (
+            self.server.clone().or_else(|| std::env::var("REARVIEW_CONSOLE").ok()),
+            &self.data,
+        ) {
+            (Some(s), _) => s,
+            (None, Some(d)) => read_url(d)?,
+            (None, None) => {
+                bail!("say where the console is: --server URL, $REARVIEW_CONSOLE or --data DIR")
+            }
+        };
+        let token = self
+            .token
+            .clone()
+            .or_else(|| std::env::var("REARVIEW_TOKEN").ok())
+            .context("an API token is needed: --token or $REARVIEW_TOKEN")?;
+        Ok(AdminClient::new(&server, &token, self.ca_cert.as_deref())?)
+    }
+}
+
+/// The file `serve` writes with its URL.
+pub fn url_file(data: &Path) -> PathBuf {
+    data.join("console.url")
+}
+
+fn read_url(data: &Path) -> anyhow::Result<String> {
+    let path = url_file(data);
+    let url = std::fs::read_to_string(&path).with_context(|| {
+        format!(
+            "{} not found: is 'rearview-console serve --data {}' running?",
+            path.display(),
+            data.display()
+        )
+    })?;
+    Ok(url.trim().to_owned())
+}
+
+fn print(v: &Value) {
+    println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
+}
+
+/// Runs an API subcommand (everything but init and serve, which `main` runs itself).
+pub async fn run_api(command: Command) -> anyhow::Result<()> {
+    let v: Value = match command {
+        Command::Init { .. } | Command::Serve { .. } => bail!("init and serve are run by main"),
+        Command::Clip(ClipCommand::List { data }) => {
+            let store = crate::store::Store::open(&data)?;
+            let conn = store.conn();
+            let mut stmt = conn.prepare(
+                "SELECT id, device_id, user, mode, trigger_id, alert_id, start_ms, end_ms, complete_ms,
+                        (SELECT COUNT(*) FROM clip_segments cs WHERE cs.clip_id = clips.id)
+                 FROM clips ORDER BY created_ms",
+            )?;
+            let rows = stmt
+                .query_map([], |r| {
+                    Ok(json!({
+                        "id": r.get::<_, String>(0)?, "device_id": r.get::<_, String>(1)?, "user": r.get::<_, String>(2)?,
+                        "mode": r.get::<_, String>(3)?, "trigger_id": r.get::<_, Option<String>>(4)?,
+                        "alert_id": r.get::<_, Option<i64>>(5)?, "start_ms": r.get::<_, i64>(6)?, "end_ms": r.get::<_, i64>(7)?,
+                        "complete": r.get::<_, Option<i64>>(8)?.is_some(), "segments": r.get::<_, i64>(9)?,
+                    }))
+                })?
+                .collect::<Result<Vec<_>, _>>()?;
+            Value::Array(rows)
+        }
+        Command::Clip(ClipCommand::Export { id, data, out }) => {
+            let summary = crate::export::export_clip(&data, &id, &out)?;
+            serde_json::to_value(summary)?
+        }
+        Command::Clip(ClipCommand::Wait { api, id, trigger, alert, user, timeout }) => {
+            let c = api.client()?;
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(timeout);
+            loop {
+                let clips: Vec<Value> = c.get("/api/v1/clips").await?;
+                let found = clips.into_iter().find(|clip| {
+                    clip["complete"] == json!(true)
+                        && id.as_ref().is_none_or(|v| clip["id"] == json!(v))
+                        && trigger.as_ref().is_none_or(|v| clip["trigger_id"] == json!(v))
+                        && alert.is_none_or(|v| clip["alert_id"] == json!(v))
+                        && user.as_ref().is_none_or(|v| clip["user"] == json!(v))
+                });
+                if let Some(clip) = found {
+                    break clip;
+                }
+                if tokio::time::Instant::now() >= deadline {
+                    bail!("no complete clip matching the filter within {timeout} s");
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
+        Command::Person(PersonCommand::Add { api, name, role }) => {
+            let roles: Vec<&str> = role.split(',').map(str::trim).filter(|r| !r.is_empty()).collect();
+            api.client()?.post("/api/v1/people", &json!({ "name": name, "roles": roles })).await?
+        }
+        Command::Person(PersonCommand::List(api)) => api.client()?.get("/api/v1/people").await?,
+        Command::EnrollmentToken(EnrollmentTokenCommand::Create { api, ttl }) => {
+            api.client()?.post("/api/v1/enrollment-tokens", &json!({ "ttl_secs": ttl })).await?
+        }
+        Command::Approval(ApprovalCommand::Request { api, user, mode, justification, ttl }) => {
+            api.client()?
+                .post(
+                    "/api/v1/approvals",
+                    &json!({ "user": user, "mode": mode, "justification": justification, "ttl_secs": ttl }),
+                )
+                .await?
+        }
+        Command::Approval(ApprovalCommand::Approve { api, id }) => {
+            api.client()?.post(&format!("/api/v1/approvals/{id}/approve"), &json!({})).await?
+        }
+        Command::Approval(ApprovalCommand::Reject { api, id }) => {
+            api.client()?.post(&format!("/api/v1/approvals/{id}/reject"), &json!({})).await?
+        }
+        Command::Approval(ApprovalCommand::Revoke { api, id }) => {
+            api.client()?.post(&format!("/api/v1/approvals/{id}/revoke"), &json!({})).await?
+        }
+        Command::Approval(ApprovalCommand::List(api)) => api.client()?.get("/api/v1/approvals").await?,
+        Command::Trigger(TriggerCommand::Issue { api, user, event_time, before, after, reason, device }) => {
+            let event_time: i64 = if event_time == "now" {
+                crate::store::now_ms()
+            } else {
+                event_time.parse().context("--event-time must be Unix milliseconds or 'now'")?
+            };
+            api.client()?
+                .post(
+                    "/api/v1/triggers",
+                    &json!({ "user": user, "event_time": event_time, "before": before, "after": after,
+                             "reason": reason, "device": device }),
+                )
+                .await?
+        }
+        Command::Policy(PolicyCommand::Show(api)) => api.client()?.get("/api/v1/policy/settings").await?,
+        Command::Policy(PolicyCommand::Set { api, json }) => {
+            let body: Value = serde_json::from_str(&json).context("--json is not JSON")?;
+            api.client()?.put("/api/v1/policy/settings", &body).await?
+        }
+        Command::Rules(RulesCommand::Show(api)) => api.client()?.get("/api/v1/rules").await?,
+        Command::Rules(RulesCommand::Set { api, json }) => {
+            let body: Value = serde_json::from_str(&json).context("--json is not JSON")?;
+            api.client()?.put("/api/v1/rules", &body).await?
+        }
+        Command::Devices(api) => api.client()?.get("/api/v1/devices").await?,
+        Command::Audit(api) => api.client()?.get("/api/v1/audit").await?,
+        Command::Alerts(api) => api.client()?.get("/api/v1/alerts").await?,
+    };
+    print(&v);
+    Ok(())
+}

@@ -1,0 +1,54 @@
+//! `rearview-console`: parse the command line, then either run the server until a signal or
+//! make one API call (see `cli`).
+
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Parser;
+use rearview_console::cli::{self, Cli, Command};
+use rearview_console::{Server, ServerConfig};
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match Cli::parse().command {
+        Command::Init { data, tenant, admin } => {
+            let out = rearview_console::init(&data, &tenant, &admin)?;
+            println!("tenant {} created in {}", out.tenant_id, data.display());
+            println!("signing key id {}", out.signing_key_id);
+            println!("sealing public key {}", out.sealing_public_key);
+            println!("admin {} token (shown once, keep it secret):", out.admin_name);
+            println!("{}", out.admin_token);
+            Ok(())
+        }
+        Command::Serve { data, listen, tls_cert, tls_key, insecure_http } => {
+            let tls = tls_cert.zip(tls_key);
+            let mut server =
+                Server::start(ServerConfig { data: data.clone(), listen, tls, insecure_http })
+                    .await?;
+            let url_file = cli::url_file(&data);
+            std::fs::write(&url_file, format!("{}\n", server.url()))
+                .with_context(|| format!("write {}", url_file.display()))?;
+            println!("listening on {}", server.url());
+            let mut term =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+            let stopped_by_itself = tokio::select! {
+                r = server.wait() => Some(r),
+                _ = tokio::signal::ctrl_c() => None,
+                _ = term.recv() => None,
+            };
+            match stopped_by_itself {
+                Some(r) => r?,
+                None => server.graceful_shutdown(Duration::from_secs(5)).await?,
+            }
+            let _ = std::fs::remove_file(&url_file);
+            Ok(())
+        }
+        command => cli::run_api(command).await,
+    }
+}

@@ -1,0 +1,90 @@
+//! The push hub: one channel per connected device, fed by whoever changes policy or issues a
+//! trigger, drained by that device's event stream (`GET /api/v1/device/stream`).
+//!
+//! Delivery is at-least-once: the stream subscribes *before* it reads the current policy and
+//! the unacknowledged triggers from the database, so nothing issued in between is missed; a
+//! trigger may then arrive twice, and the device drops repeats by trigger id.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use rearview_uploader::wire::{PolicyMessage, TriggerMessage};
+use tokio::sync::broadcast;
+
+/// Something a device must learn now.
+#[derive(Debug, Clone)]
+pub enum Push {
+    Policy(PolicyMessage),
+    Trigger(TriggerMessage),
+    /// Policy changed for everyone; the stream signs a fresh bundle for its own device.
+    PolicyChanged,
+}
+
+/// How many pushes may wait for a slow stream before it is told it lagged (it then reloads
+/// everything from the database, so lagging loses nothing).
+const QUEUE: usize = 64;
+
+#[derive(Default)]
+pub struct Hub {
+    devices: Mutex<HashMap<String, broadcast::Sender<Push>>>,
+    all: Mutex<Option<broadcast::Sender<Push>>>,
+}
+
+impl Hub {
+    /// Listens for pushes to `device_id` (and to every device).
+    pub fn subscribe(
+        &self,
+        device_id: &str,
+    ) -> (broadcast::Receiver<Push>, broadcast::Receiver<Push>) {
+        let own = {
+            let mut map = self.devices.lock().unwrap_or_else(|p| p.into_inner());
+            map.entry(device_id.to_owned())
+                .or_insert_with(|| broadcast::channel(QUEUE).0)
+                .subscribe()
+        };
+        let all = {
+            let mut all = self.all.lock().unwrap_or_else(|p| p.into_inner());
+            all.get_or_insert_with(|| broadcast::channel(QUEUE).0).subscribe()
+        };
+        (own, all)
+    }
+
+    /// Sends to one device if it is connected; otherwise it gets it from the database on its
+    /// next connect.
+    pub fn send(&self, device_id: &str, push: Push) {
+        let mut map = self.devices.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(tx) = map.get(device_id) {
+            if tx.send(push).is_err() {
+                // Nobody listens any more: forget the channel so the map does not grow.
+                map.remove(device_id);
+            }
+        }
+    }
+
+    /// Tells every connected device that policy changed.
+    pub fn policy_changed(&self) {
+        let all = self.all.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(tx) = all.as_ref() {
+            let _ = tx.send(Push::PolicyChanged);
+        }
+    }
+
+    /// Whether `device_id` holds a stream now.
+    pub fn is_connected(&self, device_id: &str) -> bool {
+        self.devices
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(device_id)
+            .is_some_and(|t| t.receiver_count() > 0)
+    }
+
+    /// Number of devices with a channel (connected, or disconnected since the last send).
+    pub fn connected(&self) -> usize {
+        self.devices
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .filter(|t| t.receiver_count() > 0)
+            .count()
+    }
+}

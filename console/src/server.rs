@@ -1,0 +1,233 @@
+//! Creating a tenant (`init`) and running the server (`serve`), as a library so tests can run
+//! it in-process and the binary is a thin shell around it.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rusqlite::params;
+
+use crate::api;
+use crate::auth::Role;
+use crate::error::ConsoleError;
+use crate::push::Hub;
+use crate::state::AppState;
+use crate::store::{now_ms, Store};
+use crate::tenant::Tenant;
+
+/// What `init` produced. The admin token is shown once and stored only as a hash.
+#[derive(Debug)]
+pub struct InitOutput {
+    pub tenant_id: String,
+    pub admin_name: String,
+    pub admin_token: String,
+    pub sealing_public_key: String,
+    pub signing_key_id: String,
+}
+
+/// Creates a tenant in the empty (or absent) directory `data`.
+pub fn init(data: &Path, tenant_id: &str, admin_name: &str) -> Result<InitOutput, ConsoleError> {
+    std::fs::create_dir_all(data)
+        .map_err(|e| ConsoleError::Io(format!("create {}: {e}", data.display())))?;
+    if data.join("console.db").exists() || data.join("keys").exists() {
+        return Err(ConsoleError::Config(format!(
+            "{} already holds a tenant; use another directory or 'serve' this one",
+            data.display()
+        )));
+    }
+    let tenant = Tenant::create(data, tenant_id)?;
+    let store = Store::open(data)?;
+    store.meta_set("tenant_id", tenant_id)?;
+    store.bump_policy_version()?;
+    let state = AppState { store, tenant, hub: Hub::default(), policy_cache: Mutex::new(None) };
+    let admin = api::people::create_person(&state, "console:init", admin_name, &[Role::Admin])
+        .map_err(|e| ConsoleError::Config(e.message))?;
+    state.store.audit(
+        "console:init",
+        "tenant.create",
+        tenant_id,
+        serde_json::json!({ "admin": admin_name }),
+    )?;
+    Ok(InitOutput {
+        tenant_id: tenant_id.to_owned(),
+        admin_name: admin.name,
+        admin_token: admin.token,
+        sealing_public_key: state.tenant.sealing_public_hex.clone(),
+        signing_key_id: state.tenant.signing_key_id(),
+    })
+}
+
+/// How to serve.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub data: PathBuf,
+    pub listen: SocketAddr,
+    /// PEM certificate chain and private key; HTTPS when given.
+    pub tls: Option<(PathBuf, PathBuf)>,
+    /// Allow plain HTTP on a non-loopback address (only behind a TLS-terminating proxy).
+    pub insecure_http: bool,
+}
+
+/// A running server.
+pub struct ServerHandle {
+    addr: SocketAddr,
+    handle: axum_server::Handle,
+    task: tokio::task::JoinHandle<Result<(), ConsoleError>>,
+    ticker: tokio::task::JoinHandle<()>,
+    pub scheme: &'static str,
+}
+
+impl ServerHandle {
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `http://127.0.0.1:PORT` or `https://…`.
+    pub fn url(&self) -> String {
+        format!("{}://{}", self.scheme, self.addr)
+    }
+
+    /// Stops at once: open connections (push streams, uploads) are cut, as in a crash of the
+    /// network side. The database is consistent after every statement.
+    pub async fn shutdown(self) -> Result<(), ConsoleError> {
+        self.handle.shutdown();
+        self.ticker.abort();
+        match self.task.await {
+            Ok(r) => r,
+            Err(e) => Err(ConsoleError::Io(format!("server task: {e}"))),
+        }
+    }
+
+    /// Stops taking new connections and gives open ones `grace` to finish.
+    pub async fn graceful_shutdown(self, grace: Duration) -> Result<(), ConsoleError> {
+        self.handle.graceful_shutdown(Some(grace));
+        self.ticker.abort();
+        match self.task.await {
+            Ok(r) => r,
+            Err(e) => Err(ConsoleError::Io(format!("server task: {e}"))),
+        }
+    }
+
+    /// Waits until the server stops by itself (an I/O error).
+    pub async fn wait(&mut self) -> Result<(), ConsoleError> {
+        match (&mut self.task).await {
+            Ok(r) => r,
+            Err(e) => Err(ConsoleError::Io(format!("server task: {e}"))),
+        }
+    }
+}
+
+pub struct Server;
+
+impl Server {
+    /// Opens the tenant in `config.data` and starts serving; returns once the socket is bound.
+    pub async fn start(config: ServerConfig) -> Result<ServerHandle, ConsoleError> {
+        if config.tls.is_none() && !config.insecure_http && !config.listen.ip().is_loopback() {
+            return Err(ConsoleError::Config(format!(
+                "refusing plain HTTP on {}: give --tls-cert and --tls-key, listen on 127.0.0.1, \
+                 or pass --insecure-http behind a TLS-terminating proxy",
+                config.listen
+            )));
+        }
+        let store = Store::open(&config.data)?;
+        let tenant_id = store.meta_get("tenant_id")?.ok_or_else(|| {
+            ConsoleError::Config(format!(
+                "{} holds no tenant: run 'rearview-console init --data {}' first",
+                config.data.display(),
+                config.data.display()
+            ))
+        })?;
+        let tenant = Tenant::load(&config.data, &tenant_id)?;
+        let state = Arc::new(AppState {
+            store,
+            tenant,
+            hub: Hub::default(),
+            policy_cache: Mutex::new(None),
+        });
+        let app = api::router(state.clone());
+
+        let listener = std::net::TcpListener::bind(config.listen)
+            .map_err(|e| ConsoleError::Io(format!("bind {}: {e}", config.listen)))?;
+        listener.set_nonblocking(true).map_err(|e| ConsoleError::Io(e.to_string()))?;
+        let addr = listener.local_addr().map_err(|e| ConsoleError::Io(e.to_string()))?;
+        let handle = axum_server::Handle::new();
+        let service = app.into_make_service();
+        let (scheme, task) = match &config.tls {
+            Some((cert, key)) => {
+                let tls = tls_config(cert, key)?;
+                let server = axum_server::from_tcp_rustls(listener, tls).handle(handle.clone());
+                (
+                    "https",
+                    tokio::spawn(async move {
+                        server.serve(service).await.map_err(|e| ConsoleError::Io(e.to_string()))
+                    }),
+                )
+            }
+            None => {
+                let server = axum_server::from_tcp(listener).handle(handle.clone());
+                (
+                    "http",
+                    tokio::spawn(async move {
+                        server.serve(service).await.map_err(|e| ConsoleError::Io(e.to_string()))
+                    }),
+                )
+            }
+        };
+        let ticker = tokio::spawn(tick(state));
+        tracing::info!(%addr, scheme, tenant = %tenant_id, "console serving");
+        Ok(ServerHandle { addr, handle, task, ticker, scheme })
+    }
+}
+
+fn tls_config(
+    cert: &Path,
+    key: &Path,
+) -> Result<axum_server::tls_rustls::RustlsConfig, ConsoleError> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+        .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| ConsoleError::Config(format!("TLS certificate {}: {e}", cert.display())))?;
+    let key = PrivateKeyDer::from_pem_file(key)
+        .map_err(|e| ConsoleError::Config(format!("TLS key {}: {e}", key.display())))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| ConsoleError::Config(format!("TLS: {e}")))?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| ConsoleError::Config(format!("TLS certificate and key do not fit: {e}")))?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(axum_server::tls_rustls::RustlsConfig::from_config(Arc::new(config)))
+}
+
+/// Time-driven policy changes: approvals (and undecided requests) reaching their expiry, and a
+/// daily re-signing so devices never run into the bundle's own expiry.
+async fn tick(state: Arc<AppState>) {
+    let mut last = now_ms();
+    let mut interval = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        interval.tick().await;
+        let now = now_ms();
+        let expired: rusqlite::Result<i64> = state.store.conn().query_row(
+            "SELECT COUNT(*) FROM approvals WHERE state = 'approved' AND expires_ms > ?1 AND expires_ms <= ?2",
+            params![last, now],
+            |r| r.get(0),
+        );
+        let signed_ms: i64 = state
+            .store
+            .meta_get("policy_signed_ms")
+            .ok()
+            .flatten()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(now);
+        let stale = now - signed_ms > 24 * 3600 * 1000;
+        if matches!(expired, Ok(n) if n > 0) || stale {
+            if let Err(e) = crate::policy::changed(&state) {
+                tracing::warn!(error = %e.message, "could not raise the policy version");
+            }
+        }
+        last = now;
+    }
+}

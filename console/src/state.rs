@@ -1,0 +1,17 @@
+//! What every request handler shares.
+
+use std::sync::Mutex;
+
+use rearview_uploader::wire::PolicyMessage;
+
+use crate::push::Hub;
+use crate::store::Store;
+use crate::tenant::Tenant;
+
+pub struct AppState {
+    pub store: Store,
+    pub tenant: Tenant,
+    pub hub: Hub,
+    /// The signed bundle of the current version (signing once serves every device).
+    pub policy_cache: Mutex<Option<PolicyMessage>>,
+}

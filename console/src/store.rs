@@ -1,0 +1,194 @@
+//! The console's metadata in one SQLite file (`DATA/console.db`, WAL), and the blob directory.
+//!
+//! # Tables
+//!
+//! ```text
+//! meta             key → value (tenant_id, policy_version, capture settings, indicator rules)
+//! people           id, name (unique), roles ("admin,approver"), token_sha256, created_ms
+//! enrollment_tokens token_sha256, created_by, created_ms, expires_ms, used_ms, device_id
+//! devices          id, public_key, token_sha256, hostname, enrolled_ms, last_seen_ms,
+//!                  policy_version (last reported), health_json, users_json
+//! approvals        id, user, mode, justification, requested_by, requested_ms, expires_ms,
+//!                  state (pending|approved|rejected|revoked), decided_by, decided_ms
+//! alerts           id, user, reason, source (manual|rule:<kind>), created_by, created_ms
+//! triggers         id, alert_id, device_id, user, event_time_ms, before_secs, after_secs,
+//!                  reason, issued_ms, expires_ms, signed_json, acked_ms
+//! activity         id, device_id, user, kind, time_ms, details_json, received_ms
+//! clips            id, device_id, trigger_id, alert_id, user, mode, start_ms, end_ms,
+//!                  manifest_json, created_ms, complete_ms
+//! clip_segments    clip_id, sha256                    (which segments a clip names)
+//! segments         device_id, sha256, size, stored_ms (which blobs are stored)
+//! audit            id, time_ms, actor, action, target, details_json
+//! ```
+//!
+//! Secrets are never stored: people and device tokens are kept as SHA-256 only.
+//!
+//! # Blobs
+//!
+//! ```text
+//! DATA/blobs/<device_id>/<sha256[0..2]>/<sha256>     sealed segment bytes, exactly as uploaded
+//! ```
+//!
+//! A blob is written to a temporary file in the same directory, fsynced and renamed, and only
+//! then recorded in `segments`: a crash leaves either nothing or a complete blob (a complete
+//! blob without a row is simply written again by the next upload of the same hash).
+//! Segments are stored per device so one device can never learn, by the console answering
+//! "already have it", what another device uploaded.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
+
+use rusqlite::{params, Connection, OptionalExtension};
+
+use crate::error::ConsoleError;
+
+const SCHEMA: &str = r#"
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS people (
+    id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE, roles TEXT NOT NULL,
+    token_sha256 TEXT NOT NULL UNIQUE, created_ms INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS enrollment_tokens (
+    token_sha256 TEXT PRIMARY KEY, created_by TEXT NOT NULL, created_ms INTEGER NOT NULL,
+    expires_ms INTEGER NOT NULL, used_ms INTEGER, device_id TEXT);
+CREATE TABLE IF NOT EXISTS devices (
+    id TEXT PRIMARY KEY, public_key TEXT NOT NULL, token_sha256 TEXT NOT NULL UNIQUE,
+    hostname TEXT NOT NULL, enrolled_ms INTEGER NOT NULL, last_seen_ms INTEGER NOT NULL,
+    policy_version INTEGER NOT NULL DEFAULT 0, health_json TEXT NOT NULL DEFAULT '{}',
+    users_json TEXT NOT NULL DEFAULT '[]');
+CREATE TABLE IF NOT EXISTS approvals (
+    id INTEGER PRIMARY KEY, user TEXT NOT NULL, mode TEXT NOT NULL, justification TEXT NOT NULL,
+    requested_by TEXT NOT NULL, requested_ms INTEGER NOT NULL, expires_ms INTEGER NOT NULL,
+    state TEXT NOT NULL, decided_by TEXT, decided_ms INTEGER);
+CREATE TABLE IF NOT EXISTS alerts (
+    id INTEGER PRIMARY KEY, user TEXT NOT NULL, reason TEXT NOT NULL, source TEXT NOT NULL,
+    created_by TEXT NOT NULL, created_ms INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS triggers (
+    id TEXT PRIMARY KEY, alert_id INTEGER NOT NULL, device_id TEXT NOT NULL, user TEXT NOT NULL,
+    event_time_ms INTEGER NOT NULL, before_secs INTEGER NOT NULL, after_secs INTEGER NOT NULL,
+    reason TEXT NOT NULL, issued_ms INTEGER NOT NULL, expires_ms INTEGER NOT NULL,
+    signed_json TEXT NOT NULL, acked_ms INTEGER);
+CREATE INDEX IF NOT EXISTS triggers_device ON triggers (device_id, acked_ms);
+CREATE TABLE IF NOT EXISTS activity (
+    id INTEGER PRIMARY KEY, device_id TEXT NOT NULL, user TEXT NOT NULL, kind TEXT NOT NULL,
+    time_ms INTEGER NOT NULL, details_json TEXT NOT NULL, received_ms INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS clips (
+    id TEXT PRIMARY KEY, device_id TEXT NOT NULL, trigger_id TEXT, alert_id INTEGER,
+    user TEXT NOT NULL, mode TEXT NOT NULL, start_ms INTEGER NOT NULL, end_ms INTEGER NOT NULL,
+    manifest_json TEXT NOT NULL, created_ms INTEGER NOT NULL, complete_ms INTEGER);
+CREATE TABLE IF NOT EXISTS clip_segments (
+    clip_id TEXT NOT NULL, sha256 TEXT NOT NULL, PRIMARY KEY (clip_id, sha256));
+CREATE INDEX IF NOT EXISTS clip_segments_hash ON clip_segments (sha256);
+CREATE TABLE IF NOT EXISTS segments (
+    device_id TEXT NOT NULL, sha256 TEXT NOT NULL, size INTEGER NOT NULL,
+    stored_ms INTEGER NOT NULL, PRIMARY KEY (device_id, sha256));
+CREATE TABLE IF NOT EXISTS audit (
+    id INTEGER PRIMARY KEY, time_ms INTEGER NOT NULL, actor TEXT NOT NULL, action TEXT NOT NULL,
+    target TEXT NOT NULL, details_json TEXT NOT NULL);
+"#;
+
+/// The metadata database. One connection behind a mutex: every statement is short, and one
+/// writer is what SQLite wants anyway.
+pub struct Store {
+    conn: Mutex<Connection>,
+    blob_dir: PathBuf,
+}
+
+impl Store {
+    /// Opens (creating if needed) the database and blob directory under `data`.
+    pub fn open(data: &Path) -> Result<Store, ConsoleError> {
+        let conn = Connection::open(data.join("console.db"))
+            .map_err(|e| ConsoleError::Database(format!("open {}: {e}", data.display())))?;
+        conn.execute_batch(
+            "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON;",
+        )?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        conn.execute_batch(SCHEMA)?;
+        let blob_dir = data.join("blobs");
+        std::fs::create_dir_all(&blob_dir)
+            .map_err(|e| ConsoleError::Io(format!("create {}: {e}", blob_dir.display())))?;
+        Ok(Store { conn: Mutex::new(conn), blob_dir })
+    }
+
+    /// The connection, for the queries of the modules that own each table.
+    pub fn conn(&self) -> MutexGuard<'_, Connection> {
+        // A panic while holding the lock cannot leave SQLite inconsistent (statements are
+        // atomic), so a poisoned lock is still safe to use.
+        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn meta_get(&self, key: &str) -> Result<Option<String>, ConsoleError> {
+        Ok(self
+            .conn()
+            .query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
+            .optional()?)
+    }
+
+    pub fn meta_set(&self, key: &str, value: &str) -> Result<(), ConsoleError> {
+        self.conn().execute(
+            "INSERT INTO meta (key, value) VALUES (?1, ?2)
+             ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            params![key, value],
+        )?;
+        Ok(())
+    }
+
+    /// Raises the policy version by one and returns the new value.
+    pub fn bump_policy_version(&self) -> Result<u64, ConsoleError> {
+        let conn = self.conn();
+        conn.execute(
+            "INSERT INTO meta (key, value) VALUES ('policy_version', '1')
+             ON CONFLICT (key) DO UPDATE SET value = CAST(value AS INTEGER) + 1",
+            [],
+        )?;
+        let v: String =
+            conn.query_row("SELECT value FROM meta WHERE key = 'policy_version'", [], |r| {
+                r.get(0)
+            })?;
+        v.parse()
+            .map_err(|_| ConsoleError::Database(format!("policy_version is not a number: {v}")))
+    }
+
+    pub fn policy_version(&self) -> Result<u64, ConsoleError> {
+        match self.meta_get("policy_version")? {
+            Some(v) => v.parse().map_err(|_| {
+                ConsoleError::Database(format!("policy_version is not a number: {v}"))
+            }),
+            None => Ok(0),
+        }
+    }
+
+    /// Appends one line to the audit log.
+    pub fn audit(
+        &self,
+        actor: &str,
+        action: &str,
+        target: &str,
+        details: serde_json::Value,
+    ) -> Result<(), ConsoleError> {
+        self.conn().execute(
+            "INSERT INTO audit (time_ms, actor, action, target, details_json) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![now_ms(), actor, action, target, details.to_string()],
+        )?;
+        Ok(())
+    }
+
+    pub fn blob_path(&self, device_id: &str, sha256: &str) -> PathBuf {
+        self.blob_dir.join(device_id).join(&sha256[..2]).join(sha256)
+    }
+}
+
+/// Wall-clock time, Unix milliseconds.
+pub fn now_ms() -> i64 {
+    let d = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// Lowercase hex SHA-256.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(ring::digest::digest(&ring::digest::SHA256, bytes).as_ref())
+}
+
+/// True for a 64-character lowercase hex string (a SHA-256 name); guards paths built from it.
+pub fn is_sha256_hex(s: &str) -> bool {
+    s.len() == 64 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}

@@ -1,0 +1,386 @@
+//! The console on its own: bad uploads change nothing, transport rules, the CLI out of process,
+//! and `clip export` of a really sealed clip.
+
+use std::io::BufRead;
+use std::time::Duration;
+
+use rearview_console::client::AdminClient;
+use rearview_console::{Server, ServerConfig};
+use serde_json::{json, Value};
+
+async fn start() -> (tempfile::TempDir, rearview_console::ServerHandle, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let out = rearview_console::init(dir.path(), "tenant-a", "ivan").unwrap();
+    let server = Server::start(ServerConfig {
+        data: dir.path().to_owned(),
+        listen: "127.0.0.1:0".parse().unwrap(),
+        tls: None,
+        insecure_http: false,
+    })
+    .await
+    .unwrap();
+    (dir, server, out.admin_token)
+}
+
+/// Enrolls a device by hand (raw HTTP) and returns its token and id.
+async fn enroll(url: &str, admin: &AdminClient) -> (String, String) {
+    let t: Value = admin.post("/api/v1/enrollment-tokens", &json!({})).await.unwrap();
+    let token = t["token"].as_str().unwrap();
+    let rng = ring::rand::SystemRandom::new();
+    let pkcs8 = ring::signature::Ed25519KeyPair::generate_pkcs8(&rng).unwrap();
+    let pair = ring::signature::Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).unwrap();
+    use ring::signature::KeyPair;
+    let pk = hex::encode(pair.public_key().as_ref());
+    // A proof made for another key is refused, and does not use up the token.
+    let wrong = hex::encode(pair.sign(b"something else").as_ref());
+    let r = reqwest::Client::new()
+        .post(format!("{url}/api/v1/enroll"))
+        .json(&json!({"token": token, "public_key": pk, "proof": wrong, "hostname": "h"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let proof =
+        hex::encode(pair.sign(&rearview_uploader::wire::enroll_proof_message(token, &pk)).as_ref());
+    let r: Value = reqwest::Client::new()
+        .post(format!("{url}/api/v1/enroll"))
+        .json(&json!({"token": token, "public_key": pk, "proof": proof, "hostname": "h"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    (r["device_token"].as_str().unwrap().to_owned(), r["device_id"].as_str().unwrap().to_owned())
+}
+
+#[tokio::test]
+async fn malformed_oversized_mismatched_and_unauthenticated_uploads_change_nothing() {
+    let (dir, server, token) = start().await;
+    let url = server.url();
+    let admin = AdminClient::new(&url, &token, None).unwrap();
+    let (dev, device_id) = enroll(&url, &admin).await;
+    let http = reqwest::Client::new();
+    let seg = vec![7u8; 1000];
+    let sha = hex::encode(ring::digest::digest(&ring::digest::SHA256, &seg).as_ref());
+    let manifest = json!({
+        "clip_id": "c1", "trigger_id": null, "mode": "specific-activities", "user": "alice",
+        "device_id": device_id, "start_ms": 0, "end_ms": 1000,
+        "segments": [{"sha256": sha, "size": 1000, "start_ms": 0, "end_ms": 1000}], "missing": []
+    });
+    let put = |path: String, body: Vec<u8>, token: Option<&str>| {
+        let mut r = http.put(format!("{url}{path}")).body(body);
+        if let Some(t) = token {
+            r = r.bearer_auth(t);
+        }
+        r.send()
+    };
+    // Unauthenticated.
+    let r = put("/api/v1/device/clips/c1".into(), serde_json::to_vec(&manifest).unwrap(), None)
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let body: Value = r.json().await.unwrap();
+    assert!(body["error"].as_str().unwrap().contains("Authorization"));
+    // Malformed: not JSON, unknown field, bad hash name, id mismatch, bad mode.
+    for (path, body) in [
+        ("/api/v1/device/clips/c1", b"{not json".to_vec()),
+        ("/api/v1/device/clips/c1", serde_json::to_vec(&json!({"extra": 1})).unwrap()),
+        ("/api/v1/device/clips/c2", serde_json::to_vec(&manifest).unwrap()),
+    ] {
+        let r = put(path.into(), body, Some(&dev)).await.unwrap();
+        assert_eq!(r.status(), 400, "{path}");
+    }
+    let mut bad = manifest.clone();
+    bad["segments"][0]["sha256"] = json!("../../etc/passwd");
+    assert_eq!(
+        put("/api/v1/device/clips/c1".into(), serde_json::to_vec(&bad).unwrap(), Some(&dev))
+            .await
+            .unwrap()
+            .status(),
+        400
+    );
+    let mut bad = manifest.clone();
+    bad["mode"] = json!("everything");
+    assert_eq!(
+        put("/api/v1/device/clips/c1".into(), serde_json::to_vec(&bad).unwrap(), Some(&dev))
+            .await
+            .unwrap()
+            .status(),
+        400
+    );
+    // Oversized manifest (over 1 MiB).
+    let huge = vec![b' '; 1024 * 1024 + 10];
+    assert_eq!(
+        put("/api/v1/device/clips/c1".into(), huge, Some(&dev)).await.unwrap().status(),
+        413
+    );
+    // A segment before any manifest names it.
+    assert_eq!(
+        put(format!("/api/v1/device/segments/{sha}"), seg.clone(), Some(&dev))
+            .await
+            .unwrap()
+            .status(),
+        409
+    );
+
+    let r =
+        put("/api/v1/device/clips/c1".into(), serde_json::to_vec(&manifest).unwrap(), Some(&dev))
+            .await
+            .unwrap();
+    assert_eq!(r.status(), 200);
+    let status: Value = r.json().await.unwrap();
+    assert_eq!(status["missing"], json!([sha]));
+    // The same clip id with other content is refused; the same content is fine.
+    let mut other = manifest.clone();
+    other["end_ms"] = json!(2000);
+    assert_eq!(
+        put("/api/v1/device/clips/c1".into(), serde_json::to_vec(&other).unwrap(), Some(&dev))
+            .await
+            .unwrap()
+            .status(),
+        409
+    );
+    assert_eq!(
+        put("/api/v1/device/clips/c1".into(), serde_json::to_vec(&manifest).unwrap(), Some(&dev))
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    // Bytes that do not hash to the name.
+    let mut damaged = seg.clone();
+    damaged[0] ^= 1;
+    let r = put(format!("/api/v1/device/segments/{sha}"), damaged, Some(&dev)).await.unwrap();
+    assert_eq!(r.status(), 400);
+    assert!(r.text().await.unwrap().contains("hash"));
+    // Oversized segment (over 64 MiB).
+    let big = vec![0u8; 64 * 1024 * 1024 + 1];
+    assert_eq!(
+        put(format!("/api/v1/device/segments/{sha}"), big, Some(&dev)).await.unwrap().status(),
+        413
+    );
+
+    let clip: Value = admin.get("/api/v1/clips/c1").await.unwrap();
+    assert_eq!(clip["complete"], json!(false));
+    assert!(
+        !dir.path().join("blobs").join(&device_id).exists(),
+        "nothing may be stored by refused uploads"
+    );
+
+    // The right bytes complete it; a repeat is acknowledged as already stored.
+    let ack: Value = put(format!("/api/v1/device/segments/{sha}"), seg.clone(), Some(&dev))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(ack["newly_stored"], json!(true));
+    assert_eq!(ack["completed_clips"], json!(["c1"]));
+    let ack: Value = put(format!("/api/v1/device/segments/{sha}"), seg, Some(&dev))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(ack["newly_stored"], json!(false));
+    let clip: Value = admin.get("/api/v1/clips/c1").await.unwrap();
+    assert_eq!(clip["complete"], json!(true));
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn people_roles_and_audit() {
+    let (_dir, server, token) = start().await;
+    let url = server.url();
+    let admin = AdminClient::new(&url, &token, None).unwrap();
+    let inv: Value = admin
+        .post("/api/v1/people", &json!({"name": "ingrid", "roles": ["investigator"]}))
+        .await
+        .unwrap();
+    let inv = AdminClient::new(&url, inv["token"].as_str().unwrap(), None).unwrap();
+    let _: Vec<Value> = inv.get("/api/v1/clips").await.unwrap();
+    assert_eq!(
+        inv.post::<_, Value>("/api/v1/enrollment-tokens", &json!({})).await.unwrap_err().status,
+        403
+    );
+    assert_eq!(
+        inv.put::<_, Value>("/api/v1/policy/settings", &json!({})).await.unwrap_err().status,
+        403
+    );
+    assert_eq!(
+        admin
+            .post::<_, Value>("/api/v1/people", &json!({"name": "ingrid", "roles": ["admin"]}))
+            .await
+            .unwrap_err()
+            .status,
+        409
+    );
+    assert_eq!(
+        admin
+            .post::<_, Value>("/api/v1/people", &json!({"name": "x", "roles": ["root"]}))
+            .await
+            .unwrap_err()
+            .status,
+        422
+    );
+    // Settings are validated against the policy schema before they are kept.
+    let err = admin
+        .put::<_, Value>("/api/v1/policy/settings", &json!({"capture": {"fps": 0}}))
+        .await
+        .unwrap_err();
+    assert_eq!(err.status, 400);
+    assert!(err.message.contains("fps"), "{}", err.message);
+    let err =
+        admin.put::<_, Value>("/api/v1/policy/settings", &json!({"bogus": {}})).await.unwrap_err();
+    assert_eq!(err.status, 400);
+    let v1: Value = admin.get("/api/v1/policy").await.unwrap();
+    let _: Value = admin
+        .put("/api/v1/policy/settings", &json!({"capture": {"enabled": true, "fps": 2}}))
+        .await
+        .unwrap();
+    let v2: Value = admin.get("/api/v1/policy").await.unwrap();
+    assert!(v2["version"].as_u64() > v1["version"].as_u64());
+    let audit: Vec<Value> = admin.get("/api/v1/audit").await.unwrap();
+    let actions: Vec<&str> = audit.iter().map(|a| a["action"].as_str().unwrap()).collect();
+    assert_eq!(actions, ["person.create", "tenant.create", "person.create", "policy.settings"]);
+    assert_eq!(audit[3]["actor"], json!("person:ivan"));
+    assert!(audit.iter().all(|a| a["time_ms"].as_i64().unwrap() > 0));
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn plain_http_only_on_loopback_and_tls_works() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = rearview_console::init(dir.path(), "tenant-a", "ivan").unwrap();
+    let err = Server::start(ServerConfig {
+        data: dir.path().to_owned(),
+        listen: "0.0.0.0:0".parse().unwrap(),
+        tls: None,
+        insecure_http: false,
+    })
+    .await
+    .err()
+    .expect("plain HTTP on all interfaces must be refused");
+    assert!(err.to_string().contains("--insecure-http"), "{err}");
+
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+    let cert_path = dir.path().join("cert.pem");
+    let key_path = dir.path().join("key.pem");
+    std::fs::write(&cert_path, cert.cert.pem()).unwrap();
+    std::fs::write(&key_path, cert.key_pair.serialize_pem()).unwrap();
+    let server = Server::start(ServerConfig {
+        data: dir.path().to_owned(),
+        listen: "127.0.0.1:0".parse().unwrap(),
+        tls: Some((cert_path.clone(), key_path)),
+        insecure_http: false,
+    })
+    .await
+    .unwrap();
+    let url = format!("https://localhost:{}", server.addr().port());
+    let admin = AdminClient::new(&url, &out.admin_token, Some(&cert_path)).unwrap();
+    let people: Vec<Value> = admin.get("/api/v1/people").await.unwrap();
+    assert_eq!(people.len(), 1);
+    // Without trusting the certificate, no connection.
+    let untrusting = AdminClient::new(&url, &out.admin_token, None).unwrap();
+    assert_eq!(untrusting.get::<Vec<Value>>("/api/v1/people").await.unwrap_err().status, 0);
+    server.shutdown().await.unwrap();
+}
+
+#[test]
+fn key_files_are_private_and_init_refuses_to_overwrite() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    rearview_console::init(dir.path(), "tenant-a", "ivan").unwrap();
+    for f in ["signing.pk8", "sealing.key"] {
+        let mode = std::fs::metadata(dir.path().join("keys").join(f)).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "{f}");
+    }
+    let err = rearview_console::init(dir.path(), "tenant-a", "ivan").unwrap_err();
+    assert!(err.to_string().contains("already holds a tenant"), "{err}");
+}
+
+/// The binary as the demo uses it: init, serve on port 0 (address on stdout and in a file),
+/// API subcommands with a token.
+#[test]
+fn cli_out_of_process() {
+    let exe = env!("CARGO_BIN_EXE_rearview-console");
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let out = std::process::Command::new(exe).args(["init", "--data"]).arg(&data).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let token = stdout.lines().last().unwrap().trim().to_owned();
+    assert!(token.starts_with("rvp_"), "{stdout}");
+
+    let mut serve = std::process::Command::new(exe)
+        .args(["serve", "--listen", "127.0.0.1:0", "--data"])
+        .arg(&data)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(serve.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let url = line.trim().strip_prefix("listening on ").unwrap().to_owned();
+    assert_eq!(std::fs::read_to_string(data.join("console.url")).unwrap().trim(), url);
+
+    let run = |args: &[&str]| -> Value {
+        let out = std::process::Command::new(exe)
+            .args(args)
+            .env("REARVIEW_TOKEN", &token)
+            .arg("--data")
+            .arg(&data)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let rita = run(&["person", "add", "--name", "rita", "--role", "approver"]);
+    let req = run(&["approval", "request", "--user", "alice", "--justification", "case 1"]);
+    let id = req["id"].as_i64().unwrap().to_string();
+    // The requester's own approval is refused with a clear message and a failing exit status.
+    let out = std::process::Command::new(exe)
+        .args(["person", "list"])
+        .env("REARVIEW_TOKEN", rita["token"].as_str().unwrap())
+        .arg("--data")
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("403"));
+    let out = std::process::Command::new(exe)
+        .args(["approval", "approve", &id, "--data"])
+        .arg(&data)
+        .env("REARVIEW_TOKEN", rita["token"].as_str().unwrap())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let t = run(&["enrollment-token", "create", "--ttl", "60"]);
+    assert!(t["token"].as_str().unwrap().starts_with("rve_"));
+    let clips = run(&["clip", "list"]);
+    assert_eq!(clips, json!([]));
+
+    // SIGTERM stops it and removes the address file.
+    unsafe_free_kill(serve.id());
+    let status = wait_timeout(&mut serve, Duration::from_secs(10));
+    assert!(status, "serve did not stop on SIGTERM");
+    assert!(!data.join("console.url").exists());
+}
+
+fn unsafe_free_kill(pid: u32) {
+    let ok = std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status().unwrap();
+    assert!(ok.success());
+}
+
+fn wait_timeout(child: &mut std::process::Child, t: Duration) -> bool {
+    let deadline = std::time::Instant::now() + t;
+    while std::time::Instant::now() < deadline {
+        if child.try_wait().unwrap().is_some() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    false
+}

@@ -1,0 +1,137 @@
+//! `clip export` opens really sealed segments (written by the recorder core, sealed to the
+//! tenant key handed out at enrollment) and writes frames as PNG and events as JSON Lines.
+
+use rearview_capture::seal::{seal, SealBinding, TenantPublicKey};
+use rearview_capture::segment::{SegmentContext, SegmentWriter};
+use rearview_capture::{Frame, InputEvent, InputKind, MonitorInfo, Timestamp};
+use rearview_console::client::AdminClient;
+use rearview_console::{Server, ServerConfig};
+use rearview_uploader::{NewClip, NewSegment, SegmentBytes, Uploader, UploaderConfig};
+use serde_json::{json, Value};
+
+fn frame(width: u32, height: u32, shade: u8, at_ms: i64) -> Frame {
+    let mut f = Frame::black(
+        width,
+        height,
+        Timestamp { utc_micros: at_ms * 1000, mono_micros: at_ms as u64 * 1000 },
+    );
+    for y in 0..height {
+        for (x, px) in f.row_mut(y).chunks_exact_mut(4).enumerate() {
+            // BGRX: a horizontal gradient in blue, the frame's shade in red.
+            px.copy_from_slice(&[(x % 256) as u8, 0, shade, 0]);
+        }
+    }
+    f
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn export_opens_sealed_segments_into_png_and_jsonl() {
+    let dir = tempfile::tempdir().unwrap();
+    let init = rearview_console::init(dir.path(), "tenant-a", "ivan").unwrap();
+    let server = Server::start(ServerConfig {
+        data: dir.path().to_owned(),
+        listen: "127.0.0.1:0".parse().unwrap(),
+        tls: None,
+        insecure_http: false,
+    })
+    .await
+    .unwrap();
+    let admin = AdminClient::new(&server.url(), &init.admin_token, None).unwrap();
+    let t: Value = admin.post("/api/v1/enrollment-tokens", &json!({})).await.unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let up = Uploader::open(UploaderConfig::new(server.url(), state.path())).unwrap();
+    let id = up.enroll(t["token"].as_str().unwrap(), "host").await.unwrap();
+    let tenant_key: TenantPublicKey = id.sealing_public_key.parse().unwrap();
+
+    // Two segments of 3 frames each, with typed text in the second.
+    let t0 = 1_700_000_000_000i64;
+    let mut segs = Vec::new();
+    for s in 0..2 {
+        let monitor = MonitorInfo {
+            id: 0,
+            name: "screen".into(),
+            x: 0,
+            y: 0,
+            width: 64,
+            height: 48,
+            primary: true,
+        };
+        let mut w = SegmentWriter::new(SegmentContext {
+            tenant: id.tenant_id.clone(),
+            device: id.device_id.clone(),
+            user: "alice".into(),
+            session: "s1".into(),
+            monitor,
+        })
+        .unwrap();
+        for f in 0..3 {
+            let at = t0 + (s * 3 + f) * 1000;
+            w.push_frame(&frame(64, 48, (s * 3 + f) as u8 * 40, at)).unwrap();
+        }
+        if s == 1 {
+            w.push_event(InputEvent {
+                at: Timestamp { utc_micros: (t0 + 3500) * 1000, mono_micros: 0 },
+                kind: InputKind::KeyPress { key: "a".into(), text: Some("a".into()) },
+            })
+            .unwrap();
+        }
+        let finished = w.finish().unwrap();
+        let binding = SealBinding {
+            tenant: &id.tenant_id,
+            device: &id.device_id,
+            segment_id: finished.header.id,
+        };
+        let sealed = seal(&tenant_key, &binding, &finished.plaintext).unwrap();
+        segs.push(NewSegment {
+            start_ms: t0 + s * 3000,
+            end_ms: t0 + s * 3000 + 2000,
+            bytes: SegmentBytes::Bytes(sealed),
+        });
+    }
+    up.enqueue_clip(
+        NewClip {
+            clip_id: "clip-x".into(),
+            trigger_id: None,
+            mode: "all-activities".into(),
+            user: "alice".into(),
+            start_ms: t0,
+            end_ms: t0 + 6000,
+            missing: vec![],
+        },
+        segs,
+    )
+    .unwrap();
+    up.send_pending().await.unwrap();
+    assert_eq!(up.status().unwrap().spool.sent_clips, 1);
+
+    let out = dir.path().join("export");
+    let summary = rearview_console::export::export_clip(dir.path(), "clip-x", &out).unwrap();
+    assert_eq!((summary.segments, summary.frames, summary.events), (2, 6, 1));
+    assert!(summary.complete);
+    let frames: Vec<Value> = std::fs::read_to_string(out.join("frames.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(frames.len(), 6);
+    for (i, f) in frames.iter().enumerate() {
+        assert_eq!(f["utc_ms"], json!(t0 + i as i64 * 1000));
+        let png = image::open(out.join(f["file"].as_str().unwrap())).unwrap().to_rgb8();
+        assert_eq!(png.dimensions(), (64, 48));
+        // Lossless: red = the frame's shade, blue = x.
+        assert_eq!(png.get_pixel(10, 5).0, [i as u8 * 40, 0, 10]);
+        assert_eq!(png.get_pixel(63, 47).0, [i as u8 * 40, 0, 63]);
+    }
+    let events = std::fs::read_to_string(out.join("events.jsonl")).unwrap();
+    let event: Value = serde_json::from_str(events.lines().next().unwrap()).unwrap();
+    assert_eq!(event["kind"]["text"], json!("a"));
+    // Exporting into a non-empty directory is refused rather than mixing clips.
+    assert!(rearview_console::export::export_clip(dir.path(), "clip-x", &out).is_err());
+    assert!(rearview_console::export::export_clip(
+        dir.path(),
+        "no-such-clip",
+        &dir.path().join("e2")
+    )
+    .is_err());
+    server.shutdown().await.unwrap();
+}
