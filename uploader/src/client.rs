@@ -26,7 +26,11 @@ pub struct ClientConfig {
 
 impl ClientConfig {
     pub fn new(server: impl Into<String>) -> ClientConfig {
-        ClientConfig { server: server.into(), ca_cert: None, request_timeout: Duration::from_secs(30) }
+        ClientConfig {
+            server: server.into(),
+            ca_cert: None,
+            request_timeout: Duration::from_secs(30),
+        }
     }
 }
 
@@ -42,7 +46,10 @@ pub struct Client {
 
 impl std::fmt::Debug for Client {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Client").field("base", &self.base).field("token", &self.token.as_ref().map(|_| "<redacted>")).finish()
+        f.debug_struct("Client")
+            .field("base", &self.base)
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .finish()
     }
 }
 
@@ -52,9 +59,11 @@ fn builder(config: &ClientConfig) -> Result<reqwest::ClientBuilder, UploadError>
         .connect_timeout(Duration::from_secs(10))
         .tcp_keepalive(Duration::from_secs(30));
     if let Some(ca) = &config.ca_cert {
-        let pem = std::fs::read(ca).map_err(|e| UploadError::Config(format!("CA file {}: {e}", ca.display())))?;
-        let cert = reqwest::Certificate::from_pem(&pem)
-            .map_err(|e| UploadError::Config(format!("CA file {} is not PEM: {e}", ca.display())))?;
+        let pem = std::fs::read(ca)
+            .map_err(|e| UploadError::Config(format!("CA file {}: {e}", ca.display())))?;
+        let cert = reqwest::Certificate::from_pem(&pem).map_err(|e| {
+            UploadError::Config(format!("CA file {} is not PEM: {e}", ca.display()))
+        })?;
         b = b.add_root_certificate(cert);
     }
     Ok(b)
@@ -64,10 +73,16 @@ impl Client {
     pub fn new(config: &ClientConfig, token: Option<String>) -> Result<Client, UploadError> {
         let base = config.server.trim_end_matches('/').to_owned();
         if !(base.starts_with("https://") || base.starts_with("http://")) {
-            return Err(UploadError::Config(format!("server {base:?} must start with https:// (or http:// on loopback)")));
+            return Err(UploadError::Config(format!(
+                "server {base:?} must start with https:// (or http:// on loopback)"
+            )));
         }
-        let http = builder(config)?.timeout(config.request_timeout).build().map_err(|e| UploadError::Config(e.to_string()))?;
-        let stream_http = builder(config)?.build().map_err(|e| UploadError::Config(e.to_string()))?;
+        let http = builder(config)?
+            .timeout(config.request_timeout)
+            .build()
+            .map_err(|e| UploadError::Config(e.to_string()))?;
+        let stream_http =
+            builder(config)?.build().map_err(|e| UploadError::Config(e.to_string()))?;
         Ok(Client { http, stream_http, base, token })
     }
 
@@ -92,7 +107,12 @@ impl Client {
         check(r.send().await?).await.map(|_| ())
     }
 
-    async fn json<B: Serialize, T: DeserializeOwned>(&self, method: Method, path: &str, body: &B) -> Result<T, UploadError> {
+    async fn json<B: Serialize, T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: &B,
+    ) -> Result<T, UploadError> {
         Self::send(self.request(method, path).json(body)).await
     }
 
@@ -105,18 +125,26 @@ impl Client {
     }
 
     pub async fn ack_trigger(&self, trigger_id: &str) -> Result<(), UploadError> {
-        Self::send_empty(self.request(Method::POST, &format!("/api/v1/device/triggers/{trigger_id}/ack"))).await
+        Self::send_empty(
+            self.request(Method::POST, &format!("/api/v1/device/triggers/{trigger_id}/ack")),
+        )
+        .await
     }
 
     pub async fn put_manifest(&self, manifest: &ClipManifest) -> Result<ClipStatus, UploadError> {
-        self.json(Method::PUT, &format!("/api/v1/device/clips/{}", manifest.clip_id), manifest).await
+        self.json(Method::PUT, &format!("/api/v1/device/clips/{}", manifest.clip_id), manifest)
+            .await
     }
 
     pub async fn clip_status(&self, clip_id: &str) -> Result<ClipStatus, UploadError> {
         Self::send(self.request(Method::GET, &format!("/api/v1/device/clips/{clip_id}"))).await
     }
 
-    pub async fn put_segment(&self, sha256: &str, bytes: Vec<u8>) -> Result<SegmentAck, UploadError> {
+    pub async fn put_segment(
+        &self,
+        sha256: &str,
+        bytes: Vec<u8>,
+    ) -> Result<SegmentAck, UploadError> {
         Self::send(
             self.request(Method::PUT, &format!("/api/v1/device/segments/{sha256}"))
                 .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
@@ -135,7 +163,10 @@ impl Client {
 
     /// Opens the push stream; the response body is `text/event-stream`.
     pub async fn open_stream(&self) -> Result<reqwest::Response, UploadError> {
-        let mut r = self.stream_http.get(format!("{}/api/v1/device/stream", self.base)).header("accept", "text/event-stream");
+        let mut r = self
+            .stream_http
+            .get(format!("{}/api/v1/device/stream", self.base))
+            .header("accept", "text/event-stream");
         if let Some(t) = &self.token {
             r = r.bearer_auth(t);
         }
@@ -151,7 +182,10 @@ async fn check(resp: reqwest::Response) -> Result<reqwest::Response, UploadError
     }
     let text = resp.text().await.unwrap_or_default();
     let message = serde_json::from_str::<ErrorBody>(&text).map(|b| b.error).unwrap_or(text);
-    if status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS || status == StatusCode::REQUEST_TIMEOUT {
+    if status.is_server_error()
+        || status == StatusCode::TOO_MANY_REQUESTS
+        || status == StatusCode::REQUEST_TIMEOUT
+    {
         Err(UploadError::Unavailable(format!("{status}: {message}")))
     } else {
         Err(UploadError::Refused { status: status.as_u16(), message })

@@ -26,7 +26,9 @@ pub mod wire;
 
 pub use error::UploadError;
 pub use spool::{SegmentBytes, SpoolStats};
-pub use uploader::{Command, Identity, NewClip, NewSegment, Running, Status, Uploader, UploaderConfig};
+pub use uploader::{
+    Command, Identity, NewClip, NewSegment, Running, Status, Uploader, UploaderConfig,
+};
 
 /// Wall-clock time, Unix milliseconds.
 pub fn now_ms() -> i64 {

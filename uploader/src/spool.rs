@@ -161,7 +161,8 @@ impl Spool {
         }
         let new_bytes: u64 = {
             let conn = self.conn();
-            let mut have = conn.prepare_cached("SELECT EXISTS (SELECT 1 FROM segments WHERE sha256 = ?1)")?;
+            let mut have =
+                conn.prepare_cached("SELECT EXISTS (SELECT 1 FROM segments WHERE sha256 = ?1)")?;
             let mut total = 0;
             for (sha, data) in segments {
                 if !have.query_row([sha], |r| r.get::<_, bool>(0))? {
@@ -192,7 +193,8 @@ impl Spool {
                 written.push((sha.clone(), data.len()?));
             }
         }
-        let json = serde_json::to_string(manifest).map_err(|e| UploadError::Spool(e.to_string()))?;
+        let json =
+            serde_json::to_string(manifest).map_err(|e| UploadError::Spool(e.to_string()))?;
         let bytes: u64 = manifest.segments.iter().map(|s| s.size).sum();
         let mut conn = self.conn();
         let tx = conn.transaction()?;
@@ -201,10 +203,16 @@ impl Spool {
             params![manifest.clip_id, manifest.user, json, bytes as i64, crate::now_ms()],
         )?;
         for (sha, _) in segments {
-            tx.execute("INSERT OR IGNORE INTO clip_segments (clip_id, sha256) VALUES (?1, ?2)", params![manifest.clip_id, sha])?;
+            tx.execute(
+                "INSERT OR IGNORE INTO clip_segments (clip_id, sha256) VALUES (?1, ?2)",
+                params![manifest.clip_id, sha],
+            )?;
         }
         for (sha, size) in &written {
-            tx.execute("INSERT OR IGNORE INTO segments (sha256, size) VALUES (?1, ?2)", params![sha, *size as i64])?;
+            tx.execute(
+                "INSERT OR IGNORE INTO segments (sha256, size) VALUES (?1, ?2)",
+                params![sha, *size as i64],
+            )?;
         }
         tx.commit()?;
         Ok(Enqueued { new: true, dropped_clips })
@@ -239,13 +247,18 @@ impl Spool {
                     SELECT 1 FROM clip_segments o JOIN clips c ON c.clip_id = o.clip_id
                     WHERE o.sha256 = cs.sha256 AND o.clip_id != ?1 AND c.state = 'pending')",
             )?;
-            let rows = stmt.query_map([clip_id], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<Result<_, _>>()?;
+            let rows = stmt
+                .query_map([clip_id], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect::<Result<_, _>>()?;
             rows
         };
         if delete {
             tx.execute("DELETE FROM clips WHERE clip_id = ?1", [clip_id])?;
         } else {
-            tx.execute("UPDATE clips SET state = 'sent', sent_ms = ?1 WHERE clip_id = ?2", params![crate::now_ms(), clip_id])?;
+            tx.execute(
+                "UPDATE clips SET state = 'sent', sent_ms = ?1 WHERE clip_id = ?2",
+                params![crate::now_ms(), clip_id],
+            )?;
         }
         tx.execute("DELETE FROM clip_segments WHERE clip_id = ?1", [clip_id])?;
         for (sha, _) in &orphans {
@@ -272,7 +285,9 @@ impl Spool {
     }
 
     pub fn refused_count(&self) -> Result<u64, UploadError> {
-        Ok(self.conn().query_row("SELECT COUNT(*) FROM clips WHERE state = 'refused'", [], |r| r.get::<_, i64>(0))? as u64)
+        Ok(self.conn().query_row("SELECT COUNT(*) FROM clips WHERE state = 'refused'", [], |r| {
+            r.get::<_, i64>(0)
+        })? as u64)
     }
 
     /// The console has every segment of `clip_id`: forget its files.
@@ -285,7 +300,8 @@ impl Spool {
         let conn = self.conn();
         let mut stmt =
             conn.prepare("SELECT manifest_json, bytes FROM clips WHERE state = 'pending' ORDER BY enqueued_ms, rowid")?;
-        let rows: Vec<(String, i64)> = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<Result<_, _>>()?;
+        let rows: Vec<(String, i64)> =
+            stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<Result<_, _>>()?;
         rows.into_iter()
             .map(|(json, bytes)| {
                 let manifest = serde_json::from_str(&json)
@@ -303,7 +319,11 @@ impl Spool {
 
     /// True when the spool holds this segment's file.
     pub fn has_segment(&self, sha256: &str) -> Result<bool, UploadError> {
-        Ok(self.conn().query_row("SELECT EXISTS (SELECT 1 FROM segments WHERE sha256 = ?1)", [sha256], |r| r.get(0))?)
+        Ok(self.conn().query_row(
+            "SELECT EXISTS (SELECT 1 FROM segments WHERE sha256 = ?1)",
+            [sha256],
+            |r| r.get(0),
+        )?)
     }
 
     /// Adds uploaded bytes to `user`'s use for `day`.
@@ -320,7 +340,8 @@ impl Spool {
     pub fn usage(&self, day: &str) -> Result<HashMap<String, u64>, UploadError> {
         let conn = self.conn();
         let mut stmt = conn.prepare("SELECT user, bytes FROM usage WHERE day = ?1")?;
-        let rows = stmt.query_map([day], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64)))?;
+        let rows =
+            stmt.query_map([day], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64)))?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
@@ -335,17 +356,26 @@ impl Spool {
     pub fn stats(&self) -> Result<SpoolStats, UploadError> {
         let conn = self.conn();
         let count = |state: &str| -> rusqlite::Result<u64> {
-            conn.query_row("SELECT COUNT(*) FROM clips WHERE state = ?1", [state], |r| r.get::<_, i64>(0)).map(|n| n as u64)
+            conn.query_row("SELECT COUNT(*) FROM clips WHERE state = ?1", [state], |r| {
+                r.get::<_, i64>(0)
+            })
+            .map(|n| n as u64)
         };
         let counter = |name: &str| -> rusqlite::Result<u64> {
-            conn.query_row("SELECT value FROM counters WHERE name = ?1", [name], |r| r.get::<_, i64>(0))
-                .optional()
-                .map(|v| v.unwrap_or(0) as u64)
+            conn.query_row("SELECT value FROM counters WHERE name = ?1", [name], |r| {
+                r.get::<_, i64>(0)
+            })
+            .optional()
+            .map(|v| v.unwrap_or(0) as u64)
         };
         Ok(SpoolStats {
             pending_clips: count("pending")?,
             sent_clips: count("sent")?,
-            spooled_bytes: conn.query_row("SELECT COALESCE(SUM(size), 0) FROM segments", [], |r| r.get::<_, i64>(0))? as u64,
+            spooled_bytes: conn.query_row(
+                "SELECT COALESCE(SUM(size), 0) FROM segments",
+                [],
+                |r| r.get::<_, i64>(0),
+            )? as u64,
             lost_clips: counter("lost_clips")?,
             lost_segments: counter("lost_segments")?,
             lost_bytes: counter("lost_bytes")?,
@@ -378,7 +408,9 @@ impl SegmentBytes {
     pub fn read(&self) -> Result<std::borrow::Cow<'_, [u8]>, UploadError> {
         match self {
             SegmentBytes::Bytes(b) => Ok(std::borrow::Cow::Borrowed(b)),
-            SegmentBytes::File(p) => Ok(std::borrow::Cow::Owned(std::fs::read(p).map_err(|e| io_err(p, e))?)),
+            SegmentBytes::File(p) => {
+                Ok(std::borrow::Cow::Owned(std::fs::read(p).map_err(|e| io_err(p, e))?))
+            }
         }
     }
 

@@ -31,7 +31,8 @@ impl SseParser {
             if line.last() == Some(&b'\r') {
                 line.pop();
             }
-            let line = String::from_utf8(line).map_err(|_| "event stream is not UTF-8".to_string())?;
+            let line =
+                String::from_utf8(line).map_err(|_| "event stream is not UTF-8".to_string())?;
             if line.is_empty() {
                 if !self.data.is_empty() || self.event.is_some() {
                     out.push(SseEvent {

@@ -31,8 +31,8 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use rearview_config::time::OffsetDateTime;
 use rearview_config::{
-    DeviceId, Limits, PolicyRejected, SignedEnvelope, TenantId, TriggerRejected, TrustAnchor, TrustStore,
-    VerifiedPolicy, VerifiedTrigger, VerifyingKey,
+    DeviceId, Limits, PolicyRejected, SignedEnvelope, TenantId, TriggerRejected, TrustAnchor,
+    TrustStore, VerifiedPolicy, VerifiedTrigger, VerifyingKey,
 };
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, Notify};
@@ -44,8 +44,8 @@ use crate::error::UploadError;
 use crate::spool::{Enqueued, SegmentBytes, Spool, SpoolStats};
 use crate::sse::SseParser;
 use crate::wire::{
-    enroll_proof_message, ActivityAck, ActivityBatch, ActivityEvent, ClipManifest, EnrollRequest, HealthReport,
-    ManifestSegment, MissingRange, PolicyMessage, TriggerMessage, MAX_SEGMENT_BYTES,
+    enroll_proof_message, ActivityAck, ActivityBatch, ActivityEvent, ClipManifest, EnrollRequest,
+    HealthReport, ManifestSegment, MissingRange, PolicyMessage, TriggerMessage, MAX_SEGMENT_BYTES,
 };
 
 /// Where the uploader keeps its state and how it reaches the console.
@@ -187,7 +187,9 @@ pub struct Uploader {
 
 impl std::fmt::Debug for Uploader {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Uploader").field("state_dir", &self.config.state_dir).finish_non_exhaustive()
+        f.debug_struct("Uploader")
+            .field("state_dir", &self.config.state_dir)
+            .finish_non_exhaustive()
     }
 }
 
@@ -259,11 +261,14 @@ impl Uploader {
     /// Enrolls with a one-time token: generates the device key, proves it, stores the identity.
     pub async fn enroll(&self, token: &str, hostname: &str) -> Result<Identity, UploadError> {
         if self.is_enrolled() {
-            return Err(UploadError::Config("this device is already enrolled; remove the state directory to re-enroll".into()));
+            return Err(UploadError::Config(
+                "this device is already enrolled; remove the state directory to re-enroll".into(),
+            ));
         }
         let rng = ring::rand::SystemRandom::new();
-        let pkcs8 = ring::signature::Ed25519KeyPair::generate_pkcs8(&rng)
-            .map_err(|_| UploadError::Config("could not generate the device key (system RNG)".into()))?;
+        let pkcs8 = ring::signature::Ed25519KeyPair::generate_pkcs8(&rng).map_err(|_| {
+            UploadError::Config("could not generate the device key (system RNG)".into())
+        })?;
         let pkcs8 = Zeroizing::new(pkcs8.as_ref().to_vec());
         let pair = ring::signature::Ed25519KeyPair::from_pkcs8(&pkcs8)
             .map_err(|_| UploadError::Config("generated device key unusable".into()))?;
@@ -272,7 +277,12 @@ impl Uploader {
         let proof = hex::encode(pair.sign(&enroll_proof_message(token, &public_key)).as_ref());
         let resp = self
             .client()
-            .enroll(&EnrollRequest { token: token.to_owned(), public_key, proof, hostname: hostname.to_owned() })
+            .enroll(&EnrollRequest {
+                token: token.to_owned(),
+                public_key,
+                proof,
+                hostname: hostname.to_owned(),
+            })
             .await?;
         let identity = Identity {
             server: self.config.server.clone(),
@@ -305,7 +315,9 @@ impl Uploader {
 
     /// The policy in force now, if any (`None`: record nobody).
     pub fn policy(&self) -> Option<VerifiedPolicy> {
-        lock(&self.trust).as_ref().and_then(|t| t.policy_in_force(OffsetDateTime::now_utc()).cloned())
+        lock(&self.trust)
+            .as_ref()
+            .and_then(|t| t.policy_in_force(OffsetDateTime::now_utc()).cloned())
     }
 
     /// Fetches the current policy once (without the stream) and applies it.
@@ -324,7 +336,10 @@ impl Uploader {
     }
 
     /// Verifies and records a policy; returns it when it is new (and tells subscribers).
-    pub fn accept_policy(&self, message: &PolicyMessage) -> Result<Option<VerifiedPolicy>, UploadError> {
+    pub fn accept_policy(
+        &self,
+        message: &PolicyMessage,
+    ) -> Result<Option<VerifiedPolicy>, UploadError> {
         let envelope = envelope(&message.signed)?;
         let mut trust = lock(&self.trust);
         let trust = trust.as_mut().ok_or(UploadError::NotEnrolled)?;
@@ -342,7 +357,10 @@ impl Uploader {
                 Ok(Some(p))
             }
             Err(PolicyRejected::VersionNotAbove { .. }) => Ok(None),
-            Err(e) => Err(UploadError::Rejected { what: format!("policy v{}", message.version), reason: e.to_string() }),
+            Err(e) => Err(UploadError::Rejected {
+                what: format!("policy v{}", message.version),
+                reason: e.to_string(),
+            }),
         }
     }
 
@@ -362,24 +380,42 @@ impl Uploader {
                 self.client().ack_trigger(&message.trigger_id).await
             }
             // Seen before (a resend after a reconnect): the ack got lost, send it again.
-            Err(TriggerRejected::Replay { .. }) => self.client().ack_trigger(&message.trigger_id).await,
-            Err(e) => Err(UploadError::Rejected { what: format!("trigger {}", message.trigger_id), reason: e.to_string() }),
+            Err(TriggerRejected::Replay { .. }) => {
+                self.client().ack_trigger(&message.trigger_id).await
+            }
+            Err(e) => Err(UploadError::Rejected {
+                what: format!("trigger {}", message.trigger_id),
+                reason: e.to_string(),
+            }),
         }
     }
 
     /// Puts a clip in the spool; the send loop delivers it. Hashes are computed here, so the
     /// manifest always names the bytes that will be sent.
-    pub fn enqueue_clip(&self, clip: NewClip, segments: Vec<NewSegment>) -> Result<Enqueued, UploadError> {
-        let device_id = self.identity().map(|i| i.device_id.clone()).ok_or(UploadError::NotEnrolled)?;
+    pub fn enqueue_clip(
+        &self,
+        clip: NewClip,
+        segments: Vec<NewSegment>,
+    ) -> Result<Enqueued, UploadError> {
+        let device_id =
+            self.identity().map(|i| i.device_id.clone()).ok_or(UploadError::NotEnrolled)?;
         let mut named = Vec::with_capacity(segments.len());
         let mut manifest_segments = Vec::with_capacity(segments.len());
         for s in segments {
             let bytes = s.bytes.read()?;
             if bytes.is_empty() || bytes.len() > MAX_SEGMENT_BYTES {
-                return Err(UploadError::TooLarge(format!("a segment of {} bytes (1..={MAX_SEGMENT_BYTES})", bytes.len())));
+                return Err(UploadError::TooLarge(format!(
+                    "a segment of {} bytes (1..={MAX_SEGMENT_BYTES})",
+                    bytes.len()
+                )));
             }
             let sha = hex::encode(ring::digest::digest(&ring::digest::SHA256, &bytes).as_ref());
-            manifest_segments.push(ManifestSegment { sha256: sha.clone(), size: bytes.len() as u64, start_ms: s.start_ms, end_ms: s.end_ms });
+            manifest_segments.push(ManifestSegment {
+                sha256: sha.clone(),
+                size: bytes.len() as u64,
+                start_ms: s.start_ms,
+                end_ms: s.end_ms,
+            });
             drop(bytes);
             named.push((sha, s.bytes));
         }
@@ -414,7 +450,10 @@ impl Uploader {
 
     /// Reports indicators (activity events); the console's rules may answer with triggers,
     /// which then arrive on the stream.
-    pub async fn report_activity(&self, events: Vec<ActivityEvent>) -> Result<ActivityAck, UploadError> {
+    pub async fn report_activity(
+        &self,
+        events: Vec<ActivityEvent>,
+    ) -> Result<ActivityAck, UploadError> {
         self.require_enrolled()?;
         self.client().activity(&ActivityBatch { events }).await
     }
@@ -507,7 +546,9 @@ impl Uploader {
         let mut parser = SseParser::default();
         loop {
             let chunk = match tokio::time::timeout(Duration::from_secs(45), body.next()).await {
-                Err(_) => return Err(UploadError::Unavailable("push stream silent for 45 s".into())),
+                Err(_) => {
+                    return Err(UploadError::Unavailable("push stream silent for 45 s".into()))
+                }
                 Ok(None) => return Ok(()),
                 Ok(Some(chunk)) => chunk?,
             };
@@ -541,7 +582,8 @@ impl Uploader {
                 Ok(()) => {
                     backoff.reset();
                     // Wait for new work, but look again now and then: a new day lifts limits.
-                    let _ = tokio::time::timeout(Duration::from_secs(30), self.wake.notified()).await;
+                    let _ =
+                        tokio::time::timeout(Duration::from_secs(30), self.wake.notified()).await;
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "upload failed; will retry");
@@ -585,7 +627,8 @@ impl Uploader {
         self.note_ok();
         let limit = lock(&self.limits).upload_bytes_per_user_per_day;
         for sha in &status.missing {
-            let size = manifest.segments.iter().find(|s| &s.sha256 == sha).map(|s| s.size).unwrap_or(0);
+            let size =
+                manifest.segments.iter().find(|s| &s.sha256 == sha).map(|s| s.size).unwrap_or(0);
             let day = utc_day();
             let used = self.spool.usage(&day)?.get(&manifest.user).copied().unwrap_or(0);
             if used + size > limit {
@@ -602,7 +645,11 @@ impl Uploader {
             client.put_segment(sha, bytes).await?;
             self.spool.add_usage(&day, &manifest.user, size)?;
         }
-        let status = if status.missing.is_empty() { status } else { client.clip_status(&manifest.clip_id).await? };
+        let status = if status.missing.is_empty() {
+            status
+        } else {
+            client.clip_status(&manifest.clip_id).await?
+        };
         if status.complete {
             Ok(true)
         } else {
@@ -639,7 +686,8 @@ impl Drop for Running {
 
 fn envelope(signed: &serde_json::Value) -> Result<SignedEnvelope, UploadError> {
     let bytes = serde_json::to_vec(signed).map_err(|e| UploadError::Protocol(e.to_string()))?;
-    SignedEnvelope::from_json(&bytes).map_err(|e| UploadError::Rejected { what: "envelope".into(), reason: e.to_string() })
+    SignedEnvelope::from_json(&bytes)
+        .map_err(|e| UploadError::Rejected { what: "envelope".into(), reason: e.to_string() })
 }
 
 fn open_trust(dir: &Path, id: &Identity) -> Result<TrustStore, UploadError> {
@@ -647,7 +695,8 @@ fn open_trust(dir: &Path, id: &Identity) -> Result<TrustStore, UploadError> {
     let anchor = TrustAnchor {
         tenant: TenantId::new(id.tenant_id.as_str()).map_err(|e| bad("tenant", e.to_string()))?,
         device: DeviceId::new(id.device_id.as_str()).map_err(|e| bad("device", e.to_string()))?,
-        keys: vec![VerifyingKey::from_base64(&id.signing_public_key).map_err(|e| bad("signing key", e.to_string()))?],
+        keys: vec![VerifyingKey::from_base64(&id.signing_public_key)
+            .map_err(|e| bad("signing key", e.to_string()))?],
     };
     TrustStore::open(anchor, dir.join("trust.json")).map_err(|e| UploadError::Spool(e.to_string()))
 }
@@ -657,7 +706,12 @@ fn load_identity(path: &Path) -> Result<Option<Identity>, UploadError> {
         Ok(bytes) => {
             let bytes = Zeroizing::new(bytes);
             serde_json::from_slice(&bytes).map(Some).map_err(|e| {
-                state_err(path, format!("unreadable ({e}); restore it or remove the state directory and re-enroll"))
+                state_err(
+                    path,
+                    format!(
+                        "unreadable ({e}); restore it or remove the state directory and re-enroll"
+                    ),
+                )
             })
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),

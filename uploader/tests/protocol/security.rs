@@ -1,0 +1,221 @@
+use std::time::Duration;
+
+use rearview_config::time::OffsetDateTime;
+use rearview_config::{
+    sign_trigger, AlertId, DeviceId, IndicatorKind, Principal, SigningKey, TenantId, TriggerId, TriggerPayload,
+    TriggerReason,
+};
+use rearview_uploader::wire::{ClipManifest, ManifestSegment, TriggerMessage};
+use rearview_uploader::{Command, UploadError, Uploader};
+use serde_json::{json, Value};
+
+use crate::support::*;
+
+fn trigger_payload(tenant: &str, device: &str, id: &str) -> TriggerPayload {
+    let now = OffsetDateTime::now_utc();
+    TriggerPayload {
+        id: TriggerId::new(id).unwrap(),
+        tenant: TenantId::new(tenant).unwrap(),
+        user: Principal::new(USER).unwrap(),
+        device: Some(DeviceId::new(device).unwrap()),
+        event_at: now,
+        before_secs: 10,
+        after_secs: 10,
+        reason: TriggerReason { indicator: IndicatorKind::Manual, object: "x".into() },
+        alert: AlertId::new("alert-1").unwrap(),
+        issued_at: now,
+        expires_at: now + rearview_config::time::Duration::hours(1),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_replayed_and_other_tenant_triggers_are_refused() {
+    let console = TestConsole::start().await;
+    console.settings(json!({"capture": {"enabled": true}})).await;
+    console.approve(USER, "specific-activities").await;
+    let device = TestDevice::enroll(&console, &console.url()).await;
+    let device_id = device.uploader.identity().unwrap().device_id.clone();
+    device.uploader.sync_policy().await.unwrap().expect("first policy");
+    let mut commands = device.uploader.subscribe();
+
+    // A genuine trigger, fetched the way the stream would deliver it.
+    let issued: Value = console
+        .admin
+        .post("/api/v1/triggers", &json!({"user": USER, "event_time": rearview_uploader::now_ms(), "before": 5, "after": 5, "reason": "r", "device": device_id}))
+        .await
+        .unwrap();
+    let trigger_id = issued["trigger_ids"][0].as_str().unwrap().to_owned();
+    let signed: String = rusqlite::Connection::open(console.data().join("console.db"))
+        .unwrap()
+        .query_row("SELECT signed_json FROM triggers WHERE id = ?1", [&trigger_id], |r| r.get(0))
+        .unwrap();
+    let genuine = TriggerMessage { trigger_id: trigger_id.clone(), signed: serde_json::from_str(&signed).unwrap() };
+    device.uploader.accept_trigger(&genuine).await.unwrap();
+    assert!(matches!(commands.try_recv(), Ok(Command::Trigger(_))));
+
+    // Replayed: acknowledged again, but not acted on a second time.
+    device.uploader.accept_trigger(&genuine).await.unwrap();
+    assert!(commands.try_recv().is_err(), "a replayed trigger must not be delivered twice");
+
+    // Forged: the payload altered after signing (another user, a longer window).
+    let mut forged = genuine.clone();
+    let payload = forged.signed["payload"].as_str().unwrap().to_owned();
+    use base64::Engine;
+    let engine = base64::engine::general_purpose::STANDARD;
+    let text = String::from_utf8(engine.decode(payload).unwrap()).unwrap().replace("\"before_secs\":5", "\"before_secs\":9");
+    forged.signed["payload"] = json!(engine.encode(text));
+    forged.trigger_id = "trg-forged".into();
+    let err = device.uploader.accept_trigger(&forged).await.unwrap_err();
+    assert!(matches!(err, UploadError::Rejected { .. }), "{err}");
+    assert!(err.to_string().contains("signature"), "{err}");
+
+    // Signed by another tenant's key, naming another tenant.
+    let other_key = SigningKey::generate().unwrap();
+    let env = sign_trigger(&other_key, &trigger_payload("tenant-b", &device_id, "trg-other")).unwrap();
+    let other = TriggerMessage { trigger_id: "trg-other".into(), signed: serde_json::to_value(&env).unwrap() };
+    let err = device.uploader.accept_trigger(&other).await.unwrap_err();
+    assert!(matches!(err, UploadError::Rejected { .. }), "{err}");
+
+    // Signed by another key but claiming our tenant: still refused (unknown key).
+    let env = sign_trigger(&other_key, &trigger_payload("tenant-a", &device_id, "trg-other2")).unwrap();
+    let other = TriggerMessage { trigger_id: "trg-other2".into(), signed: serde_json::to_value(&env).unwrap() };
+    let err = device.uploader.accept_trigger(&other).await.unwrap_err();
+    assert!(err.to_string().contains("key"), "{err}");
+    assert!(commands.try_recv().is_err(), "no refused trigger may reach the agent");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expired_and_reused_enrollment_tokens_are_refused() {
+    let console = TestConsole::start().await;
+    let token = console.enrollment_token(1).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let up = Uploader::open(uploader_config(&console.url(), dir.path())).unwrap();
+    let err = up.enroll(&token, "h").await.unwrap_err();
+    assert!(matches!(err, UploadError::Refused { status: 410, .. }), "{err}");
+    assert!(err.to_string().contains("expired"), "{err}");
+    assert!(!up.is_enrolled());
+
+    let token = console.enrollment_token(600).await;
+    up.enroll(&token, "h").await.unwrap();
+    let dir2 = tempfile::tempdir().unwrap();
+    let up2 = Uploader::open(uploader_config(&console.url(), dir2.path())).unwrap();
+    let err = up2.enroll(&token, "h2").await.unwrap_err();
+    assert!(matches!(err, UploadError::Refused { status: 410, .. }), "{err}");
+    assert!(err.to_string().contains("already used"), "{err}");
+    let err = up2.enroll("rve_0000", "h2").await.unwrap_err();
+    assert!(matches!(err, UploadError::Refused { status: 401, .. }), "{err}");
+
+    let devices: Vec<Value> = console.admin.get("/api/v1/devices").await.unwrap();
+    assert_eq!(devices.len(), 1, "only the one good enrollment made a device");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn device_cannot_touch_another_devices_clips() {
+    let console = TestConsole::start().await;
+    let a = TestDevice::enroll(&console, &console.url()).await;
+    let b = TestDevice::enroll(&console, &console.url()).await;
+    let a_id = a.uploader.identity().unwrap().device_id.clone();
+    let segs = segments(2, 1000, rearview_uploader::now_ms());
+    let hashes: Vec<String> =
+        segs.iter().map(|(_, b)| hex::encode(ring::digest::digest(&ring::digest::SHA256, b).as_ref())).collect();
+    a.uploader.enqueue_clip(new_clip("clip-a", None, 2), segs.iter().map(|(s, _)| s.clone()).collect()).unwrap();
+    // Only the manifest and the first segment: the clip is incomplete.
+    let manifest: ClipManifest = {
+        let status = a.uploader.status().unwrap();
+        assert_eq!(status.spool.pending_clips, 1);
+        ClipManifest {
+            clip_id: "clip-a".into(),
+            trigger_id: None,
+            mode: "specific-activities".into(),
+            user: USER.into(),
+            device_id: a_id.clone(),
+            start_ms: 0,
+            end_ms: 1,
+            segments: hashes.iter().map(|h| ManifestSegment { sha256: h.clone(), size: 1000, start_ms: 0, end_ms: 1 }).collect(),
+            missing: vec![],
+        }
+    };
+    let http = reqwest::Client::new();
+    let token_a = device_token(&a);
+    let token_b = device_token(&b);
+    let put = |token: &str, path: String, body: Vec<u8>| {
+        http.put(format!("{}{path}", console.url())).bearer_auth(token).body(body).send()
+    };
+    let r = put(&token_a, "/api/v1/device/clips/clip-a".into(), serde_json::to_vec(&manifest).unwrap()).await.unwrap();
+    assert_eq!(r.status(), 200);
+    let r = put(&token_a, format!("/api/v1/device/segments/{}", hashes[0]), segs[0].1.clone()).await.unwrap();
+    assert_eq!(r.status(), 200);
+
+    // B cannot read A's clip status, overwrite its manifest, or claim to be A.
+    let r = http.get(format!("{}/api/v1/device/clips/clip-a", console.url())).bearer_auth(&token_b).send().await.unwrap();
+    assert_eq!(r.status(), 404);
+    let mut as_b = manifest.clone();
+    as_b.device_id = b.uploader.identity().unwrap().device_id.clone();
+    let r = put(&token_b, "/api/v1/device/clips/clip-a".into(), serde_json::to_vec(&as_b).unwrap()).await.unwrap();
+    assert_eq!(r.status(), 403);
+    let r = put(&token_b, "/api/v1/device/clips/clip-b".into(), serde_json::to_vec(&ClipManifest { clip_id: "clip-b".into(), ..manifest.clone() }).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403, "B may not file a manifest in A's name");
+    // B cannot complete A's clip by uploading A's missing segment.
+    let r = put(&token_b, format!("/api/v1/device/segments/{}", hashes[1]), segs[1].1.clone()).await.unwrap();
+    assert_eq!(r.status(), 409);
+    // Nor learn whether A's segment exists: B's own manifest naming A's stored hash says missing.
+    let probe = ClipManifest { clip_id: "clip-probe".into(), device_id: as_b.device_id.clone(), ..manifest.clone() };
+    let r = put(&token_b, "/api/v1/device/clips/clip-probe".into(), serde_json::to_vec(&probe).unwrap()).await.unwrap();
+    let status: Value = r.json().await.unwrap();
+    assert_eq!(status["missing"].as_array().unwrap().len(), 2, "A's stored segment must look missing to B");
+
+    let clip = console.clip("clip-a").await;
+    assert_eq!(clip["complete"], json!(false));
+    assert_eq!(clip["device_id"], json!(a_id));
+    assert_eq!(console.stored_segments().len(), 1);
+    // No token, a person's token, or garbage: 401.
+    for token in ["", console.admin_token.as_str(), "rvd_nope"] {
+        let r = http.get(format!("{}/api/v1/device/clips/clip-a", console.url())).bearer_auth(token).send().await.unwrap();
+        assert_eq!(r.status(), 401, "token {token:?}");
+    }
+}
+
+fn device_token(d: &TestDevice) -> String {
+    let text = std::fs::read_to_string(d.dir.path().join("identity.json")).unwrap();
+    let v: Value = serde_json::from_str(&text).unwrap();
+    v["device_token"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requester_cannot_approve_own_request_and_roles_are_enforced() {
+    let console = TestConsole::start().await;
+    // An admin who is also an approver still cannot approve what they requested.
+    let both: Value =
+        console.admin.post("/api/v1/people", &json!({"name": "boss", "roles": ["admin", "approver"]})).await.unwrap();
+    let boss = rearview_console::client::AdminClient::new(&console.url(), both["token"].as_str().unwrap(), None).unwrap();
+    let req: Value = boss
+        .post("/api/v1/approvals", &json!({"user": USER, "mode": "all-activities", "justification": "j"}))
+        .await
+        .unwrap();
+    let id = req["id"].as_i64().unwrap();
+    let err = boss.post::<_, Value>(&format!("/api/v1/approvals/{id}/approve"), &json!({})).await.unwrap_err();
+    assert_eq!(err.status, 403);
+    assert!(err.message.contains("different person"), "{}", err.message);
+    // The plain admin is no approver.
+    let err = console.admin.post::<_, Value>(&format!("/api/v1/approvals/{id}/approve"), &json!({})).await.unwrap_err();
+    assert_eq!(err.status, 403);
+    // An approver cannot create people or issue triggers.
+    let err = console.approver.post::<_, Value>("/api/v1/people", &json!({"name": "x", "roles": ["admin"]})).await.unwrap_err();
+    assert_eq!(err.status, 403);
+    // Nothing approved, so no trigger for the user.
+    let err = console
+        .admin
+        .post::<_, Value>("/api/v1/triggers", &json!({"user": USER, "event_time": 0, "before": 1, "after": 1, "reason": "r"}))
+        .await
+        .unwrap_err();
+    assert_eq!(err.status, 409);
+    // The other approver can; afterwards it cannot be approved again.
+    let ok: Value = console.approver.post(&format!("/api/v1/approvals/{id}/approve"), &json!({})).await.unwrap();
+    assert_eq!(ok["state"], json!("approved"));
+    assert_eq!(ok["decided_by"], json!("rita"));
+    let err = console.approver.post::<_, Value>(&format!("/api/v1/approvals/{id}/approve"), &json!({})).await.unwrap_err();
+    assert_eq!(err.status, 409);
+}

@@ -1,0 +1,329 @@
+//! What the protocol tests share: a real console on 127.0.0.1 (restartable on the same port),
+//! people with roles, and a fault-injecting TCP proxy between device and console.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rearview_console::client::AdminClient;
+use rearview_console::{Server, ServerConfig, ServerHandle};
+use rearview_uploader::{Command, NewClip, NewSegment, SegmentBytes, Uploader, UploaderConfig};
+use serde_json::{json, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+pub const USER: &str = "alice";
+
+/// A console in a temp directory, with an admin and an approver.
+pub struct TestConsole {
+    pub dir: tempfile::TempDir,
+    pub server: Option<ServerHandle>,
+    pub addr: SocketAddr,
+    pub admin: AdminClient,
+    pub admin_token: String,
+    pub approver: AdminClient,
+}
+
+impl TestConsole {
+    pub async fn start() -> TestConsole {
+        let dir = tempfile::tempdir().unwrap();
+        let out = rearview_console::init(dir.path(), "tenant-a", "ivan").unwrap();
+        let server = Server::start(config(dir.path(), "127.0.0.1:0".parse().unwrap())).await.unwrap();
+        let addr = server.addr();
+        let admin = AdminClient::new(&server.url(), &out.admin_token, None).unwrap();
+        let rita: Value = admin.post("/api/v1/people", &json!({"name": "rita", "roles": ["approver"]})).await.unwrap();
+        let approver = AdminClient::new(&server.url(), rita["token"].as_str().unwrap(), None).unwrap();
+        TestConsole { dir, server: Some(server), addr, admin, admin_token: out.admin_token, approver }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn data(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Stops the server at once (connections cut), as a crash would.
+    pub async fn stop(&mut self) {
+        if let Some(s) = self.server.take() {
+            s.shutdown().await.unwrap();
+        }
+    }
+
+    /// Starts it again on the same address and data.
+    pub async fn restart(&mut self) {
+        self.stop().await;
+        let mut last = None;
+        for _ in 0..50 {
+            match Server::start(config(self.dir.path(), self.addr)).await {
+                Ok(s) => {
+                    self.server = Some(s);
+                    return;
+                }
+                Err(e) => last = Some(e),
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("console did not restart: {last:?}");
+    }
+
+    /// Turns capture on, sets `settings` (merged over {capture: enabled}), and approves `user`.
+    pub async fn approve(&self, user: &str, mode: &str) {
+        let req: Value = self
+            .admin
+            .post("/api/v1/approvals", &json!({"user": user, "mode": mode, "justification": "case 4711"}))
+            .await
+            .unwrap();
+        let id = req["id"].as_i64().unwrap();
+        let _: Value = self.approver.post(&format!("/api/v1/approvals/{id}/approve"), &json!({})).await.unwrap();
+    }
+
+    pub async fn settings(&self, settings: Value) {
+        let _: Value = self.admin.put("/api/v1/policy/settings", &settings).await.unwrap();
+    }
+
+    pub async fn enrollment_token(&self, ttl_secs: i64) -> String {
+        let t: Value = self.admin.post("/api/v1/enrollment-tokens", &json!({"ttl_secs": ttl_secs})).await.unwrap();
+        t["token"].as_str().unwrap().to_owned()
+    }
+
+    pub async fn clips(&self) -> Vec<Value> {
+        self.admin.get("/api/v1/clips").await.unwrap()
+    }
+
+    pub async fn clip(&self, id: &str) -> Value {
+        self.admin.get(&format!("/api/v1/clips/{id}")).await.unwrap()
+    }
+
+    /// Stored segments, read from the console's database: (device, sha256, size).
+    pub fn stored_segments(&self) -> Vec<(String, String, i64)> {
+        let conn = rusqlite::Connection::open(self.data().join("console.db")).unwrap();
+        let mut stmt = conn.prepare("SELECT device_id, sha256, size FROM segments ORDER BY sha256").unwrap();
+        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).unwrap().collect::<Result<_, _>>().unwrap()
+    }
+
+    /// Blob files on disk, all devices.
+    pub fn blob_files(&self) -> Vec<PathBuf> {
+        fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
+            let Ok(rd) = std::fs::read_dir(dir) else { return };
+            for e in rd.flatten() {
+                if e.path().is_dir() {
+                    walk(&e.path(), out)
+                } else {
+                    out.push(e.path())
+                }
+            }
+        }
+        let mut out = Vec::new();
+        walk(&self.data().join("blobs"), &mut out);
+        out
+    }
+}
+
+fn config(data: &Path, listen: SocketAddr) -> ServerConfig {
+    ServerConfig { data: data.to_owned(), listen, tls: None, insecure_http: false }
+}
+
+/// A device: an uploader in its own temp directory.
+pub struct TestDevice {
+    pub dir: tempfile::TempDir,
+    pub uploader: Arc<Uploader>,
+}
+
+pub fn uploader_config(server: &str, dir: &Path) -> UploaderConfig {
+    let mut c = UploaderConfig::new(server, dir);
+    c.backoff_base = Duration::from_millis(50);
+    c.backoff_max = Duration::from_millis(500);
+    c.request_timeout = Duration::from_secs(3);
+    c
+}
+
+impl TestDevice {
+    pub async fn enroll(console: &TestConsole, server: &str) -> TestDevice {
+        let dir = tempfile::tempdir().unwrap();
+        let uploader = Uploader::open(uploader_config(server, dir.path())).unwrap();
+        let token = console.enrollment_token(600).await;
+        uploader.enroll(&token, "test-host").await.unwrap();
+        TestDevice { dir, uploader }
+    }
+}
+
+/// Waits for a command matching `want`, up to 10 s (a generous bound, not a timing claim).
+pub async fn next_command(rx: &mut tokio::sync::mpsc::UnboundedReceiver<Command>, want: impl Fn(&Command) -> bool) -> Command {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let c = tokio::time::timeout_at(deadline, rx.recv()).await.expect("no matching command within 10 s").expect("channel closed");
+        if want(&c) {
+            return c;
+        }
+    }
+}
+
+/// Waits until `f` holds, up to `secs`.
+pub async fn eventually<F: FnMut() -> bool>(secs: u64, what: &str, mut f: F) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+    while !f() {
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// `n` distinct pseudo-sealed segments of `size` bytes (the console never opens them).
+pub fn segments(n: usize, size: usize, start_ms: i64) -> Vec<(NewSegment, Vec<u8>)> {
+    (0..n)
+        .map(|i| {
+            let mut bytes = vec![0u8; size];
+            for (j, b) in bytes.iter_mut().enumerate() {
+                *b = (rand::random::<u8>()).wrapping_add((i + j) as u8);
+            }
+            let seg = NewSegment {
+                start_ms: start_ms + i as i64 * 1000,
+                end_ms: start_ms + (i as i64 + 1) * 1000,
+                bytes: SegmentBytes::Bytes(bytes.clone()),
+            };
+            (seg, bytes)
+        })
+        .collect()
+}
+
+pub fn new_clip(clip_id: &str, trigger_id: Option<String>, n: usize) -> NewClip {
+    let start = rearview_uploader::now_ms() - 10_000;
+    NewClip {
+        clip_id: clip_id.to_owned(),
+        trigger_id,
+        mode: "specific-activities".into(),
+        user: USER.into(),
+        start_ms: start,
+        end_ms: start + n as i64 * 1000,
+        missing: vec![],
+    }
+}
+
+/// How the proxy treats new connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Mode {
+    /// Forward both ways.
+    Pass = 0,
+    /// Answer every request with 503 without asking the console.
+    Fail = 1,
+    /// Accept and read, never answer.
+    Hang = 2,
+}
+
+/// A TCP proxy in front of the console that can fail, hang, throttle and cut connections.
+pub struct FaultProxy {
+    pub addr: SocketAddr,
+    mode: Arc<AtomicU8>,
+    /// Microseconds of delay per 16 KiB forwarded device → console (0: none).
+    throttle_us: Arc<AtomicU64>,
+    conns: Arc<Mutex<Vec<tokio::task::JoinHandle<()>>>>,
+    accept: tokio::task::JoinHandle<()>,
+}
+
+impl FaultProxy {
+    pub async fn start(upstream: SocketAddr) -> FaultProxy {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mode = Arc::new(AtomicU8::new(Mode::Pass as u8));
+        let throttle_us = Arc::new(AtomicU64::new(0));
+        let conns: Arc<Mutex<Vec<tokio::task::JoinHandle<()>>>> = Arc::default();
+        let accept = {
+            let (mode, throttle_us, conns) = (mode.clone(), throttle_us.clone(), conns.clone());
+            tokio::spawn(async move {
+                loop {
+                    let Ok((client, _)) = listener.accept().await else { return };
+                    let m = mode.load(Ordering::SeqCst);
+                    let t = throttle_us.clone();
+                    let task = tokio::spawn(async move {
+                        match m {
+                            0 => forward(client, upstream, t).await,
+                            1 => fail(client).await,
+                            _ => hang(client).await,
+                        }
+                    });
+                    conns.lock().unwrap().push(task);
+                }
+            })
+        };
+        FaultProxy { addr, mode, throttle_us, conns, accept }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// New mode for new connections; existing ones are cut so the change applies at once.
+    pub fn set_mode(&self, mode: Mode) {
+        self.mode.store(mode as u8, Ordering::SeqCst);
+        self.cut();
+    }
+
+    pub fn throttle(&self, us_per_16k: u64) {
+        self.throttle_us.store(us_per_16k, Ordering::SeqCst);
+    }
+
+    pub fn cut(&self) {
+        for t in self.conns.lock().unwrap().drain(..) {
+            t.abort();
+        }
+    }
+}
+
+impl Drop for FaultProxy {
+    fn drop(&mut self) {
+        self.accept.abort();
+        self.cut();
+    }
+}
+
+async fn forward(client: TcpStream, upstream: SocketAddr, throttle_us: Arc<AtomicU64>) {
+    let Ok(server) = TcpStream::connect(upstream).await else { return };
+    let (mut cr, mut cw) = client.into_split();
+    let (mut sr, mut sw) = server.into_split();
+    let up = async move {
+        let mut buf = vec![0u8; 16 * 1024];
+        loop {
+            let n = match cr.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => n,
+            };
+            let delay = throttle_us.load(Ordering::SeqCst);
+            if delay > 0 {
+                tokio::time::sleep(Duration::from_micros(delay)).await;
+            }
+            if sw.write_all(&buf[..n]).await.is_err() {
+                return;
+            }
+        }
+    };
+    let down = async move {
+        let _ = tokio::io::copy(&mut sr, &mut cw).await;
+    };
+    tokio::select! { _ = up => {}, _ = down => {} }
+}
+
+async fn fail(mut client: TcpStream) {
+    let mut buf = vec![0u8; 64 * 1024];
+    // Read the request head before answering, as a real failing server would.
+    let _ = tokio::time::timeout(Duration::from_millis(200), client.read(&mut buf)).await;
+    let body = r#"{"error":"injected failure"}"#;
+    let resp = format!(
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = client.write_all(resp.as_bytes()).await;
+    let _ = client.shutdown().await;
+}
+
+async fn hang(mut client: TcpStream) {
+    let mut buf = vec![0u8; 64 * 1024];
+    while let Ok(n) = client.read(&mut buf).await {
+        if n == 0 {
+            return;
+        }
+    }
+}
