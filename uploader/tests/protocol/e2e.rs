@@ -23,7 +23,11 @@ async fn enroll_policy_trigger_clip_complete() {
 
     // Approval by a different person reaches the device as a new bundle with a higher version.
     console.approve(USER, "specific-activities").await;
-    let Command::Policy(p2) = next_command(&mut commands, |c| matches!(c, Command::Policy(p) if !p.payload().users.is_empty())).await
+    let Command::Policy(p2) = next_command(
+        &mut commands,
+        |c| matches!(c, Command::Policy(p) if !p.payload().users.is_empty()),
+    )
+    .await
     else {
         unreachable!()
     };
@@ -33,15 +37,21 @@ async fn enroll_policy_trigger_clip_complete() {
     assert_eq!(scope.approval.requested_by.as_str(), "ivan");
     assert_eq!(scope.approval.approved_by.as_str(), "rita");
 
-    // A trigger reaches the connected device.
+    // A trigger reaches the connected device. (The event must fall within the approval: a
+    // trigger for activity before the approval is refused by the device.)
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     let now = rearview_uploader::now_ms();
     let issued: Value = console
         .admin
-        .post("/api/v1/triggers", &json!({"user": USER, "event_time": now - 5000, "before": 20, "after": 10, "reason": "roadmap.docx"}))
+        .post("/api/v1/triggers", &json!({"user": USER, "event_time": now, "before": 20, "after": 10, "reason": "roadmap.docx"}))
         .await
         .unwrap();
     let trigger_id = issued["trigger_ids"][0].as_str().unwrap().to_owned();
-    let Command::Trigger(t) = next_command(&mut commands, |c| matches!(c, Command::Trigger(_))).await else { unreachable!() };
+    let Command::Trigger(t) =
+        next_command(&mut commands, |c| matches!(c, Command::Trigger(_))).await
+    else {
+        unreachable!()
+    };
     assert_eq!(t.payload().id.as_str(), trigger_id);
     assert_eq!(t.payload().user.as_str(), USER);
     assert_eq!((t.payload().before_secs, t.payload().after_secs), (20, 10));
@@ -51,7 +61,10 @@ async fn enroll_policy_trigger_clip_complete() {
     let originals: Vec<Vec<u8>> = segs.iter().map(|(_, b)| b.clone()).collect();
     let enq = device
         .uploader
-        .enqueue_clip(new_clip("clip-1", Some(trigger_id.clone()), 3), segs.into_iter().map(|(s, _)| s).collect())
+        .enqueue_clip(
+            new_clip("clip-1", Some(trigger_id.clone()), 3),
+            segs.into_iter().map(|(s, _)| s).collect(),
+        )
         .unwrap();
     assert!(enq.new);
     let up = device.uploader.clone();
@@ -70,7 +83,8 @@ async fn enroll_policy_trigger_clip_complete() {
         let (dev, _, size) = stored.iter().find(|(_, s, _)| *s == sha).expect("segment stored");
         assert_eq!(dev, &id.device_id);
         assert_eq!(*size as usize, bytes.len());
-        let blob = std::fs::read(console.data().join("blobs").join(dev).join(&sha[..2]).join(&sha)).unwrap();
+        let blob = std::fs::read(console.data().join("blobs").join(dev).join(&sha[..2]).join(&sha))
+            .unwrap();
         assert_eq!(&blob, bytes);
     }
     // The alert lists the clip; the spool let go of the files.
@@ -107,14 +121,21 @@ async fn indicator_reaches_console_and_rule_issues_trigger() {
     console.settings(json!({"capture": {"enabled": true}})).await;
     let _: Value = console
         .admin
-        .put("/api/v1/rules", &json!([{"kind": "removable_media_copy", "before_secs": 20, "after_secs": 10}]))
+        .put(
+            "/api/v1/rules",
+            &json!([{"kind": "removable_media_copy", "before_secs": 20, "after_secs": 10}]),
+        )
         .await
         .unwrap();
     console.approve(USER, "specific-activities").await;
     let device = TestDevice::enroll(&console, &console.url()).await;
     let mut commands = device.uploader.subscribe();
     let _running = device.uploader.start().unwrap();
-    next_command(&mut commands, |c| matches!(c, Command::Policy(p) if !p.payload().users.is_empty())).await;
+    next_command(
+        &mut commands,
+        |c| matches!(c, Command::Policy(p) if !p.payload().users.is_empty()),
+    )
+    .await;
 
     let now = rearview_uploader::now_ms();
     // An unapproved user's indicator is stored but issues nothing.
@@ -138,7 +159,11 @@ async fn indicator_reaches_console_and_rule_issues_trigger() {
         .unwrap();
     assert_eq!(ack.accepted, 2);
     assert_eq!(ack.triggers_issued.len(), 1);
-    let Command::Trigger(t) = next_command(&mut commands, |c| matches!(c, Command::Trigger(_))).await else { unreachable!() };
+    let Command::Trigger(t) =
+        next_command(&mut commands, |c| matches!(c, Command::Trigger(_))).await
+    else {
+        unreachable!()
+    };
     assert_eq!(t.payload().id.as_str(), ack.triggers_issued[0]);
     assert_eq!(t.payload().reason.object, "roadmap.docx");
     assert_eq!((t.payload().before_secs, t.payload().after_secs), (20, 10));
@@ -163,17 +188,32 @@ async fn trigger_issued_while_offline_arrives_on_connect_and_revocation_is_pushe
         .unwrap();
     let mut commands = device.uploader.subscribe();
     let _running = device.uploader.start().unwrap();
-    let Command::Trigger(t) = next_command(&mut commands, |c| matches!(c, Command::Trigger(_))).await else { unreachable!() };
+    let Command::Trigger(t) =
+        next_command(&mut commands, |c| matches!(c, Command::Trigger(_))).await
+    else {
+        unreachable!()
+    };
     assert_eq!(t.payload().id.as_str(), issued["trigger_ids"][0].as_str().unwrap());
 
     // Revoking the approval pushes a bundle without the user.
     let approvals: Vec<Value> = console.admin.get("/api/v1/approvals").await.unwrap();
     let id = approvals[0]["id"].as_i64().unwrap();
-    let _: Value = console.approver.post(&format!("/api/v1/approvals/{id}/revoke"), &json!({})).await.unwrap();
-    next_command(&mut commands, |c| matches!(c, Command::Policy(p) if p.payload().users.is_empty())).await;
+    let _: Value =
+        console.approver.post(&format!("/api/v1/approvals/{id}/revoke"), &json!({})).await.unwrap();
+    next_command(
+        &mut commands,
+        |c| matches!(c, Command::Policy(p) if p.payload().users.is_empty()),
+    )
+    .await;
     let audit: Vec<Value> = console.admin.get("/api/v1/audit").await.unwrap();
     let actions: Vec<&str> = audit.iter().map(|a| a["action"].as_str().unwrap()).collect();
-    for want in ["approval.request", "approval.approve", "device.enroll", "trigger.issue", "approval.revoke"] {
+    for want in [
+        "approval.request",
+        "approval.approve",
+        "device.enroll",
+        "trigger.issue",
+        "approval.revoke",
+    ] {
         assert!(actions.contains(&want), "audit lacks {want}: {actions:?}");
     }
     let revoke = audit.iter().find(|a| a["action"] == json!("approval.revoke")).unwrap();

@@ -11,18 +11,28 @@ fn sha(bytes: &[u8]) -> String {
 }
 
 /// Every original segment is on the console exactly once, byte for byte, and the clip is complete.
-async fn assert_complete_no_dup_no_loss(console: &TestConsole, clip_id: &str, originals: &[Vec<u8>]) {
+async fn assert_complete_no_dup_no_loss(
+    console: &TestConsole,
+    clip_id: &str,
+    originals: &[Vec<u8>],
+) {
     let clip = console.clip(clip_id).await;
     assert_eq!(clip["complete"], json!(true), "{clip}");
     let stored = console.stored_segments();
     let names: HashSet<&String> = stored.iter().map(|(_, s, _)| s).collect();
     assert_eq!(names.len(), stored.len(), "a segment stored twice");
     assert_eq!(stored.len(), originals.len());
-    assert_eq!(console.blob_files().len(), originals.len(), "stray blob files: {:?}", console.blob_files());
+    assert_eq!(
+        console.blob_files().len(),
+        originals.len(),
+        "stray blob files: {:?}",
+        console.blob_files()
+    );
     for bytes in originals {
         let h = sha(bytes);
         let (dev, _, _) = stored.iter().find(|(_, s, _)| *s == h).expect("segment lost");
-        let blob = std::fs::read(console.data().join("blobs").join(dev).join(&h[..2]).join(&h)).unwrap();
+        let blob =
+            std::fs::read(console.data().join("blobs").join(dev).join(&h[..2]).join(&h)).unwrap();
         assert!(blob == *bytes, "segment {h} differs on the console");
     }
 }
@@ -36,14 +46,20 @@ async fn console_restarted_mid_upload() {
     let device = TestDevice::enroll(&console, &proxy.url()).await;
     let segs = segments(24, 100_000, rearview_uploader::now_ms());
     let originals: Vec<Vec<u8>> = segs.iter().map(|(_, b)| b.clone()).collect();
-    device.uploader.enqueue_clip(new_clip("clip-r", None, 24), segs.into_iter().map(|(s, _)| s).collect()).unwrap();
+    device
+        .uploader
+        .enqueue_clip(new_clip("clip-r", None, 24), segs.into_iter().map(|(s, _)| s).collect())
+        .unwrap();
     let _running = device.uploader.start().unwrap();
 
     let data = console.data().to_owned();
     eventually(30, "some segments stored", || count_segments(&data) >= 3).await;
     console.stop().await;
     let stored_before = count_segments(&data);
-    assert!(stored_before < 24, "upload finished before the console stopped; the test proved nothing");
+    assert!(
+        stored_before < 24,
+        "upload finished before the console stopped; the test proved nothing"
+    );
     let up = device.uploader.clone();
     eventually(20, "uploader notices", || !up.status().unwrap().server_reachable).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -67,11 +83,18 @@ async fn console_answering_5xx_then_hanging_then_recovering() {
     let originals: Vec<Vec<u8>> = segs.iter().map(|(_, b)| b.clone()).collect();
 
     proxy.set_mode(Mode::Fail);
-    device.uploader.enqueue_clip(new_clip("clip-f", None, 4), segs.into_iter().map(|(s, _)| s).collect()).unwrap();
+    device
+        .uploader
+        .enqueue_clip(new_clip("clip-f", None, 4), segs.into_iter().map(|(s, _)| s).collect())
+        .unwrap();
     let err = device.uploader.send_pending().await.unwrap_err();
     assert!(err.is_retryable(), "{err}");
     assert!(err.to_string().contains("503"), "{err}");
-    assert_eq!(device.uploader.status().unwrap().spool.pending_clips, 1, "a failed send keeps the clip");
+    assert_eq!(
+        device.uploader.status().unwrap().spool.pending_clips,
+        1,
+        "a failed send keeps the clip"
+    );
 
     proxy.set_mode(Mode::Hang);
     let err = device.uploader.send_pending().await.unwrap_err();
@@ -94,7 +117,8 @@ async fn console_answering_5xx_then_hanging_then_recovering() {
 /// and SIGKILLs. Does nothing unless that test set the environment.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn child_uploader_process() {
-    let (Ok(server), Ok(state)) = (std::env::var("REARVIEW_TEST_CHILD_SERVER"), std::env::var("REARVIEW_TEST_CHILD_STATE"))
+    let (Ok(server), Ok(state)) =
+        (std::env::var("REARVIEW_TEST_CHILD_SERVER"), std::env::var("REARVIEW_TEST_CHILD_STATE"))
     else {
         return;
     };

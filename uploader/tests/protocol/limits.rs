@@ -12,7 +12,10 @@ async fn daily_upload_limit_warns_then_stops_and_keeps_the_rest() {
 
     // 9 200 bytes: sent, and a warning at ≥ 90 %.
     let a = segments(2, 4_600, rearview_uploader::now_ms());
-    device.uploader.enqueue_clip(new_clip("clip-1", None, 2), a.into_iter().map(|(s, _)| s).collect()).unwrap();
+    device
+        .uploader
+        .enqueue_clip(new_clip("clip-1", None, 2), a.into_iter().map(|(s, _)| s).collect())
+        .unwrap();
     device.uploader.send_pending().await.unwrap();
     let status = device.uploader.status().unwrap();
     assert_eq!(status.spool.sent_clips, 1);
@@ -21,7 +24,10 @@ async fn daily_upload_limit_warns_then_stops_and_keeps_the_rest() {
 
     // The next 2 × 1 000 bytes would pass 100 %: the clip stays spooled, nothing is sent.
     let b = segments(2, 1_000, rearview_uploader::now_ms());
-    device.uploader.enqueue_clip(new_clip("clip-2", None, 2), b.into_iter().map(|(s, _)| s).collect()).unwrap();
+    device
+        .uploader
+        .enqueue_clip(new_clip("clip-2", None, 2), b.into_iter().map(|(s, _)| s).collect())
+        .unwrap();
     device.uploader.send_pending().await.unwrap();
     let status = device.uploader.status().unwrap();
     assert_eq!(status.spool.sent_clips, 1);
@@ -51,18 +57,21 @@ async fn daily_upload_limit_warns_then_stops_and_keeps_the_rest() {
 async fn offline_cache_overwrites_oldest_and_reports_the_loss() {
     let console = TestConsole::start().await;
     console
-        .settings(json!({"capture": {"enabled": true}, "limits": {"offline_cache": {"max_bytes": 25_000, "warn_percent": 90}}}))
+        .settings(json!({"capture": {"enabled": true}, "limits": {"offline_cache": {"max_bytes": 2_500_000, "warn_percent": 90}}}))
         .await;
     let proxy = FaultProxy::start(console.addr).await;
     let device = TestDevice::enroll(&console, &proxy.url()).await;
     device.uploader.sync_policy().await.unwrap().expect("policy");
     proxy.set_mode(Mode::Fail);
-    // Three clips of 10 kB each while the console is away: the first is overwritten.
+    // Three clips of 1 MB each while the console is away: the first is overwritten.
     for i in 0..3 {
-        let s = segments(1, 10_000, rearview_uploader::now_ms());
+        let s = segments(1, 1_000_000, rearview_uploader::now_ms());
         let r = device
             .uploader
-            .enqueue_clip(new_clip(&format!("clip-{i}"), None, 1), s.into_iter().map(|(s, _)| s).collect())
+            .enqueue_clip(
+                new_clip(&format!("clip-{i}"), None, 1),
+                s.into_iter().map(|(s, _)| s).collect(),
+            )
             .unwrap();
         if i == 2 {
             assert_eq!(r.dropped_clips, vec!["clip-0".to_string()]);
@@ -70,13 +79,17 @@ async fn offline_cache_overwrites_oldest_and_reports_the_loss() {
     }
     let status = device.uploader.status().unwrap();
     assert_eq!(status.spool.pending_clips, 2);
-    assert_eq!(status.spool.spooled_bytes, 20_000);
-    assert_eq!((status.spool.lost_clips, status.spool.lost_segments, status.spool.lost_bytes), (1, 1, 10_000));
+    assert_eq!(status.spool.spooled_bytes, 2_000_000);
+    assert_eq!(
+        (status.spool.lost_clips, status.spool.lost_segments, status.spool.lost_bytes),
+        (1, 1, 1_000_000)
+    );
     assert!(status.warnings.iter().any(|w| w.contains("dropped")), "{:?}", status.warnings);
     // Back online: the two that remain arrive; the lost one never claims to.
     proxy.set_mode(Mode::Pass);
     device.uploader.send_pending().await.unwrap();
     assert_eq!(device.uploader.status().unwrap().spool.sent_clips, 2);
-    let ids: Vec<String> = console.clips().await.iter().map(|c| c["id"].as_str().unwrap().to_owned()).collect();
+    let ids: Vec<String> =
+        console.clips().await.iter().map(|c| c["id"].as_str().unwrap().to_owned()).collect();
     assert_eq!(ids, vec!["clip-1".to_string(), "clip-2".to_string()]);
 }

@@ -2,8 +2,8 @@ use std::time::Duration;
 
 use rearview_config::time::OffsetDateTime;
 use rearview_config::{
-    sign_trigger, AlertId, DeviceId, IndicatorKind, Principal, SigningKey, TenantId, TriggerId, TriggerPayload,
-    TriggerReason,
+    sign_trigger, AlertId, DeviceId, IndicatorKind, Principal, SigningKey, TenantId, TriggerId,
+    TriggerPayload, TriggerReason,
 };
 use rearview_uploader::wire::{ClipManifest, ManifestSegment, TriggerMessage};
 use rearview_uploader::{Command, UploadError, Uploader};
@@ -49,7 +49,10 @@ async fn forged_replayed_and_other_tenant_triggers_are_refused() {
         .unwrap()
         .query_row("SELECT signed_json FROM triggers WHERE id = ?1", [&trigger_id], |r| r.get(0))
         .unwrap();
-    let genuine = TriggerMessage { trigger_id: trigger_id.clone(), signed: serde_json::from_str(&signed).unwrap() };
+    let genuine = TriggerMessage {
+        trigger_id: trigger_id.clone(),
+        signed: serde_json::from_str(&signed).unwrap(),
+    };
     device.uploader.accept_trigger(&genuine).await.unwrap();
     assert!(matches!(commands.try_recv(), Ok(Command::Trigger(_))));
 
@@ -62,7 +65,9 @@ async fn forged_replayed_and_other_tenant_triggers_are_refused() {
     let payload = forged.signed["payload"].as_str().unwrap().to_owned();
     use base64::Engine;
     let engine = base64::engine::general_purpose::STANDARD;
-    let text = String::from_utf8(engine.decode(payload).unwrap()).unwrap().replace("\"before_secs\":5", "\"before_secs\":9");
+    let text = String::from_utf8(engine.decode(payload).unwrap())
+        .unwrap()
+        .replace("\"before_secs\":5", "\"before_secs\":9");
     forged.signed["payload"] = json!(engine.encode(text));
     forged.trigger_id = "trg-forged".into();
     let err = device.uploader.accept_trigger(&forged).await.unwrap_err();
@@ -71,14 +76,22 @@ async fn forged_replayed_and_other_tenant_triggers_are_refused() {
 
     // Signed by another tenant's key, naming another tenant.
     let other_key = SigningKey::generate().unwrap();
-    let env = sign_trigger(&other_key, &trigger_payload("tenant-b", &device_id, "trg-other")).unwrap();
-    let other = TriggerMessage { trigger_id: "trg-other".into(), signed: serde_json::to_value(&env).unwrap() };
+    let env =
+        sign_trigger(&other_key, &trigger_payload("tenant-b", &device_id, "trg-other")).unwrap();
+    let other = TriggerMessage {
+        trigger_id: "trg-other".into(),
+        signed: serde_json::to_value(&env).unwrap(),
+    };
     let err = device.uploader.accept_trigger(&other).await.unwrap_err();
     assert!(matches!(err, UploadError::Rejected { .. }), "{err}");
 
     // Signed by another key but claiming our tenant: still refused (unknown key).
-    let env = sign_trigger(&other_key, &trigger_payload("tenant-a", &device_id, "trg-other2")).unwrap();
-    let other = TriggerMessage { trigger_id: "trg-other2".into(), signed: serde_json::to_value(&env).unwrap() };
+    let env =
+        sign_trigger(&other_key, &trigger_payload("tenant-a", &device_id, "trg-other2")).unwrap();
+    let other = TriggerMessage {
+        trigger_id: "trg-other2".into(),
+        signed: serde_json::to_value(&env).unwrap(),
+    };
     let err = device.uploader.accept_trigger(&other).await.unwrap_err();
     assert!(err.to_string().contains("key"), "{err}");
     assert!(commands.try_recv().is_err(), "no refused trigger may reach the agent");
@@ -117,9 +130,13 @@ async fn device_cannot_touch_another_devices_clips() {
     let b = TestDevice::enroll(&console, &console.url()).await;
     let a_id = a.uploader.identity().unwrap().device_id.clone();
     let segs = segments(2, 1000, rearview_uploader::now_ms());
-    let hashes: Vec<String> =
-        segs.iter().map(|(_, b)| hex::encode(ring::digest::digest(&ring::digest::SHA256, b).as_ref())).collect();
-    a.uploader.enqueue_clip(new_clip("clip-a", None, 2), segs.iter().map(|(s, _)| s.clone()).collect()).unwrap();
+    let hashes: Vec<String> = segs
+        .iter()
+        .map(|(_, b)| hex::encode(ring::digest::digest(&ring::digest::SHA256, b).as_ref()))
+        .collect();
+    a.uploader
+        .enqueue_clip(new_clip("clip-a", None, 2), segs.iter().map(|(s, _)| s.clone()).collect())
+        .unwrap();
     // Only the manifest and the first segment: the clip is incomplete.
     let manifest: ClipManifest = {
         let status = a.uploader.status().unwrap();
@@ -132,7 +149,10 @@ async fn device_cannot_touch_another_devices_clips() {
             device_id: a_id.clone(),
             start_ms: 0,
             end_ms: 1,
-            segments: hashes.iter().map(|h| ManifestSegment { sha256: h.clone(), size: 1000, start_ms: 0, end_ms: 1 }).collect(),
+            segments: hashes
+                .iter()
+                .map(|h| ManifestSegment { sha256: h.clone(), size: 1000, start_ms: 0, end_ms: 1 })
+                .collect(),
             missing: vec![],
         }
     };
@@ -142,30 +162,62 @@ async fn device_cannot_touch_another_devices_clips() {
     let put = |token: &str, path: String, body: Vec<u8>| {
         http.put(format!("{}{path}", console.url())).bearer_auth(token).body(body).send()
     };
-    let r = put(&token_a, "/api/v1/device/clips/clip-a".into(), serde_json::to_vec(&manifest).unwrap()).await.unwrap();
+    let r =
+        put(&token_a, "/api/v1/device/clips/clip-a".into(), serde_json::to_vec(&manifest).unwrap())
+            .await
+            .unwrap();
     assert_eq!(r.status(), 200);
-    let r = put(&token_a, format!("/api/v1/device/segments/{}", hashes[0]), segs[0].1.clone()).await.unwrap();
+    let r = put(&token_a, format!("/api/v1/device/segments/{}", hashes[0]), segs[0].1.clone())
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
 
     // B cannot read A's clip status, overwrite its manifest, or claim to be A.
-    let r = http.get(format!("{}/api/v1/device/clips/clip-a", console.url())).bearer_auth(&token_b).send().await.unwrap();
+    let r = http
+        .get(format!("{}/api/v1/device/clips/clip-a", console.url()))
+        .bearer_auth(&token_b)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 404);
     let mut as_b = manifest.clone();
     as_b.device_id = b.uploader.identity().unwrap().device_id.clone();
-    let r = put(&token_b, "/api/v1/device/clips/clip-a".into(), serde_json::to_vec(&as_b).unwrap()).await.unwrap();
-    assert_eq!(r.status(), 403);
-    let r = put(&token_b, "/api/v1/device/clips/clip-b".into(), serde_json::to_vec(&ClipManifest { clip_id: "clip-b".into(), ..manifest.clone() }).unwrap())
+    let r = put(&token_b, "/api/v1/device/clips/clip-a".into(), serde_json::to_vec(&as_b).unwrap())
         .await
         .unwrap();
+    assert_eq!(r.status(), 403);
+    let r = put(
+        &token_b,
+        "/api/v1/device/clips/clip-b".into(),
+        serde_json::to_vec(&ClipManifest { clip_id: "clip-b".into(), ..manifest.clone() }).unwrap(),
+    )
+    .await
+    .unwrap();
     assert_eq!(r.status(), 403, "B may not file a manifest in A's name");
     // B cannot complete A's clip by uploading A's missing segment.
-    let r = put(&token_b, format!("/api/v1/device/segments/{}", hashes[1]), segs[1].1.clone()).await.unwrap();
+    let r = put(&token_b, format!("/api/v1/device/segments/{}", hashes[1]), segs[1].1.clone())
+        .await
+        .unwrap();
     assert_eq!(r.status(), 409);
     // Nor learn whether A's segment exists: B's own manifest naming A's stored hash says missing.
-    let probe = ClipManifest { clip_id: "clip-probe".into(), device_id: as_b.device_id.clone(), ..manifest.clone() };
-    let r = put(&token_b, "/api/v1/device/clips/clip-probe".into(), serde_json::to_vec(&probe).unwrap()).await.unwrap();
+    let probe = ClipManifest {
+        clip_id: "clip-probe".into(),
+        device_id: as_b.device_id.clone(),
+        ..manifest.clone()
+    };
+    let r = put(
+        &token_b,
+        "/api/v1/device/clips/clip-probe".into(),
+        serde_json::to_vec(&probe).unwrap(),
+    )
+    .await
+    .unwrap();
     let status: Value = r.json().await.unwrap();
-    assert_eq!(status["missing"].as_array().unwrap().len(), 2, "A's stored segment must look missing to B");
+    assert_eq!(
+        status["missing"].as_array().unwrap().len(),
+        2,
+        "A's stored segment must look missing to B"
+    );
 
     let clip = console.clip("clip-a").await;
     assert_eq!(clip["complete"], json!(false));
@@ -173,7 +225,12 @@ async fn device_cannot_touch_another_devices_clips() {
     assert_eq!(console.stored_segments().len(), 1);
     // No token, a person's token, or garbage: 401.
     for token in ["", console.admin_token.as_str(), "rvd_nope"] {
-        let r = http.get(format!("{}/api/v1/device/clips/clip-a", console.url())).bearer_auth(token).send().await.unwrap();
+        let r = http
+            .get(format!("{}/api/v1/device/clips/clip-a", console.url()))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), 401, "token {token:?}");
     }
 }
@@ -188,34 +245,67 @@ fn device_token(d: &TestDevice) -> String {
 async fn requester_cannot_approve_own_request_and_roles_are_enforced() {
     let console = TestConsole::start().await;
     // An admin who is also an approver still cannot approve what they requested.
-    let both: Value =
-        console.admin.post("/api/v1/people", &json!({"name": "boss", "roles": ["admin", "approver"]})).await.unwrap();
-    let boss = rearview_console::client::AdminClient::new(&console.url(), both["token"].as_str().unwrap(), None).unwrap();
+    let both: Value = console
+        .admin
+        .post("/api/v1/people", &json!({"name": "boss", "roles": ["admin", "approver"]}))
+        .await
+        .unwrap();
+    let boss = rearview_console::client::AdminClient::new(
+        &console.url(),
+        both["token"].as_str().unwrap(),
+        None,
+    )
+    .unwrap();
     let req: Value = boss
-        .post("/api/v1/approvals", &json!({"user": USER, "mode": "all-activities", "justification": "j"}))
+        .post(
+            "/api/v1/approvals",
+            &json!({"user": USER, "mode": "all-activities", "justification": "j"}),
+        )
         .await
         .unwrap();
     let id = req["id"].as_i64().unwrap();
-    let err = boss.post::<_, Value>(&format!("/api/v1/approvals/{id}/approve"), &json!({})).await.unwrap_err();
+    let err = boss
+        .post::<_, Value>(&format!("/api/v1/approvals/{id}/approve"), &json!({}))
+        .await
+        .unwrap_err();
     assert_eq!(err.status, 403);
     assert!(err.message.contains("different person"), "{}", err.message);
     // The plain admin is no approver.
-    let err = console.admin.post::<_, Value>(&format!("/api/v1/approvals/{id}/approve"), &json!({})).await.unwrap_err();
+    let err = console
+        .admin
+        .post::<_, Value>(&format!("/api/v1/approvals/{id}/approve"), &json!({}))
+        .await
+        .unwrap_err();
     assert_eq!(err.status, 403);
     // An approver cannot create people or issue triggers.
-    let err = console.approver.post::<_, Value>("/api/v1/people", &json!({"name": "x", "roles": ["admin"]})).await.unwrap_err();
+    let err = console
+        .approver
+        .post::<_, Value>("/api/v1/people", &json!({"name": "x", "roles": ["admin"]}))
+        .await
+        .unwrap_err();
     assert_eq!(err.status, 403);
     // Nothing approved, so no trigger for the user.
     let err = console
         .admin
-        .post::<_, Value>("/api/v1/triggers", &json!({"user": USER, "event_time": 0, "before": 1, "after": 1, "reason": "r"}))
+        .post::<_, Value>(
+            "/api/v1/triggers",
+            &json!({"user": USER, "event_time": 0, "before": 1, "after": 1, "reason": "r"}),
+        )
         .await
         .unwrap_err();
     assert_eq!(err.status, 409);
     // The other approver can; afterwards it cannot be approved again.
-    let ok: Value = console.approver.post(&format!("/api/v1/approvals/{id}/approve"), &json!({})).await.unwrap();
+    let ok: Value = console
+        .approver
+        .post(&format!("/api/v1/approvals/{id}/approve"), &json!({}))
+        .await
+        .unwrap();
     assert_eq!(ok["state"], json!("approved"));
     assert_eq!(ok["decided_by"], json!("rita"));
-    let err = console.approver.post::<_, Value>(&format!("/api/v1/approvals/{id}/approve"), &json!({})).await.unwrap_err();
+    let err = console
+        .approver
+        .post::<_, Value>(&format!("/api/v1/approvals/{id}/approve"), &json!({}))
+        .await
+        .unwrap_err();
     assert_eq!(err.status, 409);
 }

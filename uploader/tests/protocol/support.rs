@@ -3,7 +3,7 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -30,12 +30,24 @@ impl TestConsole {
     pub async fn start() -> TestConsole {
         let dir = tempfile::tempdir().unwrap();
         let out = rearview_console::init(dir.path(), "tenant-a", "ivan").unwrap();
-        let server = Server::start(config(dir.path(), "127.0.0.1:0".parse().unwrap())).await.unwrap();
+        let server =
+            Server::start(config(dir.path(), "127.0.0.1:0".parse().unwrap())).await.unwrap();
         let addr = server.addr();
         let admin = AdminClient::new(&server.url(), &out.admin_token, None).unwrap();
-        let rita: Value = admin.post("/api/v1/people", &json!({"name": "rita", "roles": ["approver"]})).await.unwrap();
-        let approver = AdminClient::new(&server.url(), rita["token"].as_str().unwrap(), None).unwrap();
-        TestConsole { dir, server: Some(server), addr, admin, admin_token: out.admin_token, approver }
+        let rita: Value = admin
+            .post("/api/v1/people", &json!({"name": "rita", "roles": ["approver"]}))
+            .await
+            .unwrap();
+        let approver =
+            AdminClient::new(&server.url(), rita["token"].as_str().unwrap(), None).unwrap();
+        TestConsole {
+            dir,
+            server: Some(server),
+            addr,
+            admin,
+            admin_token: out.admin_token,
+            approver,
+        }
     }
 
     pub fn url(&self) -> String {
@@ -74,11 +86,18 @@ impl TestConsole {
     pub async fn approve(&self, user: &str, mode: &str) {
         let req: Value = self
             .admin
-            .post("/api/v1/approvals", &json!({"user": user, "mode": mode, "justification": "case 4711"}))
+            .post(
+                "/api/v1/approvals",
+                &json!({"user": user, "mode": mode, "justification": "case 4711"}),
+            )
             .await
             .unwrap();
         let id = req["id"].as_i64().unwrap();
-        let _: Value = self.approver.post(&format!("/api/v1/approvals/{id}/approve"), &json!({})).await.unwrap();
+        let _: Value = self
+            .approver
+            .post(&format!("/api/v1/approvals/{id}/approve"), &json!({}))
+            .await
+            .unwrap();
     }
 
     pub async fn settings(&self, settings: Value) {
@@ -86,7 +105,11 @@ impl TestConsole {
     }
 
     pub async fn enrollment_token(&self, ttl_secs: i64) -> String {
-        let t: Value = self.admin.post("/api/v1/enrollment-tokens", &json!({"ttl_secs": ttl_secs})).await.unwrap();
+        let t: Value = self
+            .admin
+            .post("/api/v1/enrollment-tokens", &json!({"ttl_secs": ttl_secs}))
+            .await
+            .unwrap();
         t["token"].as_str().unwrap().to_owned()
     }
 
@@ -101,8 +124,12 @@ impl TestConsole {
     /// Stored segments, read from the console's database: (device, sha256, size).
     pub fn stored_segments(&self) -> Vec<(String, String, i64)> {
         let conn = rusqlite::Connection::open(self.data().join("console.db")).unwrap();
-        let mut stmt = conn.prepare("SELECT device_id, sha256, size FROM segments ORDER BY sha256").unwrap();
-        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).unwrap().collect::<Result<_, _>>().unwrap()
+        let mut stmt =
+            conn.prepare("SELECT device_id, sha256, size FROM segments ORDER BY sha256").unwrap();
+        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
     }
 
     /// Blob files on disk, all devices.
@@ -152,10 +179,16 @@ impl TestDevice {
 }
 
 /// Waits for a command matching `want`, up to 10 s (a generous bound, not a timing claim).
-pub async fn next_command(rx: &mut tokio::sync::mpsc::UnboundedReceiver<Command>, want: impl Fn(&Command) -> bool) -> Command {
+pub async fn next_command(
+    rx: &mut tokio::sync::mpsc::UnboundedReceiver<Command>,
+    want: impl Fn(&Command) -> bool,
+) -> Command {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
-        let c = tokio::time::timeout_at(deadline, rx.recv()).await.expect("no matching command within 10 s").expect("channel closed");
+        let c = tokio::time::timeout_at(deadline, rx.recv())
+            .await
+            .expect("no matching command within 10 s")
+            .expect("channel closed");
         if want(&c) {
             return c;
         }
