@@ -3,10 +3,13 @@
 
 use clap::{Parser, Subcommand};
 
-mod ring;
-
+mod agent;
 mod capture;
 mod codec;
+
+mod protocol;
+mod ring;
+
 mod workload;
 
 #[derive(Parser)]
@@ -18,14 +21,18 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Bench {
-    /// Our lossless codec against PNG, zstd and x264 on a recorded desktop.
-    Codec(codec::CodecArgs),
+    /// The real rearviewd recording the workload: CPU (workers included), peak RSS, ring bytes per hour.
+    Agent(agent::AgentArgs),
     /// Milliseconds per frame of every frame source at 1080p and 4K, on Xvfb running the workload.
     Capture {
         /// Print one JSON object (the only output on stdout).
         #[arg(long)]
         json: bool,
     },
+    /// Our lossless codec against PNG, zstd and x264 on a recorded desktop.
+    Codec(codec::CodecArgs),
+    /// Console under a fleet: trigger push latency, ingest throughput, console peak RSS.
+    Protocol(protocol::ProtocolArgs),
     /// Sealing and ring writes per segment, and their CPU cost as a share of encoding.
     Ring(ring::RingArgs),
 }
@@ -33,8 +40,10 @@ enum Bench {
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.bench {
+        Bench::Agent(args) => agent::run(args),
         Bench::Capture { json } => capture::run(json),
         Bench::Codec(args) => codec::run(args),
+        Bench::Protocol(args) => protocol::run(args),
         Bench::Ring(args) => ring::run(args),
     }
 }

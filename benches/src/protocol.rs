@@ -1,0 +1,389 @@
+//! `protocol`: the console under a fleet, on loopback.
+//!
+//! 1. Starts `rearview-console` as a child process (built with `cargo build --release -p
+//!    rearview-console` first if it is not next to this binary), so its peak RSS is its own.
+//! 2. Enrolls `--devices` devices (each with its own Ed25519 key and token) and has every one
+//!    hold the push stream (server-sent events) open, as agents do.
+//! 3. **trigger_latency**: issues one trigger per device (`--concurrency` admins in parallel) and
+//!    measures, per trigger, from just before `POST /api/v1/triggers` to the moment the trigger
+//!    event is read from that device's stream. Signing, storing, pushing and the HTTP round trip
+//!    are all inside.
+//! 4. **ingest**: `--upload-devices` devices upload clips of 1 MiB segments in parallel
+//!    (manifest, then the segments), `--ingest-mib` MiB in total; MB/s = 10^6 bytes per second of
+//!    sealed bytes accepted (hashed, fsynced, recorded).
+//! 5. **console_rss**: the child's `VmHWM` (peak resident set) from `/proc`.
+
+use std::collections::HashMap;
+use std::io::BufRead;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use clap::Args;
+use futures_util::StreamExt;
+use rearview_console::client::AdminClient;
+use rearview_uploader::client::{Client, ClientConfig};
+use rearview_uploader::sse::SseParser;
+use rearview_uploader::wire::{
+    enroll_proof_message, ClipManifest, EnrollRequest, ManifestSegment, TriggerMessage,
+};
+use serde_json::{json, Value};
+use tokio::sync::oneshot;
+
+#[derive(Args, Debug)]
+pub struct ProtocolArgs {
+    /// Print the JSON result only.
+    #[arg(long)]
+    json: bool,
+    /// Devices holding a push stream.
+    #[arg(long, default_value_t = 1000)]
+    devices: usize,
+    /// Triggers issued in parallel.
+    #[arg(long, default_value_t = 16)]
+    concurrency: usize,
+    /// MiB of segments to ingest.
+    #[arg(long, default_value_t = 256)]
+    ingest_mib: usize,
+    /// Devices uploading in parallel.
+    #[arg(long, default_value_t = 4)]
+    upload_devices: usize,
+}
+
+/// Trigger arrivals. The console may push a trigger before the admin's POST returns its id, so
+/// an arrival nobody waits for yet is parked in `early`.
+#[derive(Default)]
+struct Arrivals {
+    waiters: HashMap<String, oneshot::Sender<Instant>>,
+    early: HashMap<String, Instant>,
+}
+
+type Waiters = Arc<Mutex<Arrivals>>;
+
+struct ConsoleChild {
+    child: Child,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for ConsoleChild {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn console_binary() -> anyhow::Result<PathBuf> {
+    let here = std::env::current_exe()?;
+    let bin = here.with_file_name("rearview-console");
+    if !bin.exists() {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let profile = if here.to_string_lossy().contains("/release/") {
+            "--release"
+        } else {
+            "--profile=dev"
+        };
+        let status =
+            Command::new(cargo).args(["build", profile, "-p", "rearview-console"]).status()?;
+        if !status.success() || !bin.exists() {
+            bail!("could not build rearview-console next to {}", here.display());
+        }
+    }
+    Ok(bin)
+}
+
+/// More file descriptors: every device stream is one socket on each side.
+fn raise_nofile(want: u64) -> anyhow::Result<u64> {
+    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit/setrlimit write/read only the struct we pass, which lives on our stack.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+            bail!("getrlimit: {}", std::io::Error::last_os_error());
+        }
+        let target = want.min(lim.rlim_max);
+        if lim.rlim_cur < target {
+            lim.rlim_cur = target;
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                bail!("setrlimit: {}", std::io::Error::last_os_error());
+            }
+        }
+        Ok(lim.rlim_cur)
+    }
+}
+
+fn start_console() -> anyhow::Result<(ConsoleChild, String, String)> {
+    let bin = console_binary()?;
+    let dir = tempfile::tempdir()?;
+    let data = dir.path().join("data");
+    let out = Command::new(&bin).args(["init", "--data"]).arg(&data).output()?;
+    if !out.status.success() {
+        bail!("console init: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let token = String::from_utf8(out.stdout)?
+        .lines()
+        .last()
+        .context("no token from init")?
+        .trim()
+        .to_owned();
+    let mut child = Command::new(&bin)
+        .args(["serve", "--listen", "127.0.0.1:0", "--data"])
+        .arg(&data)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()?;
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().context("no stdout")?).read_line(&mut line)?;
+    let url = line
+        .trim()
+        .strip_prefix("listening on ")
+        .context("serve did not print its address")?
+        .to_owned();
+    Ok((ConsoleChild { child, _dir: dir }, url, token))
+}
+
+async fn enroll(url: &str, admin: &AdminClient) -> anyhow::Result<(Client, String)> {
+    let t: Value = admin.post("/api/v1/enrollment-tokens", &json!({})).await?;
+    let token = t["token"].as_str().context("no token")?;
+    let rng = ring::rand::SystemRandom::new();
+    let pkcs8 = ring::signature::Ed25519KeyPair::generate_pkcs8(&rng)
+        .map_err(|_| anyhow::anyhow!("rng"))?;
+    let pair = ring::signature::Ed25519KeyPair::from_pkcs8(pkcs8.as_ref())
+        .map_err(|_| anyhow::anyhow!("key"))?;
+    use ring::signature::KeyPair;
+    let public_key = hex::encode(pair.public_key().as_ref());
+    let proof = hex::encode(pair.sign(&enroll_proof_message(token, &public_key)).as_ref());
+    let client = Client::new(&ClientConfig::new(url), None)?;
+    let r = client
+        .enroll(&EnrollRequest { token: token.into(), public_key, proof, hostname: "bench".into() })
+        .await?;
+    Ok((client.with_token(r.device_token), r.device_id))
+}
+
+/// Holds one device's stream; reports each trigger's arrival to its waiter.
+async fn hold_stream(
+    client: Client,
+    waiters: Waiters,
+    ready: oneshot::Sender<()>,
+) -> anyhow::Result<()> {
+    let resp = client.open_stream().await?;
+    let mut ready = Some(ready);
+    let mut body = resp.bytes_stream();
+    let mut parser = SseParser::default();
+    while let Some(chunk) = body.next().await {
+        let now = Instant::now();
+        for ev in parser.feed(&chunk?).map_err(anyhow::Error::msg)? {
+            match ev.event.as_str() {
+                "policy" => {
+                    if let Some(r) = ready.take() {
+                        let _ = r.send(());
+                    }
+                }
+                "trigger" => {
+                    let m: TriggerMessage = serde_json::from_str(&ev.data)?;
+                    let mut a = waiters.lock().unwrap_or_else(|p| p.into_inner());
+                    match a.waiters.remove(&m.trigger_id) {
+                        Some(w) => {
+                            let _ = w.send(now);
+                        }
+                        None => {
+                            a.early.insert(m.trigger_id, now);
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    Ok(())
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let rank = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
+    sorted[rank.min(sorted.len() - 1)]
+}
+
+fn peak_rss_mb(pid: u32) -> anyhow::Result<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:")).context("no VmHWM")?;
+    let kb: f64 = line.split_whitespace().nth(1).context("VmHWM value")?.parse()?;
+    Ok(kb / 1024.0)
+}
+
+pub fn run(args: ProtocolArgs) -> anyhow::Result<()> {
+    let nofile = raise_nofile(args.devices as u64 * 4 + 1024)?;
+    if (nofile as usize) < args.devices * 2 + 256 {
+        bail!(
+            "RLIMIT_NOFILE is {nofile}: too low for {} devices; raise the hard limit",
+            args.devices
+        );
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    rt.block_on(run_async(args))
+}
+
+async fn run_async(args: ProtocolArgs) -> anyhow::Result<()> {
+    let log = |msg: String| {
+        if !args.json {
+            eprintln!("{msg}");
+        }
+    };
+    let (console, url, token) = start_console()?;
+    let admin = AdminClient::new(&url, &token, None)?;
+    let rita: Value =
+        admin.post("/api/v1/people", &json!({"name": "rita", "roles": ["approver"]})).await?;
+    let approver = AdminClient::new(&url, rita["token"].as_str().context("token")?, None)?;
+    let _: Value =
+        admin.put("/api/v1/policy/settings", &json!({"capture": {"enabled": true}})).await?;
+    let req: Value = admin
+        .post(
+            "/api/v1/approvals",
+            &json!({"user": "bench-user", "mode": "specific-activities", "justification": "bench"}),
+        )
+        .await?;
+    let _: Value =
+        approver.post(&format!("/api/v1/approvals/{}/approve", req["id"]), &json!({})).await?;
+
+    log(format!("enrolling {} devices", args.devices));
+    let waiters: Waiters = Arc::default();
+    let mut devices = Vec::with_capacity(args.devices);
+    let mut readies = Vec::with_capacity(args.devices);
+    for chunk in (0..args.devices).collect::<Vec<_>>().chunks(50) {
+        let enrolled =
+            futures_util::future::try_join_all(chunk.iter().map(|_| enroll(&url, &admin))).await?;
+        for (client, id) in enrolled {
+            let (tx, rx) = oneshot::channel();
+            readies.push(rx);
+            tokio::spawn(hold_stream(client.clone(), waiters.clone(), tx));
+            devices.push((client, id));
+        }
+    }
+    for r in readies {
+        tokio::time::timeout(Duration::from_secs(60), r)
+            .await
+            .context("a stream did not open")??;
+    }
+    log(format!("{} streams open; issuing one trigger per device", args.devices));
+
+    let latencies: Arc<Mutex<Vec<f64>>> = Arc::default();
+    let ids: Vec<String> = devices.iter().map(|(_, id)| id.clone()).collect();
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let workers = (0..args.concurrency).map(|_| {
+        let (admin, ids, next, waiters, latencies) =
+            (admin.clone(), ids.clone(), next.clone(), waiters.clone(), latencies.clone());
+        async move {
+            loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let Some(device) = ids.get(i) else { return anyhow::Ok(()) };
+                let start = Instant::now();
+                let issued: Value = admin
+                    .post(
+                        "/api/v1/triggers",
+                        &json!({"user": "bench-user", "event_time": rearview_uploader::now_ms(), "before": 10,
+                                "after": 10, "reason": "bench", "device": device}),
+                    )
+                    .await?;
+                let trigger_id = issued["trigger_ids"][0].as_str().context("trigger id")?.to_owned();
+                let (tx, rx) = oneshot::channel();
+                let early = {
+                    let mut a = waiters.lock().unwrap_or_else(|p| p.into_inner());
+                    let early = a.early.remove(&trigger_id);
+                    if early.is_none() {
+                        a.waiters.insert(trigger_id.clone(), tx);
+                    }
+                    early
+                };
+                let arrived = if let Some(t) = early {
+                    t
+                } else {
+                    match tokio::time::timeout(Duration::from_secs(30), rx).await {
+                        Ok(Ok(t)) => t,
+                        _ => bail!("trigger {trigger_id} did not reach device {device} within 30 s"),
+                    }
+                };
+                latencies.lock().unwrap_or_else(|p| p.into_inner()).push((arrived - start).as_secs_f64() * 1000.0);
+            }
+        }
+    });
+    futures_util::future::try_join_all(workers).await?;
+    let mut lat = latencies.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    lat.sort_by(|a, b| a.total_cmp(b));
+
+    log(format!("ingesting {} MiB from {} devices", args.ingest_mib, args.upload_devices));
+    let per_device = args.ingest_mib.div_ceil(args.upload_devices);
+    let uploaders: Vec<(Client, String)> =
+        devices.iter().take(args.upload_devices).cloned().collect();
+    let start = Instant::now();
+    let bytes = futures_util::future::try_join_all(uploaders.into_iter().enumerate().map(
+        |(n, (client, id))| async move {
+            let mut sent = 0u64;
+            for c in 0..per_device.div_ceil(16) {
+                let segs: Vec<Vec<u8>> = (0..16.min(per_device - c * 16))
+                    .map(|s| {
+                        let mut b = vec![0u8; 1024 * 1024];
+                        rand::Rng::fill(&mut rand::thread_rng(), &mut b[..]);
+                        b[0] = s as u8;
+                        b
+                    })
+                    .collect();
+                let manifest = ClipManifest {
+                    clip_id: format!("bench-{n}-{c}"),
+                    trigger_id: None,
+                    mode: "all-activities".into(),
+                    user: "bench-user".into(),
+                    device_id: id.clone(),
+                    start_ms: 0,
+                    end_ms: 1,
+                    segments: segs
+                        .iter()
+                        .map(|b| ManifestSegment {
+                            sha256: hex::encode(
+                                ring::digest::digest(&ring::digest::SHA256, b).as_ref(),
+                            ),
+                            size: b.len() as u64,
+                            start_ms: 0,
+                            end_ms: 1,
+                        })
+                        .collect(),
+                    missing: vec![],
+                };
+                let status = client.put_manifest(&manifest).await?;
+                for (seg, b) in manifest.segments.iter().zip(segs) {
+                    if status.missing.contains(&seg.sha256) {
+                        sent += b.len() as u64;
+                        client.put_segment(&seg.sha256, b).await?;
+                    }
+                }
+                if !client.clip_status(&manifest.clip_id).await?.complete {
+                    bail!("clip {} incomplete after upload", manifest.clip_id);
+                }
+            }
+            anyhow::Ok(sent)
+        },
+    ))
+    .await?
+    .into_iter()
+    .sum::<u64>();
+    let mb_per_s = bytes as f64 / 1e6 / start.elapsed().as_secs_f64();
+    let rss = peak_rss_mb(console.child.id())?;
+    let result = json!({
+        "bench": "protocol",
+        "devices": args.devices,
+        "results": [
+            {"name": "trigger_latency", "p50_ms": round(percentile(&lat, 50.0)), "p99_ms": round(percentile(&lat, 99.0)),
+             "max_ms": round(lat.last().copied().unwrap_or(f64::NAN)), "triggers": lat.len()},
+            {"name": "ingest", "mb_per_s": round(mb_per_s), "bytes": bytes, "upload_devices": args.upload_devices},
+            {"name": "console_rss", "mb": round(rss)},
+        ]
+    });
+    println!("{result}");
+    drop(console);
+    Ok(())
+}
+
+fn round(v: f64) -> f64 {
+    (v * 100.0).round() / 100.0
+}
