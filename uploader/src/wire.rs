@@ -63,8 +63,10 @@
 //!
 //! # Errors
 //!
-//! Every 4xx/5xx answer has the body [`ErrorBody`]. 4xx are permanent for that request (fix
-//! the request), 5xx and transport failures are retryable.
+//! 4xx/5xx answers have the body [`ErrorBody`], except bodies the HTTP framework refuses before
+//! a handler runs (413 too large, 415/422 JSON that does not fit the type), which come as plain
+//! text. 4xx are permanent for that request (fix the request), 5xx and transport failures are
+//! retryable.
 
 use serde::{Deserialize, Serialize};
 
