@@ -17,6 +17,8 @@ use super::{write_message, Control, WorkerMessage, WorkerSpec, WorkerStatus};
 
 /// How long to wait before trying an unreachable display again.
 const RECONNECT: Duration = Duration::from_secs(2);
+/// Longest time between two status messages while capturing.
+const STATUS_EVERY: Duration = Duration::from_secs(2);
 
 /// Runs the worker on this process's stdin/stdout; returns the exit code.
 pub fn main() -> i32 {
@@ -72,6 +74,8 @@ struct Worker {
     status: WorkerStatus,
     frame_ms: Vec<f64>,
     notice_sent: bool,
+    /// Status also goes out periodically, so long segments do not leave the daemon blind.
+    last_status: Instant,
 }
 
 impl Worker {
@@ -87,6 +91,7 @@ impl Worker {
             status: WorkerStatus { state: "starting".into(), fps_milli, ..Default::default() },
             frame_ms: Vec::new(),
             notice_sent: false,
+            last_status: Instant::now(),
         }
     }
 
@@ -179,7 +184,7 @@ impl Worker {
         }
         match failure {
             None => {
-                if self.status.state != "capturing" {
+                if self.status.state != "capturing" || self.last_status.elapsed() >= STATUS_EVERY {
                     self.status.state = "capturing".into();
                     self.status.error = None;
                     self.send_status(out)?;
@@ -328,7 +333,8 @@ impl Worker {
         Ok(())
     }
 
-    fn send_status(&self, out: &mut impl Write) -> io::Result<()> {
+    fn send_status(&mut self, out: &mut impl Write) -> io::Result<()> {
+        self.last_status = Instant::now();
         write_message(out, &WorkerMessage::Status(self.status.clone()))
     }
 }
