@@ -328,6 +328,7 @@ fn trigger_yields_a_clip_with_the_screen_and_the_typing_of_its_window() {
     assert_eq!(clip.state, "pending", "{clip:?}");
     assert!(clip.segments >= 2, "{clip:?}");
     let _ = term.kill();
+    let _ = term.wait();
 
     // The clip's segments, as the spool will send them, opened with the tenant key.
     let spool = rearview_uploader::spool::Spool::open(&env.data().join("spool")).unwrap();

@@ -58,7 +58,7 @@ pub async fn run(d: &Daemon) -> Vec<Check> {
     let data_dir = d.config().data_dir();
     match nix::sys::statvfs::statvfs(data_dir) {
         Ok(v) => {
-            let free = v.blocks_available() as u64 * v.fragment_size() as u64;
+            let free = v.blocks_available() * v.fragment_size();
             out.push(check(
                 "disk space",
                 free >= MIN_FREE_BYTES,

@@ -8,14 +8,16 @@ use zbus::zvariant::OwnedObjectPath;
 
 use super::{Session, SessionsState};
 
+/// `(session id, uid, user name, seat id, object path)`, as `ListSessions` returns them.
+type SessionRow = (String, u32, String, String, OwnedObjectPath);
+
 #[zbus::proxy(
     interface = "org.freedesktop.login1.Manager",
     default_service = "org.freedesktop.login1",
     default_path = "/org/freedesktop/login1"
 )]
 trait Manager {
-    /// `(session id, uid, user name, seat id, object path)` of every session.
-    fn list_sessions(&self) -> zbus::Result<Vec<(String, u32, String, String, OwnedObjectPath)>>;
+    fn list_sessions(&self) -> zbus::Result<Vec<SessionRow>>;
 
     #[zbus(signal)]
     fn session_new(&self, session_id: String, object_path: OwnedObjectPath) -> zbus::Result<()>;
