@@ -114,7 +114,7 @@ impl Drop for Identity {
 #[derive(Debug, Clone)]
 pub enum Command {
     Policy(VerifiedPolicy),
-    Trigger(VerifiedTrigger),
+    Trigger(Box<VerifiedTrigger>),
 }
 
 /// A segment to put in a clip.
@@ -376,7 +376,7 @@ impl Uploader {
         match verdict {
             Ok(t) => {
                 tracing::info!(trigger = %message.trigger_id, "trigger accepted");
-                self.deliver(Command::Trigger(t));
+                self.deliver(Command::Trigger(Box::new(t)));
                 self.client().ack_trigger(&message.trigger_id).await
             }
             // Seen before (a resend after a reconnect): the ack got lost, send it again.
