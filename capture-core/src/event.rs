@@ -21,17 +21,32 @@ pub struct InputEvent {
 pub enum InputKind {
     /// A key went down. `key` is the key's name (`"KeyA"`, `"Return"`, `"ShiftLeft"`); `text` is
     /// what it typed given the modifiers, when it typed anything (`"a"`, `"A"`, `"\r"`).
-    KeyPress { key: String, text: Option<String> },
+    KeyPress {
+        key: String,
+        text: Option<String>,
+    },
     /// A key went up.
-    KeyRelease { key: String },
+    KeyRelease {
+        key: String,
+    },
     /// A pointer button went down (1 left, 2 middle, 3 right, others as the platform numbers them).
-    ButtonPress { button: u8 },
-    ButtonRelease { button: u8 },
+    ButtonPress {
+        button: u8,
+    },
+    ButtonRelease {
+        button: u8,
+    },
     /// A wheel turned, in notches; positive `dy` is away from the user.
-    Wheel { dx: i64, dy: i64 },
+    Wheel {
+        dx: i64,
+        dy: i64,
+    },
     /// The pointer is at `(x, y)` in screen coordinates. Sources coalesce moves to at most 30 a
     /// second, keeping the latest position.
-    PointerMove { x: f64, y: f64 },
+    PointerMove {
+        x: f64,
+        y: f64,
+    },
     /// The focused window changed (or its title did).
     ActiveWindow {
         /// Window title (`_NET_WM_NAME`, else `WM_NAME`).
