@@ -392,7 +392,7 @@ impl Daemon {
     async fn command(&mut self, cmd: Command) {
         match cmd {
             Command::Policy(p) => self.new_policy(p).await,
-            Command::Trigger(t) => self.trigger(t),
+            Command::Trigger(t) => self.trigger(*t),
         }
     }
 

@@ -125,7 +125,7 @@ pub fn export_clip(data: &Path, clip_id: &str, out: &Path) -> Result<ExportSumma
     }
     frame_lines.sort_by_key(|l| l["utc_ms"].as_i64());
     write_lines(&out.join("frames.jsonl"), &frame_lines)?;
-    events.sort_by_key(|e| event_time(e));
+    events.sort_by_key(event_time);
     write_lines(&out.join("events.jsonl"), &events)?;
     Ok(ExportSummary {
         clip_id: clip_id.to_owned(),
