@@ -35,6 +35,7 @@ async fn main() -> anyhow::Result<()> {
             std::fs::write(&url_file, format!("{}\n", server.url()))
                 .with_context(|| format!("write {}", url_file.display()))?;
             println!("listening on {}", server.url());
+            notify_systemd("READY=1");
             let mut term =
                 tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
             let stopped_by_itself = tokio::select! {
@@ -42,6 +43,7 @@ async fn main() -> anyhow::Result<()> {
                 _ = tokio::signal::ctrl_c() => None,
                 _ = term.recv() => None,
             };
+            notify_systemd("STOPPING=1");
             match stopped_by_itself {
                 Some(r) => r?,
                 None => server.graceful_shutdown(Duration::from_secs(5)).await?,
@@ -50,5 +52,16 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         command => cli::run_api(command).await,
+    }
+}
+
+/// Tells systemd (`Type=notify`) about a state change when it started us; a no-op otherwise.
+/// Failure only costs systemd's view of readiness, so it is logged, never fatal.
+fn notify_systemd(state: &str) {
+    let Some(path) = std::env::var_os("NOTIFY_SOCKET") else { return };
+    let sent = std::os::unix::net::UnixDatagram::unbound()
+        .and_then(|sock| sock.send_to(state.as_bytes(), &path));
+    if let Err(e) = sent {
+        tracing::warn!("cannot notify systemd ({state}): {e}");
     }
 }
