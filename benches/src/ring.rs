@@ -229,11 +229,11 @@ fn desktop(width: u32, height: u32, i: u32) -> Frame {
             } else {
                 let col = (x - 64) / 9;
                 let typed = if y > height - 40 { col < 20 + i * 3 } else { true };
-                let glyph = hash(line, col) % 7 != 0 && col < 40 + hash(line, 0) % 150;
+                let glyph = !hash(line, col).is_multiple_of(7) && col < 40 + hash(line, 0) % 150;
                 let ink = in_glyph_row
                     && glyph
                     && typed
-                    && (hash(line * 31 + doc_y % 18, col + x % 9) % 3 != 0);
+                    && !hash(line * 31 + doc_y % 18, col + x % 9).is_multiple_of(3);
                 if ink {
                     (30, 30, 30)
                 } else {
