@@ -240,8 +240,8 @@ fn a_dragged_window_is_sent_as_copies() {
             return [165, 110, 58];
         }
         let (cx, cy) = (x - wx, y - wy);
-        let mut v =
-            ((cx / 6) as u64 * 0x9e37_79b9_7f4a_7c15) ^ ((cy / 13) as u64 * 0xc2b2_ae3d_27d4_eb4f);
+        let mut v = ((cx / 6) as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15)
+            ^ ((cy / 13) as u64).wrapping_mul(0xc2b2_ae3d_27d4_eb4f);
         v ^= v >> 31;
         let glyph_row = v.rotate_left(cy % 13 * 5) >> 59;
         if (glyph_row >> (cx % 6)) & 1 == 1 {
