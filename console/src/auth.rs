@@ -92,6 +92,16 @@ fn bearer(parts: &Parts) -> Result<&str, ApiError> {
         .ok_or_else(|| ApiError::unauthorized("Authorization must be 'Bearer <token>'"))
 }
 
+/// The stored hash of the bearer token, which must be of the kind `prefix` marks (`rvp_` for
+/// people, `rvd_` for devices), so a device token never authenticates a person and vice versa.
+fn bearer_token_hash(parts: &Parts, prefix: &str, needs: &str) -> Result<String, ApiError> {
+    let token = bearer(parts)?;
+    if !token.starts_with(prefix) {
+        return Err(ApiError::unauthorized(format!("this endpoint needs {needs} ({prefix}…)")));
+    }
+    Ok(sha256_hex(token.as_bytes()))
+}
+
 /// An authenticated person.
 #[derive(Debug, Clone)]
 pub struct Person {
@@ -128,11 +138,7 @@ impl FromRequestParts<Arc<AppState>> for Person {
         parts: &mut Parts,
         state: &Arc<AppState>,
     ) -> Result<Self, Self::Rejection> {
-        let token = bearer(parts)?;
-        if !token.starts_with("rvp_") {
-            return Err(ApiError::unauthorized("this endpoint needs a person's API token (rvp_…)"));
-        }
-        let hash = sha256_hex(token.as_bytes());
+        let hash = bearer_token_hash(parts, "rvp_", "a person's API token")?;
         let row: Option<(i64, String, String)> = state
             .store
             .conn()
@@ -159,11 +165,7 @@ impl FromRequestParts<Arc<AppState>> for Device {
         parts: &mut Parts,
         state: &Arc<AppState>,
     ) -> Result<Self, Self::Rejection> {
-        let token = bearer(parts)?;
-        if !token.starts_with("rvd_") {
-            return Err(ApiError::unauthorized("this endpoint needs a device token (rvd_…)"));
-        }
-        let hash = sha256_hex(token.as_bytes());
+        let hash = bearer_token_hash(parts, "rvd_", "a device token")?;
         let conn = state.store.conn();
         let id: Option<String> = conn
             .query_row("SELECT id FROM devices WHERE token_sha256 = ?1", [&hash], |r| r.get(0))
