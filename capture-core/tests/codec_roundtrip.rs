@@ -2,7 +2,7 @@
 //! R of every pixel, for random sequences of frames of odd sizes and padded strides.
 
 use proptest::prelude::*;
-use rearview_capture::codec::{Decoder, Encoder, PacketKind};
+use rearview_capture::codec::{Decoder, Encoder, EncoderConfig, PacketKind};
 use rearview_capture::{Frame, Timestamp};
 
 fn ts(n: i64) -> Timestamp {
@@ -30,7 +30,15 @@ fn frame_with_stride(
 }
 
 fn round_trip(frames: &[Frame], key_every: usize) -> Vec<(PacketKind, usize)> {
-    let mut enc = Encoder::new(frames[0].width, frames[0].height).unwrap();
+    round_trip_with(frames, key_every, EncoderConfig::default())
+}
+
+fn round_trip_with(
+    frames: &[Frame],
+    key_every: usize,
+    config: EncoderConfig,
+) -> Vec<(PacketKind, usize)> {
+    let mut enc = Encoder::with_config(frames[0].width, frames[0].height, config).unwrap();
     let mut dec = Decoder::new();
     let mut kinds = Vec::new();
     for (i, f) in frames.iter().enumerate() {
@@ -229,6 +237,22 @@ proptest! {
     #[test]
     fn random_sequences_round_trip(frames in sequence(), key_every in 0usize..4) {
         round_trip(&frames, key_every);
+    }
+
+    /// Every tuning the encoder accepts gives a stream that decodes bit-exact: tile sizes up to
+    /// the largest (whose rows the encoder's fixed buffers must hold), either predictor.
+    #[test]
+    fn any_encoder_config_round_trips(
+        frames in sequence(),
+        key_every in 0usize..4,
+        tile_w in 8u8..=128,
+        tile_h in 8u8..=128,
+        left_predictor in any::<bool>(),
+        key_level in 1i32..=9,
+        delta_level in 1i32..=9,
+    ) {
+        let config = EncoderConfig { tile_w, tile_h, key_level, delta_level, key_window_log: 0, left_predictor };
+        round_trip_with(&frames, key_every, config);
     }
 }
 

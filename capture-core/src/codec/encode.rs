@@ -4,23 +4,34 @@
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 
-use super::pixels::{forward, hash_pixels, same_pixels, Grid, Rect};
+use super::pixels::{
+    differing_bytes, forward, forward_diff, hash_pixels, left_residual_bytes, same_pixels, Grid,
+    Rect,
+};
 use super::{
     check_dimensions, CodecError, PacketKind, KIND_DELTA, KIND_KEY, KIND_SAME, MAX_DIMENSION,
-    MODE_COPY, MODE_INTRA, MODE_RESIDUAL, MODE_SAME, PREDICTOR_LEFT, PREDICTOR_NONE, VERSION,
+    MAX_TILE, MODE_COPY, MODE_INTRA, MODE_RESIDUAL, MODE_SAME, PREDICTOR_LEFT, PREDICTOR_NONE,
+    VERSION,
 };
 use crate::frame::{Frame, BYTES_PER_PIXEL};
 
 /// Tuning of an [`Encoder`]. Any value the checks accept yields a valid stream; the defaults
-/// are what the codec benchmark measured best on a 1080p desktop.
+/// are what the codec benchmark measured best on a 1080p desktop within the encode budget of
+/// 5 ms per frame (issue 2).
+///
+/// On the benchmark's 120 s desktop recording (1 fps, a keyframe every 10 frames), zstd above
+/// level 4 switches to lazy matching and costs several times as much: keyframes at level 9
+/// took 14.5 ms of zstd for 35 % fewer keyframe bytes than level 3 (3 ms), deltas at level 5
+/// took 1.1 ms for 7 % fewer delta bytes than level 3 (0.3 ms). Level 3 for both keeps bytes
+/// per hour near a third of lossless x264 (`libx264rgb -qp 0 -preset veryfast`) on the same
+/// frames, under the target of half.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct EncoderConfig {
     /// Tile width in pixels, 8..=128.
     pub tile_w: u8,
     /// Tile height in pixels, 8..=128. Shorter tiles follow scrolled regions' edges closer.
     pub tile_h: u8,
-    /// zstd level of keyframes: they come once per segment (1 in 10 frames by default), so
-    /// they can afford more effort than deltas.
+    /// zstd level of keyframes (once per segment, 1 in 10 frames by default).
     pub key_level: i32,
     /// zstd level of deltas.
     pub delta_level: i32,
@@ -36,8 +47,8 @@ impl Default for EncoderConfig {
         EncoderConfig {
             tile_w: 32,
             tile_h: 32,
-            key_level: 9,
-            delta_level: 5,
+            key_level: 3,
+            delta_level: 3,
             key_window_log: 0,
             left_predictor: true,
         }
@@ -57,11 +68,15 @@ pub struct Encoder {
     vectors: Vec<(i16, i16)>,
     /// Changed tiles of the current delta, in tile order.
     changed: Vec<usize>,
-    /// Hash of every row of `prev` within each tile column: `[column * height + y]`.
+    /// Hash of every row of `prev` within each tile column: `[column * height + y]`, for the
+    /// columns whose `hashed` is set. A column is hashed when a delta first needs it, so a
+    /// keyframe (which replaces every column) costs no hashing and a column that never
+    /// changes is never hashed.
     hashes: Vec<u64>,
-    /// The same for the frame being encoded.
+    hashed: Vec<bool>,
+    /// The same for the frame being encoded, in the changed columns only.
     cur_hashes: Vec<u64>,
-    planes: [Vec<u8>; 3],
+    /// The body being built: written in place, every byte of it, so it is never cleared.
     body: Vec<u8>,
     compressed: Vec<u8>,
     /// Delta compressor; keyframes get their own context with their own level and window.
@@ -93,8 +108,8 @@ impl Encoder {
             vectors: vec![(0, 0); grid.tiles()],
             changed: Vec::new(),
             hashes: vec![0; grid.tiles_x * grid.height],
-            cur_hashes: Vec::new(),
-            planes: [Vec::new(), Vec::new(), Vec::new()],
+            hashed: vec![false; grid.tiles_x],
+            cur_hashes: vec![0; grid.tiles_x * grid.height],
             body: Vec::new(),
             compressed: Vec::new(),
             zstd,
@@ -131,7 +146,6 @@ impl Encoder {
         let key = self.need_key;
         if key {
             self.modes.fill(MODE_INTRA);
-            self.hash_all(frame);
         } else if !self.classify(frame) {
             out.push(VERSION);
             out.push(KIND_SAME);
@@ -169,23 +183,42 @@ impl Encoder {
         out.extend_from_slice(&self.compressed);
 
         self.update_prev(frame);
-        std::mem::swap(&mut self.hashes, &mut self.cur_hashes);
+        self.commit_hashes(key);
         self.need_key = false;
         Ok(if key { PacketKind::Key } else { PacketKind::Delta })
     }
 
-    fn hash_all(&mut self, frame: &Frame) {
-        let grid = self.grid;
-        self.cur_hashes.clear();
-        self.cur_hashes.resize(grid.tiles_x * grid.height, 0);
-        for y in 0..grid.height {
-            let row = frame.row(y as u32);
-            for col in 0..grid.tiles_x {
-                let x = col * grid.tile_w;
-                let w = grid.tile_w.min(grid.width - x);
-                self.cur_hashes[col * grid.height + y] = hash_pixels(&row[x * 4..(x + w) * 4]);
-            }
+    /// Makes `hashes` describe the frame just encoded: after a keyframe no column is hashed;
+    /// after a delta, the changed columns take the hashes `find_moves` computed.
+    fn commit_hashes(&mut self, key: bool) {
+        if key {
+            self.hashed.fill(false);
+            return;
         }
+        let h = self.grid.height;
+        let mut done = vec![false; self.grid.tiles_x];
+        for &tile in &self.changed {
+            let col = tile % self.grid.tiles_x;
+            if !done[col] && self.hashed[col] {
+                let span = col * h..(col + 1) * h;
+                self.hashes[span.clone()].copy_from_slice(&self.cur_hashes[span]);
+            }
+            done[col] = true;
+        }
+    }
+
+    /// Hashes every row of `prev` in tile column `col`.
+    fn hash_column(&mut self, col: usize) {
+        let grid = self.grid;
+        let stride = grid.width * BYTES_PER_PIXEL;
+        let x = col * grid.tile_w;
+        let w = grid.tile_w.min(grid.width - x);
+        for (y, hash) in
+            self.hashes[col * grid.height..(col + 1) * grid.height].iter_mut().enumerate()
+        {
+            *hash = hash_pixels(&self.prev[y * stride + x * 4..y * stride + (x + w) * 4]);
+        }
+        self.hashed[col] = true;
     }
 
     fn push_dimensions(&self, out: &mut Vec<u8>) {
@@ -261,8 +294,19 @@ impl Encoder {
     fn find_moves(&mut self, frame: &Frame) {
         let grid = self.grid;
         let h = grid.height;
-        // Row hashes of the changed tiles; the others keep the previous frame's.
-        self.cur_hashes.clone_from(&self.hashes);
+        let mut col_changed = vec![false; grid.tiles_x];
+        for &tile in &self.changed {
+            col_changed[tile % grid.tiles_x] = true;
+        }
+        // Row hashes of the changed columns: the previous frame's, then those of the changed
+        // tiles replaced.
+        for (col, _) in col_changed.iter().enumerate().filter(|c| *c.1) {
+            if !self.hashed[col] {
+                self.hash_column(col);
+            }
+            let span = col * h..(col + 1) * h;
+            self.cur_hashes[span.clone()].copy_from_slice(&self.hashes[span]);
+        }
         for &tile in &self.changed {
             let r = grid.rect(tile);
             let col = tile % grid.tiles_x;
@@ -272,15 +316,10 @@ impl Encoder {
             }
         }
         // Vote for vertical shifts per tile column, and across the frame.
-        let mut global: HashMap<isize, u32> = HashMap::new();
+        let mut global: FastMap<isize, u32> = FastMap::default();
         let mut per_col: Vec<Vec<isize>> = vec![Vec::new(); grid.tiles_x];
-        let mut rows_at: HashMap<u64, (u8, [u32; MAX_PLACES]), BuildHasherDefault<IdHasher>> =
-            HashMap::default();
-        let mut votes: HashMap<isize, u32> = HashMap::new();
-        let mut col_changed = vec![false; grid.tiles_x];
-        for &tile in &self.changed {
-            col_changed[tile % grid.tiles_x] = true;
-        }
+        let mut rows_at: FastMap<u64, (u8, [u32; MAX_PLACES])> = FastMap::default();
+        let mut votes: FastMap<isize, u32> = FastMap::default();
         for col in 0..grid.tiles_x {
             if !col_changed[col] {
                 continue;
@@ -290,13 +329,21 @@ impl Encoder {
             // Every place a changed row occurs in the previous column votes for the shift that
             // leads there; the true shift collects a vote from each row that moved, chance ones
             // scatter. Rows found in many places (blank lines, rules) are too common to tell.
+            // The table holds the changed rows only (usually far fewer than the column's), and
+            // the previous column's rows are looked up in it.
             rows_at.clear();
-            for (y, &hash) in prev.iter().enumerate() {
-                let e = rows_at.entry(hash).or_insert((0, [0; MAX_PLACES]));
-                if (e.0 as usize) < MAX_PLACES {
-                    e.1[e.0 as usize] = y as u32;
+            for y in 0..h {
+                if cur[y] != prev[y] {
+                    rows_at.entry(cur[y]).or_insert((0, [0; MAX_PLACES]));
                 }
-                e.0 = e.0.saturating_add(1);
+            }
+            for (y, hash) in prev.iter().enumerate() {
+                if let Some(e) = rows_at.get_mut(hash) {
+                    if (e.0 as usize) < MAX_PLACES {
+                        e.1[e.0 as usize] = y as u32;
+                    }
+                    e.0 = e.0.saturating_add(1);
+                }
             }
             votes.clear();
             for y in 0..h {
@@ -362,14 +409,14 @@ impl Encoder {
             let r = grid.rect(tile);
             let mut copied = false;
             let mut best = (cost_intra(frame, r), MODE_INTRA, (0isize, 0isize));
-            let here = cost_residual(frame, &self.prev, &grid, r, r.x, r.y);
+            let here = cost_residual(frame, &self.prev, &grid, r, r.x, r.y, best.0);
             if here < best.0 {
                 best = (here, MODE_RESIDUAL, (0, 0));
             }
             if let Some((dy, matching)) = partial {
                 if matching * 4 >= r.h {
                     let sy = (r.y as isize + dy) as usize;
-                    let c = cost_residual(frame, &self.prev, &grid, r, r.x, sy);
+                    let c = cost_residual(frame, &self.prev, &grid, r, r.x, sy, best.0);
                     if c < best.0 {
                         best = (c, MODE_RESIDUAL, (0, dy));
                     }
@@ -387,7 +434,7 @@ impl Encoder {
                     copied = true;
                     break;
                 }
-                let c = cost_residual(frame, &self.prev, &grid, r, sx, sy);
+                let c = cost_residual(frame, &self.prev, &grid, r, sx, sy, best.0);
                 if c < best.0 {
                     best = (c, MODE_RESIDUAL, (dx, dy));
                 }
@@ -407,28 +454,33 @@ impl Encoder {
         frame: &Frame,
         tiles: &[(usize, Option<(isize, usize)>)],
     ) -> Vec<(isize, isize)> {
-        const RUN: usize = 16;
         const ROW_STEP: usize = 4;
         let grid = self.grid;
         let stride = grid.width * BYTES_PER_PIXEL;
         if grid.width < RUN {
             return Vec::new();
         }
-        let mut table: HashMap<u64, (usize, usize), BuildHasherDefault<IdHasher>> =
-            HashMap::default();
+        let mut table: FastMap<u64, (usize, usize)> = FastMap::default();
         for &(tile, _) in tiles {
             let r = grid.rect(tile);
+            let x_end = (r.x + r.w).min(grid.width - RUN + 1);
+            if x_end <= r.x {
+                continue;
+            }
             for y in (r.y.next_multiple_of(ROW_STEP)..r.y + r.h).step_by(ROW_STEP) {
                 let row = &self.prev[y * stride..(y + 1) * stride];
-                for x in r.x..(r.x + r.w).min(grid.width - RUN + 1) {
-                    let run = &row[x * 4..(x + RUN) * 4];
-                    if !uniform(run) {
-                        table.entry(hash_pixels(run)).or_insert((x, y));
+                let mut run = RunHash::at(row, r.x);
+                for x in r.x..x_end {
+                    if x > r.x {
+                        run.slide(row, x - 1);
+                    }
+                    if !run.uniform() {
+                        table.entry(run.key()).or_insert((x, y));
                     }
                 }
             }
         }
-        let mut votes: HashMap<(isize, isize), u32> = HashMap::new();
+        let mut votes: FastMap<(isize, isize), u32> = FastMap::default();
         for &(tile, _) in tiles {
             let r = grid.rect(tile);
             for y in r.y..(r.y + ROW_STEP).min(r.y + r.h) {
@@ -437,11 +489,11 @@ impl Encoder {
                     if x + RUN > grid.width {
                         continue;
                     }
-                    let run = &row[x * 4..(x + RUN) * 4];
-                    if uniform(run) {
+                    let run = RunHash::at(row, x);
+                    if run.uniform() {
                         continue;
                     }
-                    if let Some(&(px, py)) = table.get(&hash_pixels(run)) {
+                    if let Some(&(px, py)) = table.get(&run.key()) {
                         let v = (px as isize - x as isize, py as isize - y as isize);
                         if v != (0, 0) {
                             *votes.entry(v).or_default() += 1;
@@ -468,11 +520,22 @@ impl Encoder {
                 moved += 1;
             }
         }
-        for p in &mut self.planes {
-            p.clear();
-            p.resize(coded, 0);
+        let head = grid.tiles() + 4 * moved;
+        self.body.resize(head + 3 * coded, 0);
+        let (modes, planes) = self.body.split_at_mut(head);
+        let (modes, mut vectors) = modes.split_at_mut(grid.tiles());
+        modes.copy_from_slice(&self.modes);
+        for (tile, &mode) in self.modes.iter().enumerate() {
+            if mode == MODE_COPY || mode == MODE_RESIDUAL {
+                let (dx, dy) = self.vectors[tile];
+                let (v, rest) = vectors.split_at_mut(4);
+                v[..2].copy_from_slice(&dx.to_le_bytes());
+                v[2..].copy_from_slice(&dy.to_le_bytes());
+                vectors = rest;
+            }
         }
-        let [p0, p1, p2] = &mut self.planes;
+        let (p0, planes) = planes.split_at_mut(coded);
+        let (p1, p2) = planes.split_at_mut(coded);
         let stride = grid.width * BYTES_PER_PIXEL;
         let mut at = 0usize;
         let mut band = Vec::with_capacity(grid.tiles_x);
@@ -495,57 +558,39 @@ impl Encoder {
                     let (o0, o1, o2) =
                         (&mut p0[at..at + n], &mut p1[at..at + n], &mut p2[at..at + n]);
                     at += n;
-                    if self.modes[tile] == MODE_INTRA {
-                        let left = self.config.left_predictor;
-                        let mut pred = if dy > 0 && left {
-                            forward(&frame.row(y as u32 - 1)[r.x * 4..r.x * 4 + 4])
-                        } else {
-                            [0; 3]
-                        };
-                        for (i, px) in row.chunks_exact(4).enumerate() {
-                            let t = forward(px);
-                            o0[i] = t[0].wrapping_sub(pred[0]);
-                            o1[i] = t[1].wrapping_sub(pred[1]);
-                            o2[i] = t[2].wrapping_sub(pred[2]);
-                            if left {
-                                pred = t;
-                            }
-                        }
-                    } else {
+                    if self.modes[tile] != MODE_INTRA {
                         let (dx, dyv) = self.vectors[tile];
                         let sx = (r.x as isize + dx as isize) as usize;
                         let sy = (y as isize + dyv as isize) as usize;
                         let src = &self.prev[sy * stride + sx * 4..sy * stride + (sx + n) * 4];
-                        for (i, (px, s)) in row.chunks_exact(4).zip(src.chunks_exact(4)).enumerate()
-                        {
-                            let t = forward(px);
-                            let p = forward(s);
-                            o0[i] = t[0].wrapping_sub(p[0]);
-                            o1[i] = t[1].wrapping_sub(p[1]);
-                            o2[i] = t[2].wrapping_sub(p[2]);
-                        }
+                        forward_diff(row, src, o0, o1, o2);
+                    } else if !self.config.left_predictor {
+                        forward_diff(row, &[0; 4 * MAX_TILE as usize][..n * 4], o0, o1, o2);
+                    } else {
+                        // First pixel from the one above (0 on the tile's top row), then each
+                        // from its left neighbour.
+                        let above = if dy > 0 {
+                            &frame.row(y as u32 - 1)[r.x * 4..r.x * 4 + 4]
+                        } else {
+                            &[0; 4]
+                        };
+                        forward_diff(&row[..4], above, &mut o0[..1], &mut o1[..1], &mut o2[..1]);
+                        forward_diff(&row[4..], row, &mut o0[1..], &mut o1[1..], &mut o2[1..]);
                     }
                 }
             }
-        }
-        self.body.clear();
-        self.body.reserve(grid.tiles() + 4 * moved + 3 * coded);
-        self.body.extend_from_slice(&self.modes);
-        for (tile, &mode) in self.modes.iter().enumerate() {
-            if mode == MODE_COPY || mode == MODE_RESIDUAL {
-                let (dx, dy) = self.vectors[tile];
-                self.body.extend_from_slice(&dx.to_le_bytes());
-                self.body.extend_from_slice(&dy.to_le_bytes());
-            }
-        }
-        for p in &self.planes {
-            self.body.extend_from_slice(p);
         }
     }
 
     /// Makes `prev` the new frame. Only tiles that are not `same` can differ (in B, G, R).
     fn update_prev(&mut self, frame: &Frame) {
         let stride = self.grid.width * BYTES_PER_PIXEL;
+        if self.modes.iter().all(|&m| m != MODE_SAME) {
+            for (y, row) in self.prev.chunks_exact_mut(stride).enumerate() {
+                row.copy_from_slice(frame.row(y as u32));
+            }
+            return;
+        }
         for tile in 0..self.grid.tiles() {
             if self.modes[tile] == MODE_SAME {
                 continue;
@@ -567,54 +612,129 @@ fn cost_intra(frame: &Frame, r: Rect) -> usize {
     let mut n = 0;
     for y in r.y..r.y + r.h {
         let row = &frame.row(y as u32)[r.x * 4..(r.x + r.w) * 4];
-        let mut pred =
+        let first = forward(row);
+        let pred =
             if y > r.y { forward(&frame.row(y as u32 - 1)[r.x * 4..r.x * 4 + 4]) } else { [0; 3] };
-        for px in row.chunks_exact(4) {
-            let t = forward(px);
-            n += (t[0] != pred[0]) as usize
-                + (t[1] != pred[1]) as usize
-                + (t[2] != pred[2]) as usize;
-            pred = t;
-        }
+        n += (0..3).filter(|&c| first[c] != pred[c]).count() + left_residual_bytes(row);
     }
     n
 }
 
-/// Whether a run of pixels is one colour (says nothing about where it came from).
-fn uniform(run: &[u8]) -> bool {
-    let first = &run[..3];
-    run.chunks_exact(4).all(|p| &p[..3] == first)
-}
-
-/// Nonzero bytes of a residual of tile `r` against the previous frame at `(sx, sy)`.
-fn cost_residual(frame: &Frame, prev: &[u8], grid: &Grid, r: Rect, sx: usize, sy: usize) -> usize {
+/// Nonzero bytes of a residual of tile `r` against the previous frame at `(sx, sy)`. Stops
+/// counting once the count reaches `limit` (the cost to beat): the result is then only known
+/// to be at least `limit`.
+fn cost_residual(
+    frame: &Frame,
+    prev: &[u8],
+    grid: &Grid,
+    r: Rect,
+    sx: usize,
+    sy: usize,
+    limit: usize,
+) -> usize {
     let stride = grid.width * BYTES_PER_PIXEL;
     let mut n = 0;
     for dy in 0..r.h {
         let row = &frame.row((r.y + dy) as u32)[r.x * 4..(r.x + r.w) * 4];
         let p = (sy + dy) * stride + sx * 4;
-        for (a, b) in row.chunks_exact(4).zip(prev[p..p + r.w * 4].chunks_exact(4)) {
-            n += (a[0] != b[0]) as usize + (a[1] != b[1]) as usize + (a[2] != b[2]) as usize;
+        n += differing_bytes(row, &prev[p..p + r.w * 4]);
+        if n >= limit {
+            break;
         }
     }
     n
 }
 
-/// Row hashes are already well mixed: hashing them again would only cost time.
-#[derive(Default)]
-struct IdHasher(u64);
+/// Hash maps of the move search: keys are row hashes and small shifts, and nothing here is
+/// exposed to an adversary who could pick keys to collide (a collision only costs time).
+type FastMap<K, V> = HashMap<K, V, BuildHasherDefault<FastHasher>>;
 
-impl Hasher for IdHasher {
+/// One multiply per word: SipHash's resistance to chosen keys is not needed here.
+#[derive(Default)]
+struct FastHasher(u64);
+
+impl Hasher for FastHasher {
     fn finish(&self) -> u64 {
-        self.0
+        // The product's high bits are its best mixed; hashbrown indexes with the low ones.
+        self.0 ^ (self.0 >> 29)
     }
     fn write(&mut self, bytes: &[u8]) {
         for &b in bytes {
-            self.0 = (self.0 << 8) | b as u64;
+            self.write_u64(b.into());
         }
     }
     fn write_u64(&mut self, n: u64) {
-        self.0 = n;
+        self.0 = (self.0.rotate_left(26) ^ n).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+    fn write_usize(&mut self, n: usize) {
+        self.write_u64(n as u64);
+    }
+    fn write_isize(&mut self, n: isize) {
+        self.write_u64(n as u64);
+    }
+}
+
+/// Pixels in a run the window search hashes.
+const RUN: usize = 16;
+
+/// Polynomial hash of the [`RUN`] pixels (B, G, R) starting at some `x` of a row, and how many
+/// of them differ from their left neighbour within the run, updated in O(1) as the run slides
+/// right by one pixel. Equal runs hash equal; a match is verified before it is used.
+struct RunHash {
+    hash: u64,
+    breaks: u32,
+}
+
+impl RunHash {
+    const BASE: u64 = 0x0000_0100_0000_01b3;
+    /// `BASE^(RUN-1)`: the weight of the run's first pixel.
+    const TOP: u64 = {
+        let mut p = 1u64;
+        let mut i = 1;
+        while i < RUN {
+            p = p.wrapping_mul(Self::BASE);
+            i += 1;
+        }
+        p
+    };
+
+    #[inline(always)]
+    fn px(row: &[u8], x: usize) -> u64 {
+        u64::from(u32::from_le_bytes([row[x * 4], row[x * 4 + 1], row[x * 4 + 2], 0]))
+    }
+
+    /// The run starting at pixel `x` (`x + RUN` must not pass the row's end).
+    fn at(row: &[u8], x: usize) -> Self {
+        let mut hash = 0u64;
+        let mut breaks = 0;
+        for i in x..x + RUN {
+            let p = Self::px(row, i);
+            hash = hash.wrapping_mul(Self::BASE).wrapping_add(p);
+            breaks += u32::from(i > x && p != Self::px(row, i - 1));
+        }
+        Self { hash, breaks }
+    }
+
+    /// From the run starting at `x` to the one starting at `x + 1`.
+    #[inline(always)]
+    fn slide(&mut self, row: &[u8], x: usize) {
+        let (out, next, last) = (Self::px(row, x), Self::px(row, x + 1), Self::px(row, x + RUN));
+        self.hash = self
+            .hash
+            .wrapping_sub(out.wrapping_mul(Self::TOP))
+            .wrapping_mul(Self::BASE)
+            .wrapping_add(last);
+        self.breaks -= u32::from(next != out);
+        self.breaks += u32::from(last != Self::px(row, x + RUN - 1));
+    }
+
+    /// Whether the run is one colour (says nothing about where it came from).
+    fn uniform(&self) -> bool {
+        self.breaks == 0
+    }
+
+    fn key(&self) -> u64 {
+        self.hash
     }
 }
 
@@ -626,4 +746,31 @@ fn tile_equals(grid: &Grid, frame: &Frame, prev: &[u8], r: Rect, sx: usize, sy: 
         let p = (sy + dy) * stride + sx * 4;
         same_pixels(cur, &prev[p..p + r.w * 4])
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_sliding_run_hash_equals_the_hash_of_the_run_it_slid_to() {
+        // Flat stretches (uniform runs), X bytes that must not count, and colour.
+        let row: Vec<u8> = (0..4 * 200u32)
+            .map(|i| match (i % 4, i / 4) {
+                (3, _) => (i * 13) as u8,
+                (_, p) if (40..90).contains(&p) => 7,
+                (c, p) => (p * 31 + c * 5) as u8 ^ (p / 3) as u8,
+            })
+            .collect();
+        let mut run = RunHash::at(&row, 0);
+        for x in 1..=200 - RUN {
+            run.slide(&row, x - 1);
+            let direct = RunHash::at(&row, x);
+            assert_eq!((run.key(), run.breaks), (direct.key(), direct.breaks), "x = {x}");
+            let colours: Vec<&[u8]> =
+                row[x * 4..(x + RUN) * 4].chunks(4).map(|p| &p[..3]).collect();
+            assert_eq!(run.uniform(), colours.iter().all(|c| *c == colours[0]), "x = {x}");
+        }
+        assert!(RunHash::at(&row, 50).uniform() && !RunHash::at(&row, 30).uniform());
+    }
 }
