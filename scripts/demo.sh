@@ -103,7 +103,7 @@ echo "approved by 'approver'"
 step "agent: waiting for the new policy and for capture of '$me' to start"
 for _ in $(seq 100); do
   "$rearview" --socket "$demo/agent/rearview.sock" --json status >"$demo/status.json" 2>/dev/null || true
-  jq -e '[.sessions[]? | select(.capturing == true)] | length > 0' "$demo/status.json" >/dev/null 2>&1 && break
+  jq -e '[.sessions[]? | select(.capture == "capturing")] | length > 0' "$demo/status.json" >/dev/null 2>&1 && break
   sleep 0.2
 done
 "$rearview" --socket "$demo/agent/rearview.sock" status || true

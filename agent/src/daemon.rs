@@ -101,22 +101,11 @@ pub struct Options {
     pub worker_exe: PathBuf,
     /// Enroll with this one-time token at start if not enrolled yet.
     pub enroll_token: Option<String>,
-    /// Where removable media are mounted (default [`indicators::DEFAULT_REMOVABLE_ROOTS`]).
-    pub removable_roots: Vec<PathBuf>,
 }
 
 impl Options {
     pub fn new(config: AgentConfig, worker_exe: PathBuf) -> Self {
-        Self {
-            config,
-            config_path: None,
-            worker_exe,
-            enroll_token: None,
-            removable_roots: indicators::DEFAULT_REMOVABLE_ROOTS
-                .iter()
-                .map(PathBuf::from)
-                .collect(),
-        }
+        Self { config, config_path: None, worker_exe, enroll_token: None }
     }
 }
 
@@ -222,11 +211,11 @@ impl Daemon {
         ));
 
         let (sessions_tx, sessions_rx) = watch::channel(SessionsState::default());
-        tokio::spawn(sessions::watch(config.display().map(str::to_string), sessions_tx));
+        tokio::spawn(sessions::watch(config.fixed_sessions().to_vec(), sessions_tx));
 
         let (activity_tx, activity_rx) = mpsc::channel(64);
         let places = Places {
-            removable_roots: opts.removable_roots.clone(),
+            removable_roots: config.removable_roots().to_vec(),
             watched_folders: config.watched_folders().to_vec(),
         };
         if let Err(e) = indicators::spawn(places, activity_tx) {

@@ -26,8 +26,6 @@ use rearview_config::IndicatorKind;
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
-/// Where removable media get mounted on common desktops.
-pub const DEFAULT_REMOVABLE_ROOTS: &[&str] = &["/media", "/run/media", "/mnt"];
 /// How often mount points are re-read.
 pub const RESCAN: Duration = Duration::from_secs(2);
 /// Repeated closes of one path within this span are one copy.

@@ -12,6 +12,7 @@
 
 use std::time::Duration;
 
+use rearview_config::FixedSession;
 use tokio::sync::watch;
 
 pub mod logind;
@@ -51,35 +52,72 @@ pub struct SessionsState {
     pub problem: Option<String>,
 }
 
-/// The fixed-display session: the daemon's own user on `display`.
-pub fn fixed_session(display: &str) -> Session {
-    let uid = nix::unistd::geteuid();
-    let gid = nix::unistd::getegid();
-    let user = nix::unistd::User::from_uid(uid)
-        .ok()
-        .flatten()
-        .map(|u| u.name)
-        .unwrap_or_else(|| uid.to_string());
-    let env = ["XAUTHORITY", "DBUS_SESSION_BUS_ADDRESS"]
-        .iter()
-        .filter_map(|k| std::env::var(k).ok().map(|v| (k.to_string(), v)))
-        .collect();
-    Session {
-        id: format!("fixed:{display}"),
-        user,
+/// The session of a fixed display: `user`'s, or the daemon's own user's when `None`.
+///
+/// A named user must exist, and only a root daemon may record someone else's display (the
+/// worker runs as the session's user, and only root can start it so).
+pub fn fixed_session(fixed: &FixedSession) -> Result<Session, String> {
+    let me = nix::unistd::geteuid();
+    let user = match &fixed.user {
+        None => nix::unistd::User::from_uid(me).ok().flatten(),
+        Some(name) => match nix::unistd::User::from_name(name) {
+            Ok(Some(u)) => Some(u),
+            Ok(None) => {
+                return Err(format!(
+                    "capture.sessions: user {name:?} of display {} does not exist",
+                    fixed.display
+                ))
+            }
+            Err(e) => return Err(format!("capture.sessions: cannot look up user {name:?}: {e}")),
+        },
+    };
+    let (name, uid, gid) = match user {
+        Some(u) => (u.name, u.uid, u.gid),
+        None => (me.to_string(), me, nix::unistd::getegid()),
+    };
+    if uid != me && !me.is_root() {
+        return Err(format!(
+            "capture.sessions: display {} belongs to {name:?}, but the daemon is not root and \
+             cannot record another user's display",
+            fixed.display
+        ));
+    }
+    // The daemon's own session inherits how it reaches the display; another user's fixed
+    // display is reached without (a kiosk or test server with no X authority file).
+    let env = if uid == me {
+        ["XAUTHORITY", "DBUS_SESSION_BUS_ADDRESS"]
+            .iter()
+            .filter_map(|k| std::env::var(k).ok().map(|v| (k.to_string(), v)))
+            .collect()
+    } else {
+        Vec::new()
+    };
+    Ok(Session {
+        id: format!("fixed:{}", fixed.display),
+        user: name,
         uid: uid.as_raw(),
         gid: gid.as_raw(),
-        display: display.to_string(),
+        display: fixed.display.clone(),
         active: true,
         locked: false,
         env,
-    }
+    })
 }
 
-/// Keeps `tx` up to date: the fixed display when configured, logind otherwise.
-pub async fn watch(fixed_display: Option<String>, tx: watch::Sender<SessionsState>) {
-    if let Some(display) = fixed_display {
-        tx.send_replace(SessionsState { sessions: vec![fixed_session(&display)], problem: None });
+/// Keeps `tx` up to date: the fixed displays when configured, logind otherwise.
+pub async fn watch(fixed: Vec<FixedSession>, tx: watch::Sender<SessionsState>) {
+    if !fixed.is_empty() {
+        let mut state = SessionsState::default();
+        for f in &fixed {
+            match fixed_session(f) {
+                Ok(s) => state.sessions.push(s),
+                Err(problem) => {
+                    tracing::error!("{problem}");
+                    state.problem = Some(problem);
+                }
+            }
+        }
+        tx.send_replace(state);
         return;
     }
     loop {

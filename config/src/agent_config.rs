@@ -20,12 +20,19 @@
 //! socket      = "/run/rearview/rearview.sock"  default shown (absolute)
 //! admin_group = "rearview-admin"               optional: this group may use the socket besides root
 //!
-//! [capture]
-//! display = ":99"                              optional fixed X display (tests, demo);
-//!                                              absent: sessions are discovered through logind
+//! [capture]                                    absent: sessions are discovered through logind
+//! display = ":99"                              optional fixed X display, recorded as the session
+//!                                              of the user the daemon runs as (demo, tests)
+//! sessions = [{ display = ":5", user = "alice" }]
+//!                                              or: fixed displays, each the session of a named
+//!                                              login (kiosks, labs, tests); the daemon must run
+//!                                              as root to record another user's display
 //!
 //! [indicators]
-//! watched_folders = ["/srv/projects"]          copies out of these raise watched_folder_copy
+//! watched_folders = ["/srv/projects"]          files copied into these raise watched_folder_copy
+//! removable_roots = ["/media", "/run/media", "/mnt"]
+//!                                              default shown: mounts under these are removable
+//!                                              media; copies onto them raise removable_media_copy
 //!
 //! [log]
 //! format = "text"                              "text" or "json"
@@ -231,18 +238,48 @@ pub struct CliSection {
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CaptureSection {
-    /// Fixed X display instead of logind discovery.
+    /// Fixed X display of the daemon's own user, instead of logind discovery.
     #[serde(default)]
     pub display: Option<String>,
+    /// Fixed displays of named users, instead of logind discovery.
+    #[serde(default)]
+    pub sessions: Vec<FixedSession>,
+}
+
+/// One fixed display and whose session it is (`None`: the user the daemon runs as).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FixedSession {
+    /// X display, e.g. `":5"`.
+    pub display: String,
+    /// Login name whose session this display is.
+    #[serde(default)]
+    pub user: Option<String>,
 }
 
 /// `[indicators]`.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct IndicatorsSection {
-    /// Folders whose files, copied elsewhere, raise `watched_folder_copy`.
+    /// Folders whose files, copied into them, raise `watched_folder_copy`.
     #[serde(default)]
     pub watched_folders: Vec<PathBuf>,
+    /// Where removable media get mounted.
+    #[serde(default = "default_removable_roots")]
+    pub removable_roots: Vec<PathBuf>,
+}
+
+impl Default for IndicatorsSection {
+    fn default() -> Self {
+        Self { watched_folders: Vec::new(), removable_roots: default_removable_roots() }
+    }
+}
+
+/// Where removable media get mounted on common desktops.
+pub const DEFAULT_REMOVABLE_ROOTS: &[&str] = &["/media", "/run/media", "/mnt"];
+
+fn default_removable_roots() -> Vec<PathBuf> {
+    DEFAULT_REMOVABLE_ROOTS.iter().map(PathBuf::from).collect()
 }
 
 /// `[log]`.
@@ -303,8 +340,9 @@ pub struct AgentConfig {
     spool_max_bytes: u64,
     socket: PathBuf,
     admin_group: Option<String>,
-    display: Option<String>,
+    fixed_sessions: Vec<FixedSession>,
     watched_folders: Vec<PathBuf>,
+    removable_roots: Vec<PathBuf>,
     log_format: LogFormat,
     log_level: LogLevel,
 }
@@ -377,28 +415,42 @@ impl TryFrom<AgentConfigFile> for AgentConfig {
         }
         check_absolute("cli.socket", &f.cli.socket)?;
         if let Some(g) = &f.cli.admin_group {
-            let ok = !g.is_empty()
-                && g.len() <= 32
-                && g.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b))
-                && !g.starts_with('-');
-            if !ok {
+            if !is_unix_name(g) {
                 return Err(invalid("cli.admin_group", format!("{g:?} is not a valid group name")));
             }
         }
-        if let Some(d) = &f.capture.display {
-            let ok = d.split_once(':').is_some_and(|(host, rest)| {
-                let (num, screen) = rest.split_once('.').unwrap_or((rest, "0"));
-                host.bytes().all(|b| b.is_ascii_alphanumeric() || b".-".contains(&b))
-                    && !num.is_empty()
-                    && num.bytes().all(|b| b.is_ascii_digit())
-                    && !screen.is_empty()
-                    && screen.bytes().all(|b| b.is_ascii_digit())
-            });
-            if !ok {
+        if f.capture.display.is_some() && !f.capture.sessions.is_empty() {
+            return Err(invalid(
+                "capture.sessions",
+                "set either capture.display (the daemon's own user) or capture.sessions, not both",
+            ));
+        }
+        let fixed_sessions: Vec<FixedSession> = match f.capture.display {
+            Some(display) => vec![FixedSession { display, user: None }],
+            None => f.capture.sessions,
+        };
+        if fixed_sessions.len() > 16 {
+            return Err(invalid("capture.sessions", "must list at most 16 displays"));
+        }
+        let field = if fixed_sessions.len() == 1 && fixed_sessions[0].user.is_none() {
+            "capture.display"
+        } else {
+            "capture.sessions"
+        };
+        for (i, s) in fixed_sessions.iter().enumerate() {
+            if !is_x_display(&s.display) {
                 return Err(invalid(
-                    "capture.display",
-                    format!("{d:?} is not an X display like \":0\""),
+                    field,
+                    format!("{:?} is not an X display like \":0\"", s.display),
                 ));
+            }
+            if fixed_sessions[..i].iter().any(|other| other.display == s.display) {
+                return Err(invalid(field, format!("display {:?} is listed twice", s.display)));
+            }
+            if let Some(u) = &s.user {
+                if !is_unix_name(u) {
+                    return Err(invalid(field, format!("{u:?} is not a valid user name")));
+                }
             }
         }
         if f.indicators.watched_folders.len() > 64 {
@@ -406,6 +458,12 @@ impl TryFrom<AgentConfigFile> for AgentConfig {
         }
         for p in &f.indicators.watched_folders {
             check_absolute("indicators.watched_folders", p)?;
+        }
+        if f.indicators.removable_roots.len() > 64 {
+            return Err(invalid("indicators.removable_roots", "must list at most 64 folders"));
+        }
+        for p in &f.indicators.removable_roots {
+            check_absolute("indicators.removable_roots", p)?;
         }
         Ok(AgentConfig {
             server_url: f.server_url.trim_end_matches('/').to_string(),
@@ -415,12 +473,33 @@ impl TryFrom<AgentConfigFile> for AgentConfig {
             spool_max_bytes: f.spool.max_bytes.0,
             socket: f.cli.socket,
             admin_group: f.cli.admin_group,
-            display: f.capture.display,
+            fixed_sessions,
             watched_folders: f.indicators.watched_folders,
+            removable_roots: f.indicators.removable_roots,
             log_format: f.log.format,
             log_level: f.log.level,
         })
     }
+}
+
+/// A user or group name as `useradd` accepts it (portable subset, at most 32 bytes).
+fn is_unix_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 32
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b))
+        && !name.starts_with('-')
+}
+
+/// `[host]:display[.screen]`, e.g. `":0"`, `":99.0"`, `"localhost:10"`.
+fn is_x_display(d: &str) -> bool {
+    d.split_once(':').is_some_and(|(host, rest)| {
+        let (num, screen) = rest.split_once('.').unwrap_or((rest, "0"));
+        host.bytes().all(|b| b.is_ascii_alphanumeric() || b".-".contains(&b))
+            && !num.is_empty()
+            && num.bytes().all(|b| b.is_ascii_digit())
+            && !screen.is_empty()
+            && screen.bytes().all(|b| b.is_ascii_digit())
+    })
 }
 
 impl AgentConfig {
@@ -490,13 +569,18 @@ impl AgentConfig {
     pub fn admin_group(&self) -> Option<&str> {
         self.admin_group.as_deref()
     }
-    /// Fixed X display, if configured.
-    pub fn display(&self) -> Option<&str> {
-        self.display.as_deref()
+    /// Fixed displays to record instead of discovering sessions through logind (empty: use
+    /// logind).
+    pub fn fixed_sessions(&self) -> &[FixedSession] {
+        &self.fixed_sessions
     }
     /// Folders watched for `watched_folder_copy`.
     pub fn watched_folders(&self) -> &[PathBuf] {
         &self.watched_folders
+    }
+    /// Folders under which mounts are removable media (`removable_media_copy`).
+    pub fn removable_roots(&self) -> &[PathBuf] {
+        &self.removable_roots
     }
     /// Log format.
     pub fn log_format(&self) -> LogFormat {
@@ -525,8 +609,12 @@ mod tests {
         assert_eq!(c.spool_max_bytes(), 2_000_000_000);
         assert_eq!(c.socket_path(), Path::new("/run/rearview/rearview.sock"));
         assert_eq!(c.admin_group(), None);
-        assert_eq!(c.display(), None);
+        assert!(c.fixed_sessions().is_empty());
         assert!(c.watched_folders().is_empty());
+        assert_eq!(
+            c.removable_roots(),
+            [Path::new("/media"), Path::new("/run/media"), Path::new("/mnt")]
+        );
         assert_eq!(c.log_format(), LogFormat::Text);
         assert_eq!(c.log_level(), LogLevel::Info);
     }
@@ -591,6 +679,28 @@ mod tests {
                 "indicators.watched_folders",
                 "server_url = \"https://x\"\n[indicators]\nwatched_folders = [\"rel\"]",
             ),
+            (
+                "indicators.removable_roots",
+                "server_url = \"https://x\"\n[indicators]\nremovable_roots = [\"media\"]",
+            ),
+            (
+                "capture.sessions",
+                "server_url = \"https://x\"\n[capture]\ndisplay = \":1\"\n\
+                 sessions = [{display = \":2\", user = \"bob\"}]",
+            ),
+            (
+                "capture.sessions",
+                "server_url = \"https://x\"\n[capture]\n\
+                 sessions = [{display = \":2\", user = \"a\"}, {display = \":2\", user = \"b\"}]",
+            ),
+            (
+                "capture.sessions",
+                "server_url = \"https://x\"\n[capture]\nsessions = [{display = \":2\", user = \"x y\"}]",
+            ),
+            (
+                "capture.sessions",
+                "server_url = \"https://x\"\n[capture]\nsessions = [{display = \"2\", user = \"bob\"}]",
+            ),
         ];
         for (field, text) in cases {
             match AgentConfig::from_toml_str(text) {
@@ -615,8 +725,18 @@ mod tests {
         }
         for d in [":0", ":99", ":1.0", "localhost:10.0"] {
             let text = format!("{MINIMAL}[capture]\ndisplay = \"{d}\"\n");
-            assert_eq!(AgentConfig::from_toml_str(&text).unwrap().display(), Some(d));
+            let fixed = FixedSession { display: d.to_string(), user: None };
+            assert_eq!(AgentConfig::from_toml_str(&text).unwrap().fixed_sessions(), [fixed]);
         }
+        let text = format!(
+            "{MINIMAL}[capture]\nsessions = [{{display = \":5\", user = \"alice\"}}, \
+             {{display = \":6\", user = \"bob\"}}]\n[indicators]\nremovable_roots = [\"/srv/usb\"]\n"
+        );
+        let c = AgentConfig::from_toml_str(&text).unwrap();
+        let users: Vec<_> =
+            c.fixed_sessions().iter().map(|s| (s.display.as_str(), s.user.as_deref())).collect();
+        assert_eq!(users, [(":5", Some("alice")), (":6", Some("bob"))]);
+        assert_eq!(c.removable_roots(), [Path::new("/srv/usb")]);
     }
 
     #[test]

@@ -77,7 +77,8 @@ pub mod trust;
 pub use time;
 
 pub use agent_config::{
-    AgentConfig, ByteSize, ConfigError, LogFormat, LogLevel, DEFAULT_CONFIG_PATH,
+    AgentConfig, ByteSize, ConfigError, FixedSession, LogFormat, LogLevel, DEFAULT_CONFIG_PATH,
+    DEFAULT_REMOVABLE_ROOTS,
 };
 pub use envelope::{
     Domain, EnvelopeError, SignatureError, SignedEnvelope, MAX_ENVELOPE_BYTES, MAX_PAYLOAD_BYTES,

@@ -13,7 +13,7 @@ fn packaging_agent_toml_parses() {
     assert_eq!(c.ring_max_bytes(), 2_000_000_000);
     assert_eq!(c.spool_max_bytes(), 2_000_000_000);
     assert_eq!(c.admin_group(), Some("rearview-admin"));
-    assert_eq!(c.display(), None);
+    assert!(c.fixed_sessions().is_empty());
     assert_eq!(c.log_format(), LogFormat::Text);
     assert_eq!(c.log_level(), LogLevel::Info);
 }
