@@ -206,6 +206,23 @@ fn debug_output_shows_no_content() {
     }
 }
 
+/// Rewrites the seeds of the `segment` fuzz target (`fuzz/seeds/segment`) from real writer
+/// output: run with `--ignored` after a format change.
+#[test]
+#[ignore = "writes fuzz seeds into the source tree"]
+fn write_fuzz_seeds() {
+    let dir = std::path::Path::new("fuzz/seeds/segment");
+    std::fs::create_dir_all(dir).unwrap();
+    for frames in [1, 3, 6] {
+        let (bytes, _) = build(frames);
+        std::fs::write(dir.join(format!("segment-{W}x{H}-{frames}-frames")), bytes).unwrap();
+    }
+    let mut w = SegmentWriter::new(context()).unwrap();
+    w.push_frame(&frame(0)).unwrap();
+    let done = w.finish().unwrap();
+    std::fs::write(dir.join(format!("segment-{W}x{H}-no-events")), &done.plaintext[..]).unwrap();
+}
+
 proptest! {
     #![proptest_config(ProptestConfig {
         cases: 512,
