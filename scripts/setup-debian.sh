@@ -11,6 +11,10 @@ packages=(
   libpipewire-0.3-dev libwayland-dev libegl-dev libgbm-dev
   # tests, benches and demo: a real X server, real X clients, xdotool to drive them
   xvfb xdotool x11-xserver-utils x11-utils xterm
+  # the acceptance test creates its users (useradd) and copies as one of them (runuser)
+  passwd util-linux
+  # packaging: cargo-deb's dependency scan, the maintainer scripts, `systemd-analyze verify`
+  dpkg-dev adduser init-system-helpers systemd
   # the demo script reads the console CLI's JSON answers
   jq
   # codec benchmark anchors (libx264rgb); optional at run time, installed for comparable figures
