@@ -92,6 +92,13 @@ fn capturing(agent: &Agent, user: &str) -> Option<()> {
     agent.session(user).filter(|s| s["capture"] == "capturing").map(|_| ())
 }
 
+/// Real, effective, saved and filesystem uid of a process (`/proc/PID/status`).
+fn process_uids(pid: u64) -> Vec<u32> {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("Uid:")).unwrap();
+    line.split_whitespace().skip(1).map(|v| v.parse().unwrap()).collect()
+}
+
 fn chmod(path: &Path, mode: u32) {
     fs::set_permissions(path, fs::Permissions::from_mode(mode)).unwrap();
 }
@@ -103,9 +110,7 @@ fn the_usb_copy_story_end_to_end() {
     let dir = tmp.path();
     // alice copies from here; her capture worker runs as her.
     chmod(dir, 0o755);
-    for user in ["alice", "bob", "carol"] {
-        ensure_user(user);
-    }
+    let uids: Vec<u32> = ["alice", "bob", "carol"].into_iter().map(ensure_user).collect();
 
     // ---- 1. tenant, people, approvals ----------------------------------------------------
     let mut console = Console::start(dir, "contoso");
@@ -183,6 +188,12 @@ fn the_usb_copy_story_end_to_end() {
     assert_eq!(status["enrollment"]["enrolled"], true);
     assert_eq!(status["policy"]["users_in_scope"], 2, "{status:#}");
     assert_eq!(status["policy"]["capture_enabled"], true);
+    // Each capture worker runs as its session's user, not as root.
+    for (user, uid) in [("alice", uids[0]), ("bob", uids[1])] {
+        let session = agent.session(user).unwrap();
+        let pid = session["worker_pid"].as_u64().expect("a capture worker");
+        assert_eq!(process_uids(pid), [uid; 4], "{user}'s worker (real, effective, saved, fs uid)");
+    }
     let carol_session = agent.session("carol").expect("carol's session is known");
     assert_eq!(carol_session["capture"], "not approved", "{carol_session:#}");
     assert_eq!(carol_session["worker_pid"], Value::Null);
