@@ -1180,18 +1180,22 @@ impl Daemon {
 
     fn clip_reports(&self) -> Vec<status::ClipReport> {
         let up = self.uploader.status().unwrap_or_default();
-        let pending = pending_clip_ids(self.opts.config.data_dir());
         self.clips
             .clips
             .iter()
             .map(|c| {
+                // Handed to the spool: what the spool says (pending, sent, refused, lost).
                 let state = if c.state == "pending" {
                     if up.uploading.as_deref() == Some(c.id.as_str()) {
                         "uploading".to_string()
-                    } else if pending.as_ref().is_some_and(|p| !p.contains(&c.id)) {
-                        "sent".to_string()
                     } else {
-                        "pending".to_string()
+                        // (Never a second Spool::open here: opening reconciles, and would
+                        // delete a segment file the uploader is about to commit.)
+                        self.uploader
+                            .clip_state(&c.id)
+                            .ok()
+                            .flatten()
+                            .unwrap_or_else(|| "pending".to_string())
                     }
                 } else {
                     c.state.clone()
@@ -1243,11 +1247,6 @@ impl Daemon {
 }
 
 /// Ids of clips the spool still has to send (`None` when the spool cannot be read).
-fn pending_clip_ids(data_dir: &std::path::Path) -> Option<Vec<String>> {
-    let spool = rearview_uploader::spool::Spool::open(&data_dir.join("spool")).ok()?;
-    Some(spool.pending().ok()?.into_iter().map(|c| c.manifest.clip_id).collect())
-}
-
 fn json<T: serde::Serialize>(v: &T) -> Response {
     match serde_json::to_value(v) {
         Ok(v) => Response::ok(v),

@@ -150,8 +150,9 @@ pub struct ClipReport {
     pub reason: String,
     pub from_utc_micros: i64,
     pub to_utc_micros: i64,
-    /// `collecting` (window still open), `pending` (in the spool), `uploading`, `sent`,
-    /// `failed`.
+    /// `collecting` (window still open), `pending` (in the spool), `uploading`, `sent` (the
+    /// console has all of it), `refused` (by the console, for good), `lost` (dropped from a
+    /// full offline cache), `failed` (never reached the spool).
     pub state: String,
     pub segments: usize,
     /// Parts of the window the ring did not hold, in words.

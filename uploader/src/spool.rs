@@ -15,7 +15,7 @@
 //! SPOOL/segments/<sha256>        sealed segment bytes, named by their SHA-256
 //!
 //! clips      clip_id PK, user, manifest_json, bytes (sum of its segment sizes),
-//!            state (pending | sent | refused), enqueued_ms, sent_ms
+//!            state (pending | sent | refused | lost), enqueued_ms, sent_ms
 //! clip_segments  clip_id, sha256              which segments a clip names
 //! segments   sha256 PK, size, sent (0/1)      one row per file in segments/
 //! usage      day (YYYY-MM-DD, UTC), user, bytes    upload bytes per user per day
@@ -227,7 +227,7 @@ impl Spool {
             })
             .optional()?;
         let Some(clip_id) = oldest else { return Ok(None) };
-        let (segments, bytes) = self.release(&clip_id, true)?;
+        let (segments, bytes) = self.release(&clip_id, "lost")?;
         self.bump("lost_clips", 1)?;
         self.bump("lost_segments", segments)?;
         self.bump("lost_bytes", bytes)?;
@@ -235,9 +235,10 @@ impl Spool {
         Ok(Some(clip_id))
     }
 
-    /// Removes a clip from the pending set (deleting it when `delete`, else marking it sent) and
-    /// deletes segment files no other pending clip names. Returns (segments, bytes) deleted.
-    fn release(&self, clip_id: &str, delete: bool) -> Result<(u64, u64), UploadError> {
+    /// Takes a clip out of the pending set into `state` (`sent`, `refused` or `lost`: the row
+    /// stays, so `clip_state` can tell which) and deletes segment files no other pending clip
+    /// names. Returns (segments, bytes) deleted.
+    fn release(&self, clip_id: &str, state: &str) -> Result<(u64, u64), UploadError> {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
         let orphans: Vec<(String, i64)> = {
@@ -252,14 +253,10 @@ impl Spool {
                 .collect::<Result<_, _>>()?;
             rows
         };
-        if delete {
-            tx.execute("DELETE FROM clips WHERE clip_id = ?1", [clip_id])?;
-        } else {
-            tx.execute(
-                "UPDATE clips SET state = 'sent', sent_ms = ?1 WHERE clip_id = ?2",
-                params![crate::now_ms(), clip_id],
-            )?;
-        }
+        tx.execute(
+            "UPDATE clips SET state = ?1, sent_ms = CASE WHEN ?1 = 'sent' THEN ?2 END WHERE clip_id = ?3",
+            params![state, crate::now_ms(), clip_id],
+        )?;
         tx.execute("DELETE FROM clip_segments WHERE clip_id = ?1", [clip_id])?;
         for (sha, _) in &orphans {
             tx.execute("DELETE FROM segments WHERE sha256 = ?1", [sha])?;
@@ -276,9 +273,9 @@ impl Spool {
     /// The console refused the clip for good (4xx): keep its row (state `refused`, with the
     /// reason) for the record, free its files, and stop retrying it.
     pub fn mark_refused(&self, clip_id: &str, reason: &str) -> Result<(), UploadError> {
-        self.release(clip_id, false)?;
+        self.release(clip_id, "refused")?;
         self.conn().execute(
-            "UPDATE clips SET state = 'refused', manifest_json = json_set(manifest_json, '$.refused', ?1) WHERE clip_id = ?2",
+            "UPDATE clips SET manifest_json = json_set(manifest_json, '$.refused', ?1) WHERE clip_id = ?2",
             params![reason, clip_id],
         )?;
         Ok(())
@@ -292,7 +289,16 @@ impl Spool {
 
     /// The console has every segment of `clip_id`: forget its files.
     pub fn mark_sent(&self, clip_id: &str) -> Result<(), UploadError> {
-        self.release(clip_id, false).map(|_| ())
+        self.release(clip_id, "sent").map(|_| ())
+    }
+
+    /// Where a clip is: `pending`, `sent`, `refused` or `lost` (dropped from a full offline
+    /// cache); `None` when the spool never had it.
+    pub fn clip_state(&self, clip_id: &str) -> Result<Option<String>, UploadError> {
+        Ok(self
+            .conn()
+            .query_row("SELECT state FROM clips WHERE clip_id = ?1", [clip_id], |r| r.get(0))
+            .optional()?)
     }
 
     /// Pending clips, oldest first.

@@ -458,6 +458,12 @@ impl Uploader {
         self.client().activity(&ActivityBatch { events }).await
     }
 
+    /// Where a clip handed to [`Uploader::enqueue_clip`] is: `pending`, `sent`, `refused` or
+    /// `lost` (see [`Spool::clip_state`]).
+    pub fn clip_state(&self, clip_id: &str) -> Result<Option<String>, UploadError> {
+        self.spool.clip_state(clip_id)
+    }
+
     pub fn status(&self) -> Result<Status, UploadError> {
         let spool = self.spool.stats()?;
         let bytes_today = self.spool.usage(&utc_day())?;

@@ -92,4 +92,9 @@ async fn offline_cache_overwrites_oldest_and_reports_the_loss() {
     let ids: Vec<String> =
         console.clips().await.iter().map(|c| c["id"].as_str().unwrap().to_owned()).collect();
     assert_eq!(ids, vec!["clip-1".to_string(), "clip-2".to_string()]);
+    // The device tells each clip's fate (`rearview clips`), a lost one is not "sent".
+    let state = |id: &str| device.uploader.clip_state(id).unwrap();
+    assert_eq!(state("clip-0").as_deref(), Some("lost"));
+    assert_eq!(state("clip-1").as_deref(), Some("sent"));
+    assert_eq!(state("never-enqueued"), None);
 }
