@@ -217,6 +217,10 @@ impl WorkerHandle {
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
+            // A process group of its own: a Ctrl-C at the terminal running the daemon (SIGINT
+            // to the whole foreground group) must not kill the worker before the daemon has
+            // asked it to finish and hand over its open segments.
+            .process_group(0)
             .kill_on_drop(true);
         for k in ["RUST_LOG", "REARVIEW_LOG_FORMAT"] {
             if let Ok(v) = std::env::var(k) {

@@ -6,6 +6,7 @@
 //! a console address where nothing listens: these tests are about what the daemon records,
 //! not about the protocol (the uploader's tests hold the console side).
 
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -96,7 +97,9 @@ level = "info"
     }
 
     fn start(&mut self) {
+        // Its own process group, as a shell job is: Ctrl-C reaches the whole group.
         let child = Command::new(env!("CARGO_BIN_EXE_rearviewd"))
+            .process_group(0)
             .arg("--config")
             .arg(self.dir.path().join("agent.toml"))
             .env("RUST_LOG", "info")
@@ -208,12 +211,20 @@ level = "info"
     }
 
     fn stop(&mut self) -> std::process::ExitStatus {
+        self.signal(nix::sys::signal::Signal::SIGTERM, false)
+    }
+
+    /// Sends `signal` to the daemon, or to its whole process group (a terminal's Ctrl-C sends
+    /// SIGINT to every process of the foreground job, capture workers included), and waits.
+    fn signal(
+        &mut self,
+        signal: nix::sys::signal::Signal,
+        whole_group: bool,
+    ) -> std::process::ExitStatus {
         let mut child = self.daemon.take().unwrap();
-        nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(child.id() as i32),
-            nix::sys::signal::Signal::SIGTERM,
-        )
-        .unwrap();
+        let pid = child.id() as i32;
+        let target = if whole_group { -pid } else { pid };
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(target), signal).unwrap();
         child.wait().unwrap()
     }
 }
@@ -360,16 +371,25 @@ fn trigger_yields_a_clip_with_the_screen_and_the_typing_of_its_window() {
 
 #[test]
 fn sigterm_keeps_the_open_segment() {
+    stopping_keeps_the_open_segment(nix::sys::signal::Signal::SIGTERM, false);
+}
+
+#[test]
+fn ctrl_c_keeps_the_open_segment() {
+    stopping_keeps_the_open_segment(nix::sys::signal::Signal::SIGINT, true);
+}
+
+fn stopping_keeps_the_open_segment(signal: nix::sys::signal::Signal, whole_group: bool) {
     let mut env = Env::new(None);
     env.start();
     // Segments far longer than the test: the only way one reaches the ring is the drain.
     env.policy(&[(&me(), CaptureMode::SpecificActivities)], 300, 2);
     env.wait_for("frames captured", 60, |s| s.sessions[0].frames >= 3);
     assert_eq!(env.sealed_files(), 0);
-    assert!(env.stop().success());
+    assert!(env.signal(signal, whole_group).success());
     let (ring, _) = Ring::open(RingConfig::new(env.data().join("ring"))).unwrap();
     let entries: Vec<_> = ring.entries().cloned().collect();
-    assert_eq!(entries.len(), 1, "the open segment was not stored at SIGTERM");
+    assert_eq!(entries.len(), 1, "the open segment was not stored at {signal}");
     let plain = env.open_segment(&ring.read(entries[0].id).unwrap());
     let seg = Segment::parse(&plain).unwrap();
     assert!(seg.header().frame_count >= 3);
