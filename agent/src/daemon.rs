@@ -197,7 +197,7 @@ impl Daemon {
             errors.push(ErrorRecord { at_utc_micros: now_micros(), what: p });
         }
         let mut ring = ring;
-        release_unknown_pins(&mut ring, &mut clips);
+        reconcile_pins(&mut ring, &mut clips);
 
         let listener = admin::bind(config.socket_path()).map_err(|e| DaemonError::Socket {
             path: config.socket_path().to_path_buf(),
@@ -727,6 +727,22 @@ impl Daemon {
             })
             .map(|e| e.id)
             .collect();
+        // The record first, then the pins: a crash in between leaves a known clip whose pins
+        // the restart adopts (`reconcile_pins`), never pins of a clip nobody remembers.
+        self.clips.clips.push(Clip {
+            id: id.clone(),
+            trigger_id: trigger_id.clone(),
+            user,
+            reason,
+            mode: gate::mode_name(CaptureMode::SpecificActivities).into(),
+            from_utc_micros: from,
+            to_utc_micros: to,
+            segments: Vec::new(),
+            state: "collecting".into(),
+            missing: Vec::new(),
+            error: None,
+        });
+        self.save_clips();
         let mut segments = Vec::new();
         for sid in held {
             if self.ring.pin(sid, &id).is_ok() {
@@ -734,19 +750,9 @@ impl Daemon {
             }
         }
         tracing::info!(clip = id, trigger = ?trigger_id, segments = segments.len(), "clip opened");
-        self.clips.clips.push(Clip {
-            id,
-            trigger_id,
-            user,
-            reason,
-            mode: gate::mode_name(CaptureMode::SpecificActivities).into(),
-            from_utc_micros: from,
-            to_utc_micros: to,
-            segments,
-            state: "collecting".into(),
-            missing: Vec::new(),
-            error: None,
-        });
+        if let Some(clip) = self.clips.clips.iter_mut().find(|c| c.id == id) {
+            clip.segments = segments;
+        }
         self.save_clips();
     }
 
@@ -1314,14 +1320,111 @@ fn cpu_settings(policy: Option<&VerifiedPolicy>) -> (f64, u32) {
     }
 }
 
-/// Pins whose clip the state file does not know (a crash between pinning and saving) would
-/// keep segments forever; release them, and forget clip segments the ring no longer holds.
-fn release_unknown_pins(ring: &mut Ring, book: &mut ClipBook) {
-    let known: Vec<String> =
+/// Brings pins and the clip state file back in line after a restart. A crash can fall between
+/// pinning a segment and saving `clips.json`: pins of a clip the file does not know (or no
+/// longer collects for) are released, segments pinned by a collecting clip but missing from its
+/// list are adopted, and listed segments the ring no longer holds are forgotten.
+fn reconcile_pins(ring: &mut Ring, book: &mut ClipBook) {
+    let known: std::collections::BTreeSet<String> =
         book.clips.iter().filter(|c| c.collecting()).map(|c| c.id.clone()).collect();
     let owners: std::collections::BTreeSet<String> =
         ring.entries().filter_map(|e| ring.pins(e.id)).flatten().collect();
-    for owner in owners.difference(&known.iter().cloned().collect()) {
+    for owner in owners.difference(&known) {
         let _ = ring.unpin_all(owner);
+    }
+    for clip in book.clips.iter_mut().filter(|c| c.collecting()) {
+        clip.segments.retain(|sid| sid.parse::<SegmentId>().is_ok_and(|id| ring.get(id).is_some()));
+        for e in ring.entries() {
+            let sid = e.id.to_string();
+            let pinned = ring.pins(e.id).is_some_and(|p| p.contains(&clip.id));
+            if pinned && !clip.segments.contains(&sid) {
+                clip.segments.push(sid);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use rearview_capture::seal::{SealBinding, TenantSecretKey};
+    use rearview_capture::segment::{SegmentContext, SegmentHeader};
+    use rearview_capture::{MonitorInfo, Timestamp};
+
+    use super::*;
+
+    fn insert(ring: &mut Ring, key: &TenantSecretKey, n: u8) -> SegmentId {
+        let id = SegmentId::from_bytes([n; 16]);
+        let now = now_micros();
+        let t = |s: i64| Timestamp { utc_micros: now + s * 1_000_000, mono_micros: 0 };
+        let header = SegmentHeader {
+            id,
+            context: SegmentContext {
+                tenant: "contoso".into(),
+                device: "dev-1".into(),
+                user: "alice".into(),
+                session: "s".into(),
+                monitor: MonitorInfo {
+                    id: 0,
+                    name: "m0".into(),
+                    x: 0,
+                    y: 0,
+                    width: 8,
+                    height: 8,
+                    primary: true,
+                },
+            },
+            start: t(i64::from(n)),
+            end: t(i64::from(n) + 1),
+            frame_count: 1,
+            event_count: 0,
+        };
+        let binding = SealBinding { tenant: "contoso", device: "dev-1", segment_id: id };
+        ring.insert(&header, &seal(&key.public_key(), &binding, &[7; 64]).unwrap()).unwrap();
+        id
+    }
+
+    fn clip(id: &str, segments: &[SegmentId]) -> Clip {
+        Clip {
+            id: id.into(),
+            trigger_id: None,
+            user: "alice".into(),
+            reason: "test".into(),
+            mode: "specific-activities".into(),
+            from_utc_micros: 0,
+            to_utc_micros: i64::MAX,
+            segments: segments.iter().map(|s| s.to_string()).collect(),
+            state: "collecting".into(),
+            missing: Vec::new(),
+            error: None,
+        }
+    }
+
+    /// A crash between pinning and saving clips.json, in both orders of damage: on a real ring
+    /// in a temp directory, reconciling adopts the unlisted pin, forgets the vanished segment
+    /// and releases the pin of a clip nobody remembers.
+    #[test]
+    fn restart_reconciles_pins_with_the_clip_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = TenantSecretKey::generate().unwrap();
+        let mut ring = Ring::open(RingConfig::new(dir.path().join("ring"))).unwrap().0;
+        let (listed, unlisted, foreign) =
+            (insert(&mut ring, &key, 1), insert(&mut ring, &key, 2), insert(&mut ring, &key, 3));
+        ring.pin(listed, "clip-a").unwrap();
+        ring.pin(unlisted, "clip-a").unwrap();
+        ring.pin(foreign, "clip-unknown").unwrap();
+        let vanished = SegmentId::from_bytes([9; 16]);
+        let (mut book, problem) = ClipBook::load(&dir.path().join("clips.json"));
+        assert!(problem.is_none(), "{problem:?}");
+        book.clips.push(clip("clip-a", &[listed, vanished]));
+
+        reconcile_pins(&mut ring, &mut book);
+
+        let mut got = book.clips[0].segments.clone();
+        got.sort();
+        let mut want = vec![listed.to_string(), unlisted.to_string()];
+        want.sort();
+        assert_eq!(got, want);
+        assert_eq!(ring.pins(foreign).unwrap_or_default(), Vec::<String>::new());
+        assert_eq!(ring.pins(unlisted).unwrap(), vec!["clip-a".to_string()]);
     }
 }
