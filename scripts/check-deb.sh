@@ -10,7 +10,9 @@ cd "$(dirname "$0")/.."
 fail() { printf 'check-deb: %s\n' "$*" >&2; exit 1; }
 [ "$(id -u)" -eq 0 ] || fail "must run as root (it installs the package)"
 
-scripts/setup-debian.sh
+# Packaging tools besides the build's: cargo-deb's dependency scan (dpkg-shlibdeps), what the
+# maintainer scripts call, and `systemd-analyze verify`.
+scripts/setup-debian.sh dpkg-dev adduser init-system-helpers systemd
 export PATH="$HOME/.cargo/bin:$PATH"
 if ! cargo deb --version >/dev/null 2>&1; then
   cargo install cargo-deb --locked --version 3.8.0

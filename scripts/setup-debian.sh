@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Installs the Debian/Ubuntu packages Rearview builds, tests and demos with.
-# Idempotent: does nothing when every package is already there. Needs root (or sudo).
+# Installs the Debian/Ubuntu packages Rearview builds, tests and demos with, plus any named as
+# arguments (scripts/check-deb.sh adds its packaging tools). Idempotent: does nothing when every
+# package is already there. Needs root (or sudo).
 set -euo pipefail
 
 packages=(
@@ -13,12 +14,11 @@ packages=(
   xvfb xdotool x11-xserver-utils x11-utils xterm
   # the acceptance test creates its users (useradd) and copies as one of them (runuser)
   passwd util-linux
-  # packaging: cargo-deb's dependency scan, the maintainer scripts, `systemd-analyze verify`
-  dpkg-dev adduser init-system-helpers systemd
   # the demo script reads the console CLI's JSON answers
   jq
   # codec benchmark anchors (libx264rgb); optional at run time, installed for comparable figures
   ffmpeg
+  "$@"
 )
 
 missing=()

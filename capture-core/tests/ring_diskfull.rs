@@ -8,9 +8,13 @@ use std::process::Command;
 use std::time::Duration;
 
 use rearview_capture::ring::{Ring, RingConfig, RingError};
-use rearview_capture::seal::{open, seal, SealBinding, TenantSecretKey};
-use rearview_capture::segment::{SegmentContext, SegmentHeader, SegmentId};
-use rearview_capture::{MonitorInfo, Timestamp};
+use rearview_capture::seal::{open, TenantSecretKey};
+use rearview_capture::segment::{SegmentHeader, SegmentId};
+
+#[path = "support/ring.rs"]
+mod ring_support;
+
+use ring_support::{binding, seal_bytes};
 
 struct Mount(PathBuf);
 
@@ -36,29 +40,9 @@ fn mount_tmpfs(dir: &Path, size: &str) -> Result<Mount, String> {
     Ok(Mount(dir.to_owned()))
 }
 
+/// The `i`-th segment: 9 s starting at `i` × 10 s.
 fn header(id: SegmentId, i: i64) -> SegmentHeader {
-    SegmentHeader {
-        id,
-        context: SegmentContext {
-            tenant: "contoso".into(),
-            device: "laptop-17".into(),
-            user: "alice".into(),
-            session: "s1".into(),
-            monitor: MonitorInfo {
-                id: 0,
-                name: "m0".into(),
-                x: 0,
-                y: 0,
-                width: 8,
-                height: 8,
-                primary: true,
-            },
-        },
-        start: Timestamp { utc_micros: i * 10_000_000, mono_micros: 0 },
-        end: Timestamp { utc_micros: i * 10_000_000 + 9_000_000, mono_micros: 0 },
-        frame_count: 1,
-        event_count: 0,
-    }
+    ring_support::header(id, "s1", 0, i * 10_000_000, i * 10_000_000 + 9_000_000)
 }
 
 #[test]
@@ -82,10 +66,7 @@ fn disk_full_fails_cleanly_and_recovers() {
     };
     let (mut ring, _) = Ring::open(cfg.clone()).unwrap();
     let plaintext = vec![0xa5u8; 60 * 1024];
-    let seal_for = |id: SegmentId| {
-        let b = SealBinding { tenant: "contoso", device: "laptop-17", segment_id: id };
-        seal(&key.public_key(), &b, &plaintext).unwrap()
-    };
+    let seal_for = |id: SegmentId| seal_bytes(&key, id, &plaintext);
 
     let mut stored = Vec::new();
     let (failed_id, failed_bytes) = loop {
@@ -110,8 +91,8 @@ fn disk_full_fails_cleanly_and_recovers() {
     let check_all = |ring: &Ring, ids: &[SegmentId]| {
         assert_eq!(ring.entries().map(|e| e.id).collect::<Vec<_>>(), ids);
         for id in ids {
-            let b = SealBinding { tenant: "contoso", device: "laptop-17", segment_id: *id };
-            assert_eq!(open(&key, &b, &ring.read(*id).unwrap()).unwrap().len(), plaintext.len());
+            let plain = open(&key, &binding(*id), &ring.read(*id).unwrap()).unwrap();
+            assert_eq!(plain.len(), plaintext.len());
         }
     };
     check_all(&ring, &stored);

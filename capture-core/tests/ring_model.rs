@@ -9,42 +9,15 @@ use std::time::Duration;
 use proptest::prelude::*;
 use proptest::test_runner::FileFailurePersistence;
 use rearview_capture::ring::{Ring, RingConfig, RingError};
-use rearview_capture::seal::{open, seal, SealBinding, TenantSecretKey};
-use rearview_capture::segment::{SegmentContext, SegmentHeader, SegmentId};
-use rearview_capture::{MonitorInfo, Timestamp};
+use rearview_capture::seal::{open, TenantSecretKey};
+use rearview_capture::segment::SegmentId;
+
+#[path = "support/ring.rs"]
+mod ring_support;
+
+use ring_support::{binding, header, sealed};
 
 const SEC: i64 = 1_000_000;
-
-fn header(id: SegmentId, session: &str, monitor: u32, start: i64, end: i64) -> SegmentHeader {
-    SegmentHeader {
-        id,
-        context: SegmentContext {
-            tenant: "contoso".into(),
-            device: "laptop-17".into(),
-            user: "alice".into(),
-            session: session.into(),
-            monitor: MonitorInfo {
-                id: monitor,
-                name: format!("m{monitor}"),
-                x: 0,
-                y: 0,
-                width: 8,
-                height: 8,
-                primary: monitor == 0,
-            },
-        },
-        start: Timestamp { utc_micros: start, mono_micros: start as u64 },
-        end: Timestamp { utc_micros: end, mono_micros: end as u64 },
-        frame_count: 1,
-        event_count: 0,
-    }
-}
-
-/// Sealed bytes of `len` plaintext bytes for `id` (the ring only needs them to be sealed).
-fn sealed(key: &TenantSecretKey, id: SegmentId, len: usize) -> Vec<u8> {
-    let b = SealBinding { tenant: "contoso", device: "laptop-17", segment_id: id };
-    seal(&key.public_key(), &b, &vec![0x5a; len]).unwrap()
-}
 
 fn config(dir: &std::path::Path, retention_s: u64, max_bytes: u64) -> RingConfig {
     RingConfig { dir: dir.to_owned(), retention: Duration::from_secs(retention_s), max_bytes }
@@ -70,8 +43,7 @@ fn insert_read_query_pin_and_reopen() {
     assert_eq!(got, vec![ids[1], ids[2], ids[3], ids[4]]);
     assert!(ring.query("s2", &[0, 1], 0, i64::MAX).is_empty());
 
-    let b = SealBinding { tenant: "contoso", device: "laptop-17", segment_id: ids[3] };
-    assert_eq!(open(&key, &b, &ring.read(ids[3]).unwrap()).unwrap().len(), 103);
+    assert_eq!(open(&key, &binding(ids[3]), &ring.read(ids[3]).unwrap()).unwrap().len(), 103);
     assert!(matches!(ring.read(SegmentId::from_bytes([99; 16])), Err(RingError::NotFound(_))));
     assert!(matches!(
         ring.insert(&header(ids[0], "s1", 0, 0, 1), &sealed(&key, ids[0], 1)),
@@ -372,8 +344,7 @@ proptest! {
         }
         // Whatever the history, every stored segment still opens.
         for e in ring.entries() {
-            let b = SealBinding { tenant: "contoso", device: "laptop-17", segment_id: e.id };
-            prop_assert!(open(&key, &b, &ring.read(e.id).unwrap()).is_ok());
+            prop_assert!(open(&key, &binding(e.id), &ring.read(e.id).unwrap()).is_ok());
         }
     }
 }

@@ -425,18 +425,13 @@ impl TryFrom<AgentConfigFile> for AgentConfig {
                 "set either capture.display (the daemon's own user) or capture.sessions, not both",
             ));
         }
-        let fixed_sessions: Vec<FixedSession> = match f.capture.display {
-            Some(display) => vec![FixedSession { display, user: None }],
-            None => f.capture.sessions,
+        let (field, fixed_sessions) = match f.capture.display {
+            Some(display) => ("capture.display", vec![FixedSession { display, user: None }]),
+            None => ("capture.sessions", f.capture.sessions),
         };
         if fixed_sessions.len() > 16 {
-            return Err(invalid("capture.sessions", "must list at most 16 displays"));
+            return Err(invalid(field, "must list at most 16 displays"));
         }
-        let field = if fixed_sessions.len() == 1 && fixed_sessions[0].user.is_none() {
-            "capture.display"
-        } else {
-            "capture.sessions"
-        };
         for (i, s) in fixed_sessions.iter().enumerate() {
             if !is_x_display(&s.display) {
                 return Err(invalid(

@@ -69,6 +69,14 @@ pub struct ServerConfig {
     pub insecure_http: bool,
 }
 
+impl ServerConfig {
+    /// Plain HTTP on `listen` (refused at start unless it is a loopback address): tests, the
+    /// demo, a console behind nothing.
+    pub fn plain(data: impl Into<PathBuf>, listen: SocketAddr) -> ServerConfig {
+        ServerConfig { data: data.into(), listen, tls: None, insecure_http: false }
+    }
+}
+
 /// A running server.
 pub struct ServerHandle {
     addr: SocketAddr,

@@ -8,19 +8,9 @@ use rearview_console::client::AdminClient;
 use rearview_console::{Server, ServerConfig};
 use serde_json::{json, Value};
 
-async fn start() -> (tempfile::TempDir, rearview_console::ServerHandle, String) {
-    let dir = tempfile::tempdir().unwrap();
-    let out = rearview_console::init(dir.path(), "tenant-a", "ivan").unwrap();
-    let server = Server::start(ServerConfig {
-        data: dir.path().to_owned(),
-        listen: "127.0.0.1:0".parse().unwrap(),
-        tls: None,
-        insecure_http: false,
-    })
-    .await
-    .unwrap();
-    (dir, server, out.admin_token)
-}
+mod support;
+
+use support::start;
 
 /// Enrolls a device by hand (raw HTTP) and returns its token and id.
 async fn enroll(url: &str, admin: &AdminClient) -> (String, String) {
@@ -253,15 +243,10 @@ async fn people_roles_and_audit() {
 async fn plain_http_only_on_loopback_and_tls_works() {
     let dir = tempfile::tempdir().unwrap();
     let out = rearview_console::init(dir.path(), "tenant-a", "ivan").unwrap();
-    let err = Server::start(ServerConfig {
-        data: dir.path().to_owned(),
-        listen: "0.0.0.0:0".parse().unwrap(),
-        tls: None,
-        insecure_http: false,
-    })
-    .await
-    .err()
-    .expect("plain HTTP on all interfaces must be refused");
+    let err = Server::start(ServerConfig::plain(dir.path(), "0.0.0.0:0".parse().unwrap()))
+        .await
+        .err()
+        .expect("plain HTTP on all interfaces must be refused");
     assert!(err.to_string().contains("--insecure-http"), "{err}");
 
     let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
@@ -270,10 +255,8 @@ async fn plain_http_only_on_loopback_and_tls_works() {
     std::fs::write(&cert_path, cert.cert.pem()).unwrap();
     std::fs::write(&key_path, cert.key_pair.serialize_pem()).unwrap();
     let server = Server::start(ServerConfig {
-        data: dir.path().to_owned(),
-        listen: "127.0.0.1:0".parse().unwrap(),
         tls: Some((cert_path.clone(), key_path)),
-        insecure_http: false,
+        ..ServerConfig::plain(dir.path(), "127.0.0.1:0".parse().unwrap())
     })
     .await
     .unwrap();

@@ -5,9 +5,10 @@ use rearview_capture::seal::{seal, SealBinding, TenantPublicKey};
 use rearview_capture::segment::{SegmentContext, SegmentWriter};
 use rearview_capture::{Frame, InputEvent, InputKind, MonitorInfo, Timestamp};
 use rearview_console::client::AdminClient;
-use rearview_console::{Server, ServerConfig};
 use rearview_uploader::{NewClip, NewSegment, SegmentBytes, Uploader, UploaderConfig};
 use serde_json::{json, Value};
+
+mod support;
 
 fn frame(width: u32, height: u32, shade: u8, at_ms: i64) -> Frame {
     let mut f = Frame::black(
@@ -26,17 +27,8 @@ fn frame(width: u32, height: u32, shade: u8, at_ms: i64) -> Frame {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn export_opens_sealed_segments_into_png_and_jsonl() {
-    let dir = tempfile::tempdir().unwrap();
-    let init = rearview_console::init(dir.path(), "tenant-a", "ivan").unwrap();
-    let server = Server::start(ServerConfig {
-        data: dir.path().to_owned(),
-        listen: "127.0.0.1:0".parse().unwrap(),
-        tls: None,
-        insecure_http: false,
-    })
-    .await
-    .unwrap();
-    let admin = AdminClient::new(&server.url(), &init.admin_token, None).unwrap();
+    let (dir, server, admin_token) = support::start().await;
+    let admin = AdminClient::new(&server.url(), &admin_token, None).unwrap();
     let t: Value = admin.post("/api/v1/enrollment-tokens", &json!({})).await.unwrap();
     let state = tempfile::tempdir().unwrap();
     let up = Uploader::open(UploaderConfig::new(server.url(), state.path())).unwrap();

@@ -10,7 +10,6 @@
 //! test command, runs as root anyway to install its packages; CI runs as root.
 //!
 //! (A module of the test targets rather than a library: only they see `CARGO_BIN_EXE_*`.)
-#![allow(dead_code)]
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -90,10 +89,6 @@ impl Proc {
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {what}: {e}"));
         Proc { child: Some(child), what: what.to_string() }
-    }
-
-    pub fn pid(&self) -> Pid {
-        Pid::from_raw(self.child.as_ref().map_or(0, |c| c.id() as i32))
     }
 
     /// Whether it is still running.
@@ -302,7 +297,6 @@ impl Export {
 pub struct Agent {
     pub config: PathBuf,
     pub socket: PathBuf,
-    pub data: PathBuf,
     log: PathBuf,
     proc: Option<Proc>,
 }
@@ -327,7 +321,7 @@ impl Agent {
             ),
         )
         .unwrap();
-        Agent { config, socket, data, log: dir.join("agent.log"), proc: None }
+        Agent { config, socket, log: dir.join("agent.log"), proc: None }
     }
 
     /// Starts the daemon (enrolling with `token` if given) and waits for its socket.
@@ -351,13 +345,6 @@ impl Agent {
     pub fn kill9(&mut self) {
         if let Some(mut p) = self.proc.take() {
             p.kill9();
-        }
-    }
-
-    /// SIGTERM and wait.
-    pub fn stop(&mut self) {
-        if let Some(mut p) = self.proc.take() {
-            assert!(p.stop(), "rearviewd did not stop on SIGTERM");
         }
     }
 

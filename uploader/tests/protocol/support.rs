@@ -30,8 +30,9 @@ impl TestConsole {
     pub async fn start() -> TestConsole {
         let dir = tempfile::tempdir().unwrap();
         let out = rearview_console::init(dir.path(), "tenant-a", "ivan").unwrap();
-        let server =
-            Server::start(config(dir.path(), "127.0.0.1:0".parse().unwrap())).await.unwrap();
+        let server = Server::start(ServerConfig::plain(dir.path(), "127.0.0.1:0".parse().unwrap()))
+            .await
+            .unwrap();
         let addr = server.addr();
         let admin = AdminClient::new(&server.url(), &out.admin_token, None).unwrap();
         let rita: Value = admin
@@ -70,7 +71,7 @@ impl TestConsole {
         self.stop().await;
         let mut last = None;
         for _ in 0..50 {
-            match Server::start(config(self.dir.path(), self.addr)).await {
+            match Server::start(ServerConfig::plain(self.dir.path(), self.addr)).await {
                 Ok(s) => {
                     self.server = Some(s);
                     return;
@@ -148,10 +149,6 @@ impl TestConsole {
         walk(&self.data().join("blobs"), &mut out);
         out
     }
-}
-
-fn config(data: &Path, listen: SocketAddr) -> ServerConfig {
-    ServerConfig { data: data.to_owned(), listen, tls: None, insecure_http: false }
 }
 
 /// A device: an uploader in its own temp directory.
