@@ -12,6 +12,8 @@ packages=(
   libpipewire-0.3-dev libwayland-dev libegl-dev libgbm-dev
   # tests, benches and demo: a real X server, real X clients, xdotool to drive them
   xvfb xdotool x11-xserver-utils x11-utils xterm
+  # the desktop notice test runs a real session bus
+  dbus-daemon
   # the acceptance test creates its users (useradd) and copies as one of them (runuser)
   passwd util-linux
   # the demo script reads the console CLI's JSON answers

@@ -36,9 +36,13 @@ trait Notifications {
     ) -> zbus::Result<u32>;
 }
 
-/// Posts the notice on the session bus named by `DBUS_SESSION_BUS_ADDRESS`.
-pub async fn show(text: &str) -> zbus::Result<u32> {
-    let conn = zbus::Connection::session().await?;
+/// Posts the notice on the session bus named by `DBUS_SESSION_BUS_ADDRESS`, or on the bus at
+/// `address` when given.
+pub async fn show(address: Option<&str>, text: &str) -> zbus::Result<u32> {
+    let conn = match address {
+        Some(a) => zbus::connection::Builder::address(a)?.build().await?,
+        None => zbus::Connection::session().await?,
+    };
     let proxy = NotificationsProxy::new(&conn).await?;
     let mut hints = HashMap::new();
     // Critical urgency keeps the notice on screen until the user dismisses it.
@@ -46,34 +50,114 @@ pub async fn show(text: &str) -> zbus::Result<u32> {
     proxy.notify("Rearview", 0, "dialog-information", SUMMARY, text, &[], hints, 0).await
 }
 
-/// [`show`] from a plain thread, giving up after a few seconds; failures are logged.
-pub fn show_blocking(text: &str) {
+/// [`show`] on the session bus from a plain thread (the capture worker's), giving up after a
+/// few seconds. Returns whether the notice was shown; failures are logged.
+pub fn show_blocking(text: &str) -> bool {
+    show_blocking_at(None, text)
+}
+
+fn show_blocking_at(address: Option<&str>, text: &str) -> bool {
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             tracing::warn!(error = %e, "desktop notice not shown: no runtime");
-            return;
+            return false;
         }
     };
-    let result = runtime.block_on(tokio::time::timeout(Duration::from_secs(5), show(text)));
+    // The timeout is made inside the runtime: its timer needs the runtime's time driver.
+    let result = runtime.block_on(async {
+        tokio::time::timeout(Duration::from_secs(5), show(address, text)).await
+    });
     match result {
-        Ok(Ok(id)) => tracing::info!(id, "desktop notice shown"),
-        Ok(Err(e)) => {
-            tracing::warn!(error = %e, "desktop notice not shown (no session bus or notification service)")
+        Ok(Ok(id)) => {
+            tracing::info!(id, "desktop notice shown");
+            true
         }
-        Err(_) => tracing::warn!("desktop notice not shown: the session bus did not answer"),
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "desktop notice not shown (no session bus or notification service)");
+            false
+        }
+        Err(_) => {
+            tracing::warn!("desktop notice not shown: the session bus did not answer");
+            false
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::io::BufRead;
+    use std::sync::{Arc, Mutex};
+
     use super::*;
 
-    #[tokio::test]
-    async fn without_a_session_bus_it_fails_cleanly() {
+    #[test]
+    fn without_a_session_bus_it_fails_cleanly() {
         // A bus address that cannot exist: the error must come back, not a panic or a hang.
-        std::env::set_var("DBUS_SESSION_BUS_ADDRESS", "unix:path=/nonexistent/rearview-test-bus");
-        let r = tokio::time::timeout(Duration::from_secs(5), show("test")).await;
-        assert!(matches!(r, Ok(Err(_))), "expected a connection error");
+        assert!(!show_blocking_at(Some("unix:path=/nonexistent/rearview-test-bus"), "test"));
+    }
+
+    /// What the notification service was asked to show: (app, summary, body, urgency).
+    type Shown = Arc<Mutex<Vec<(String, String, String, Option<u8>)>>>;
+
+    /// A notification service that records what it is asked to show.
+    struct Recorder(Shown);
+
+    #[zbus::interface(name = "org.freedesktop.Notifications")]
+    impl Recorder {
+        #[allow(clippy::too_many_arguments)]
+        fn notify(
+            &self,
+            app_name: String,
+            _replaces_id: u32,
+            _app_icon: String,
+            summary: String,
+            body: String,
+            _actions: Vec<String>,
+            hints: HashMap<String, zbus::zvariant::OwnedValue>,
+            _expire_timeout: i32,
+        ) -> u32 {
+            let urgency = hints.get("urgency").and_then(|v| u8::try_from(v).ok());
+            self.0.lock().unwrap().push((app_name, summary, body, urgency));
+            42
+        }
+    }
+
+    /// A real session bus (dbus-daemon) with a notification service on it: the notice posted
+    /// from a plain thread, as the capture worker does, arrives with the policy's text.
+    #[test]
+    fn the_notice_reaches_the_notification_service_on_the_session_bus() {
+        let mut daemon = std::process::Command::new("dbus-daemon")
+            .args(["--session", "--nofork", "--print-address"])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("dbus-daemon (package dbus-daemon) must be installed");
+        let mut address = String::new();
+        std::io::BufReader::new(daemon.stdout.take().unwrap()).read_line(&mut address).unwrap();
+        let address = address.trim().to_string();
+        let shown: Shown = Arc::default();
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        let service = runtime.block_on(async {
+            zbus::connection::Builder::address(address.as_str())
+                .unwrap()
+                .name("org.freedesktop.Notifications")
+                .unwrap()
+                .serve_at("/org/freedesktop/Notifications", Recorder(shown.clone()))
+                .unwrap()
+                .build()
+                .await
+                .unwrap()
+        });
+        let text = "Recording for investigation INV-7 (approved by rita)".to_string();
+        let worker = {
+            let (address, text) = (address.clone(), text.clone());
+            std::thread::spawn(move || show_blocking_at(Some(&address), &text))
+        };
+        assert!(worker.join().unwrap(), "the notice was not shown");
+        let got = shown.lock().unwrap().clone();
+        assert_eq!(got, [("Rearview".to_string(), SUMMARY.to_string(), text, Some(2))]);
+        drop(service);
+        let _ = daemon.kill();
+        let _ = daemon.wait();
     }
 }
