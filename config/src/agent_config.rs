@@ -504,8 +504,19 @@ impl AgentConfig {
         let read = |source| ConfigError::Read { path: path.to_path_buf(), source };
         let file = std::fs::File::open(path).map_err(read)?;
         let mut text = String::new();
-        std::io::Read::read_to_string(&mut std::io::Read::take(file, MAX_CONFIG_BYTES), &mut text)
-            .map_err(read)?;
+        // One byte past the limit tells an oversized file from one exactly at it: a file cut
+        // short could otherwise parse with its last keys silently missing.
+        std::io::Read::read_to_string(
+            &mut std::io::Read::take(file, MAX_CONFIG_BYTES + 1),
+            &mut text,
+        )
+        .map_err(read)?;
+        if text.len() as u64 > MAX_CONFIG_BYTES {
+            return Err(ConfigError::Parse {
+                origin: path.display().to_string(),
+                message: format!("larger than {MAX_CONFIG_BYTES} bytes; not a config file"),
+            });
+        }
         Self::parse(&text, path.display().to_string())
     }
 

@@ -17,3 +17,25 @@ fn packaging_agent_toml_parses() {
     assert_eq!(c.log_format(), LogFormat::Text);
     assert_eq!(c.log_level(), LogLevel::Info);
 }
+
+/// A file over the 1 MiB limit is refused whole, not read up to the limit: cut there, it could
+/// parse with its last keys missing.
+#[test]
+fn an_oversized_config_file_is_refused_not_cut() {
+    let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("../packaging/agent.toml");
+    let mut text = std::fs::read_to_string(shipped).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("agent.toml");
+    // Exactly at the limit: still a config file.
+    let pad = 1024 * 1024 - text.len() - 1;
+    text.push_str(&format!("#{}", "x".repeat(pad - 1)));
+    text.push('\n');
+    assert_eq!(text.len(), 1024 * 1024);
+    std::fs::write(&path, &text).unwrap();
+    AgentConfig::load(&path).unwrap();
+    // One byte more is refused, with the reason.
+    text.push('\n');
+    std::fs::write(&path, &text).unwrap();
+    let err = AgentConfig::load(&path).unwrap_err().to_string();
+    assert!(err.contains("larger than 1048576 bytes"), "{err}");
+}
