@@ -641,17 +641,25 @@ impl Daemon {
             return;
         }
         let (start, end) = (header.start.utc_micros, header.end.utc_micros);
-        let mut changed = false;
-        for clip in self.clips.clips.iter_mut().filter(|c| c.wants(&principal, start, end)) {
+        let mut pinned = Vec::new();
+        for (i, clip) in self.clips.clips.iter_mut().enumerate() {
+            if !clip.wants(&principal, start, end) {
+                continue;
+            }
             match self.ring.pin(header.id, &clip.id) {
                 Ok(()) => {
                     clip.segments.push(header.id.to_string());
-                    changed = true;
+                    pinned.push(i);
                 }
                 Err(e) => tracing::warn!(clip = clip.id, error = %e, "segment not pinned"),
             }
         }
-        if changed {
+        if !pinned.is_empty() {
+            // The record (with its pin) first, then the hand-over: see `open_clip`.
+            self.save_clips();
+            for i in pinned {
+                self.spool_clip(i, false);
+            }
             self.save_clips();
         }
         if mode == CaptureMode::AllActivities {
@@ -675,6 +683,7 @@ impl Daemon {
             start_ms: start / 1000,
             end_ms: end / 1000,
             missing: Vec::new(),
+            open: false,
         };
         let segment = NewSegment {
             start_ms: start / 1000,
@@ -738,6 +747,8 @@ impl Daemon {
             from_utc_micros: from,
             to_utc_micros: to,
             segments: Vec::new(),
+            spooled: Vec::new(),
+            in_spool: false,
             state: "collecting".into(),
             missing: Vec::new(),
             error: None,
@@ -750,88 +761,136 @@ impl Daemon {
             }
         }
         tracing::info!(clip = id, trigger = ?trigger_id, segments = segments.len(), "clip opened");
-        if let Some(clip) = self.clips.clips.iter_mut().find(|c| c.id == id) {
-            clip.segments = segments;
+        if let Some(i) = self.clips.clips.iter().position(|c| c.id == id) {
+            self.clips.clips[i].segments = segments;
+            self.save_clips();
+            self.spool_clip(i, false);
         }
         self.save_clips();
     }
 
-    /// Clips whose window has ended (and whose last segment had time to close) go to the spool.
+    /// Closes clips whose window has ended (and whose last segment had time to close), and
+    /// retries hand-overs that failed earlier (or were cut short by a restart).
     fn finish_clips(&mut self) {
         let segment_secs = self.policy_payload().map(|p| p.capture.segment_secs).unwrap_or(10);
         let grace = (i64::from(segment_secs) + 3) * 1_000_000;
         let now = now_micros();
-        let frame_gap = 1_000_000_000 / i64::from(self.throttle_base().max(1)) * 2 + 1_000_000;
         let mut changed = false;
         for i in 0..self.clips.clips.len() {
             let clip = &self.clips.clips[i];
-            if !clip.collecting() || now < clip.to_utc_micros + grace {
+            if !clip.collecting() {
                 continue;
             }
-            let mut spans = Vec::new();
-            let mut segments = Vec::new();
-            for sid in &clip.segments {
-                let Ok(id) = sid.parse::<SegmentId>() else { continue };
-                let Some(entry) = self.ring.get(id).cloned() else { continue };
-                match self.ring.read(id) {
-                    Ok(bytes) => {
-                        spans.push((entry.start.utc_micros, entry.end.utc_micros));
-                        segments.push(NewSegment {
-                            start_ms: entry.start.utc_micros / 1000,
-                            end_ms: entry.end.utc_micros / 1000,
-                            bytes: SegmentBytes::Bytes(bytes),
-                        });
-                    }
-                    Err(e) => {
-                        tracing::warn!(segment = sid, error = %e, "pinned segment unreadable")
-                    }
-                }
+            if now >= clip.to_utc_micros + grace {
+                changed |= self.spool_clip(i, true);
+            } else if !clip.in_spool || !clip.unspooled().is_empty() {
+                changed |= self.spool_clip(i, false);
             }
-            let missing =
-                clips::missing_ranges(clip.from_utc_micros, clip.to_utc_micros, &spans, frame_gap);
-            let new = NewClip {
-                clip_id: clip.id.clone(),
-                trigger_id: clip.trigger_id.clone(),
-                mode: clip.mode.clone(),
-                user: clip.user.clone(),
-                start_ms: clip.from_utc_micros / 1000,
-                end_ms: clip.to_utc_micros / 1000,
-                missing: missing
-                    .iter()
-                    .map(|m| MissingRange {
-                        start_ms: m.from_utc_micros / 1000,
-                        end_ms: m.to_utc_micros / 1000,
-                        reason: m.reason.clone(),
-                    })
-                    .collect(),
-            };
-            let result = self.uploader.enqueue_clip(new, segments);
-            let clip = &mut self.clips.clips[i];
-            clip.missing = missing;
-            match result {
-                Ok(_) => {
-                    clip.state = "pending".into();
-                    tracing::info!(
-                        clip = clip.id,
-                        segments = clip.segments.len(),
-                        "clip queued for upload"
-                    );
-                    let _ = self.ring.unpin_all(&clip.id);
-                }
-                Err(e) if e.is_retryable() => {
-                    clip.error = Some(e.to_string());
-                }
-                Err(e) => {
-                    clip.state = "failed".into();
-                    clip.error = Some(e.to_string());
-                    let _ = self.ring.unpin_all(&clip.id);
-                }
-            }
-            changed = true;
         }
         if changed {
             self.save_clips();
         }
+    }
+
+    /// Hands collecting clip `i` to the spool: the segments it has not handed over yet, as an
+    /// open clip, or with `close` as the finished clip with the parts of its window nothing
+    /// covers (then its pins are released). A failure that may pass (console, disk) keeps the
+    /// pins and is retried on the next tick; only a clip larger than the whole offline cache,
+    /// or one the spool no longer takes (dropped from a full cache, refused by the console),
+    /// fails. Returns whether the record changed.
+    fn spool_clip(&mut self, i: usize, close: bool) -> bool {
+        let clip = &self.clips.clips[i];
+        let fresh = clip.unspooled();
+        if !close && clip.in_spool && fresh.is_empty() {
+            return false;
+        }
+        let mut segments = Vec::new();
+        let mut handed = Vec::new();
+        for sid in fresh {
+            let Ok(id) = sid.parse::<SegmentId>() else { continue };
+            let Some(entry) = self.ring.get(id).cloned() else { continue };
+            match self.ring.read(id) {
+                Ok(bytes) => {
+                    segments.push(NewSegment {
+                        start_ms: entry.start.utc_micros / 1000,
+                        end_ms: entry.end.utc_micros / 1000,
+                        bytes: SegmentBytes::Bytes(bytes),
+                    });
+                    handed.push(sid);
+                }
+                Err(e) => tracing::warn!(segment = sid, error = %e, "pinned segment unreadable"),
+            }
+        }
+        let missing = if close {
+            let spans: Vec<(i64, i64)> = clip
+                .segments
+                .iter()
+                .filter_map(|sid| sid.parse::<SegmentId>().ok())
+                .filter_map(|id| self.ring.get(id))
+                .map(|e| (e.start.utc_micros, e.end.utc_micros))
+                .collect();
+            let frame_gap = 1_000_000_000 / i64::from(self.throttle_base().max(1)) * 2 + 1_000_000;
+            clips::missing_ranges(clip.from_utc_micros, clip.to_utc_micros, &spans, frame_gap)
+        } else {
+            Vec::new()
+        };
+        let new = NewClip {
+            clip_id: clip.id.clone(),
+            trigger_id: clip.trigger_id.clone(),
+            mode: clip.mode.clone(),
+            user: clip.user.clone(),
+            start_ms: clip.from_utc_micros / 1000,
+            end_ms: clip.to_utc_micros / 1000,
+            missing: missing
+                .iter()
+                .map(|m| MissingRange {
+                    start_ms: m.from_utc_micros / 1000,
+                    end_ms: m.to_utc_micros / 1000,
+                    reason: m.reason.clone(),
+                })
+                .collect(),
+            open: !close,
+        };
+        let result = self.uploader.enqueue_clip(new, segments);
+        let clip = &mut self.clips.clips[i];
+        let failure = match result {
+            Ok(done) if done.state == "pending" || done.state == "sent" => {
+                clip.in_spool = true;
+                clip.spooled.extend(handed);
+                clip.error = None;
+                if close {
+                    clip.missing = missing;
+                    clip.state = "pending".into();
+                    tracing::info!(
+                        clip = clip.id,
+                        segments = clip.segments.len(),
+                        missing = clip.missing.len(),
+                        "clip window ended: closed for upload"
+                    );
+                    let _ = self.ring.unpin_all(&clip.id);
+                }
+                None
+            }
+            Ok(done) if done.state == "lost" => {
+                Some("dropped from the full offline cache before its window ended".to_string())
+            }
+            Ok(done) => Some(format!("the spool holds it as {}", done.state)),
+            Err(e @ rearview_uploader::UploadError::TooLarge(_)) => Some(e.to_string()),
+            Err(e) => {
+                tracing::warn!(clip = clip.id, error = %e, "clip not handed to the spool; will retry");
+                clip.error = Some(e.to_string());
+                None
+            }
+        };
+        if let Some(reason) = failure {
+            let clip = &mut self.clips.clips[i];
+            clip.state = "failed".into();
+            clip.error = Some(reason.clone());
+            let _ = self.ring.unpin_all(&clip.id);
+            let id = clip.id.clone();
+            self.error(format!("clip {id} failed: {reason}"));
+        }
+        true
     }
 
     fn save_clips(&mut self) {
@@ -1252,7 +1311,6 @@ impl Daemon {
     }
 }
 
-/// Ids of clips the spool still has to send (`None` when the spool cannot be read).
 fn json<T: serde::Serialize>(v: &T) -> Response {
     match serde_json::to_value(v) {
         Ok(v) => Response::ok(v),
@@ -1393,6 +1451,8 @@ mod tests {
             from_utc_micros: 0,
             to_utc_micros: i64::MAX,
             segments: segments.iter().map(|s| s.to_string()).collect(),
+            spooled: Vec::new(),
+            in_spool: false,
             state: "collecting".into(),
             missing: Vec::new(),
             error: None,

@@ -349,6 +349,7 @@ async fn run_async(args: ProtocolArgs) -> anyhow::Result<()> {
                         })
                         .collect(),
                     missing: vec![],
+                    open: false,
                 };
                 let status = client.put_manifest(&manifest).await?;
                 for (seg, b) in manifest.segments.iter().zip(segs) {

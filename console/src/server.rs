@@ -210,10 +210,20 @@ fn tls_config(
     Ok(axum_server::tls_rustls::RustlsConfig::from_config(Arc::new(config)))
 }
 
-/// Time-driven policy changes: approvals (and undecided requests) reaching their expiry, and a
-/// daily re-signing so devices never run into the bundle's own expiry.
+/// Time-driven policy changes: approvals reaching their expiry, and a daily re-signing so
+/// devices never run into the bundle's own expiry.
+///
+/// Expiries are looked for since the stored bundle was signed, not since this process started:
+/// an approval that expired while the console was down must still raise the version, or the
+/// stored bundle (which devices refuse for carrying an expired approval) would be served on.
 async fn tick(state: Arc<AppState>) {
-    let mut last = now_ms();
+    let mut last = state
+        .store
+        .meta_get("policy_signed_ms")
+        .ok()
+        .flatten()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(now_ms);
     let mut interval = tokio::time::interval(Duration::from_secs(1));
     loop {
         interval.tick().await;

@@ -179,6 +179,113 @@ async fn malformed_oversized_mismatched_and_unauthenticated_uploads_change_nothi
     server.shutdown().await.unwrap();
 }
 
+/// A triggered clip is sent while its window runs: the device extends the open manifest with
+/// each segment that closes, then closes it. Only additions are accepted, an open clip is never
+/// complete, and a late re-send of an older version changes nothing.
+#[tokio::test]
+async fn open_clips_grow_then_close_and_only_then_complete() {
+    let (_dir, server, token) = start().await;
+    let url = server.url();
+    let admin = AdminClient::new(&url, &token, None).unwrap();
+    let (dev, device_id) = enroll(&url, &admin).await;
+    let http = reqwest::Client::new();
+    let segs: Vec<Vec<u8>> = (1..=3u8).map(|i| vec![i; 1000]).collect();
+    let entries: Vec<Value> = segs
+        .iter()
+        .enumerate()
+        .map(|(i, b)| {
+            let sha = hex::encode(ring::digest::digest(&ring::digest::SHA256, b).as_ref());
+            let start = i as i64 * 1000;
+            json!({"sha256": sha, "size": 1000, "start_ms": start, "end_ms": start + 1000})
+        })
+        .collect();
+    let manifest = |n: usize, open: bool| {
+        json!({
+            "clip_id": "w1", "trigger_id": null, "mode": "specific-activities", "user": "alice",
+            "device_id": device_id, "start_ms": 0, "end_ms": 4000,
+            "segments": entries[..n], "open": open,
+            "missing": if open { json!([]) } else {
+                json!([{"start_ms": 3000, "end_ms": 4000, "reason": "capture stopped"}])
+            },
+        })
+    };
+    let send_manifest = |m: Value| {
+        http.put(format!("{url}/api/v1/device/clips/w1")).bearer_auth(&dev).json(&m).send()
+    };
+    let send_segment = |i: usize| {
+        http.put(format!("{url}/api/v1/device/segments/{}", entries[i]["sha256"].as_str().unwrap()))
+            .bearer_auth(&dev)
+            .body(segs[i].clone())
+            .send()
+    };
+    let sha = |i: usize| entries[i]["sha256"].clone();
+
+    let r = send_manifest(manifest(1, true)).await.unwrap();
+    assert_eq!(r.status(), 200);
+    let status: Value = r.json().await.unwrap();
+    assert_eq!(
+        (status["complete"].clone(), status["missing"].clone()),
+        (json!(false), json!([sha(0)]))
+    );
+    // Every named segment stored, but the window still runs: not complete.
+    let ack: Value = send_segment(0).await.unwrap().json().await.unwrap();
+    assert_eq!(ack["completed_clips"], json!([]));
+    let clip: Value = admin.get("/api/v1/clips/w1").await.unwrap();
+    assert_eq!(
+        (clip["complete"].clone(), clip["manifest"]["open"].clone()),
+        (json!(false), json!(true))
+    );
+
+    // Growing is fine; the answer names only what the console lacks.
+    let status: Value = send_manifest(manifest(2, true)).await.unwrap().json().await.unwrap();
+    assert_eq!(status["missing"], json!([sha(1)]));
+    // Dropping a named segment, changing one, or changing the window is refused.
+    let mut dropped = manifest(3, true);
+    dropped["segments"].as_array_mut().unwrap().remove(0);
+    let mut changed = manifest(3, true);
+    changed["segments"][0]["end_ms"] = json!(999);
+    let mut moved = manifest(3, true);
+    moved["end_ms"] = json!(9000);
+    for bad in [dropped, changed, moved] {
+        let r = send_manifest(bad).await.unwrap();
+        assert_eq!(r.status(), 409);
+        assert!(r.text().await.unwrap().contains("open"));
+    }
+    let clip: Value = admin.get("/api/v1/clips/w1").await.unwrap();
+    assert_eq!(clip["manifest"]["segments"].as_array().unwrap().len(), 2, "refusals changed it");
+    send_segment(1).await.unwrap();
+
+    // Closing names the last segment and the missing range.
+    let status: Value = send_manifest(manifest(3, false)).await.unwrap().json().await.unwrap();
+    assert_eq!(
+        (status["complete"].clone(), status["missing"].clone()),
+        (json!(false), json!([sha(2)]))
+    );
+    // A late re-send of an open version changes nothing; a closed clip cannot change.
+    for older in [manifest(2, true), manifest(3, true)] {
+        assert_eq!(send_manifest(older).await.unwrap().status(), 200);
+    }
+    let clip: Value = admin.get("/api/v1/clips/w1").await.unwrap();
+    assert_eq!(clip["manifest"]["open"], Value::Null, "closed: {clip:#}");
+    assert_eq!(clip["manifest"]["missing"][0]["reason"], "capture stopped");
+    let mut fewer = manifest(3, false);
+    fewer["segments"].as_array_mut().unwrap().pop();
+    assert_eq!(send_manifest(fewer).await.unwrap().status(), 409);
+
+    let ack: Value = send_segment(2).await.unwrap().json().await.unwrap();
+    assert_eq!(ack["completed_clips"], json!(["w1"]));
+    let clip: Value = admin.get("/api/v1/clips/w1").await.unwrap();
+    assert_eq!(clip["complete"], json!(true));
+    let audit: Vec<Value> = admin.get("/api/v1/audit").await.unwrap();
+    let of_clip: Vec<&str> = audit
+        .iter()
+        .filter(|a| a["target"] == "clip:w1")
+        .map(|a| a["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(of_clip, ["clip.manifest", "clip.closed", "clip.complete"]);
+    server.shutdown().await.unwrap();
+}
+
 #[tokio::test]
 async fn people_roles_and_audit() {
     let (_dir, server, token) = start().await;

@@ -89,6 +89,7 @@ async fn export_opens_sealed_segments_into_png_and_jsonl() {
             start_ms: t0,
             end_ms: t0 + 6000,
             missing: vec![],
+            open: false,
         },
         segs,
     )

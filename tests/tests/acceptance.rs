@@ -11,8 +11,9 @@
 //!    clip arrives complete and its frames and keystrokes are alice's, from that window.
 //! 4. bob's work is uploaded continuously; carol leaves no trace anywhere.
 //! 5. The console is stopped during the after-window and started again: the clip completes,
-//!    nothing duplicated. The agent is killed with SIGKILL during another after-window and
-//!    restarted: the same.
+//!    nothing duplicated. During another after-window the clip is on the console already, open,
+//!    with the segments closed so far; the agent is then killed with SIGKILL and restarted: the
+//!    clip completes the same.
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
@@ -290,9 +291,30 @@ fn the_usb_copy_story_end_to_end() {
         (clips.as_array()?.len() >= 2).then_some(())
     });
     alice.type_line("alicebeforethecrash");
-    // The segment holding those keys closes (2 s) and is sealed into the ring; a SIGKILL loses
-    // only the segment still open in the capture worker.
-    sleep_secs(2 * SEGMENT_SECS as u64 + 1);
+    let typed_at = now_ms();
+    // Evidence leaves while the window runs: the segment holding those keys, and the one after
+    // it, close and reach the console in the still open clip, before the window ends.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let open = loop {
+        let of_alert: Vec<Value> =
+            console.clips().into_iter().filter(|c| c["alert_id"] == second_alert).collect();
+        let after_keys =
+            of_alert.iter().find(|c| c["covered_until_ms"].as_i64().is_some_and(|t| t >= typed_at));
+        if let Some(clip) = after_keys {
+            break clip.clone();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no segment reaching {typed_at} got to the console for alert {second_alert} \
+             within 20 s: {of_alert:#?}\nagent clips: {:#}\nagent log:\n{}",
+            agent.cli(&["clips"]),
+            agent.log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(open["open"], true, "sent during its window: {open:#}");
+    assert_eq!(open["complete"], false, "an open clip is not complete: {open:#}");
+    // A SIGKILL loses only the segment still open in the capture worker.
     agent.kill9();
     sleep_secs(2);
     agent.start(None);

@@ -42,6 +42,8 @@ pub struct Client {
     stream_http: reqwest::Client,
     base: String,
     token: Option<String>,
+    /// How long opening the push stream may take.
+    open_timeout: Duration,
 }
 
 impl std::fmt::Debug for Client {
@@ -83,7 +85,7 @@ impl Client {
             .map_err(|e| UploadError::Config(e.to_string()))?;
         let stream_http =
             builder(config)?.build().map_err(|e| UploadError::Config(e.to_string()))?;
-        Ok(Client { http, stream_http, base, token })
+        Ok(Client { http, stream_http, base, token, open_timeout: config.request_timeout })
     }
 
     pub fn with_token(&self, token: String) -> Client {
@@ -100,7 +102,15 @@ impl Client {
 
     async fn send<T: DeserializeOwned>(r: reqwest::RequestBuilder) -> Result<T, UploadError> {
         let resp = check(r.send().await?).await?;
-        resp.json().await.map_err(|e| UploadError::Protocol(e.to_string()))
+        // A body cut short is a transport failure (retryable, via `From<reqwest::Error>`);
+        // only a whole body that is not the expected JSON is a protocol error.
+        let body = resp.bytes().await?;
+        serde_json::from_slice(&body).map_err(|e| {
+            UploadError::Protocol(format!(
+                "answer is not the expected JSON ({e}): {:?}",
+                String::from_utf8_lossy(&body[..body.len().min(200)])
+            ))
+        })
     }
 
     async fn send_empty(r: reqwest::RequestBuilder) -> Result<(), UploadError> {
@@ -170,7 +180,15 @@ impl Client {
         if let Some(t) = &self.token {
             r = r.bearer_auth(t);
         }
-        check(r.send().await?).await
+        // The stream has no overall timeout (it is meant to stay open), so its opening gets
+        // one of its own: a console that accepts and never answers must not hold it forever.
+        match tokio::time::timeout(self.open_timeout, r.send()).await {
+            Ok(resp) => check(resp?).await,
+            Err(_) => Err(UploadError::Unavailable(format!(
+                "push stream: no answer within {} s",
+                self.open_timeout.as_secs_f32()
+            ))),
+        }
     }
 }
 

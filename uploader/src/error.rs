@@ -34,6 +34,19 @@ impl UploadError {
     pub fn is_retryable(&self) -> bool {
         matches!(self, UploadError::Unavailable(_))
     }
+
+    /// Whether sending a clip failed for a reason of that clip alone, so the sender sets it
+    /// aside (`refused`, its files freed) instead of trying again: the console refused it as
+    /// malformed, conflicting or too large (400, 409, 413, 422), or the spool lost part of it.
+    /// Everything else keeps the clip: an unreachable console, an answer cut short or garbled
+    /// on the way, and refusals about the device rather than the clip (401, 403, 404, 429).
+    pub fn sets_clip_aside(&self) -> bool {
+        match self {
+            UploadError::Refused { status, .. } => matches!(status, 400 | 409 | 413 | 422),
+            UploadError::Spool(_) | UploadError::TooLarge(_) => true,
+            _ => false,
+        }
+    }
 }
 
 impl From<rusqlite::Error> for UploadError {

@@ -31,6 +31,12 @@
 //!   sending (manifest, segments, status) is idempotent on the console, so resuming a
 //!   `pending` clip after a crash of either side repeats at most one segment upload and never
 //!   loses one: **at least once, and no duplicate on the console**.
+//! * An *open* clip (a window still running, see [`ClipManifest`]) is pending like any other;
+//!   the agent extends it by enqueueing the same clip id again with more segments and, last,
+//!   closed. Each extension writes the new files, then replaces the manifest and adds the
+//!   segment rows in one transaction, so a crash leaves the old version or the new one.
+//!   Segments already named are not added twice, so repeating an extension after a crash is
+//!   harmless.
 //! * A segment file is deleted when no pending clip names it any more.
 //! * When the unsent bytes exceed the offline cache, the oldest pending clips are dropped
 //!   whole (their unshared segments deleted) until the new clip fits, and `lost_*` counters
@@ -80,8 +86,13 @@ pub struct SpoolStats {
 /// The result of enqueueing.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Enqueued {
-    /// False when this clip id was already spooled (the call was a repeat).
+    /// False when this clip id was already spooled (the call was a repeat or an extension).
     pub new: bool,
+    /// Segments added to an open clip that was already spooled.
+    pub added: usize,
+    /// The clip's state after the call: `pending`, or for a clip spooled before, whatever it
+    /// became (`sent`, `refused`, `lost`: an extension then changes nothing).
+    pub state: String,
     /// Older clips dropped to make room.
     pub dropped_clips: Vec<String>,
 }
@@ -143,22 +154,59 @@ impl Spool {
         Ok(())
     }
 
-    /// Adds a clip and its segments (`(sha256, bytes)`, hashes already checked by the caller).
-    /// Drops the oldest pending clips if the unsent bytes would exceed `cache_limit`.
+    /// Adds a clip and its segments (`(sha256, bytes)`, hashes already checked by the caller),
+    /// or extends a spooled open clip: segments it does not name yet are added, and its
+    /// `missing` and `open` are taken from `manifest`. A spooled closed clip is left as it is.
+    /// Drops the oldest other pending clips if the unsent bytes would exceed `cache_limit`.
     pub fn enqueue(
         &self,
         manifest: &ClipManifest,
         segments: &[(String, SegmentBytes)],
         cache_limit: u64,
     ) -> Result<Enqueued, UploadError> {
-        let exists: bool = self.conn().query_row(
-            "SELECT EXISTS (SELECT 1 FROM clips WHERE clip_id = ?1)",
-            [&manifest.clip_id],
-            |r| r.get(0),
-        )?;
-        if exists {
-            return Ok(Enqueued { new: false, dropped_clips: vec![] });
+        let spooled: Option<(String, String)> = self
+            .conn()
+            .query_row(
+                "SELECT state, manifest_json FROM clips WHERE clip_id = ?1",
+                [&manifest.clip_id],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?;
+        let mut next = manifest.clone();
+        let mut adding: Vec<&(String, SegmentBytes)> = segments.iter().collect();
+        if let Some((state, json)) = spooled {
+            let stored: ClipManifest = serde_json::from_str(&json)
+                .map_err(|e| UploadError::Spool(format!("spooled manifest unreadable: {e}")))?;
+            if state != "pending" || !stored.open {
+                return Ok(Enqueued { new: false, added: 0, state, dropped_clips: vec![] });
+            }
+            let named: std::collections::HashSet<&str> =
+                stored.segments.iter().map(|s| s.sha256.as_str()).collect();
+            adding.retain(|(sha, _)| !named.contains(sha.as_str()));
+            next.segments = stored.segments.clone();
+            next.segments.extend(
+                manifest.segments.iter().filter(|s| !named.contains(s.sha256.as_str())).cloned(),
+            );
+            if next.segments == stored.segments && next.open {
+                return Ok(Enqueued { new: false, added: 0, state, dropped_clips: vec![] });
+            }
+            let dropped_clips = self.write(&next, &adding, cache_limit, true)?;
+            return Ok(Enqueued { new: false, added: adding.len(), state, dropped_clips });
         }
+        let dropped_clips = self.write(&next, &adding, cache_limit, false)?;
+        Ok(Enqueued { new: true, added: 0, state: "pending".into(), dropped_clips })
+    }
+
+    /// Makes room, writes the files of `segments` the spool lacks, then inserts (or, with
+    /// `update`, replaces) the clip's row and adds its segment rows in one transaction.
+    /// Returns the clips dropped to make room.
+    fn write(
+        &self,
+        manifest: &ClipManifest,
+        segments: &[&(String, SegmentBytes)],
+        cache_limit: u64,
+        update: bool,
+    ) -> Result<Vec<String>, UploadError> {
         let new_bytes: u64 = {
             let conn = self.conn();
             let mut have =
@@ -179,7 +227,7 @@ impl Spool {
         }
         let mut dropped_clips = Vec::new();
         while self.stats()?.spooled_bytes + new_bytes > cache_limit {
-            match self.drop_oldest()? {
+            match self.drop_oldest(&manifest.clip_id)? {
                 Some(c) => dropped_clips.push(c),
                 None => break,
             }
@@ -198,10 +246,17 @@ impl Spool {
         let bytes: u64 = manifest.segments.iter().map(|s| s.size).sum();
         let mut conn = self.conn();
         let tx = conn.transaction()?;
-        tx.execute(
-            "INSERT INTO clips (clip_id, user, manifest_json, bytes, state, enqueued_ms) VALUES (?1, ?2, ?3, ?4, 'pending', ?5)",
-            params![manifest.clip_id, manifest.user, json, bytes as i64, crate::now_ms()],
-        )?;
+        if update {
+            tx.execute(
+                "UPDATE clips SET manifest_json = ?1, bytes = ?2 WHERE clip_id = ?3",
+                params![json, bytes as i64, manifest.clip_id],
+            )?;
+        } else {
+            tx.execute(
+                "INSERT INTO clips (clip_id, user, manifest_json, bytes, state, enqueued_ms) VALUES (?1, ?2, ?3, ?4, 'pending', ?5)",
+                params![manifest.clip_id, manifest.user, json, bytes as i64, crate::now_ms()],
+            )?;
+        }
         for (sha, _) in segments {
             tx.execute(
                 "INSERT OR IGNORE INTO clip_segments (clip_id, sha256) VALUES (?1, ?2)",
@@ -215,16 +270,19 @@ impl Spool {
             )?;
         }
         tx.commit()?;
-        Ok(Enqueued { new: true, dropped_clips })
+        Ok(dropped_clips)
     }
 
-    /// Drops the oldest pending clip; returns its id, or `None` when nothing is pending.
-    fn drop_oldest(&self) -> Result<Option<String>, UploadError> {
+    /// Drops the oldest pending clip other than `keep`; returns its id, or `None` when there is
+    /// none.
+    fn drop_oldest(&self, keep: &str) -> Result<Option<String>, UploadError> {
         let oldest: Option<String> = self
             .conn()
-            .query_row("SELECT clip_id FROM clips WHERE state = 'pending' ORDER BY enqueued_ms, rowid LIMIT 1", [], |r| {
-                r.get(0)
-            })
+            .query_row(
+                "SELECT clip_id FROM clips WHERE state = 'pending' AND clip_id != ?1 ORDER BY enqueued_ms, rowid LIMIT 1",
+                [keep],
+                |r| r.get(0),
+            )
             .optional()?;
         let Some(clip_id) = oldest else { return Ok(None) };
         let (segments, bytes) = self.release(&clip_id, "lost")?;

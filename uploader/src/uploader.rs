@@ -19,7 +19,11 @@
 //!   reopened after an exponential backoff with jitter.
 //! * **send**: takes pending clips oldest first: manifest, then only the segments the console
 //!   says it lacks, then the clip status; marks the clip sent when the console says complete.
-//!   A retryable failure waits a backoff; a refusal (4xx) sets the clip aside as `refused`.
+//!   An open clip (window still running) is sent as far as it goes and stays pending; the
+//!   agent's next extension of it wakes the loop.
+//!   A failure waits a backoff and the pass is tried again; only a refusal of the clip itself
+//!   (400, 409, 413, 422) or a spool that lost part of it sets the clip aside as `refused`.
+//!   An answer cut short or garbled, or a refusal of the device (401, 403), keeps every clip.
 //!   Daily upload limits are checked before every segment.
 
 use std::collections::HashMap;
@@ -139,6 +143,9 @@ pub struct NewClip {
     pub start_ms: i64,
     pub end_ms: i64,
     pub missing: Vec<MissingRange>,
+    /// The window is still running: more segments follow (see [`ClipManifest`]). Enqueue the
+    /// same clip id again to add them, and once more with `open: false` to close it.
+    pub open: bool,
 }
 
 /// A snapshot for `rearview status` and the health report.
@@ -390,8 +397,9 @@ impl Uploader {
         }
     }
 
-    /// Puts a clip in the spool; the send loop delivers it. Hashes are computed here, so the
-    /// manifest always names the bytes that will be sent.
+    /// Puts a clip in the spool, or extends an open one already there (see [`Spool::enqueue`]);
+    /// the send loop delivers it. Hashes are computed here, so the manifest always names the
+    /// bytes that will be sent.
     pub fn enqueue_clip(
         &self,
         clip: NewClip,
@@ -429,6 +437,7 @@ impl Uploader {
             end_ms: clip.end_ms,
             segments: manifest_segments,
             missing: clip.missing,
+            open: clip.open,
         };
         let cache = lock(&self.limits).offline_cache.max_bytes;
         let result = self.spool.enqueue(&manifest, &named, cache)?;
@@ -608,13 +617,14 @@ impl Uploader {
             let result = self.send_clip(&clip.manifest).await;
             lock(&self.live).uploading = None;
             match result {
-                Ok(true) => {
+                Ok(Sent::Complete) => {
                     self.spool.mark_sent(&clip.manifest.clip_id)?;
                     self.note_ok();
                     tracing::info!(clip = %clip.manifest.clip_id, "clip complete on the console");
                 }
-                Ok(false) => {}
-                Err(e) if e.is_retryable() => return Err(e),
+                Ok(Sent::Open | Sent::OverLimit) => {}
+                // Kept for the next pass (after a backoff): see `sets_clip_aside`.
+                Err(e) if !e.sets_clip_aside() => return Err(e),
                 Err(e) => {
                     tracing::warn!(clip = %clip.manifest.clip_id, error = %e, "console refused the clip; set aside");
                     self.note_error(&e);
@@ -625,9 +635,8 @@ impl Uploader {
         Ok(())
     }
 
-    /// Sends one clip. `Ok(true)`: complete on the console; `Ok(false)`: stopped by the daily
-    /// limit, stays spooled.
-    async fn send_clip(&self, manifest: &ClipManifest) -> Result<bool, UploadError> {
+    /// Sends one clip as far as it goes.
+    async fn send_clip(&self, manifest: &ClipManifest) -> Result<Sent, UploadError> {
         let client = self.client();
         let status = client.put_manifest(manifest).await?;
         self.note_ok();
@@ -639,7 +648,7 @@ impl Uploader {
             let used = self.spool.usage(&day)?.get(&manifest.user).copied().unwrap_or(0);
             if used + size > limit {
                 tracing::warn!(user = %manifest.user, used, limit, "daily upload limit reached; clip stays spooled");
-                return Ok(false);
+                return Ok(Sent::OverLimit);
             }
             if !self.spool.has_segment(sha)? {
                 return Err(UploadError::Spool(format!(
@@ -657,7 +666,9 @@ impl Uploader {
             client.clip_status(&manifest.clip_id).await?
         };
         if status.complete {
-            Ok(true)
+            Ok(Sent::Complete)
+        } else if manifest.open && status.missing.is_empty() {
+            Ok(Sent::Open)
         } else {
             Err(UploadError::Protocol(format!(
                 "console still misses {} segments of clip {} after upload",
@@ -666,6 +677,16 @@ impl Uploader {
             )))
         }
     }
+}
+
+/// How far [`Uploader::send_clip`] got.
+enum Sent {
+    /// The console has the whole clip.
+    Complete,
+    /// The console has every segment named so far; the window is still running.
+    Open,
+    /// Stopped by the daily upload limit; the rest stays spooled.
+    OverLimit,
 }
 
 /// The running tasks of an [`Uploader`].

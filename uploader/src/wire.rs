@@ -137,6 +137,16 @@ pub struct TriggerMessage {
 }
 
 /// What a clip holds, sent before its segments.
+///
+/// # Open clips
+///
+/// A triggered clip is sent while its window is still running, so evidence leaves the device
+/// as each segment closes rather than when the window ends. Such a manifest says `open: true`.
+/// While the console's stored manifest is open, the device may send it again with *more*
+/// segments (every segment already named stays, with the same fields) and, last, with
+/// `open: false` and the final `missing` ranges; everything else must stay the same. An open
+/// clip is never complete. Once closed the manifest is immutable; a late re-send of an older,
+/// open version (a superseded request) changes nothing and is answered with the clip's status.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClipManifest {
@@ -158,6 +168,36 @@ pub struct ClipManifest {
     /// Parts of the window that could not be provided (ring no longer held them, capture
     /// paused, …), so an investigator knows a gap is not a hidden one.
     pub missing: Vec<MissingRange>,
+    /// The window is still running and more segments will be added (see above). Absent
+    /// means closed.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub open: bool,
+}
+
+impl ClipManifest {
+    /// Whether `self` (stored, open) may be replaced by `next`: the same clip with every
+    /// segment of `self` still named, unchanged.
+    pub fn extended_by(&self, next: &ClipManifest) -> bool {
+        self.open && self.same_clip(next) && self.segments.iter().all(|s| next.segments.contains(s))
+    }
+
+    /// Whether `older` is a superseded open version of `self`: the same clip, naming only
+    /// segments `self` names.
+    pub fn supersedes(&self, older: &ClipManifest) -> bool {
+        older.open
+            && self.same_clip(older)
+            && older.segments.iter().all(|s| self.segments.contains(s))
+    }
+
+    fn same_clip(&self, other: &ClipManifest) -> bool {
+        self.clip_id == other.clip_id
+            && self.trigger_id == other.trigger_id
+            && self.mode == other.mode
+            && self.user == other.user
+            && self.device_id == other.device_id
+            && self.start_ms == other.start_ms
+            && self.end_ms == other.end_ms
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -185,7 +225,7 @@ pub struct MissingRange {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ClipStatus {
     pub clip_id: String,
-    /// True once every named segment is stored.
+    /// True once the clip is closed and every named segment is stored.
     pub complete: bool,
     /// Hashes the console still needs.
     pub missing: Vec<String>,

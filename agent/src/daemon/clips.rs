@@ -4,8 +4,14 @@
 //! A clip is *collecting* from the trigger until its window has ended and the segments covering
 //! its end have closed; segments that close meanwhile and overlap the window are pinned to it
 //! (pin owner = clip id), so eviction cannot take them, and overlapping clips simply pin the
-//! same segment twice (it is stored, and sent, once). Then the clip goes to the uploader's
-//! spool (*pending*) and its pins are released: the spool holds its own copy.
+//! same segment twice (it is stored, and sent, once).
+//!
+//! While collecting, the clip is already in the uploader's spool as an *open* clip: the segments
+//! the ring held at the trigger go there at once, and each later one as it closes (`spooled`
+//! lists those handed over), so evidence leaves the device during the window, not after it.
+//! When the window has ended the clip is closed with what the window lacks (*pending*) and its
+//! pins are released: the spool holds its own copy. The pins are kept until then so the
+//! missing ranges can be computed from the ring's index, and a failed hand-over can be retried.
 //!
 //! # State file
 //!
@@ -15,7 +21,8 @@
 //! ```text
 //! [ { "id": "<32 hex>", "trigger_id": "…"|null, "user": "<principal>", "reason": "…",
 //!     "mode": "specific-activities", "from_utc_micros": i64, "to_utc_micros": i64,
-//!     "segments": ["<segment id hex>", …], "state": "collecting"|"pending"|"failed",
+//!     "segments": ["<segment id hex>", …], "spooled": ["<segment id hex>", …],
+//!     "in_spool": bool, "state": "collecting"|"pending"|"failed",
 //!     "missing": [{"from_utc_micros": i64, "to_utc_micros": i64, "reason": "…"}],
 //!     "error": "…"|null }, … ]   at most MAX_KEPT, newest last
 //! ```
@@ -45,6 +52,12 @@ pub struct Clip {
     pub from_utc_micros: i64,
     pub to_utc_micros: i64,
     pub segments: Vec<String>,
+    /// Those of `segments` already handed to the spool.
+    #[serde(default)]
+    pub spooled: Vec<String>,
+    /// The spool has this clip (open while collecting).
+    #[serde(default)]
+    pub in_spool: bool,
     /// `collecting`, `pending`, `failed`.
     pub state: String,
     pub missing: Vec<Missing>,
@@ -54,6 +67,11 @@ pub struct Clip {
 impl Clip {
     pub fn collecting(&self) -> bool {
         self.state == "collecting"
+    }
+
+    /// Segments not handed to the spool yet.
+    pub fn unspooled(&self) -> Vec<String> {
+        self.segments.iter().filter(|s| !self.spooled.contains(s)).cloned().collect()
     }
 
     /// Whether a segment of `user` spanning `[start, end]` belongs in this clip.
@@ -197,6 +215,8 @@ mod tests {
             from_utc_micros: 1,
             to_utc_micros: 2,
             segments: vec!["ab".into()],
+            spooled: vec![],
+            in_spool: false,
             state: "collecting".into(),
             missing: vec![],
             error: None,

@@ -1,8 +1,10 @@
 //! Clip ingest (devices) and clip review (people).
 //!
-//! The manifest arrives first and is immutable once stored; segments follow, each accepted
-//! only when a manifest of the same device names it and its bytes hash to its name. A clip is
-//! complete when every segment it names is stored for its device.
+//! The manifest arrives first; segments follow, each accepted only when a manifest of the same
+//! device names it and its bytes hash to its name. A manifest is immutable once stored, except
+//! an *open* one (a window still running, see [`ClipManifest`]), which the device extends with
+//! the segments that closed since and finally closes. A clip is complete when it is closed and
+//! every segment it names is stored for its device.
 
 use std::collections::HashSet;
 use std::io::Write;
@@ -88,19 +90,55 @@ fn missing(
     Ok(rows)
 }
 
+/// The clip's status; marks it complete (once) when it is closed and nothing is missing.
 fn status(
     conn: &rusqlite::Connection,
     device_id: &str,
     clip_id: &str,
 ) -> Result<ClipStatus, ApiError> {
     let missing = missing(conn, device_id, clip_id)?;
-    if missing.is_empty() {
+    let open: bool = conn.query_row(
+        "SELECT COALESCE(json_extract(manifest_json, '$.open'), 0) FROM clips WHERE id = ?1",
+        [clip_id],
+        |r| r.get(0),
+    )?;
+    let complete = missing.is_empty() && !open;
+    if complete {
         conn.execute(
             "UPDATE clips SET complete_ms = ?1 WHERE id = ?2 AND complete_ms IS NULL",
             params![now_ms(), clip_id],
         )?;
     }
-    Ok(ClipStatus { clip_id: clip_id.to_owned(), complete: missing.is_empty(), missing })
+    Ok(ClipStatus { clip_id: clip_id.to_owned(), complete, missing })
+}
+
+fn is_complete(conn: &rusqlite::Connection, clip_id: &str) -> Result<bool, ApiError> {
+    Ok(conn.query_row(
+        "SELECT EXISTS (SELECT 1 FROM clips WHERE id = ?1 AND complete_ms IS NOT NULL)",
+        [clip_id],
+        |r| r.get(0),
+    )?)
+}
+
+/// Names `manifest`'s segments as the clip's (already named ones are kept).
+fn name_segments(tx: &rusqlite::Transaction<'_>, manifest: &ClipManifest) -> Result<(), ApiError> {
+    let mut insert =
+        tx.prepare_cached("INSERT OR IGNORE INTO clip_segments (clip_id, sha256) VALUES (?1, ?2)")?;
+    for s in &manifest.segments {
+        insert.execute(params![manifest.clip_id, s.sha256])?;
+    }
+    Ok(())
+}
+
+fn manifest_json(manifest: &ClipManifest) -> Result<String, ApiError> {
+    serde_json::to_string(manifest).map_err(|e| ApiError::bad_request(format!("manifest: {e}")))
+}
+
+/// What a manifest request changed, for the audit log.
+enum ManifestChange {
+    None,
+    Created,
+    Extended { added: usize, closed: bool },
 }
 
 pub async fn put_manifest(
@@ -120,16 +158,35 @@ pub async fn put_manifest(
             Ok((r.get(0)?, r.get(1)?))
         })
         .optional()?;
-    let mut created = false;
+    let mut change = ManifestChange::None;
     match existing {
         Some((owner, _)) if owner != device.id => {
             return Err(ApiError::forbidden(format!("clip {clip_id} belongs to another device")));
         }
         Some((_, json)) => {
-            let stored: Option<ClipManifest> = serde_json::from_str(&json).ok();
-            if stored.as_ref() != Some(&manifest) {
+            let stored: ClipManifest = serde_json::from_str(&json).map_err(|e| {
+                ApiError::from(crate::error::ConsoleError::Database(format!("clip {clip_id}: {e}")))
+            })?;
+            if stored == manifest || stored.supersedes(&manifest) {
+                // A repeat, or a late re-send of an older open version: nothing changes.
+            } else if stored.extended_by(&manifest) {
+                tx.execute(
+                    "UPDATE clips SET manifest_json = ?1 WHERE id = ?2",
+                    params![manifest_json(&manifest)?, clip_id],
+                )?;
+                name_segments(&tx, &manifest)?;
+                change = ManifestChange::Extended {
+                    added: manifest.segments.len() - stored.segments.len(),
+                    closed: !manifest.open,
+                };
+            } else if stored.open {
                 return Err(ApiError::conflict(format!(
-                    "clip {clip_id} already has a different manifest; a clip's manifest cannot change"
+                    "clip {clip_id} is open: an update may only add segments and close it, \
+                     keeping its other fields and every segment already named"
+                )));
+            } else {
+                return Err(ApiError::conflict(format!(
+                    "clip {clip_id} already has a different manifest; a closed clip's manifest cannot change"
                 )));
             }
         }
@@ -154,8 +211,6 @@ pub async fn put_manifest(
                 }
                 None => None,
             };
-            let json = serde_json::to_string(&manifest)
-                .map_err(|e| ApiError::bad_request(format!("manifest: {e}")))?;
             tx.execute(
                 "INSERT INTO clips (id, device_id, trigger_id, alert_id, user, mode, start_ms, end_ms, manifest_json, created_ms)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
@@ -168,30 +223,40 @@ pub async fn put_manifest(
                     manifest.mode,
                     manifest.start_ms,
                     manifest.end_ms,
-                    json,
+                    manifest_json(&manifest)?,
                     now_ms()
                 ],
             )?;
-            let mut insert = tx.prepare_cached(
-                "INSERT OR IGNORE INTO clip_segments (clip_id, sha256) VALUES (?1, ?2)",
-            )?;
-            for s in &manifest.segments {
-                insert.execute(params![clip_id, s.sha256])?;
-            }
-            drop(insert);
-            created = true;
+            name_segments(&tx, &manifest)?;
+            change = ManifestChange::Created;
         }
     }
+    let was_complete = is_complete(&tx, &clip_id)?;
     let status = status(&tx, &device.id, &clip_id)?;
     tx.commit()?;
     drop(conn);
-    if created {
-        state.store.audit(
-            &format!("device:{}", device.id),
+    let actor = format!("device:{}", device.id);
+    let target = format!("clip:{clip_id}");
+    match change {
+        ManifestChange::None => {}
+        ManifestChange::Created => state.store.audit(
+            &actor,
             "clip.manifest",
-            &format!("clip:{clip_id}"),
-            serde_json::json!({ "user": manifest.user, "segments": manifest.segments.len(), "trigger": manifest.trigger_id }),
-        )?;
+            &target,
+            serde_json::json!({ "user": manifest.user, "segments": manifest.segments.len(), "trigger": manifest.trigger_id, "open": manifest.open }),
+        )?,
+        // Segments added to an open clip are not audited one by one (one every few seconds);
+        // its closing is, with the final count.
+        ManifestChange::Extended { closed: false, .. } => {}
+        ManifestChange::Extended { added, closed: true } => state.store.audit(
+            &actor,
+            "clip.closed",
+            &target,
+            serde_json::json!({ "segments": manifest.segments.len(), "added": added, "missing_ranges": manifest.missing.len() }),
+        )?,
+    }
+    if status.complete && !was_complete {
+        state.store.audit(&actor, "clip.complete", &target, serde_json::Value::Null)?;
     }
     Ok(Json(status))
 }
@@ -365,6 +430,7 @@ pub fn list_clips(state: &AppState) -> Result<Vec<ClipView>, ApiError> {
                         end_ms: 0,
                         segments: vec![],
                         missing: vec![],
+                        open: false,
                     },
                 },
                 json,

@@ -219,7 +219,8 @@ impl Console {
     }
 
     /// Every clip the console holds (`clip list`, read from its database): id, device_id,
-    /// user, mode, trigger_id, alert_id, start_ms, end_ms, complete, segments.
+    /// user, mode, trigger_id, alert_id, start_ms, end_ms, complete, segments, open,
+    /// covered_until_ms.
     pub fn clips(&self) -> Vec<Value> {
         let out = run_ok(Command::new(Self::BIN).args([
             "clip",

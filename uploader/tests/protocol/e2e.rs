@@ -1,5 +1,5 @@
 use rearview_uploader::wire::ActivityEvent;
-use rearview_uploader::Command;
+use rearview_uploader::{Command, NewClip};
 use serde_json::{json, Value};
 
 use crate::support::*;
@@ -218,4 +218,133 @@ async fn trigger_issued_while_offline_arrives_on_connect_and_revocation_is_pushe
     }
     let revoke = audit.iter().find(|a| a["action"] == json!("approval.revoke")).unwrap();
     assert_eq!(revoke["actor"], json!("person:rita"));
+}
+
+/// An approval that expires while the console is down: after the restart the console raises the
+/// policy version, and the device gets a bundle without it (the stored bundle carries the
+/// expired approval, which devices refuse).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn approval_expiring_while_the_console_is_down_leaves_the_policy_after_restart() {
+    let mut console = TestConsole::start().await;
+    console.settings(json!({"capture": {"enabled": true, "fps": 1}})).await;
+    console.approve(USER, "specific-activities").await;
+    let device = TestDevice::enroll(&console, &console.url()).await;
+    let first = device.uploader.sync_policy().await.unwrap().expect("a first policy");
+    assert_eq!(first.payload().users.len(), 1);
+    console.stop().await;
+    // The approval is due to expire in a second (moved close in its database), and the console
+    // stays down until it has.
+    let db = rusqlite::Connection::open(console.data().join("console.db")).unwrap();
+    let due = rearview_uploader::now_ms() + 1000;
+    let changed =
+        db.execute("UPDATE approvals SET expires_ms = ?1 WHERE state = 'approved'", [due]).unwrap();
+    assert_eq!(changed, 1);
+    drop(db);
+    while rearview_uploader::now_ms() <= due + 200 {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    console.restart().await;
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+    let next = loop {
+        match device.uploader.sync_policy().await {
+            Ok(Some(p)) => break p,
+            other => {
+                assert!(tokio::time::Instant::now() < deadline, "no newer policy: {other:?}");
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            }
+        }
+    };
+    assert!(next.version() > first.version());
+    assert!(next.payload().users.is_empty(), "the expired approval is gone");
+}
+
+/// A triggered clip leaves the device while its window runs: the open clip goes to the console
+/// with the segments closed so far, grows as more close (also across an agent restart and a
+/// console outage), and completes only once it is closed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn open_clip_is_sent_as_segments_close_and_completes_when_closed() {
+    let mut console = TestConsole::start().await;
+    console.settings(json!({"capture": {"enabled": true, "fps": 1}})).await;
+    let device = TestDevice::enroll(&console, &console.url()).await;
+    let running = device.uploader.start().unwrap();
+    let segs = segments(3, 40_000, rearview_uploader::now_ms() - 5_000);
+    let sha = |b: &[u8]| hex::encode(ring::digest::digest(&ring::digest::SHA256, b).as_ref());
+    let hashes: Vec<String> = segs.iter().map(|(_, b)| sha(b)).collect();
+    // One clip, sent three times: its window and ids never change.
+    let base = new_clip("window", None, 3);
+    let open = || NewClip { open: true, ..base.clone() };
+    let upto = |n: usize| segs[..n].iter().map(|(s, _)| s.clone()).collect::<Vec<_>>();
+    let stored = |console: &TestConsole| {
+        let mut s: Vec<String> = console.stored_segments().into_iter().map(|(_, h, _)| h).collect();
+        s.sort();
+        s
+    };
+
+    // The first segment reaches the console at once; the clip stays open and pending.
+    let enq = device.uploader.enqueue_clip(open(), upto(1)).unwrap();
+    assert!(enq.new && enq.state == "pending");
+    eventually(20, "first segment stored", || console.stored_segments().len() == 1).await;
+    let clip = console.clip("window").await;
+    assert_eq!(
+        (clip["complete"].clone(), clip["manifest"]["open"].clone()),
+        (json!(false), json!(true))
+    );
+    assert_eq!(device.uploader.clip_state("window").unwrap().as_deref(), Some("pending"));
+
+    // The agent restarts; the next extension repeats the first segment (its record of what was
+    // handed over was lost): it is named once and sent once.
+    running.stop();
+    let TestDevice { dir, uploader } = device;
+    drop(uploader);
+    let uploader =
+        rearview_uploader::Uploader::open(uploader_config(&console.url(), dir.path())).unwrap();
+    let running = uploader.start().unwrap();
+    let enq = uploader.enqueue_clip(open(), upto(2)).unwrap();
+    assert_eq!((enq.new, enq.added), (false, 1));
+    eventually(20, "second segment stored", || console.stored_segments().len() == 2).await;
+    let clip = console.clip("window").await;
+    assert_eq!(clip["manifest"]["segments"].as_array().unwrap().len(), 2);
+    assert_eq!(clip["complete"], json!(false));
+
+    // The window ends while the console is down: the closed clip waits in the spool.
+    console.stop().await;
+    let mut closed = base.clone();
+    closed.missing = vec![rearview_uploader::wire::MissingRange {
+        start_ms: closed.end_ms - 500,
+        end_ms: closed.end_ms,
+        reason: "capture stopped".into(),
+    }];
+    let enq = uploader.enqueue_clip(closed.clone(), upto(3)).unwrap();
+    assert_eq!((enq.new, enq.added, enq.state.as_str()), (false, 1, "pending"));
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_eq!(uploader.clip_state("window").unwrap().as_deref(), Some("pending"));
+    console.restart().await;
+    let up = uploader.clone();
+    eventually(30, "closed clip sent", || {
+        up.clip_state("window").unwrap().as_deref() == Some("sent")
+    })
+    .await;
+    let clip = console.clip("window").await;
+    assert_eq!(clip["complete"], json!(true));
+    assert_eq!(clip["manifest"]["open"], serde_json::Value::Null);
+    assert_eq!(clip["manifest"]["missing"][0]["reason"], "capture stopped");
+    let named: Vec<&str> = clip["manifest"]["segments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["sha256"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        named,
+        hashes.iter().map(String::as_str).collect::<Vec<_>>(),
+        "in time order, once each"
+    );
+    let mut want = hashes.clone();
+    want.sort();
+    assert_eq!(stored(&console), want, "each segment stored once");
+    assert_eq!(uploader.status().unwrap().spool.spooled_bytes, 0);
+    // Extending a sent clip changes nothing.
+    let enq = uploader.enqueue_clip(open(), upto(3)).unwrap();
+    assert_eq!((enq.new, enq.added, enq.state.as_str()), (false, 0, "sent"));
+    running.stop();
 }

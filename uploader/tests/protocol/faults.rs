@@ -113,6 +113,51 @@ async fn console_answering_5xx_then_hanging_then_recovering() {
     assert!(up.status().unwrap().server_reachable);
 }
 
+/// An answer cut short after its headers (a console dying mid-answer) or a whole answer that
+/// is not JSON (a broken middlebox) is a failure to retry, never a refusal: the clip and its
+/// files stay. A console that accepts the push stream's connection and never answers does not
+/// hold the stream forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_cut_short_or_garbled_keep_the_clip_and_a_silent_stream_is_retried() {
+    let console = TestConsole::start().await;
+    let proxy = FaultProxy::start(console.addr).await;
+    let device = TestDevice::enroll(&console, &proxy.url()).await;
+    // A second device with nothing to send, whose only traffic is the push stream.
+    let listener = TestDevice::enroll(&console, &proxy.url()).await;
+    let segs = segments(3, 20_000, rearview_uploader::now_ms());
+    let originals: Vec<Vec<u8>> = segs.iter().map(|(_, b)| b.clone()).collect();
+    device
+        .uploader
+        .enqueue_clip(new_clip("clip-g", None, 3), segs.into_iter().map(|(s, _)| s).collect())
+        .unwrap();
+    let spooled = device.uploader.status().unwrap().spool.spooled_bytes;
+    for (mode, says) in [(Mode::CutBody, "unreachable"), (Mode::Garbage, "not the expected JSON")] {
+        proxy.set_mode(mode);
+        let err = device.uploader.send_pending().await.unwrap_err();
+        assert!(err.to_string().contains(says), "{mode:?}: {err}");
+        assert!(!err.sets_clip_aside(), "{mode:?}: {err}");
+        let status = device.uploader.status().unwrap();
+        assert_eq!((status.spool.pending_clips, status.refused_clips), (1, 0), "{mode:?}");
+        assert_eq!(status.spool.spooled_bytes, spooled, "{mode:?}: spooled files kept");
+    }
+
+    // The push stream against a console that never answers: the opening times out (3 s in
+    // these tests) and is tried again; once the console answers, the stream is up.
+    proxy.set_mode(Mode::Hang);
+    let _listening = listener.uploader.start().unwrap();
+    let other = listener.uploader.clone();
+    eventually(20, "the silent stream opening reported", || {
+        other.status().unwrap().last_error.is_some_and(|e| e.contains("push stream: no answer"))
+    })
+    .await;
+    proxy.set_mode(Mode::Pass);
+    eventually(30, "stream connected", || other.status().unwrap().stream_connected).await;
+    let _running = device.uploader.start().unwrap();
+    let up = device.uploader.clone();
+    eventually(30, "clip sent", || up.status().unwrap().spool.sent_clips == 1).await;
+    assert_complete_no_dup_no_loss(&console, "clip-g", &originals).await;
+}
+
 /// Not a test of its own: the body of the child process `uploader_killed_mid_upload` starts
 /// and SIGKILLs. Does nothing unless that test set the environment.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -154,6 +154,7 @@ async fn device_cannot_touch_another_devices_clips() {
                 .map(|h| ManifestSegment { sha256: h.clone(), size: 1000, start_ms: 0, end_ms: 1 })
                 .collect(),
             missing: vec![],
+            open: false,
         }
     };
     let http = reqwest::Client::new();

@@ -229,6 +229,7 @@ pub fn new_clip(clip_id: &str, trigger_id: Option<String>, n: usize) -> NewClip 
         start_ms: start,
         end_ms: start + n as i64 * 1000,
         missing: vec![],
+        open: false,
     }
 }
 
@@ -242,6 +243,10 @@ pub enum Mode {
     Fail = 1,
     /// Accept and read, never answer.
     Hang = 2,
+    /// Answer 200 with a body that stops half-way (a console dying mid-answer).
+    CutBody = 3,
+    /// Answer 200 with a whole body that is not JSON (a broken middlebox).
+    Garbage = 4,
 }
 
 /// A TCP proxy in front of the console that can fail, hang, throttle and cut connections.
@@ -272,7 +277,9 @@ impl FaultProxy {
                         match m {
                             0 => forward(client, upstream, t).await,
                             1 => fail(client).await,
-                            _ => hang(client).await,
+                            2 => hang(client).await,
+                            3 => answer_200(client, Some(400), r#"{"clip_id":"#).await,
+                            _ => answer_200(client, None, "<html>proxy error</html>").await,
                         }
                     });
                     conns.lock().unwrap().push(task);
@@ -344,6 +351,19 @@ async fn fail(mut client: TcpStream) {
     let resp = format!(
         "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
         body.len()
+    );
+    let _ = client.write_all(resp.as_bytes()).await;
+    let _ = client.shutdown().await;
+}
+
+/// Answers 200 announcing `length` body bytes (default: all of `body`) and sends `body`, then
+/// closes.
+async fn answer_200(mut client: TcpStream, length: Option<usize>, body: &str) {
+    let length = length.unwrap_or(body.len());
+    let mut buf = vec![0u8; 64 * 1024];
+    let _ = tokio::time::timeout(Duration::from_millis(200), client.read(&mut buf)).await;
+    let resp = format!(
+        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {length}\r\nconnection: close\r\n\r\n{body}"
     );
     let _ = client.write_all(resp.as_bytes()).await;
     let _ = client.shutdown().await;
