@@ -17,7 +17,8 @@
 //! clips      clip_id PK, user, manifest_json, bytes (sum of its segment sizes),
 //!            state (pending | sent | refused | lost), enqueued_ms, sent_ms
 //! clip_segments  clip_id, sha256              which segments a clip names
-//! segments   sha256 PK, size, sent (0/1)      one row per file in segments/
+//! segments   sha256 PK, size, sent (0/1)      one row per segment a pending clip names; its
+//!                                             file in segments/ while sent = 0
 //! usage      day (YYYY-MM-DD, UTC), user, bytes    upload bytes per user per day
 //! counters   name PK, value                   lost_clips, lost_segments, lost_bytes
 //! ```
@@ -37,7 +38,10 @@
 //!   segment rows in one transaction, so a crash leaves the old version or the new one.
 //!   Segments already named are not added twice, so repeating an extension after a crash is
 //!   harmless.
-//! * A segment file is deleted when no pending clip names it any more.
+//! * A segment's file is deleted as soon as the console has stored it (`sent` = 1: the console
+//!   keeps blobs by hash and never asks for a stored one again), so an open clip's early
+//!   segments do not sit in the spool until its window ends; its row goes when no pending clip
+//!   names it any more (then also the file of a segment never sent).
 //! * When the unsent bytes exceed the offline cache, the oldest pending clips are dropped
 //!   whole (their unshared segments deleted) until the new clip fits, and `lost_*` counters
 //!   record it so the device can report what was lost.
@@ -211,6 +215,7 @@ impl Spool {
             let conn = self.conn();
             let mut have =
                 conn.prepare_cached("SELECT EXISTS (SELECT 1 FROM segments WHERE sha256 = ?1)")?;
+            // (A segment already sent has a row and needs no file: it counts as nothing.)
             let mut total = 0;
             for (sha, data) in segments {
                 if !have.query_row([sha], |r| r.get::<_, bool>(0))? {
@@ -233,10 +238,21 @@ impl Spool {
             }
         }
         // Files first, then the rows that make them count.
+        let known: std::collections::HashSet<String> = {
+            let conn = self.conn();
+            let mut have = conn.prepare_cached("SELECT sha256 FROM segments WHERE sha256 = ?1")?;
+            let mut known = std::collections::HashSet::new();
+            for (sha, _) in segments {
+                if let Some(s) = have.query_row([sha], |r| r.get(0)).optional()? {
+                    known.insert(s);
+                }
+            }
+            known
+        };
         let mut written = Vec::new();
         for (sha, data) in segments {
             let path = self.segment_path(sha);
-            if !path.exists() {
+            if !known.contains(sha) && !path.exists() {
                 data.write_to(&path, &self.dir.join("segments"))?;
                 written.push((sha.clone(), data.len()?));
             }
@@ -345,6 +361,16 @@ impl Spool {
         })? as u64)
     }
 
+    /// The console has stored this segment: its file goes now (the row stays while a pending
+    /// clip names it).
+    pub fn mark_segment_sent(&self, sha256: &str) -> Result<(), UploadError> {
+        self.conn().execute("UPDATE segments SET sent = 1 WHERE sha256 = ?1", [sha256])?;
+        // After the update: a crash here leaves a file no longer counted, which the clip's
+        // release removes.
+        let _ = std::fs::remove_file(self.segment_path(sha256));
+        Ok(())
+    }
+
     /// The console has every segment of `clip_id`: forget its files.
     pub fn mark_sent(&self, clip_id: &str) -> Result<(), UploadError> {
         self.release(clip_id, "sent").map(|_| ())
@@ -436,7 +462,7 @@ impl Spool {
             pending_clips: count("pending")?,
             sent_clips: count("sent")?,
             spooled_bytes: conn.query_row(
-                "SELECT COALESCE(SUM(size), 0) FROM segments",
+                "SELECT COALESCE(SUM(size), 0) FROM segments WHERE sent = 0",
                 [],
                 |r| r.get::<_, i64>(0),
             )? as u64,

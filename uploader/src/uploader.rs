@@ -658,6 +658,7 @@ impl Uploader {
             }
             let bytes = self.spool.read_segment(sha)?;
             client.put_segment(sha, bytes).await?;
+            self.spool.mark_segment_sent(sha)?;
             self.spool.add_usage(&day, &manifest.user, size)?;
         }
         let status = if status.missing.is_empty() {

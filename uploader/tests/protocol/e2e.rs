@@ -290,6 +290,13 @@ async fn open_clip_is_sent_as_segments_close_and_completes_when_closed() {
         (json!(false), json!(true))
     );
     assert_eq!(device.uploader.clip_state("window").unwrap().as_deref(), Some("pending"));
+    // What the console has stored leaves the spool at once, though the clip is still pending.
+    let up = device.uploader.clone();
+    eventually(20, "the sent segment's file freed", || {
+        up.status().unwrap().spool.spooled_bytes == 0
+    })
+    .await;
+    assert_eq!(std::fs::read_dir(device.dir.path().join("spool/segments")).unwrap().count(), 0);
 
     // The agent restarts; the next extension repeats the first segment (its record of what was
     // handed over was lost): it is named once and sent once.
