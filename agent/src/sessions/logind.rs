@@ -101,14 +101,30 @@ pub fn to_session(raw: RawSession, gid: u32, env: Vec<(String, String)>) -> Resu
     })
 }
 
-/// Follows logind until the bus connection fails.
+/// How often every session is re-read, to catch what logind signals only as property changes:
+/// locks, unlocks and user switches (`LockedHint`, `Active`).
+pub const POLL: Duration = Duration::from_secs(2);
+
+/// Follows logind on the system bus until the bus connection fails.
 pub async fn follow(tx: &watch::Sender<SessionsState>) -> zbus::Result<()> {
-    let conn = zbus::Connection::system().await?;
+    follow_on(zbus::Connection::system().await?, tx, POLL).await
+}
+
+/// Follows logind on `conn`, re-reading every session each `poll` and on `SessionNew` /
+/// `SessionRemoved`, until a call fails (the bus closed, logind left it). [`follow`] is this on
+/// the system bus; tests pass a bus of their own and a poll of their choice.
+#[doc(hidden)]
+pub async fn follow_on(
+    conn: zbus::Connection,
+    tx: &watch::Sender<SessionsState>,
+    poll: Duration,
+) -> zbus::Result<()> {
     let manager = ManagerProxy::new(&conn).await?;
     let mut new = manager.receive_session_new().await?;
     let mut removed = manager.receive_session_removed().await?;
     tracing::info!("following graphical sessions through logind");
-    let mut poll = tokio::time::interval(Duration::from_secs(2));
+    // The loop lists first; a poll whose first tick were immediate would only repeat that list.
+    let mut poll = tokio::time::interval_at(tokio::time::Instant::now() + poll, poll);
     loop {
         let sessions = list(&conn, &manager).await?;
         tx.send_if_modified(|state| {
