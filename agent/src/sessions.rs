@@ -2,9 +2,9 @@
 //!
 //! On a desktop the source of truth is systemd-logind on the system bus
 //! (`org.freedesktop.login1`): [`logind`] lists sessions, reads each one's `Type`, `Class`,
-//! `Display`, `Name`, `User`, `Active`, `LockedHint` and `Leader`, and follows `SessionNew` /
-//! `SessionRemoved` (each triggers an immediate re-list) plus a short poll that catches locks,
-//! unlocks and user switches (property changes). Tests and the demo configure a fixed display
+//! `Display`, `Name`, `User`, `Active`, `LockedHint` and `Leader`, and re-lists at once on
+//! `SessionNew`, `SessionRemoved` and any session's `PropertiesChanged` (locks, unlocks and
+//! user switches), with a short poll as a safety net. Tests and the demo configure a fixed display
 //! instead; its session belongs to the user the daemon runs as.
 //!
 //! When logind cannot be reached the watcher says so once, clearly, and falls back to the fixed

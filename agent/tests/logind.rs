@@ -377,8 +377,8 @@ async fn a_lock_and_a_user_switch_stop_capture_until_undone() {
     let bus = Bus::start();
     let leader = Leader::start();
     let logind = Logind::serve(&bus, &[session("2", "x11", "user", ":0", &leader)]).await;
-    // The agent's own poll: it re-reads sessions to see property changes.
-    let (mut rx, agent) = follow(&bus, POLL).await;
+    // No poll: what changes comes from the sessions' PropertiesChanged signals.
+    let (mut rx, agent) = follow(&bus, NO_POLL).await;
     let capturable = |s: &SessionsState| find(s, "2").is_some_and(Session::capturable);
     wait_for(&mut rx, "session 2, capturable", capturable).await;
 

@@ -101,8 +101,8 @@ pub fn to_session(raw: RawSession, gid: u32, env: Vec<(String, String)>) -> Resu
     })
 }
 
-/// How often every session is re-read, to catch what logind signals only as property changes:
-/// locks, unlocks and user switches (`LockedHint`, `Active`).
+/// How often every session is re-read anyway: a safety net under the signals (a missed
+/// `PropertiesChanged`, a logind that does not emit one).
 pub const POLL: Duration = Duration::from_secs(2);
 
 /// Follows logind on the system bus until the bus connection fails.
@@ -110,9 +110,11 @@ pub async fn follow(tx: &watch::Sender<SessionsState>) -> zbus::Result<()> {
     follow_on(zbus::Connection::system().await?, tx, POLL).await
 }
 
-/// Follows logind on `conn`, re-reading every session each `poll` and on `SessionNew` /
-/// `SessionRemoved`, until a call fails (the bus closed, logind left it). [`follow`] is this on
-/// the system bus; tests pass a bus of their own and a poll of their choice.
+/// Follows logind on `conn`, re-reading every session on `SessionNew` / `SessionRemoved`, on any
+/// session's `PropertiesChanged` (locks, unlocks and user switches change `LockedHint` and
+/// `Active`: capture stops at once, not at the next poll) and each `poll`, until a call fails
+/// (the bus closed, logind left it). [`follow`] is this on the system bus; tests pass a bus of
+/// their own and a poll of their choice.
 #[doc(hidden)]
 pub async fn follow_on(
     conn: zbus::Connection,
@@ -122,6 +124,14 @@ pub async fn follow_on(
     let manager = ManagerProxy::new(&conn).await?;
     let mut new = manager.receive_session_new().await?;
     let mut removed = manager.receive_session_removed().await?;
+    let rule = zbus::MatchRule::builder()
+        .msg_type(zbus::message::Type::Signal)
+        .sender("org.freedesktop.login1")?
+        .interface("org.freedesktop.DBus.Properties")?
+        .member("PropertiesChanged")?
+        .path_namespace("/org/freedesktop/login1/session")?
+        .build();
+    let mut changed = zbus::MessageStream::for_match_rule(rule, &conn, None).await?;
     tracing::info!("following graphical sessions through logind");
     // The loop lists first; a poll whose first tick were immediate would only repeat that list.
     let mut poll = tokio::time::interval_at(tokio::time::Instant::now() + poll, poll);
@@ -137,6 +147,7 @@ pub async fn follow_on(
             _ = poll.tick() => {}
             Some(_) = new.next() => {}
             Some(_) = removed.next() => {}
+            Some(_) = changed.next() => {}
         }
     }
 }
