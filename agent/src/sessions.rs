@@ -120,7 +120,11 @@ pub async fn watch(fixed: Vec<FixedSession>, tx: watch::Sender<SessionsState>) {
         tx.send_replace(state);
         return;
     }
+    // Retries start at 1 s (a restarting logind is back within seconds; meanwhile nobody is
+    // recorded) and double up to 30 s (a machine without logind is not asked every second).
+    let mut retry = Duration::from_secs(1);
     loop {
+        let started = tokio::time::Instant::now();
         match logind::follow(&tx).await {
             Ok(()) => return,
             Err(e) => {
@@ -130,7 +134,12 @@ pub async fn watch(fixed: Vec<FixedSession>, tx: watch::Sender<SessionsState>) {
                 );
                 tracing::warn!("{problem}");
                 tx.send_replace(SessionsState { sessions: Vec::new(), problem: Some(problem) });
-                tokio::time::sleep(Duration::from_secs(30)).await;
+                if started.elapsed() > Duration::from_secs(60) {
+                    // It had been working: this is a restart, not a missing logind.
+                    retry = Duration::from_secs(1);
+                }
+                tokio::time::sleep(retry).await;
+                retry = (retry * 2).min(Duration::from_secs(30));
             }
         }
     }
