@@ -25,8 +25,13 @@ fn frame(width: u32, height: u32, shade: u8, at_ms: i64) -> Frame {
     f
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn export_opens_sealed_segments_into_png_and_jsonl() {
+/// First exported frame's time, Unix ms.
+const T0: i64 = 1_700_000_000_000;
+
+/// A console holding clip `clip-x`: two segments of 3 frames each, recorded by the recorder
+/// core, sealed to the tenant key handed out at enrollment and uploaded by the real uploader;
+/// alice types "a" in the second. The server is stopped again (export runs on the data).
+async fn console_with_a_sealed_clip() -> tempfile::TempDir {
     let (dir, server, admin_token) = support::start().await;
     let admin = AdminClient::new(&server.url(), &admin_token, None).unwrap();
     let t: Value = admin.post("/api/v1/enrollment-tokens", &json!({})).await.unwrap();
@@ -36,7 +41,7 @@ async fn export_opens_sealed_segments_into_png_and_jsonl() {
     let tenant_key: TenantPublicKey = id.sealing_public_key.parse().unwrap();
 
     // Two segments of 3 frames each, with typed text in the second.
-    let t0 = 1_700_000_000_000i64;
+    let t0 = T0;
     let mut segs = Vec::new();
     for s in 0..2 {
         let monitor = MonitorInfo {
@@ -96,7 +101,14 @@ async fn export_opens_sealed_segments_into_png_and_jsonl() {
     .unwrap();
     up.send_pending().await.unwrap();
     assert_eq!(up.status().unwrap().spool.sent_clips, 1);
+    server.shutdown().await.unwrap();
+    dir
+}
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn export_opens_sealed_segments_into_png_and_jsonl() {
+    let dir = console_with_a_sealed_clip().await;
+    let t0 = T0;
     let out = dir.path().join("export");
     let summary = rearview_console::export::export_clip(dir.path(), "clip-x", &out).unwrap();
     assert_eq!((summary.segments, summary.frames, summary.events), (2, 6, 1));
@@ -126,5 +138,52 @@ async fn export_opens_sealed_segments_into_png_and_jsonl() {
         &dir.path().join("e2")
     )
     .is_err());
-    server.shutdown().await.unwrap();
+}
+
+/// The same, as an investigator runs it on the console host: the binary prints the summary as
+/// JSON; an unknown clip is a clear error that writes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clip_export_cli_writes_frames_and_events_and_names_an_unknown_clip() {
+    let dir = console_with_a_sealed_clip().await;
+    let run = |id: &str, out: &std::path::Path| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_rearview-console"))
+            .args(["clip", "export", id, "--data"])
+            .arg(dir.path())
+            .arg("--out")
+            .arg(out)
+            .output()
+            .unwrap()
+    };
+    let out = dir.path().join("export");
+    let done = run("clip-x", &out);
+    assert!(done.status.success(), "{}", String::from_utf8_lossy(&done.stderr));
+    let summary: Value = serde_json::from_slice(&done.stdout).unwrap();
+    assert_eq!(
+        summary,
+        json!({"clip_id": "clip-x", "out": out, "segments": 2, "frames": 6, "events": 1,
+               "complete": true})
+    );
+    let mut pngs: Vec<String> = std::fs::read_dir(out.join("frames"))
+        .unwrap()
+        .map(|e| format!("frames/{}", e.unwrap().file_name().to_str().unwrap()))
+        .collect();
+    pngs.sort();
+    let lines: Vec<Value> = std::fs::read_to_string(out.join("frames.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let named: Vec<&str> = lines.iter().map(|l| l["file"].as_str().unwrap()).collect();
+    assert_eq!(named, pngs, "frames.jsonl names every PNG, in time order");
+    let manifest: Value =
+        serde_json::from_slice(&std::fs::read(out.join("manifest.json")).unwrap()).unwrap();
+    assert_eq!(manifest["clip_id"], json!("clip-x"));
+
+    let elsewhere = dir.path().join("nothing");
+    let failed = run("no-such-clip", &elsewhere);
+    assert!(!failed.status.success());
+    let stderr = String::from_utf8_lossy(&failed.stderr);
+    assert!(stderr.contains("no clip no-such-clip") && stderr.contains("clip list"), "{stderr}");
+    assert!(failed.stdout.is_empty());
+    assert!(!elsewhere.exists(), "nothing written for an unknown clip");
 }

@@ -310,3 +310,242 @@ async fn requester_cannot_approve_own_request_and_roles_are_enforced() {
         .unwrap_err();
     assert_eq!(err.status, 409);
 }
+
+/// The signed bundle the console serves now, as the device would fetch it.
+async fn current_policy(console: &TestConsole) -> rearview_uploader::wire::PolicyMessage {
+    let m: Value = console.admin.get("/api/v1/policy").await.unwrap();
+    serde_json::from_value(m).unwrap()
+}
+
+/// The signed trigger the console stored for `trigger_id`, as its stream would deliver it.
+fn stored_trigger(console: &TestConsole, trigger_id: &str) -> TriggerMessage {
+    let signed: String = rusqlite::Connection::open(console.data().join("console.db"))
+        .unwrap()
+        .query_row("SELECT signed_json FROM triggers WHERE id = ?1", [trigger_id], |r| r.get(0))
+        .unwrap();
+    TriggerMessage { trigger_id: trigger_id.into(), signed: serde_json::from_str(&signed).unwrap() }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_policies_are_refused_and_the_policy_in_force_stays() {
+    use base64::Engine;
+    let engine = base64::engine::general_purpose::STANDARD;
+    let console = TestConsole::start().await;
+    console.settings(json!({"capture": {"enabled": true}})).await;
+    console.approve(USER, "specific-activities").await;
+    let device = TestDevice::enroll(&console, &console.url()).await;
+    let device_id = device.uploader.identity().unwrap().device_id.clone();
+    let first = device.uploader.sync_policy().await.unwrap().expect("first policy");
+    let v1 = first.version();
+    let mut commands = device.uploader.subscribe();
+    let in_force = |up: &Uploader| {
+        let p = up.policy().expect("a policy in force");
+        (p.version(), p.payload().users.len(), up.status().unwrap().policy_version)
+    };
+    assert_eq!(in_force(&device.uploader), (v1, 1, Some(v1)));
+
+    // The genuine bundle with its payload altered: a higher version that names nobody.
+    let genuine = current_policy(&console).await;
+    let mut altered = genuine.clone();
+    let mut payload: Value = serde_json::from_slice(
+        &engine.decode(genuine.signed["payload"].as_str().unwrap()).unwrap(),
+    )
+    .unwrap();
+    payload["version"] = json!(v1 + 1);
+    payload["users"] = json!([]);
+    altered.version = v1 + 1;
+    altered.signed["payload"] = json!(engine.encode(serde_json::to_vec(&payload).unwrap()));
+
+    // A well-formed bundle for this tenant signed with a key the device was never given.
+    let other_key = SigningKey::generate().unwrap();
+    let now = OffsetDateTime::now_utc();
+    let mut p = rearview_config::PolicyPayload::new(
+        TenantId::new("tenant-a").unwrap(),
+        v1 + 2,
+        now,
+        now + rearview_config::time::Duration::hours(1),
+    );
+    p.capture.enabled = true;
+    let foreign = rearview_uploader::wire::PolicyMessage {
+        version: v1 + 2,
+        signed: serde_json::to_value(rearview_config::sign_policy(&other_key, &p).unwrap())
+            .unwrap(),
+    };
+
+    // A genuine signature by the tenant key, but made for a trigger: the domain tag differs.
+    let issued: Value = console
+        .admin
+        .post("/api/v1/triggers", &json!({"user": USER, "event_time": rearview_uploader::now_ms(), "before": 5, "after": 5, "reason": "r", "device": device_id}))
+        .await
+        .unwrap();
+    let trigger = stored_trigger(&console, issued["trigger_ids"][0].as_str().unwrap());
+    let as_policy =
+        rearview_uploader::wire::PolicyMessage { version: v1 + 3, signed: trigger.signed.clone() };
+
+    for (what, forged, reason) in [
+        ("altered payload", altered, "signature does not verify"),
+        ("other key", foreign, "which this device does not trust"),
+        ("trigger signature", as_policy, "signature does not verify"),
+    ] {
+        let err = device.uploader.accept_policy(&forged).unwrap_err();
+        assert!(matches!(err, UploadError::Rejected { .. }), "{what}: {err}");
+        assert!(err.to_string().contains(reason), "{what}: {err}");
+        assert_eq!(in_force(&device.uploader), (v1, 1, Some(v1)), "{what} changed the policy");
+    }
+    assert!(commands.try_recv().is_err(), "no forged policy may reach the agent");
+
+    // The genuine bundle still verifies, and the next real one is taken: nothing was poisoned.
+    assert!(device.uploader.accept_policy(&genuine).unwrap().is_none(), "same version: no news");
+    console.settings(json!({"capture": {"enabled": true, "fps": 2}})).await;
+    let next = device.uploader.sync_policy().await.unwrap().expect("the next policy");
+    assert!(next.version() > v1);
+    assert!(matches!(commands.try_recv(), Ok(Command::Policy(_))));
+}
+
+/// Issues a trigger for [`USER`] addressed to `device` alone; returns its id.
+async fn issue_for(console: &TestConsole, device: &str) -> String {
+    let body = json!({"user": USER, "event_time": rearview_uploader::now_ms(), "before": 5,
+                      "after": 5, "reason": "r", "device": device});
+    let issued: Value = console.admin.post("/api/v1/triggers", &body).await.unwrap();
+    assert_eq!(issued["devices"], json!([device]));
+    issued["trigger_ids"][0].as_str().unwrap().to_owned()
+}
+
+/// A trigger addressed to device B goes to B alone. A's stream is in order, so A's first
+/// trigger being its own, with no refused push event before it, shows B's never came to A.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trigger_for_one_device_reaches_only_that_device() {
+    let console = TestConsole::start().await;
+    console.settings(json!({"capture": {"enabled": true}})).await;
+    console.approve(USER, "specific-activities").await;
+    let a = TestDevice::enroll(&console, &console.url()).await;
+    let b = TestDevice::enroll(&console, &console.url()).await;
+    let a_id = a.uploader.identity().unwrap().device_id.clone();
+    let b_id = b.uploader.identity().unwrap().device_id.clone();
+    let mut a_commands = a.uploader.subscribe();
+    let mut b_commands = b.uploader.subscribe();
+    let _a_running = a.uploader.start().unwrap();
+    let _b_running = b.uploader.start().unwrap();
+    for commands in [&mut a_commands, &mut b_commands] {
+        next_command(
+            commands,
+            |c| matches!(c, Command::Policy(p) if !p.payload().users.is_empty()),
+        )
+        .await;
+    }
+    let for_b = issue_for(&console, &b_id).await;
+    let Command::Trigger(t) =
+        next_command(&mut b_commands, |c| matches!(c, Command::Trigger(_))).await
+    else {
+        unreachable!()
+    };
+    assert_eq!(t.payload().id.as_str(), for_b);
+    assert_eq!(t.payload().device.as_ref().map(|d| d.as_str()), Some(b_id.as_str()));
+
+    let for_a = issue_for(&console, &a_id).await;
+    let Command::Trigger(t) =
+        next_command(&mut a_commands, |c| matches!(c, Command::Trigger(_))).await
+    else {
+        unreachable!()
+    };
+    assert_eq!(t.payload().id.as_str(), for_a, "A's first trigger must be its own");
+    assert_eq!(a.uploader.status().unwrap().last_error, None, "A was sent something it refused");
+
+    // B's signed trigger handed to A directly: refused, not delivered, not acknowledged.
+    let err = a.uploader.accept_trigger(&stored_trigger(&console, &for_b)).await.unwrap_err();
+    assert!(matches!(err, UploadError::Rejected { .. }), "{err}");
+    assert!(err.to_string().contains(&format!("it is for device {b_id}, this is {a_id}")), "{err}");
+    assert!(a_commands.try_recv().is_err());
+    let acked: Option<i64> = rusqlite::Connection::open(console.data().join("console.db"))
+        .unwrap()
+        .query_row("SELECT acked_ms FROM triggers WHERE id = ?1", [&for_b], |r| r.get(0))
+        .unwrap();
+    assert!(acked.is_some(), "B acknowledged its trigger");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn device_enrolls_syncs_policy_and_uploads_over_tls() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = rearview_console::init(dir.path(), "tenant-a", "ivan").unwrap();
+    let certified = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+    let (cert, key) = (certified.cert.pem(), certified.key_pair.serialize_pem());
+    let cert_path = dir.path().join("cert.pem");
+    let key_path = dir.path().join("key.pem");
+    std::fs::write(&cert_path, cert).unwrap();
+    std::fs::write(&key_path, key).unwrap();
+    let server = rearview_console::Server::start(rearview_console::ServerConfig {
+        tls: Some((cert_path.clone(), key_path)),
+        ..rearview_console::ServerConfig::plain(dir.path(), "127.0.0.1:0".parse().unwrap())
+    })
+    .await
+    .unwrap();
+    assert_eq!(server.scheme, "https");
+    let url = format!("https://localhost:{}", server.addr().port());
+    let admin =
+        rearview_console::client::AdminClient::new(&url, &out.admin_token, Some(&cert_path))
+            .unwrap();
+    let rita: Value = admin
+        .post("/api/v1/people", &json!({"name": "rita", "roles": ["approver"]}))
+        .await
+        .unwrap();
+    let rita = rearview_console::client::AdminClient::new(
+        &url,
+        rita["token"].as_str().unwrap(),
+        Some(&cert_path),
+    )
+    .unwrap();
+    let _: Value =
+        admin.put("/api/v1/policy/settings", &json!({"capture": {"enabled": true}})).await.unwrap();
+    let req: Value = admin
+        .post(
+            "/api/v1/approvals",
+            &json!({"user": USER, "mode": "all-activities", "justification": "j"}),
+        )
+        .await
+        .unwrap();
+    let approval = req["id"].as_i64().unwrap();
+    let _: Value =
+        rita.post(&format!("/api/v1/approvals/{approval}/approve"), &json!({})).await.unwrap();
+    let t: Value = admin.post("/api/v1/enrollment-tokens", &json!({})).await.unwrap();
+    let token = t["token"].as_str().unwrap();
+
+    // Without trusting the certificate the device does not talk to the console at all, so the
+    // token is not used up.
+    let untrusting_dir = tempfile::tempdir().unwrap();
+    let untrusting = Uploader::open(uploader_config(&url, untrusting_dir.path())).unwrap();
+    let err = untrusting.enroll(token, "h").await.unwrap_err();
+    assert!(matches!(err, UploadError::Unavailable(_)), "{err}");
+    assert!(!untrusting.is_enrolled());
+
+    let state = tempfile::tempdir().unwrap();
+    let mut config = uploader_config(&url, state.path());
+    config.ca_cert = Some(cert_path.clone());
+    let up = Uploader::open(config).unwrap();
+    let id = up.enroll(token, "h").await.unwrap();
+    assert_eq!(id.tenant_id, "tenant-a");
+    let policy = up.sync_policy().await.unwrap().expect("a first policy");
+    assert_eq!(policy.payload().users[0].principal.as_str(), USER);
+
+    // The push stream and uploads work over TLS too.
+    let mut commands = up.subscribe();
+    let _running = up.start().unwrap();
+    let segs = segments(2, 10_000, rearview_uploader::now_ms() - 5_000);
+    up.enqueue_clip(new_clip("tls-clip", None, 2), segs.into_iter().map(|(s, _)| s).collect())
+        .unwrap();
+    let probe = up.clone();
+    eventually(20, "clip sent over TLS", || probe.status().unwrap().spool.sent_clips == 1).await;
+    let clip: Value = admin.get("/api/v1/clips/tls-clip").await.unwrap();
+    assert_eq!(clip["complete"], json!(true));
+    let _: Value =
+        rita.post(&format!("/api/v1/approvals/{approval}/revoke"), &json!({})).await.unwrap();
+    let Command::Policy(p) = next_command(
+        &mut commands,
+        |c| matches!(c, Command::Policy(p) if p.payload().users.is_empty()),
+    )
+    .await
+    else {
+        unreachable!()
+    };
+    assert!(p.version() > policy.version());
+    server.shutdown().await.unwrap();
+}
