@@ -210,42 +210,66 @@ fn tls_config(
     Ok(axum_server::tls_rustls::RustlsConfig::from_config(Arc::new(config)))
 }
 
-/// Time-driven policy changes: approvals reaching their expiry, and a daily re-signing so
-/// devices never run into the bundle's own expiry.
+/// Time-driven policy changes: approvals reaching their expiry (each written to the audit log),
+/// and a daily re-signing so devices never run into the bundle's own expiry.
 ///
-/// Expiries are looked for since the stored bundle was signed, not since this process started:
-/// an approval that expired while the console was down must still raise the version, or the
-/// stored bundle (which devices refuse for carrying an expired approval) would be served on.
+/// Expiries are looked for since the stored bundle was signed (or since the last expiry handled,
+/// if later), not since this process started: an approval that expired while the console was
+/// down must still raise the version, or the stored bundle (which devices refuse for carrying an
+/// expired approval) would be served on.
 async fn tick(state: Arc<AppState>) {
-    let mut last = state
-        .store
-        .meta_get("policy_signed_ms")
-        .ok()
-        .flatten()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(now_ms);
+    let meta_ms = |key: &str| -> Option<i64> {
+        state.store.meta_get(key).ok().flatten().and_then(|v| v.parse().ok())
+    };
+    let mut last =
+        meta_ms("policy_signed_ms").max(meta_ms("expiries_handled_ms")).unwrap_or_else(now_ms);
     let mut interval = tokio::time::interval(Duration::from_secs(1));
     loop {
         interval.tick().await;
         let now = now_ms();
-        let expired: rusqlite::Result<i64> = state.store.conn().query_row(
-            "SELECT COUNT(*) FROM approvals WHERE state = 'approved' AND expires_ms > ?1 AND expires_ms <= ?2",
-            params![last, now],
-            |r| r.get(0),
-        );
-        let signed_ms: i64 = state
-            .store
-            .meta_get("policy_signed_ms")
-            .ok()
-            .flatten()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(now);
-        let stale = now - signed_ms > 24 * 3600 * 1000;
-        if matches!(expired, Ok(n) if n > 0) || stale {
+        let expired = match expired_between(&state, last, now) {
+            Ok(expired) => expired,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not look for expired approvals; trying again");
+                continue;
+            }
+        };
+        let stale = now - meta_ms("policy_signed_ms").unwrap_or(now) > 24 * 3600 * 1000;
+        if !expired.is_empty() || stale {
             if let Err(e) = crate::policy::changed(&state) {
+                // Nothing recorded yet: the next tick tries the same window again.
                 tracing::warn!(error = %e.message, "could not raise the policy version");
+                continue;
+            }
+        }
+        for (id, user, mode) in &expired {
+            let target = format!("approval:{id}");
+            let details = serde_json::json!({ "user": user, "mode": mode });
+            if let Err(e) = state.store.audit("console", "approval.expire", &target, details) {
+                tracing::warn!(error = %e, "approval expiry not audited");
+            }
+        }
+        if !expired.is_empty() {
+            // A restart must not announce these expiries again.
+            if let Err(e) = state.store.meta_set("expiries_handled_ms", &now.to_string()) {
+                tracing::warn!(error = %e, "could not record the expiries handled");
             }
         }
         last = now;
     }
+}
+
+/// Approvals (id, user, mode) in force until an expiry in `(after, until]`.
+fn expired_between(
+    state: &AppState,
+    after: i64,
+    until: i64,
+) -> rusqlite::Result<Vec<(i64, String, String)>> {
+    let conn = state.store.conn();
+    let mut stmt = conn.prepare_cached(
+        "SELECT id, user, mode FROM approvals
+         WHERE state = 'approved' AND expires_ms > ?1 AND expires_ms <= ?2 ORDER BY id",
+    )?;
+    let rows = stmt.query_map(params![after, until], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+    rows.collect()
 }

@@ -9,7 +9,8 @@
 //! devices          id, public_key, token_sha256, hostname, enrolled_ms, last_seen_ms,
 //!                  policy_version (last reported), health_json, users_json
 //! approvals        id, user, mode, justification, requested_by, requested_ms, expires_ms,
-//!                  state (pending|approved|rejected|revoked), decided_by, decided_ms
+//!                  state (pending|approved|rejected|revoked), decided_by, decided_ms (who
+//!                  approved or rejected, and when), revoked_by, revoked_ms
 //! alerts           id, user, reason, source (manual|rule:<kind>), created_by, created_ms
 //! triggers         id, alert_id, device_id, user, event_time_ms, before_secs, after_secs,
 //!                  reason, issued_ms, expires_ms, signed_json, acked_ms
@@ -58,7 +59,7 @@ CREATE TABLE IF NOT EXISTS devices (
 CREATE TABLE IF NOT EXISTS approvals (
     id INTEGER PRIMARY KEY, user TEXT NOT NULL, mode TEXT NOT NULL, justification TEXT NOT NULL,
     requested_by TEXT NOT NULL, requested_ms INTEGER NOT NULL, expires_ms INTEGER NOT NULL,
-    state TEXT NOT NULL, decided_by TEXT, decided_ms INTEGER);
+    state TEXT NOT NULL, decided_by TEXT, decided_ms INTEGER, revoked_by TEXT, revoked_ms INTEGER);
 CREATE TABLE IF NOT EXISTS alerts (
     id INTEGER PRIMARY KEY, user TEXT NOT NULL, reason TEXT NOT NULL, source TEXT NOT NULL,
     created_by TEXT NOT NULL, created_ms INTEGER NOT NULL);
@@ -86,6 +87,22 @@ CREATE TABLE IF NOT EXISTS audit (
     target TEXT NOT NULL, details_json TEXT NOT NULL);
 "#;
 
+/// Brings a database made by an older console up to [`SCHEMA`] (columns added since).
+fn migrate(conn: &Connection) -> Result<(), ConsoleError> {
+    let has_revoked_by: bool = conn.query_row(
+        "SELECT EXISTS (SELECT 1 FROM pragma_table_info('approvals') WHERE name = 'revoked_by')",
+        [],
+        |r| r.get(0),
+    )?;
+    if !has_revoked_by {
+        conn.execute_batch(
+            "ALTER TABLE approvals ADD COLUMN revoked_by TEXT;
+             ALTER TABLE approvals ADD COLUMN revoked_ms INTEGER;",
+        )?;
+    }
+    Ok(())
+}
+
 /// The metadata database. One connection behind a mutex: every statement is short, and one
 /// writer is what SQLite wants anyway.
 pub struct Store {
@@ -103,6 +120,7 @@ impl Store {
         )?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         conn.execute_batch(SCHEMA)?;
+        migrate(&conn)?;
         let blob_dir = data.join("blobs");
         std::fs::create_dir_all(&blob_dir)
             .map_err(|e| ConsoleError::Io(format!("create {}: {e}", blob_dir.display())))?;

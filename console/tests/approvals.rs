@@ -236,6 +236,10 @@ async fn approved_approval_reaching_its_expiry_leaves_the_bundle_while_the_conso
     };
     assert!(users.is_empty(), "v{v2} still names {users:?}");
     assert_eq!(c.approval(id).await["state"], json!("expired"));
+    let audit = audit_of(&c.admin, id).await;
+    let last: Vec<(&str, &str)> =
+        audit.iter().rev().take(1).map(|(w, a, _)| (w.as_str(), a.as_str())).collect();
+    assert_eq!(last, [("console", "approval.expire")], "the expiry is in the audit log");
     let next = device.sync_policy().await.unwrap().expect("the newer policy");
     assert_eq!(next.version(), v2);
     assert!(next.payload().users.is_empty());
@@ -263,6 +267,9 @@ async fn revocation_by_another_approver_leaves_the_bundle_and_the_audit_names_bo
         .await
         .unwrap();
     assert_eq!(r["state"], json!("revoked"));
+    // The record keeps who approved as well as who revoked.
+    assert_eq!((r["decided_by"].clone(), r["revoked_by"].clone()), (json!("rita"), json!("vera")));
+    assert!(r["revoked_ms"].as_i64() >= r["decided_ms"].as_i64());
     let (v2, users) = bundle(&c.admin).await;
     assert!(v2 > v1);
     assert!(users.is_empty(), "{users:?}");
@@ -364,4 +371,33 @@ fn serve_refuses_plain_http_off_loopback_unless_insecure_http_is_given() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let people: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(people[0]["name"], json!("admin"));
+}
+
+/// A database made by a console before revocations kept the approver gains the new columns on
+/// open, and its rows stay readable.
+#[test]
+fn an_older_database_gains_the_revocation_columns() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = rusqlite::Connection::open(dir.path().join("console.db")).unwrap();
+    db.execute_batch(
+        "CREATE TABLE approvals (
+            id INTEGER PRIMARY KEY, user TEXT NOT NULL, mode TEXT NOT NULL, justification TEXT NOT NULL,
+            requested_by TEXT NOT NULL, requested_ms INTEGER NOT NULL, expires_ms INTEGER NOT NULL,
+            state TEXT NOT NULL, decided_by TEXT, decided_ms INTEGER);
+         INSERT INTO approvals VALUES (1, 'alice', 'specific-activities', 'case', 'ivan', 1, 2,
+            'approved', 'rita', 1);",
+    )
+    .unwrap();
+    drop(db);
+    let store = rearview_console::store::Store::open(dir.path()).unwrap();
+    let row: (String, Option<String>) = store
+        .conn()
+        .query_row("SELECT decided_by, revoked_by FROM approvals WHERE id = 1", [], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .unwrap();
+    assert_eq!(row, ("rita".to_string(), None));
+    drop(store);
+    // Opening again is a no-op.
+    rearview_console::store::Store::open(dir.path()).unwrap();
 }

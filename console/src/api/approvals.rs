@@ -53,12 +53,15 @@ pub struct Approval {
     pub expires_ms: i64,
     /// pending, approved, rejected, revoked, or expired (pending or approved past expires_ms).
     pub state: String,
+    /// Who approved or rejected it, and when (kept when it is later revoked).
     pub decided_by: Option<String>,
     pub decided_ms: Option<i64>,
+    pub revoked_by: Option<String>,
+    pub revoked_ms: Option<i64>,
 }
 
 const SELECT: &str = "SELECT id, user, mode, justification, requested_by, requested_ms, expires_ms,
-    state, decided_by, decided_ms FROM approvals";
+    state, decided_by, decided_ms, revoked_by, revoked_ms FROM approvals";
 
 fn row_to_approval(r: &rusqlite::Row<'_>) -> rusqlite::Result<Approval> {
     let mut a = Approval {
@@ -72,6 +75,8 @@ fn row_to_approval(r: &rusqlite::Row<'_>) -> rusqlite::Result<Approval> {
         state: r.get(7)?,
         decided_by: r.get(8)?,
         decided_ms: r.get(9)?,
+        revoked_by: r.get(10)?,
+        revoked_ms: r.get(11)?,
     };
     if (a.state == "pending" || a.state == "approved") && a.expires_ms <= now_ms() {
         a.state = "expired".into();
@@ -179,9 +184,15 @@ async fn decide(
         )));
     }
     let now = now_ms();
+    // A revocation keeps who approved: the record must still say who let capture happen.
     let changed = state.store.conn().execute(
-        "UPDATE approvals SET state = ?1, decided_by = ?2, decided_ms = ?3
-         WHERE id = ?4 AND state = ?5 AND expires_ms > ?3",
+        if to == "revoked" {
+            "UPDATE approvals SET state = ?1, revoked_by = ?2, revoked_ms = ?3
+             WHERE id = ?4 AND state = ?5 AND expires_ms > ?3"
+        } else {
+            "UPDATE approvals SET state = ?1, decided_by = ?2, decided_ms = ?3
+             WHERE id = ?4 AND state = ?5 AND expires_ms > ?3"
+        },
         params![to, person.name, now, id, allowed_from],
     )?;
     if changed != 1 {
