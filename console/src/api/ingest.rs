@@ -160,8 +160,13 @@ pub async fn put_manifest(
         .optional()?;
     let mut change = ManifestChange::None;
     match existing {
+        // Clip ids are one namespace across devices. Taken by another device is a conflict of
+        // this clip alone (the device sets it aside), not a refusal of the device (which would
+        // hold up everything it has to send); the answer says nothing about the owner.
         Some((owner, _)) if owner != device.id => {
-            return Err(ApiError::forbidden(format!("clip {clip_id} belongs to another device")));
+            return Err(ApiError::conflict(format!(
+                "clip id {clip_id} is already taken; a clip needs an id of its own"
+            )));
         }
         Some((_, json)) => {
             let stored: ClipManifest = serde_json::from_str(&json).map_err(|e| {

@@ -186,7 +186,8 @@ async fn device_cannot_touch_another_devices_clips() {
     let r = put(&token_b, "/api/v1/device/clips/clip-a".into(), serde_json::to_vec(&as_b).unwrap())
         .await
         .unwrap();
-    assert_eq!(r.status(), 403);
+    assert_eq!(r.status(), 409, "A's clip id is taken");
+    assert!(!r.text().await.unwrap().contains(&a_id), "the answer does not name the owner");
     let r = put(
         &token_b,
         "/api/v1/device/clips/clip-b".into(),
