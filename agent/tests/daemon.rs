@@ -34,6 +34,8 @@ struct Env {
     sealing: TenantSecretKey,
     daemon: Option<Child>,
     version: u64,
+    /// The policy's CPU limit (percent of the machine); 100 unless a test lowers it.
+    cpu_limit: u8,
 }
 
 fn me() -> String {
@@ -85,7 +87,7 @@ level = "info"
             "sealing_public_key": sealing.public_key().to_string(),
         });
         std::fs::write(data.join("identity.json"), identity.to_string()).unwrap();
-        Env { dir, xvfb, signing, sealing, daemon: None, version: 0 }
+        Env { dir, xvfb, signing, sealing, daemon: None, version: 0, cpu_limit: 100 }
     }
 
     fn socket(&self) -> PathBuf {
@@ -133,7 +135,7 @@ level = "info"
         p.capture.segment_secs = segment_secs;
         p.capture.fps = fps;
         p.notify.enabled = false;
-        p.limits.cpu_limit_percent = 100;
+        p.limits.cpu_limit_percent = self.cpu_limit;
         for (user, mode) in users {
             p.users.push(UserScope {
                 principal: Principal::new(*user).unwrap(),
@@ -439,5 +441,33 @@ fn cli_reports_a_running_daemon_and_refuses_a_non_admin() {
     assert!(err.contains("permission denied"), "{err}");
     assert!(out.stdout.is_empty(), "a refused client got output");
     assert!(Client::new(env.socket()).call(&Request::Buffer).is_ok(), "root is still served");
+    assert!(env.stop().success());
+}
+
+/// Above the policy's CPU limit the daemon lowers the frame rate (the worker reports the lower
+/// rate it was told) and says so in its status; a policy with room again restores the full
+/// rate. 30 fps of a debug build is far above 1 % of the machine, so the limit is crossed for
+/// sure; the later step, pausing, is the throttle's unit test (whether a debug build at 0.2 fps
+/// still uses 1 % depends on the machine).
+#[test]
+fn over_the_cpu_limit_the_frame_rate_drops_and_status_says_so() {
+    let mut env = Env::new(None);
+    env.start();
+    env.cpu_limit = 1;
+    env.policy(&[(&me(), CaptureMode::SpecificActivities)], 2, 30);
+    env.wait_for("capture at 30 fps", 60, |s| {
+        s.sessions.first().is_some_and(|x| x.capture == "capturing" && x.fps == 30.0)
+    });
+    let s = env.wait_for("the throttle", 60, |s| {
+        s.cpu.throttled && s.sessions.first().is_some_and(|x| x.fps > 0.0 && x.fps < 30.0)
+    });
+    assert_eq!(s.cpu.limit_percent, 1.0);
+    assert!(s.cpu.percent_of_machine.is_some(), "{:?}", s.cpu);
+
+    env.cpu_limit = 100;
+    env.policy(&[(&me(), CaptureMode::SpecificActivities)], 2, 30);
+    env.wait_for("the full rate again", 60, |s| {
+        !s.cpu.throttled && s.sessions.first().is_some_and(|x| x.fps == 30.0)
+    });
     assert!(env.stop().success());
 }
