@@ -24,6 +24,9 @@ use rearview_config::{
     Principal, SigningKey, TenantId, TriggerId, TriggerPayload, TriggerReason, UserScope,
 };
 
+#[path = "support/bus.rs"]
+mod bus;
+
 const TENANT: &str = "contoso";
 const DEVICE: &str = "dev-1";
 
@@ -36,6 +39,10 @@ struct Env {
     version: u64,
     /// The policy's CPU limit (percent of the machine); 100 unless a test lowers it.
     cpu_limit: u8,
+    /// The policy's desktop notice text; no notice when `None`.
+    notice: Option<String>,
+    /// The session bus the daemon (and so its own session's worker) is given.
+    session_bus: Option<String>,
 }
 
 fn me() -> String {
@@ -87,7 +94,17 @@ level = "info"
             "sealing_public_key": sealing.public_key().to_string(),
         });
         std::fs::write(data.join("identity.json"), identity.to_string()).unwrap();
-        Env { dir, xvfb, signing, sealing, daemon: None, version: 0, cpu_limit: 100 }
+        Env {
+            dir,
+            xvfb,
+            signing,
+            sealing,
+            daemon: None,
+            version: 0,
+            cpu_limit: 100,
+            notice: None,
+            session_bus: None,
+        }
     }
 
     fn socket(&self) -> PathBuf {
@@ -105,6 +122,7 @@ level = "info"
             .arg("--config")
             .arg(self.dir.path().join("agent.toml"))
             .env("RUST_LOG", "info")
+            .env("DBUS_SESSION_BUS_ADDRESS", self.session_bus.as_deref().unwrap_or("disabled:"))
             .stdin(Stdio::null())
             .spawn()
             .unwrap();
@@ -134,7 +152,8 @@ level = "info"
         p.capture.enabled = true;
         p.capture.segment_secs = segment_secs;
         p.capture.fps = fps;
-        p.notify.enabled = false;
+        p.notify.enabled = self.notice.is_some();
+        p.notify.text = self.notice.clone();
         p.limits.cpu_limit_percent = self.cpu_limit;
         for (user, mode) in users {
             p.users.push(UserScope {
@@ -469,5 +488,32 @@ fn over_the_cpu_limit_the_frame_rate_drops_and_status_says_so() {
     env.wait_for("the full rate again", 60, |s| {
         !s.cpu.throttled && s.sessions.first().is_some_and(|x| x.fps == 30.0)
     });
+    assert!(env.stop().success());
+}
+
+/// When capture of a user starts and the policy asks for a notice, the capture worker (which
+/// runs as that user, with that session's bus) shows the policy's text on the user's desktop:
+/// a real dbus-daemon as the session bus, a notification service written in the test.
+#[test]
+fn capture_start_shows_the_policy_notice_on_the_users_desktop() {
+    let bus = bus::Bus::start();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let (_service, shown) = runtime.block_on(bus::notification_service(&bus));
+    let mut env = Env::new(None);
+    env.session_bus = Some(bus.address.clone());
+    env.start();
+    let text = "This session is recorded for investigation 4711 (approved by rita).";
+    env.notice = Some(text.into());
+    env.policy(&[(&me(), CaptureMode::SpecificActivities)], 2, 2);
+    env.wait_for("capture", 60, |s| s.sessions.first().is_some_and(|x| x.capture == "capturing"));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while shown.lock().unwrap().is_empty() {
+        assert!(Instant::now() < deadline, "no notice within 30 s of capture starting");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let got = shown.lock().unwrap().clone();
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!((got[0].app.as_str(), got[0].body.as_str()), ("Rearview", text));
+    assert_eq!(got[0].summary, rearview_agent::notice::SUMMARY);
     assert!(env.stop().success());
 }

@@ -11,8 +11,7 @@
 //! started with a known environment, so the agent's user lookup (gid) and its read of the
 //! leader's `/proc/PID/environ` happen for real.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -23,6 +22,10 @@ use tokio::task::JoinHandle;
 use zbus::object_server::SignalEmitter;
 use zbus::zvariant::{ObjectPath, OwnedObjectPath};
 
+#[path = "support/bus.rs"]
+mod bus;
+use bus::Bus;
+
 const MANAGER_PATH: &str = "/org/freedesktop/login1";
 /// Every wait for the agent to publish something is bounded by this.
 const WAIT: Duration = Duration::from_secs(10);
@@ -30,43 +33,6 @@ const WAIT: Duration = Duration::from_secs(10);
 const NO_POLL: Duration = Duration::from_secs(3600);
 const XAUTHORITY: &str = "/run/user/test/gdm/Xauthority";
 const USER_BUS: &str = "unix:path=/run/user/test/bus";
-
-/// A private `dbus-daemon`, killed on drop.
-struct Bus {
-    daemon: Child,
-    address: String,
-    _dir: tempfile::TempDir,
-}
-
-impl Bus {
-    fn start() -> Bus {
-        let dir = tempfile::tempdir().unwrap();
-        let mut daemon = Command::new("dbus-daemon")
-            .args(["--session", "--nofork", "--print-address"])
-            .arg(format!("--address=unix:path={}", dir.path().join("bus").display()))
-            .stdout(Stdio::piped())
-            // It warns that it cannot raise its fd limit when not started by init.
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("dbus-daemon (Debian package dbus-daemon) must be installed");
-        let mut line = String::new();
-        BufReader::new(daemon.stdout.take().unwrap()).read_line(&mut line).unwrap();
-        let address = line.trim().to_string();
-        assert!(!address.is_empty(), "dbus-daemon printed no address; run it by hand to see why");
-        Bus { daemon, address, _dir: dir }
-    }
-
-    async fn connect(&self) -> zbus::Connection {
-        zbus::connection::Builder::address(self.address.as_str()).unwrap().build().await.unwrap()
-    }
-}
-
-impl Drop for Bus {
-    fn drop(&mut self) {
-        let _ = self.daemon.kill();
-        let _ = self.daemon.wait();
-    }
-}
 
 /// A session leader: a real process whose environment holds what a desktop session's would.
 struct Leader(Child);
