@@ -655,10 +655,11 @@ impl Daemon {
             }
         }
         if !pinned.is_empty() {
-            // The record (with its pin) first, then the hand-over: see `open_clip`.
-            self.save_clips();
+            // Handed over from memory, not read back from the ring. A crash before the save
+            // leaves a pin the restart adopts and a hand-over it repeats (the spool names a
+            // segment once).
             for i in pinned {
-                self.spool_clip(i, false);
+                self.spool_clip(i, false, Some((header.id, &sealed)));
             }
             self.save_clips();
         }
@@ -763,8 +764,7 @@ impl Daemon {
         tracing::info!(clip = id, trigger = ?trigger_id, segments = segments.len(), "clip opened");
         if let Some(i) = self.clips.clips.iter().position(|c| c.id == id) {
             self.clips.clips[i].segments = segments;
-            self.save_clips();
-            self.spool_clip(i, false);
+            self.spool_clip(i, false, None);
         }
         self.save_clips();
     }
@@ -782,9 +782,9 @@ impl Daemon {
                 continue;
             }
             if now >= clip.to_utc_micros + grace {
-                changed |= self.spool_clip(i, true);
+                changed |= self.spool_clip(i, true, None);
             } else if !clip.in_spool || !clip.unspooled().is_empty() {
-                changed |= self.spool_clip(i, false);
+                changed |= self.spool_clip(i, false, None);
             }
         }
         if changed {
@@ -797,8 +797,14 @@ impl Daemon {
     /// covers (then its pins are released). A failure that may pass (console, disk) keeps the
     /// pins and is retried on the next tick; only a clip larger than the whole offline cache,
     /// or one the spool no longer takes (dropped from a full cache, refused by the console),
-    /// fails. Returns whether the record changed.
-    fn spool_clip(&mut self, i: usize, close: bool) -> bool {
+    /// fails. `just_sealed` is a segment whose sealed bytes are still in memory (it need not be
+    /// read back from the ring). Returns whether the record changed.
+    fn spool_clip(
+        &mut self,
+        i: usize,
+        close: bool,
+        just_sealed: Option<(SegmentId, &[u8])>,
+    ) -> bool {
         let clip = &self.clips.clips[i];
         let fresh = clip.unspooled();
         if !close && clip.in_spool && fresh.is_empty() {
@@ -809,7 +815,11 @@ impl Daemon {
         for sid in fresh {
             let Ok(id) = sid.parse::<SegmentId>() else { continue };
             let Some(entry) = self.ring.get(id).cloned() else { continue };
-            match self.ring.read(id) {
+            let bytes = match just_sealed {
+                Some((sealed_id, bytes)) if sealed_id == id => Ok(bytes.to_vec()),
+                _ => self.ring.read(id),
+            };
+            match bytes {
                 Ok(bytes) => {
                     segments.push(NewSegment {
                         start_ms: entry.start.utc_micros / 1000,

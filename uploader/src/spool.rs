@@ -237,7 +237,9 @@ impl Spool {
                 None => break,
             }
         }
-        // Files first, then the rows that make them count.
+        // Files first, then the rows that make them count. Which segments the spool already
+        // has is asked again here, not taken from above: dropping a clip may just have removed
+        // a segment this one names too.
         let known: std::collections::HashSet<String> = {
             let conn = self.conn();
             let mut have = conn.prepare_cached("SELECT sha256 FROM segments WHERE sha256 = ?1")?;

@@ -178,15 +178,13 @@ impl ClipManifest {
     /// Whether `self` (stored, open) may be replaced by `next`: the same clip with every
     /// segment of `self` still named, unchanged.
     pub fn extended_by(&self, next: &ClipManifest) -> bool {
-        self.open && self.same_clip(next) && self.segments.iter().all(|s| next.segments.contains(s))
+        self.open && self.same_clip(next) && names_all(&next.segments, &self.segments)
     }
 
     /// Whether `older` is a superseded open version of `self`: the same clip, naming only
     /// segments `self` names.
     pub fn supersedes(&self, older: &ClipManifest) -> bool {
-        older.open
-            && self.same_clip(older)
-            && older.segments.iter().all(|s| self.segments.contains(s))
+        older.open && self.same_clip(older) && names_all(&self.segments, &older.segments)
     }
 
     fn same_clip(&self, other: &ClipManifest) -> bool {
@@ -200,7 +198,14 @@ impl ClipManifest {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// Whether every segment of `some` is in `all`, unchanged (a set: manifests name up to
+/// thousands of segments and are compared on every re-send of an open clip).
+fn names_all(all: &[ManifestSegment], some: &[ManifestSegment]) -> bool {
+    let all: std::collections::HashSet<&ManifestSegment> = all.iter().collect();
+    some.iter().all(|s| all.contains(s))
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ManifestSegment {
     /// SHA-256 (hex) of the sealed bytes.

@@ -112,14 +112,6 @@ fn status(
     Ok(ClipStatus { clip_id: clip_id.to_owned(), complete, missing })
 }
 
-fn is_complete(conn: &rusqlite::Connection, clip_id: &str) -> Result<bool, ApiError> {
-    Ok(conn.query_row(
-        "SELECT EXISTS (SELECT 1 FROM clips WHERE id = ?1 AND complete_ms IS NOT NULL)",
-        [clip_id],
-        |r| r.get(0),
-    )?)
-}
-
 /// Names `manifest`'s segments as the clip's (already named ones are kept).
 fn name_segments(tx: &rusqlite::Transaction<'_>, manifest: &ClipManifest) -> Result<(), ApiError> {
     let mut insert =
@@ -153,22 +145,25 @@ pub async fn put_manifest(
     validate(&manifest, &clip_id, &device)?;
     let mut conn = state.store.conn();
     let tx = conn.transaction()?;
-    let existing: Option<(String, String)> = tx
-        .query_row("SELECT device_id, manifest_json FROM clips WHERE id = ?1", [&clip_id], |r| {
-            Ok((r.get(0)?, r.get(1)?))
-        })
+    let existing: Option<(String, String, bool)> = tx
+        .query_row(
+            "SELECT device_id, manifest_json, complete_ms IS NOT NULL FROM clips WHERE id = ?1",
+            [&clip_id],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
         .optional()?;
+    let was_complete = existing.as_ref().is_some_and(|(_, _, complete)| *complete);
     let mut change = ManifestChange::None;
     match existing {
         // Clip ids are one namespace across devices. Taken by another device is a conflict of
         // this clip alone (the device sets it aside), not a refusal of the device (which would
         // hold up everything it has to send); the answer says nothing about the owner.
-        Some((owner, _)) if owner != device.id => {
+        Some((owner, ..)) if owner != device.id => {
             return Err(ApiError::conflict(format!(
                 "clip id {clip_id} is already taken; a clip needs an id of its own"
             )));
         }
-        Some((_, json)) => {
+        Some((_, json, _)) => {
             let stored: ClipManifest = serde_json::from_str(&json).map_err(|e| {
                 ApiError::from(crate::error::ConsoleError::Database(format!("clip {clip_id}: {e}")))
             })?;
@@ -236,7 +231,6 @@ pub async fn put_manifest(
             change = ManifestChange::Created;
         }
     }
-    let was_complete = is_complete(&tx, &clip_id)?;
     let status = status(&tx, &device.id, &clip_id)?;
     tx.commit()?;
     drop(conn);
