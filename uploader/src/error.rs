@@ -1,4 +1,7 @@
-//! Uploader errors, each saying whether trying again may help.
+//! Uploader errors, each saying whether trying again may help, and whose fault it is: the
+//! console's answer about one clip, the console or network at large, or the device's own disk.
+
+use std::path::PathBuf;
 
 /// What went wrong talking to the console or keeping the spool.
 #[derive(Debug, thiserror::Error)]
@@ -18,7 +21,21 @@ pub enum UploadError {
     /// The device is not enrolled yet.
     #[error("this device is not enrolled: run 'rearview enroll --server URL --token T'")]
     NotEnrolled,
-    /// The local spool or identity file failed.
+    /// A file of the device's own state (spool segment, temporary file) could not be read or
+    /// written: a full disk, an I/O error, a permission. The disk's fault, not the clip's:
+    /// the clip is kept and tried again, nothing is deleted for it.
+    #[error("local file {}: {source}", path.display())]
+    LocalFile {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The spool database failed (locked, disk full, I/O). Kept and tried again, like
+    /// [`UploadError::LocalFile`].
+    #[error("spool database: {0}")]
+    Database(#[from] rusqlite::Error),
+    /// The spool or the state directory holds something unusable (a manifest that does not
+    /// parse, an identity or trust file that does not load).
     #[error("spool: {0}")]
     Spool(String),
     /// Something larger than the limits allow.
@@ -30,28 +47,56 @@ pub enum UploadError {
 }
 
 impl UploadError {
-    /// Whether the same call may succeed later without any change.
+    /// Whether the same call may succeed later without any change: the console or network
+    /// came back, or the device's disk has room again.
     pub fn is_retryable(&self) -> bool {
+        matches!(
+            self,
+            UploadError::Unavailable(_) | UploadError::LocalFile { .. } | UploadError::Database(_)
+        )
+    }
+
+    /// Whether the device's own storage failed (not the console, not the network). The send
+    /// loop keeps such a clip, goes on with the others, and shows the error in status.
+    pub fn is_local(&self) -> bool {
+        matches!(
+            self,
+            UploadError::LocalFile { .. } | UploadError::Database(_) | UploadError::Spool(_)
+        )
+    }
+
+    /// Whether the console could not be reached (as opposed to answering, or the device's
+    /// disk failing): status then says the server is unreachable.
+    pub fn is_unreachable(&self) -> bool {
         matches!(self, UploadError::Unavailable(_))
     }
 
-    /// Whether sending a clip failed for a reason of that clip alone, so the sender sets it
-    /// aside (`refused`, its files freed) instead of trying again: the console refused it as
-    /// malformed, conflicting or too large (400, 409, 413, 422), or the spool lost part of it.
-    /// Everything else keeps the clip: an unreachable console, an answer cut short or garbled
-    /// on the way, and refusals about the device rather than the clip (401, 403, 404, 429).
+    /// Whether sending a clip failed because the console refused *that clip* for good, so the
+    /// sender sets it aside (`refused`, its files freed) instead of trying again: malformed,
+    /// conflicting or too large (400, 409, 413, 422). Nothing else sets a clip aside: not an
+    /// unreachable console, not an answer cut short or garbled on the way, not a refusal of
+    /// the device rather than the clip (401, 403, 404, 429), and never a failure of the
+    /// device's own disk or database (a spool file that is gone becomes a missing range of the
+    /// clip instead, see [`crate::spool::Spool::settle_lost`]).
     pub fn sets_clip_aside(&self) -> bool {
         match self {
             UploadError::Refused { status, .. } => matches!(status, 400 | 409 | 413 | 422),
-            UploadError::Spool(_) | UploadError::TooLarge(_) => true,
             _ => false,
         }
     }
-}
 
-impl From<rusqlite::Error> for UploadError {
-    fn from(e: rusqlite::Error) -> Self {
-        UploadError::Spool(e.to_string())
+    /// Whether this is the device's disk being full (ENOSPC, or SQLite's "disk is full"), so
+    /// status can say what to free rather than just what failed.
+    pub fn is_disk_full(&self) -> bool {
+        match self {
+            UploadError::LocalFile { source, .. } => {
+                source.kind() == std::io::ErrorKind::StorageFull
+            }
+            UploadError::Database(e) => {
+                e.sqlite_error_code() == Some(rusqlite::ErrorCode::DiskFull)
+            }
+            _ => false,
+        }
     }
 }
 

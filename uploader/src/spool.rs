@@ -54,7 +54,7 @@ use std::sync::{Mutex, MutexGuard};
 use rusqlite::{params, Connection, OptionalExtension};
 
 use crate::error::UploadError;
-use crate::wire::ClipManifest;
+use crate::wire::{ClipManifest, MissingRange};
 
 const SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS clips (
@@ -85,6 +85,10 @@ pub struct SpoolStats {
     pub lost_clips: u64,
     pub lost_segments: u64,
     pub lost_bytes: u64,
+    /// Segment files that vanished from the spool before they were sent; each became a
+    /// missing range of the clips that named it (see [`Spool::settle_lost`]).
+    #[serde(default)]
+    pub lost_files: u64,
 }
 
 /// The result of enqueueing.
@@ -113,7 +117,7 @@ impl std::fmt::Debug for Spool {
 }
 
 fn io_err(path: &Path, e: std::io::Error) -> UploadError {
-    UploadError::Spool(format!("{}: {e}", path.display()))
+    UploadError::LocalFile { path: path.to_owned(), source: e }
 }
 
 impl Spool {
@@ -191,6 +195,14 @@ impl Spool {
             next.segments.extend(
                 manifest.segments.iter().filter(|s| !named.contains(s.sha256.as_str())).cloned(),
             );
+            // Ranges the spool itself named missing (segment files lost on the device, see
+            // `settle_lost`) stay named when the agent extends or closes the clip with its own.
+            for m in &stored.missing {
+                if !next.missing.contains(m) {
+                    next.missing.push(m.clone());
+                }
+            }
+            next.missing.sort_by_key(|m| (m.start_ms, m.end_ms));
             if next.segments == stored.segments && next.open {
                 return Ok(Enqueued { new: false, added: 0, state, dropped_clips: vec![] });
             }
@@ -403,6 +415,99 @@ impl Spool {
             .collect()
     }
 
+    /// Turns segments of pending clip `clip_id` that the console still lacks (`wanted`, from its
+    /// answer to the manifest) and whose spool file is gone (deleted, a disk replaced, a restore
+    /// without them) into missing ranges of the clip, so the rest of it can still be sent and
+    /// completed. Returns the new manifest, or `None` when nothing was lost.
+    ///
+    /// Only a file that is *not there* counts as lost. Any other failure to look at it (EIO,
+    /// a permission) is returned as it is and changes nothing: the file may come back, and a
+    /// segment is never given up on a guess. A segment the console holds is never given up.
+    pub fn settle_lost(
+        &self,
+        clip_id: &str,
+        wanted: &[String],
+    ) -> Result<Option<ClipManifest>, UploadError> {
+        let json: Option<String> = self
+            .conn()
+            .query_row(
+                "SELECT manifest_json FROM clips WHERE clip_id = ?1 AND state = 'pending'",
+                [clip_id],
+                |r| r.get(0),
+            )
+            .optional()?;
+        let Some(json) = json else { return Ok(None) };
+        let mut manifest: ClipManifest = serde_json::from_str(&json)
+            .map_err(|e| UploadError::Spool(format!("spooled manifest unreadable: {e}")))?;
+        let wanted: std::collections::HashSet<&str> = wanted.iter().map(String::as_str).collect();
+        let mut lost = Vec::new();
+        {
+            let conn = self.conn();
+            let mut row = conn.prepare_cached("SELECT sent FROM segments WHERE sha256 = ?1")?;
+            for seg in manifest.segments.iter().filter(|s| wanted.contains(s.sha256.as_str())) {
+                let sent: Option<bool> = row.query_row([&seg.sha256], |r| r.get(0)).optional()?;
+                let path = self.segment_path(&seg.sha256);
+                match std::fs::symlink_metadata(&path) {
+                    // No row: nothing accounts for the bytes any more, whatever is on disk.
+                    Ok(_) if sent.is_none() => lost.push(seg.clone()),
+                    Ok(_) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => lost.push(seg.clone()),
+                    Err(e) => return Err(io_err(&path, e)),
+                }
+            }
+        }
+        if lost.is_empty() {
+            return Ok(None);
+        }
+        let gone: std::collections::HashSet<&str> =
+            lost.iter().map(|s| s.sha256.as_str()).collect();
+        manifest.segments.retain(|s| !gone.contains(s.sha256.as_str()));
+        for seg in &lost {
+            manifest.missing.push(MissingRange {
+                start_ms: seg.start_ms,
+                end_ms: seg.end_ms,
+                reason: format!(
+                    "segment {} lost on the device: its spool file was gone before upload",
+                    seg.sha256
+                ),
+            });
+        }
+        manifest.missing.sort_by_key(|m| (m.start_ms, m.end_ms));
+        let json =
+            serde_json::to_string(&manifest).map_err(|e| UploadError::Spool(e.to_string()))?;
+        let bytes: u64 = manifest.segments.iter().map(|s| s.size).sum();
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        tx.execute(
+            "UPDATE clips SET manifest_json = ?1, bytes = ?2 WHERE clip_id = ?3",
+            params![json, bytes as i64, clip_id],
+        )?;
+        for seg in &lost {
+            tx.execute(
+                "DELETE FROM clip_segments WHERE clip_id = ?1 AND sha256 = ?2",
+                params![clip_id, seg.sha256],
+            )?;
+            // Other pending clips naming it keep the row until they settle it themselves.
+            tx.execute(
+                "DELETE FROM segments WHERE sha256 = ?1
+                 AND NOT EXISTS (SELECT 1 FROM clip_segments WHERE sha256 = ?1)",
+                [&seg.sha256],
+            )?;
+        }
+        tx.execute(
+            "INSERT INTO counters (name, value) VALUES ('lost_files', ?1)
+             ON CONFLICT (name) DO UPDATE SET value = value + excluded.value",
+            [lost.len() as i64],
+        )?;
+        tx.commit()?;
+        tracing::warn!(
+            clip = clip_id,
+            segments = lost.len(),
+            "spool files lost on the device; the clip names them as missing"
+        );
+        Ok(Some(manifest))
+    }
+
     /// Reads a spooled segment's bytes.
     pub fn read_segment(&self, sha256: &str) -> Result<Vec<u8>, UploadError> {
         let path = self.segment_path(sha256);
@@ -471,6 +576,7 @@ impl Spool {
             lost_clips: counter("lost_clips")?,
             lost_segments: counter("lost_segments")?,
             lost_bytes: counter("lost_bytes")?,
+            lost_files: counter("lost_files")?,
         })
     }
 }
@@ -508,15 +614,19 @@ impl SegmentBytes {
 
     fn write_to(&self, path: &Path, dir: &Path) -> Result<(), UploadError> {
         let tmp = dir.join(format!(".tmp-{}", rand::random::<u64>()));
-        match self {
-            SegmentBytes::File(src) if std::fs::hard_link(src, &tmp).is_ok() => {}
-            _ => {
-                let bytes = self.read()?;
+        let written = match self {
+            SegmentBytes::File(src) if std::fs::hard_link(src, &tmp).is_ok() => Ok(()),
+            _ => self.read().and_then(|bytes| {
                 let mut f = std::fs::File::create(&tmp).map_err(|e| io_err(&tmp, e))?;
-                f.write_all(&bytes).map_err(|e| io_err(&tmp, e))?;
-                f.sync_all().map_err(|e| io_err(&tmp, e))?;
-            }
+                f.write_all(&bytes).and_then(|_| f.sync_all()).map_err(|e| io_err(&tmp, e))
+            }),
+        };
+        let placed = written.and_then(|_| std::fs::rename(&tmp, path).map_err(|e| io_err(path, e)));
+        if placed.is_err() {
+            // A full disk must not also keep the half-written copy that filled it: the caller
+            // tries again once there is room, and the space is needed then.
+            let _ = std::fs::remove_file(&tmp);
         }
-        std::fs::rename(&tmp, path).map_err(|e| io_err(path, e))
+        placed
     }
 }

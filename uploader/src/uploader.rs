@@ -21,9 +21,13 @@
 //!   says it lacks, then the clip status; marks the clip sent when the console says complete.
 //!   An open clip (window still running) is sent as far as it goes and stays pending; the
 //!   agent's next extension of it wakes the loop.
-//!   A failure waits a backoff and the pass is tried again; only a refusal of the clip itself
-//!   (400, 409, 413, 422) or a spool that lost part of it sets the clip aside as `refused`.
-//!   An answer cut short or garbled, or a refusal of the device (401, 403), keeps every clip.
+//!   A failure waits a backoff and the pass is tried again; only the console's refusal of the
+//!   clip itself (400, 409, 413, 422) sets the clip aside as `refused`. An answer cut short or
+//!   garbled, or a refusal of the device (401, 403), keeps every clip. So does a failure of the
+//!   device's own disk or database (full, I/O error, locked): that clip waits for the next
+//!   pass, the others go on, and status warns until a pass runs clean. A segment the console
+//!   lacks whose spool file is *gone* becomes a missing range of the clip ("lost on the
+//!   device"), the revised manifest is sent, and the rest of the clip uploads and completes.
 //!   Daily upload limits are checked before every segment.
 
 use std::collections::HashMap;
@@ -176,6 +180,8 @@ struct Live {
     stream_connected: bool,
     uploading: Option<String>,
     last_error: Option<String>,
+    /// The device's own disk or database failing the send loop (cleared by a pass without).
+    local_error: Option<String>,
     policy_version: Option<u64>,
 }
 
@@ -491,6 +497,15 @@ impl Uploader {
         if spool.spooled_bytes * 100 >= cache * u64::from(limits.offline_cache.warn_percent) {
             warnings.push(format!("offline cache {} of {cache} bytes full", spool.spooled_bytes));
         }
+        if let Some(w) = &live.local_error {
+            warnings.push(w.clone());
+        }
+        if spool.lost_files > 0 {
+            warnings.push(format!(
+                "{} spooled segment files were lost on this device before upload; their clips name them as missing",
+                spool.lost_files
+            ));
+        }
         if spool.lost_clips > 0 {
             warnings.push(format!(
                 "offline cache overflowed: {} clips ({} segments, {} bytes) dropped, oldest first",
@@ -516,7 +531,7 @@ impl Uploader {
 
     fn note_error(&self, e: &UploadError) {
         let mut live = lock(&self.live);
-        if e.is_retryable() {
+        if e.is_unreachable() {
             live.server_reachable = false;
         }
         live.last_error = Some(e.to_string());
@@ -610,36 +625,60 @@ impl Uploader {
     }
 
     /// One pass over the spool: sends every pending clip the limits allow. Stops at the first
-    /// retryable failure (the console is likely down for all of them).
+    /// failure of the console or the network (it is likely down for all of them). A failure
+    /// of the device's own disk or database keeps that clip for the next pass and goes on
+    /// with the others; the pass then ends with that error, so the loop waits a backoff and
+    /// status shows it. Only the console's refusal of a clip itself sets that clip aside.
     pub async fn send_pending(&self) -> Result<(), UploadError> {
+        let mut local = None;
         for clip in self.spool.pending()? {
-            lock(&self.live).uploading = Some(clip.manifest.clip_id.clone());
-            let result = self.send_clip(&clip.manifest).await;
+            let clip_id = clip.manifest.clip_id.clone();
+            lock(&self.live).uploading = Some(clip_id.clone());
+            let result = match self.send_clip(clip.manifest).await {
+                Ok(Sent::Complete) => self.spool.mark_sent(&clip_id).map(|()| Sent::Complete),
+                other => other,
+            };
             lock(&self.live).uploading = None;
             match result {
                 Ok(Sent::Complete) => {
-                    self.spool.mark_sent(&clip.manifest.clip_id)?;
                     self.note_ok();
-                    tracing::info!(clip = %clip.manifest.clip_id, "clip complete on the console");
+                    tracing::info!(clip = %clip_id, "clip complete on the console");
                 }
                 Ok(Sent::Open | Sent::OverLimit) => {}
-                // Kept for the next pass (after a backoff): see `sets_clip_aside`.
-                Err(e) if !e.sets_clip_aside() => return Err(e),
-                Err(e) => {
-                    tracing::warn!(clip = %clip.manifest.clip_id, error = %e, "console refused the clip; set aside");
+                Err(e) if e.sets_clip_aside() => {
+                    tracing::warn!(clip = %clip_id, error = %e, "console refused the clip; set aside");
                     self.note_error(&e);
-                    self.spool.mark_refused(&clip.manifest.clip_id, &e.to_string())?;
+                    self.spool.mark_refused(&clip_id, &e.to_string())?;
                 }
+                Err(e) if e.is_local() => {
+                    tracing::warn!(clip = %clip_id, error = %e, "spool failed on this device; the clip is kept and tried again");
+                    local.get_or_insert(e);
+                }
+                Err(e) => return Err(e),
             }
         }
-        Ok(())
+        match local {
+            Some(e) => {
+                lock(&self.live).local_error = Some(local_warning(&e));
+                Err(e)
+            }
+            None => {
+                lock(&self.live).local_error = None;
+                Ok(())
+            }
+        }
     }
 
-    /// Sends one clip as far as it goes.
-    async fn send_clip(&self, manifest: &ClipManifest) -> Result<Sent, UploadError> {
+    /// Sends one clip as far as it goes. Segments the console lacks whose spool file is gone
+    /// are named missing first (see [`Spool::settle_lost`]) and the revised manifest sent.
+    async fn send_clip(&self, mut manifest: ClipManifest) -> Result<Sent, UploadError> {
         let client = self.client();
-        let status = client.put_manifest(manifest).await?;
+        let mut status = client.put_manifest(&manifest).await?;
         self.note_ok();
+        if let Some(revised) = self.spool.settle_lost(&manifest.clip_id, &status.missing)? {
+            manifest = revised;
+            status = client.put_manifest(&manifest).await?;
+        }
         let limit = lock(&self.limits).upload_bytes_per_user_per_day;
         for sha in &status.missing {
             let size =
@@ -650,12 +689,8 @@ impl Uploader {
                 tracing::warn!(user = %manifest.user, used, limit, "daily upload limit reached; clip stays spooled");
                 return Ok(Sent::OverLimit);
             }
-            if !self.spool.has_segment(sha)? {
-                return Err(UploadError::Spool(format!(
-                    "segment {sha} of clip {} is not in the spool any more",
-                    manifest.clip_id
-                )));
-            }
+            // A file that vanished since `settle_lost` looked fails here as a local error and is
+            // settled on the next pass.
             let bytes = self.spool.read_segment(sha)?;
             client.put_segment(sha, bytes).await?;
             self.spool.mark_segment_sent(sha)?;
@@ -677,6 +712,15 @@ impl Uploader {
                 manifest.clip_id
             )))
         }
+    }
+}
+
+/// What status says while the device's own storage fails.
+fn local_warning(e: &UploadError) -> String {
+    if e.is_disk_full() {
+        format!("the spool's disk is full ({e}); clips wait in the spool until there is room")
+    } else {
+        format!("the spool failed on this device ({e}); clips are kept and tried again")
     }
 }
 

@@ -147,6 +147,14 @@ pub struct TriggerMessage {
 /// `open: false` and the final `missing` ranges; everything else must stay the same. An open
 /// clip is never complete. Once closed the manifest is immutable; a late re-send of an older,
 /// open version (a superseded request) changes nothing and is answered with the clip's status.
+///
+/// # Segments lost on the device
+///
+/// One exception to "every segment already named stays": a device that lost the spooled file
+/// of a segment the console does not hold yet names it missing instead (a range covering it,
+/// with the reason) and sends the manifest again without it, open or closed; the console then
+/// stops waiting for it (see [`ClipManifest::gives_up_lost`]). Segments the console holds can
+/// never be dropped, and a closed clip gains nothing else this way.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClipManifest {
@@ -185,6 +193,39 @@ impl ClipManifest {
     /// segments `self` names.
     pub fn supersedes(&self, older: &ClipManifest) -> bool {
         older.open && self.same_clip(older) && names_all(&self.segments, &older.segments)
+    }
+
+    /// Whether `next` may replace `self` (stored, not complete) because the device lost some
+    /// segments: the same clip, every segment of `self` either still named unchanged or dropped
+    /// from `next` while the console does not hold it (`held` says which it does) and a range
+    /// of `next.missing` covers it. An open `self` may also gain segments and close, as in
+    /// [`ClipManifest::extended_by`]; a closed one stays closed, gains no segment, and keeps
+    /// every missing range it had.
+    pub fn gives_up_lost(&self, next: &ClipManifest, held: impl Fn(&str) -> bool) -> bool {
+        if !self.same_clip(next) {
+            return false;
+        }
+        let kept: std::collections::HashSet<&ManifestSegment> = next.segments.iter().collect();
+        let mut dropped = false;
+        for s in &self.segments {
+            if kept.contains(s) {
+                continue;
+            }
+            let covered =
+                next.missing.iter().any(|m| m.start_ms <= s.start_ms && m.end_ms >= s.end_ms);
+            let renamed = next.segments.iter().any(|n| n.sha256 == s.sha256);
+            if held(&s.sha256) || !covered || renamed {
+                return false;
+            }
+            dropped = true;
+        }
+        if self.open {
+            return dropped;
+        }
+        dropped
+            && !next.open
+            && names_all(&self.segments, &next.segments)
+            && self.missing.iter().all(|m| next.missing.contains(m))
     }
 
     fn same_clip(&self, other: &ClipManifest) -> bool {

@@ -6,6 +6,8 @@
 //! * `security`: forged, replayed and other-tenant triggers; expired and reused enrollment
 //!   tokens; device isolation; self-approval.
 //! * `limits`: the daily upload limit and the offline cache.
+//! * `local`: the device's own storage failing (a spool file gone or unreadable, the spool
+//!   database failing, a full disk): only the console's refusal sets a clip aside.
 
 #[path = "protocol/e2e.rs"]
 mod e2e;
@@ -13,6 +15,8 @@ mod e2e;
 mod faults;
 #[path = "protocol/limits.rs"]
 mod limits;
+#[path = "protocol/local.rs"]
+mod local;
 #[path = "protocol/security.rs"]
 mod security;
 #[path = "protocol/support.rs"]

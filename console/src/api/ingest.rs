@@ -3,8 +3,10 @@
 //! The manifest arrives first; segments follow, each accepted only when a manifest of the same
 //! device names it and its bytes hash to its name. A manifest is immutable once stored, except
 //! an *open* one (a window still running, see [`ClipManifest`]), which the device extends with
-//! the segments that closed since and finally closes. A clip is complete when it is closed and
-//! every segment it names is stored for its device.
+//! the segments that closed since and finally closes, and an incomplete one whose device lost
+//! segments it had not sent yet: it names them missing instead (audited as
+//! `clip.segments_lost`), and the clip completes without them. A clip is complete when it is
+//! closed and every segment it names is stored for its device.
 
 use std::collections::HashSet;
 use std::io::Write;
@@ -130,7 +132,47 @@ fn manifest_json(manifest: &ClipManifest) -> Result<String, ApiError> {
 enum ManifestChange {
     None,
     Created,
-    Extended { added: usize, closed: bool },
+    Extended {
+        added: usize,
+        closed: bool,
+    },
+    /// The device lost these segments before sending them; they are named missing now.
+    Lost {
+        lost: Vec<String>,
+        closed: bool,
+    },
+}
+
+/// The segments `next` gives up as lost on the device, when that is all (besides what an
+/// open clip may do anyway) it changes about the incomplete `stored`; see
+/// [`ClipManifest::gives_up_lost`]. `None`: not such a revision (a complete clip never is).
+fn lost_on_device(
+    tx: &rusqlite::Transaction<'_>,
+    device_id: &str,
+    stored: &ClipManifest,
+    next: &ClipManifest,
+    complete: bool,
+) -> Result<Option<Vec<String>>, ApiError> {
+    if complete {
+        return Ok(None);
+    }
+    let kept: HashSet<&str> = next.segments.iter().map(|s| s.sha256.as_str()).collect();
+    let dropped: Vec<String> = stored
+        .segments
+        .iter()
+        .filter(|s| !kept.contains(s.sha256.as_str()))
+        .map(|s| s.sha256.clone())
+        .collect();
+    let mut is_held = tx.prepare_cached(
+        "SELECT EXISTS (SELECT 1 FROM segments WHERE device_id = ?1 AND sha256 = ?2)",
+    )?;
+    let mut held = HashSet::new();
+    for sha in &dropped {
+        if is_held.query_row(params![device_id, sha], |r| r.get::<_, bool>(0))? {
+            held.insert(sha.as_str());
+        }
+    }
+    Ok(stored.gives_up_lost(next, |sha| held.contains(sha)).then_some(dropped))
 }
 
 pub async fn put_manifest(
@@ -167,7 +209,22 @@ pub async fn put_manifest(
             let stored: ClipManifest = serde_json::from_str(&json).map_err(|e| {
                 ApiError::from(crate::error::ConsoleError::Database(format!("clip {clip_id}: {e}")))
             })?;
-            if stored == manifest || stored.supersedes(&manifest) {
+            // Asked first: giving up lost segments names fewer of them, like a late re-send
+            // of an older open version, but covers each dropped one with a missing range.
+            if let Some(lost) = lost_on_device(&tx, &device.id, &stored, &manifest, was_complete)? {
+                tx.execute(
+                    "UPDATE clips SET manifest_json = ?1 WHERE id = ?2",
+                    params![manifest_json(&manifest)?, clip_id],
+                )?;
+                name_segments(&tx, &manifest)?;
+                let mut unname = tx.prepare_cached(
+                    "DELETE FROM clip_segments WHERE clip_id = ?1 AND sha256 = ?2",
+                )?;
+                for sha in &lost {
+                    unname.execute(params![clip_id, sha])?;
+                }
+                change = ManifestChange::Lost { lost, closed: stored.open && !manifest.open };
+            } else if stored == manifest || stored.supersedes(&manifest) {
                 // A repeat, or a late re-send of an older open version: nothing changes.
             } else if stored.extended_by(&manifest) {
                 tx.execute(
@@ -247,6 +304,12 @@ pub async fn put_manifest(
         // Segments added to an open clip are not audited one by one (one every few seconds);
         // its closing is, with the final count.
         ManifestChange::Extended { closed: false, .. } => {}
+        ManifestChange::Lost { lost, closed } => state.store.audit(
+            &actor,
+            "clip.segments_lost",
+            &target,
+            serde_json::json!({ "lost": lost, "closed": closed, "segments": manifest.segments.len(), "missing_ranges": manifest.missing.len() }),
+        )?,
         ManifestChange::Extended { added, closed: true } => state.store.audit(
             &actor,
             "clip.closed",
