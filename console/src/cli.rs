@@ -50,6 +50,17 @@ pub enum Command {
         /// Allow plain HTTP on a non-loopback address (behind a TLS-terminating proxy only).
         #[arg(long)]
         insecure_http: bool,
+        /// Seconds a client has to send a request head (and to finish the TLS handshake);
+        /// also how long a keep-alive connection may wait between requests.
+        #[arg(long, value_name = "SECS", default_value_t = crate::ServerConfig::HEADER_READ_TIMEOUT.as_secs())]
+        header_timeout: u64,
+        /// Seconds without a byte moving either way before a connection is closed (push
+        /// streams ping more often than this).
+        #[arg(long, value_name = "SECS", default_value_t = crate::ServerConfig::IDLE_TIMEOUT.as_secs())]
+        idle_timeout: u64,
+        /// Open connections at most (push streams included); more are refused at once.
+        #[arg(long, value_name = "N", default_value_t = crate::ServerConfig::MAX_CONNECTIONS)]
+        max_connections: usize,
     },
     /// Clips: list, wait for one, export one.
     #[command(subcommand)]

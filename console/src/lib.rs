@@ -14,7 +14,8 @@
 //!   (manifests, segments, clip review), [`api::devices`] (health, activity/indicators).
 //! * [`policy`]: the signed bundle, triggers and indicator rules.
 //! * [`auth`]: tokens and roles; [`store`]: the database and blob layout; [`push`]: the hub that
-//!   wakes device streams; [`tenant`]: keys and signing.
+//!   wakes device streams; [`tenant`]: keys and signing; [`private`]: the modes of everything
+//!   the console writes (0700/0600 whatever the umask).
 //! * [`client`]: the admin HTTP client the CLI uses; [`cli`]: the subcommands;
 //!   [`export`]: opening a clip into PNG frames and JSON Lines events.
 //!
@@ -28,6 +29,7 @@ pub mod client;
 pub mod error;
 pub mod export;
 pub mod policy;
+pub mod private;
 pub mod push;
 pub mod server;
 pub mod state;

@@ -26,11 +26,25 @@ async fn main() -> anyhow::Result<()> {
             println!("{}", out.admin_token);
             Ok(())
         }
-        Command::Serve { data, listen, tls_cert, tls_key, insecure_http } => {
-            let tls = tls_cert.zip(tls_key);
-            let mut server =
-                Server::start(ServerConfig { data: data.clone(), listen, tls, insecure_http })
-                    .await?;
+        Command::Serve {
+            data,
+            listen,
+            tls_cert,
+            tls_key,
+            insecure_http,
+            header_timeout,
+            idle_timeout,
+            max_connections,
+        } => {
+            let config = ServerConfig {
+                tls: tls_cert.zip(tls_key),
+                insecure_http,
+                header_read_timeout: Duration::from_secs(header_timeout),
+                idle_timeout: Duration::from_secs(idle_timeout),
+                max_connections,
+                ..ServerConfig::plain(data.clone(), listen)
+            };
+            let mut server = Server::start(config).await?;
             let url_file = cli::url_file(&data);
             std::fs::write(&url_file, format!("{}\n", server.url()))
                 .with_context(|| format!("write {}", url_file.display()))?;

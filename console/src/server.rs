@@ -1,5 +1,11 @@
 //! Creating a tenant (`init`) and running the server (`serve`), as a library so tests can run
 //! it in-process and the binary is a thin shell around it.
+//!
+//! Every connection is bounded ([`ServerConfig`], `serve` flags): a request head must arrive
+//! within `header_read_timeout`, a connection on which nothing moves for `idle_timeout` is
+//! closed, and at most `max_connections` are open at once (see [`conn`]).
+
+mod conn;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -28,7 +34,7 @@ pub struct InitOutput {
 
 /// Creates a tenant in the empty (or absent) directory `data`.
 pub fn init(data: &Path, tenant_id: &str, admin_name: &str) -> Result<InitOutput, ConsoleError> {
-    std::fs::create_dir_all(data)
+    crate::private::create_dir(data)
         .map_err(|e| ConsoleError::Io(format!("create {}: {e}", data.display())))?;
     if data.join("console.db").exists() || data.join("keys").exists() {
         return Err(ConsoleError::Config(format!(
@@ -40,7 +46,13 @@ pub fn init(data: &Path, tenant_id: &str, admin_name: &str) -> Result<InitOutput
     let store = Store::open(data)?;
     store.meta_set("tenant_id", tenant_id)?;
     store.bump_policy_version()?;
-    let state = AppState { store, tenant, hub: Hub::default(), policy_cache: Mutex::new(None) };
+    let state = AppState {
+        store,
+        tenant,
+        hub: Hub::default(),
+        policy_cache: Mutex::new(None),
+        stream_ping: conn::stream_ping(ServerConfig::IDLE_TIMEOUT),
+    };
     let admin = api::people::create_person(&state, "console:init", admin_name, &[Role::Admin])
         .map_err(|e| ConsoleError::Config(e.message))?;
     state.store.audit(
@@ -67,14 +79,72 @@ pub struct ServerConfig {
     pub tls: Option<(PathBuf, PathBuf)>,
     /// Allow plain HTTP on a non-loopback address (only behind a TLS-terminating proxy).
     pub insecure_http: bool,
+    /// How long a client has to send a whole request head, counted from when the connection
+    /// waits for one (so it also closes keep-alive connections idle between requests); it
+    /// bounds the TLS handshake too. Default [`ServerConfig::HEADER_READ_TIMEOUT`].
+    pub header_read_timeout: Duration,
+    /// A connection on which no byte moves either way for this long is closed (a body that
+    /// stalls, a client that stops reading). Push streams ping more often than this.
+    /// Default [`ServerConfig::IDLE_TIMEOUT`].
+    pub idle_timeout: Duration,
+    /// Open connections at most, push streams included; more are refused at once. Keep the
+    /// open-file limit above it (`LimitNOFILE` in the unit). Default
+    /// [`ServerConfig::MAX_CONNECTIONS`].
+    pub max_connections: usize,
 }
 
 impl ServerConfig {
+    pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(15);
+    pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+    /// Room for a few thousand devices (one push stream each, plus uploads).
+    pub const MAX_CONNECTIONS: usize = 8192;
+
     /// Plain HTTP on `listen` (refused at start unless it is a loopback address): tests, the
     /// demo, a console behind nothing.
     pub fn plain(data: impl Into<PathBuf>, listen: SocketAddr) -> ServerConfig {
-        ServerConfig { data: data.into(), listen, tls: None, insecure_http: false }
+        ServerConfig {
+            data: data.into(),
+            listen,
+            tls: None,
+            insecure_http: false,
+            header_read_timeout: Self::HEADER_READ_TIMEOUT,
+            idle_timeout: Self::IDLE_TIMEOUT,
+            max_connections: Self::MAX_CONNECTIONS,
+        }
     }
+
+    /// Refuses bounds that would make the server unusable, naming the flag.
+    fn check(&self) -> Result<(), ConsoleError> {
+        if self.header_read_timeout.is_zero() {
+            return Err(ConsoleError::Config("--header-timeout must be at least 1 second".into()));
+        }
+        if self.idle_timeout.is_zero() {
+            return Err(ConsoleError::Config("--idle-timeout must be at least 1 second".into()));
+        }
+        if self.max_connections == 0 {
+            return Err(ConsoleError::Config("--max-connections must be at least 1".into()));
+        }
+        if let Some(nofile) = open_file_limit() {
+            // A few dozen descriptors for the database, blobs being written, the log.
+            if (nofile as usize) < self.max_connections.saturating_add(64) {
+                tracing::warn!(
+                    nofile,
+                    max_connections = self.max_connections,
+                    "the open-file limit is below --max-connections: past it, new connections \
+                     fail to be accepted; raise it (LimitNOFILE=, ulimit -n) or lower --max-connections"
+                );
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The soft limit of open files of this process, when it can be read.
+fn open_file_limit() -> Option<u64> {
+    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit only writes the struct we pass, which lives on our stack.
+    let ok = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } == 0;
+    ok.then_some(lim.rlim_cur)
 }
 
 /// A running server.
@@ -138,6 +208,7 @@ impl Server {
                 config.listen
             )));
         }
+        config.check()?;
         let store = Store::open(&config.data)?;
         let tenant_id = store.meta_get("tenant_id")?.ok_or_else(|| {
             ConsoleError::Config(format!(
@@ -152,6 +223,7 @@ impl Server {
             tenant,
             hub: Hub::default(),
             policy_cache: Mutex::new(None),
+            stream_ping: conn::stream_ping(config.idle_timeout),
         });
         let app = api::router(state.clone());
 
@@ -161,10 +233,17 @@ impl Server {
         let addr = listener.local_addr().map_err(|e| ConsoleError::Io(e.to_string()))?;
         let handle = axum_server::Handle::new();
         let service = app.into_make_service();
+        let limit =
+            |plain| conn::LimitAcceptor::new(config.max_connections, config.idle_timeout, plain);
         let (scheme, task) = match &config.tls {
             Some((cert, key)) => {
                 let tls = tls_config(cert, key)?;
-                let server = axum_server::from_tcp_rustls(listener, tls).handle(handle.clone());
+                let mut server = axum_server::from_tcp_rustls(listener, tls)
+                    .map(|tls| {
+                        tls.handshake_timeout(config.header_read_timeout).acceptor(limit(false))
+                    })
+                    .handle(handle.clone());
+                bound_heads(server.http_builder(), config.header_read_timeout);
                 (
                     "https",
                     tokio::spawn(async move {
@@ -173,7 +252,9 @@ impl Server {
                 )
             }
             None => {
-                let server = axum_server::from_tcp(listener).handle(handle.clone());
+                let mut server =
+                    axum_server::from_tcp(listener).acceptor(limit(true)).handle(handle.clone());
+                bound_heads(server.http_builder(), config.header_read_timeout);
                 (
                     "http",
                     tokio::spawn(async move {
@@ -186,6 +267,18 @@ impl Server {
         tracing::info!(%addr, scheme, tenant = %tenant_id, "console serving");
         Ok(ServerHandle { addr, handle, task, ticker, scheme })
     }
+}
+
+/// hyper's own bound on request heads; it needs a timer to run at all, which axum-server does
+/// not set (without one a client could send half a request line and hold the connection).
+fn bound_heads(
+    builder: &mut hyper_util::server::conn::auto::Builder<hyper_util::rt::TokioExecutor>,
+    header_read_timeout: Duration,
+) {
+    builder
+        .http1()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(header_read_timeout);
 }
 
 fn tls_config(

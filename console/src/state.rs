@@ -14,4 +14,6 @@ pub struct AppState {
     pub hub: Hub,
     /// The signed bundle of the current version (signing once serves every device).
     pub policy_cache: Mutex<Option<PolicyMessage>>,
+    /// How often a push stream pings: below the idle timeout, so quiet streams stay open.
+    pub stream_ping: std::time::Duration,
 }

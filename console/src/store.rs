@@ -24,6 +24,16 @@
 //!
 //! Secrets are never stored: people and device tokens are kept as SHA-256 only.
 //!
+//! # Modes
+//!
+//! ```text
+//! DATA/                          0700   (made so on every open)
+//! DATA/console.db, -wal, -shm    0600   (SQLite gives WAL and SHM the database's mode)
+//! DATA/blobs/ and below          0700 directories, 0600 blobs
+//! ```
+//!
+//! whatever the umask of whoever runs the console (see [`crate::private`]).
+//!
 //! # Blobs
 //!
 //! ```text
@@ -42,6 +52,7 @@ use std::sync::{Mutex, MutexGuard};
 use rusqlite::{params, Connection, OptionalExtension};
 
 use crate::error::ConsoleError;
+use crate::private;
 
 const SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -111,9 +122,22 @@ pub struct Store {
 }
 
 impl Store {
-    /// Opens (creating if needed) the database and blob directory under `data`.
+    /// Opens (creating if needed) the database and blob directory under `data`, all of them
+    /// private to the console's user (see [`crate::private`]), also when an older version
+    /// left them readable.
     pub fn open(data: &Path) -> Result<Store, ConsoleError> {
-        let conn = Connection::open(data.join("console.db"))
+        let io =
+            |path: &Path, e: std::io::Error| ConsoleError::Io(format!("{}: {e}", path.display()));
+        private::create_dir(data).map_err(|e| io(data, e))?;
+        let db = data.join("console.db");
+        // SQLite gives a new database its default mode (0644 less the umask), and the WAL and
+        // shared-memory files the database's mode: so the database is made 0600 first.
+        private::ensure_file(&db).map_err(|e| io(&db, e))?;
+        for side in ["console.db-wal", "console.db-shm"] {
+            let path = data.join(side);
+            private::tighten_file(&path).map_err(|e| io(&path, e))?;
+        }
+        let conn = Connection::open(&db)
             .map_err(|e| ConsoleError::Database(format!("open {}: {e}", data.display())))?;
         conn.execute_batch(
             "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON;",
@@ -122,8 +146,7 @@ impl Store {
         conn.execute_batch(SCHEMA)?;
         migrate(&conn)?;
         let blob_dir = data.join("blobs");
-        std::fs::create_dir_all(&blob_dir)
-            .map_err(|e| ConsoleError::Io(format!("create {}: {e}", blob_dir.display())))?;
+        private::create_dir(&blob_dir).map_err(|e| io(&blob_dir, e))?;
         Ok(Store { conn: Mutex::new(conn), blob_dir })
     }
 

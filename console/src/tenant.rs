@@ -9,12 +9,14 @@
 //! DATA/keys/sealing.pub     its public key, 64 hex digits (TenantPublicKey), 0644
 //! ```
 //!
+//! `DATA/keys/` is 0700, and every mode above is exact whatever the umask.
+//!
 //! The sealing private key is read by `serve` only to hand out its public half; it is used
 //! for opening segments only by `clip export`, which investigators run on the console host.
 //! The server process never opens a segment.
 
 use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 
 use rearview_capture::seal::{TenantPublicKey, TenantSecretKey};
@@ -45,11 +47,7 @@ impl std::fmt::Debug for Tenant {
 }
 
 fn write_secret(path: &Path, bytes: &[u8]) -> Result<(), ConsoleError> {
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
+    let mut f = crate::private::create_new_file(path)
         .map_err(|e| ConsoleError::Keys(format!("create {}: {e}", path.display())))?;
     f.write_all(bytes)
         .and_then(|_| f.sync_all())
@@ -57,12 +55,20 @@ fn write_secret(path: &Path, bytes: &[u8]) -> Result<(), ConsoleError> {
 }
 
 fn write_public(path: &Path, text: &str) -> Result<(), ConsoleError> {
-    std::fs::write(path, format!("{text}\n"))
-        .map_err(|e| ConsoleError::Keys(format!("write {}: {e}", path.display())))
+    let err = |e: std::io::Error| ConsoleError::Keys(format!("write {}: {e}", path.display()));
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o644)
+        .open(path)
+        .map_err(err)?;
+    // Exactly 0644 whatever the umask (000 would leave it writable by anyone).
+    f.set_permissions(std::fs::Permissions::from_mode(0o644))
+        .and_then(|_| f.write_all(format!("{text}\n").as_bytes()))
+        .map_err(err)
 }
 
 fn read_secret(path: &Path) -> Result<Zeroizing<Vec<u8>>, ConsoleError> {
-    use std::os::unix::fs::PermissionsExt;
     let meta = std::fs::metadata(path)
         .map_err(|e| ConsoleError::Keys(format!("{}: {e}", path.display())))?;
     if meta.permissions().mode() & 0o077 != 0 {
@@ -83,7 +89,7 @@ impl Tenant {
     pub fn create(data: &Path, id: &str) -> Result<Tenant, ConsoleError> {
         TenantId::new(id).map_err(|e| ConsoleError::Config(format!("tenant id {id:?}: {e}")))?;
         let dir = data.join("keys");
-        std::fs::create_dir_all(&dir)
+        crate::private::create_dir(&dir)
             .map_err(|e| ConsoleError::Keys(format!("create {}: {e}", dir.display())))?;
         let signing = SigningKey::generate().map_err(|e| ConsoleError::Keys(e.to_string()))?;
         let sealing = TenantSecretKey::generate().map_err(|e| ConsoleError::Keys(e.to_string()))?;

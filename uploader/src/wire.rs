@@ -51,7 +51,8 @@
 //!
 //! `GET /api/v1/device/stream` answers `text/event-stream`. On connect the console sends the
 //! current policy and every trigger for this device not yet acknowledged; then every new
-//! policy or trigger as it happens; a `ping` every 15 s keeps proxies from closing the stream.
+//! policy or trigger as it happens; a `ping` every 15 s (more often if the console's idle timeout
+//! is under 45 s) keeps the console, and proxies, from closing the stream as idle.
 //!
 //! ```text
 //! event: policy            event: trigger            event: ping

@@ -427,13 +427,13 @@ fn write_blob(path: &std::path::Path, bytes: &[u8]) -> Result<(), ApiError> {
         ApiError::from(crate::error::ConsoleError::Io(format!("{}: {e}", path.display())))
     };
     let dir = path.parent().ok_or_else(|| ApiError::bad_request("bad blob path"))?;
-    std::fs::create_dir_all(dir).map_err(io)?;
+    crate::private::create_dir(dir).map_err(io)?;
     let tmp = dir.join(format!(
         ".tmp-{}-{}",
         path.file_name().and_then(|n| n.to_str()).unwrap_or("blob"),
         rand::random::<u64>()
     ));
-    let mut f = std::fs::File::create(&tmp).map_err(io)?;
+    let mut f = crate::private::create_new_file(&tmp).map_err(io)?;
     f.write_all(bytes).map_err(io)?;
     f.sync_all().map_err(io)?;
     drop(f);

@@ -2,7 +2,6 @@
 
 use std::convert::Infallible;
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::extract::State;
 use axum::response::sse::{Event, KeepAlive, Sse};
@@ -62,6 +61,7 @@ pub async fn stream(
     State(state): State<Arc<AppState>>,
     device: Device,
 ) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+    let ping = state.stream_ping;
     let (tx, rx) = mpsc::channel(32);
     // Subscribe before reading the database, so nothing issued in between is missed.
     let (mut own, mut all) = state.hub.subscribe(&device.id);
@@ -102,8 +102,6 @@ pub async fn stream(
         }
     });
     Sse::new(ReceiverStream::new(rx)).keep_alive(
-        KeepAlive::new()
-            .interval(Duration::from_secs(15))
-            .event(Event::default().event("ping").data("{}")),
+        KeepAlive::new().interval(ping).event(Event::default().event("ping").data("{}")),
     )
 }

@@ -1,0 +1,164 @@
+//! The console's data directory is private whatever the umask of whoever runs it: the real
+//! `rearview-console init` and `serve` binaries, each started under umask 022 and 000 in a
+//! subprocess (a umask is per process), leave the data, key and blob directories 0700 and the
+//! database, its WAL and shared-memory files, the secret keys and the blobs 0600. A data
+//! directory an older version left readable is tightened when served.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use rearview_console::client::AdminClient;
+use rearview_uploader::{NewClip, NewSegment, SegmentBytes, Uploader, UploaderConfig};
+use serde_json::{json, Value};
+
+const BIN: &str = env!("CARGO_BIN_EXE_rearview-console");
+
+fn mode(path: &Path) -> u32 {
+    std::fs::metadata(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .permissions()
+        .mode()
+        & 0o7777
+}
+
+/// `rearview-console ARGS` under `umask`.
+fn under_umask(umask: &str, args: &[&str]) -> Command {
+    let mut cmd = Command::new("sh");
+    cmd.arg("-c").arg(format!("umask {umask}; exec \"$0\" \"$@\"")).arg(BIN).args(args);
+    cmd
+}
+
+/// The serve process, killed when dropped.
+struct Serving(Child);
+
+impl Drop for Serving {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn serve(umask: &str, data: &Path) -> (Serving, String) {
+    let url_file = data.join("console.url");
+    let _ = std::fs::remove_file(&url_file);
+    let child =
+        under_umask(umask, &["serve", "--data", data.to_str().unwrap(), "--listen", "127.0.0.1:0"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+    let serving = Serving(child);
+    for _ in 0..200 {
+        if let Ok(url) = std::fs::read_to_string(&url_file) {
+            if !url.trim().is_empty() {
+                return (serving, url.trim().to_owned());
+            }
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("console did not start serving {}", data.display());
+}
+
+/// Every directory and file under `dir`.
+fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
+    for e in std::fs::read_dir(dir).unwrap() {
+        let path = e.unwrap().path();
+        out.push(path.clone());
+        if path.is_dir() {
+            walk(&path, out);
+        }
+    }
+}
+
+/// Uploads one clip of one segment through the console at `url` (so it writes a blob).
+async fn upload_a_clip(url: &str, admin_token: &str, state: &Path) {
+    let admin = AdminClient::new(url, admin_token, None).unwrap();
+    let t: Value = admin.post("/api/v1/enrollment-tokens", &json!({})).await.unwrap();
+    let up = Uploader::open(UploaderConfig::new(url, state)).unwrap();
+    up.enroll(t["token"].as_str().unwrap(), "host").await.unwrap();
+    let now = rearview_uploader::now_ms();
+    let clip = NewClip {
+        clip_id: "clip-p".into(),
+        trigger_id: None,
+        mode: "all-activities".into(),
+        user: "alice".into(),
+        start_ms: now - 1000,
+        end_ms: now,
+        missing: vec![],
+        open: false,
+    };
+    let segment =
+        NewSegment { start_ms: now - 1000, end_ms: now, bytes: SegmentBytes::Bytes(vec![7; 4096]) };
+    up.enqueue_clip(clip, vec![segment]).unwrap();
+    up.send_pending().await.unwrap();
+    assert_eq!(up.status().unwrap().spool.sent_clips, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_data_directory_is_private_whatever_the_umask() {
+    for umask in ["022", "000"] {
+        let tmp = tempfile::tempdir().unwrap();
+        let data = tmp.path().join("console");
+        let init =
+            under_umask(umask, &["init", "--data", data.to_str().unwrap()]).output().unwrap();
+        assert!(init.status.success(), "{}", String::from_utf8_lossy(&init.stderr));
+        let admin_token =
+            String::from_utf8_lossy(&init.stdout).lines().last().unwrap_or_default().to_owned();
+
+        let (_serving, url) = serve(umask, &data);
+        upload_a_clip(&url, &admin_token, &tmp.path().join("device")).await;
+
+        let want = |path: &Path| -> u32 {
+            let name = path.file_name().unwrap().to_str().unwrap();
+            match name {
+                _ if path.is_dir() => 0o700,
+                // Public halves, in the 0700 keys directory.
+                "signing.pub" | "sealing.pub" => 0o644,
+                // The address serve writes for the CLI; not secret.
+                "console.url" => mode(path),
+                _ => 0o600,
+            }
+        };
+        assert_eq!(mode(&data), 0o700, "umask {umask}: {}", data.display());
+        let mut all = Vec::new();
+        walk(&data, &mut all);
+        for side in ["console.db", "console.db-wal", "console.db-shm", "keys", "blobs"] {
+            assert!(all.contains(&data.join(side)), "umask {umask}: no {side}: {all:?}");
+        }
+        assert!(
+            all.iter().any(|p| p.starts_with(data.join("blobs")) && p.is_file()),
+            "umask {umask}: no blob written: {all:?}"
+        );
+        for path in &all {
+            assert_eq!(
+                mode(path),
+                want(path),
+                "umask {umask}: {:o} {}",
+                mode(path),
+                path.display()
+            );
+        }
+    }
+}
+
+/// What an older console left behind (0755 directory, 0644 database) is made private when the
+/// console opens it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_readable_data_directory_left_by_an_older_console_is_tightened() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("console");
+    let init = under_umask("022", &["init", "--data", data.to_str().unwrap()]).output().unwrap();
+    assert!(init.status.success(), "{}", String::from_utf8_lossy(&init.stderr));
+    for (path, loose) in
+        [(data.clone(), 0o755), (data.join("console.db"), 0o644), (data.join("blobs"), 0o755)]
+    {
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(loose)).unwrap();
+    }
+    let (_serving, _url) = serve("022", &data);
+    assert_eq!(mode(&data), 0o700);
+    assert_eq!(mode(&data.join("console.db")), 0o600);
+    assert_eq!(mode(&data.join("blobs")), 0o700);
+    assert_eq!(mode(&data.join("console.db-wal")), 0o600);
+}
