@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # The Rearview demo: the whole loop on one machine, on embedded defaults, in a temp directory.
 #
-#   console init → serve → an approver joins → a device enrolls → admin requests capture of this
+#   console init → serve → an approver and an investigator join → a device enrolls → admin requests capture of this
 #   user → the approver approves (the admin may not) → the user works on a desktop → a trigger
-#   for "file copied to removable media" → the agent uploads the clip → it is exported as PNG
-#   frames and JSON Lines events.
+#   for "file copied to removable media" → the agent uploads the clip → the investigator exports
+#   it as PNG frames and JSON Lines events (audited; 0700/0600).
 #
 # Uses the current X display when $DISPLAY works, else starts a private Xvfb. Leaves everything
 # under $REARVIEW_DEMO_DIR (default: a new temp directory) and prints where.
@@ -66,6 +66,9 @@ step "console: admin turns capture on (off by default): 1 fps, 5 s segments"
 step "console: admin adds an approver (a different person)"
 approver_token=$("$console" person add "${as_admin[@]}" --name approver --role approver | jq -r .token)
 as_approver=(--server "$url" --token "$approver_token")
+
+step "console: admin adds an investigator (the only role that may export clips)"
+investigator_token=$("$console" person add "${as_admin[@]}" --name investigator --role investigator | jq -r .token)
 
 # ---- the agent -------------------------------------------------------------------------------
 step "agent: enrolling this device with a one-time token"
@@ -133,7 +136,8 @@ clip_id=$(echo "$clip" | jq -r .id)
 echo "$clip" | jq -c '{id, user, complete, segments: (.manifest.segments | length)}' 2>/dev/null || true
 
 step "investigator export: opening the sealed segments with the tenant key"
-"$console" clip export "$clip_id" --data "$demo/console" --out "$demo/export" >/dev/null
+"$console" clip export "$clip_id" --data "$demo/console" --out "$demo/export" \
+  --token "$investigator_token" >/dev/null
 frames=$(find "$demo/export/frames" -name '*.png' | wc -l)
 events=$(wc -l <"$demo/export/events.jsonl")
 typed=$(jq -r 'select(.kind.type == "key_press") | .kind.text // empty' "$demo/export/events.jsonl" | tr -d '\n' | head -c 200)

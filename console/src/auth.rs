@@ -15,9 +15,9 @@ use axum::http::request::Parts;
 use rand::RngCore;
 use rusqlite::OptionalExtension;
 
-use crate::error::ApiError;
+use crate::error::{ApiError, ConsoleError};
 use crate::state::AppState;
-use crate::store::{now_ms, sha256_hex};
+use crate::store::{now_ms, sha256_hex, Store};
 
 /// What a person may do. A person may hold several.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -139,17 +139,34 @@ impl FromRequestParts<Arc<AppState>> for Person {
         state: &Arc<AppState>,
     ) -> Result<Self, Self::Rejection> {
         let hash = bearer_token_hash(parts, "rvp_", "a person's API token")?;
-        let row: Option<(i64, String, String)> = state
-            .store
-            .conn()
-            .query_row("SELECT id, name, roles FROM people WHERE token_sha256 = ?1", [&hash], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-            })
-            .optional()?;
-        let (id, name, roles) = row.ok_or_else(|| ApiError::unauthorized("unknown API token"))?;
-        let roles = Role::parse_list(&roles).map_err(ApiError::bad_request)?;
-        Ok(Person { id, name, roles })
+        person_by_hash(&state.store, &hash)?
+            .ok_or_else(|| ApiError::unauthorized("unknown API token"))
     }
+}
+
+/// The person whose API token (`rvp_…`) this is, by its stored hash; `None` when nobody holds
+/// it. The local commands that act as a person (`clip export`) check tokens with this, the
+/// same check the API makes.
+pub fn person_by_token(store: &Store, token: &str) -> Result<Option<Person>, ConsoleError> {
+    if !token.starts_with("rvp_") {
+        return Ok(None);
+    }
+    person_by_hash(store, &sha256_hex(token.trim().as_bytes()))
+}
+
+fn person_by_hash(store: &Store, hash: &str) -> Result<Option<Person>, ConsoleError> {
+    let row: Option<(i64, String, String)> = store
+        .conn()
+        .query_row("SELECT id, name, roles FROM people WHERE token_sha256 = ?1", [hash], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        })
+        .optional()?;
+    row.map(|(id, name, roles)| {
+        let roles = Role::parse_list(&roles)
+            .map_err(|e| ConsoleError::Database(format!("roles of {name}: {e}")))?;
+        Ok(Person { id, name, roles })
+    })
+    .transpose()
 }
 
 /// An authenticated device.

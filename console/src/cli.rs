@@ -1,6 +1,8 @@
 //! The `rearview-console` subcommands. Local ones work on `--data DIR` directly (init, serve,
 //! clip list/export); the others are API calls made with a person's token, printing the
-//! console's JSON answer on stdout so scripts (the demo) can read it.
+//! console's JSON answer on stdout so scripts (the demo) can read it. `clip export` works on
+//! the data directory but still acts as a person: it takes an investigator's token and checks
+//! it against that directory's database (see [`crate::export`]).
 //!
 //! The console address comes from `--server URL`, else `$REARVIEW_CONSOLE`, else the
 //! `console.url` file that `serve` writes into its data directory (`--data DIR`). The token
@@ -131,13 +133,18 @@ pub enum ClipCommand {
         #[arg(long, default_value_t = 120)]
         timeout: u64,
     },
-    /// Open a clip with the tenant key: frames as PNG, events as JSON Lines.
+    /// Open a clip with the tenant key: frames as PNG, events as JSON Lines (0600, in a 0700
+    /// directory). Investigators only: the token is checked against DATA's database, and every
+    /// export is audited (who, which clip, where, how many frames).
     Export {
         id: String,
         #[arg(long)]
         data: PathBuf,
         #[arg(long)]
         out: PathBuf,
+        /// An investigator's API token (default: $REARVIEW_TOKEN).
+        #[arg(long)]
+        token: Option<String>,
     },
 }
 
@@ -319,8 +326,9 @@ pub async fn run_api(command: Command) -> anyhow::Result<()> {
                 .collect::<Result<Vec<_>, _>>()?;
             Value::Array(rows)
         }
-        Command::Clip(ClipCommand::Export { id, data, out }) => {
-            let summary = crate::export::export_clip(&data, &id, &out)?;
+        Command::Clip(ClipCommand::Export { id, data, out, token }) => {
+            let token = token.or_else(|| std::env::var("REARVIEW_TOKEN").ok());
+            let summary = crate::export::export_clip(&data, token.as_deref(), &id, &out)?;
             serde_json::to_value(summary)?
         }
         Command::Clip(ClipCommand::Wait { api, id, trigger, alert, user, timeout }) => {

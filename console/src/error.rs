@@ -18,6 +18,10 @@ pub enum ConsoleError {
     Config(String),
     #[error("signing: {0}")]
     Signing(String),
+    /// The caller may not do this (no token, a token nobody holds, a role it lacks); the
+    /// message names what is needed.
+    #[error("{0}")]
+    Denied(String),
 }
 
 impl ConsoleError {
@@ -66,6 +70,8 @@ impl From<ConsoleError> for ApiError {
         tracing::error!(error = %e, "request failed inside the console");
         let status = if e.is_retryable() {
             StatusCode::SERVICE_UNAVAILABLE
+        } else if matches!(e, ConsoleError::Denied(_)) {
+            StatusCode::FORBIDDEN
         } else {
             StatusCode::INTERNAL_SERVER_ERROR
         };

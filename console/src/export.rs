@@ -1,14 +1,33 @@
 //! `clip export`: opens a clip's sealed segments with the tenant's private key and writes
 //!
 //! ```text
+//! OUT/                             0700
 //! OUT/manifest.json                the clip manifest (window, segments, missing ranges)
+//! OUT/frames/                      0700
 //! OUT/frames/<utc_ms>-m<monitor>.png   every decoded frame, RGB
 //! OUT/frames.jsonl                 one line per frame: file, utc_ms, monitor, segment
 //! OUT/events.jsonl                 one line per input/window event, in time order
 //! ```
 //!
+//! every file 0600, whatever the umask: they are plaintext evidence.
+//!
 //! This runs on the console host by an investigator (it reads `DATA/keys/sealing.key`); the
 //! server process never opens segments. Plaintext exists only in memory and in `OUT`.
+//!
+//! # Who may export, and the record of it
+//!
+//! The caller names themself with a person's API token (`--token` or `$REARVIEW_TOKEN`), which
+//! is checked against the console's own database: the person must hold the investigator role.
+//! Reading the key file takes access to the data directory anyway; the check makes an export
+//! a named person's act and the audit log says so:
+//!
+//! ```text
+//! clip.export.begin   person:<name>  clip:<id>  {out}                    before any plaintext is written
+//! clip.export         person:<name>  clip:<id>  {out, segments, frames, events, complete}
+//! clip.export.failed  person:<name>  clip:<id>  {out, error}             when it stopped half-way
+//! ```
+//!
+//! An export whose first record cannot be written does not start.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -18,7 +37,9 @@ use rearview_capture::segment::Segment;
 use rearview_uploader::wire::ClipManifest;
 use rusqlite::OptionalExtension;
 
+use crate::auth::{person_by_token, Person, Role};
 use crate::error::ConsoleError;
+use crate::private;
 use crate::store::Store;
 use crate::tenant::load_sealing_key;
 
@@ -37,9 +58,39 @@ fn io(path: &Path) -> impl Fn(std::io::Error) -> ConsoleError + '_ {
     move |e| ConsoleError::Io(format!("{}: {e}", path.display()))
 }
 
-/// Exports clip `clip_id` of the tenant in `data` to `out` (created; must be empty if present).
-pub fn export_clip(data: &Path, clip_id: &str, out: &Path) -> Result<ExportSummary, ConsoleError> {
+/// The person `token` names, if they may export clips (investigator role).
+fn investigator(store: &Store, token: Option<&str>) -> Result<Person, ConsoleError> {
+    let token = token.filter(|t| !t.trim().is_empty()).ok_or_else(|| {
+        ConsoleError::Denied(
+            "clip export needs an investigator's API token: --token or $REARVIEW_TOKEN".into(),
+        )
+    })?;
+    let person = person_by_token(store, token)?.ok_or_else(|| {
+        ConsoleError::Denied(
+            "unknown API token: clip export needs the token of a person with the investigator role"
+                .into(),
+        )
+    })?;
+    if !person.roles.contains(&Role::Investigator) {
+        return Err(ConsoleError::Denied(format!(
+            "{} (roles: {}) may not export clips; it needs the role investigator",
+            person.name,
+            Role::join(&person.roles)
+        )));
+    }
+    Ok(person)
+}
+
+/// Exports clip `clip_id` of the tenant in `data` to `out` (created; must be empty if present)
+/// as the investigator whose API token is `token`; audited (see the module docs).
+pub fn export_clip(
+    data: &Path,
+    token: Option<&str>,
+    clip_id: &str,
+    out: &Path,
+) -> Result<ExportSummary, ConsoleError> {
     let store = Store::open(data)?;
+    let person = investigator(&store, token)?;
     let tenant = store
         .meta_get("tenant_id")?
         .ok_or_else(|| ConsoleError::Config(format!("{} holds no tenant", data.display())))?;
@@ -64,77 +115,138 @@ pub fn export_clip(data: &Path, clip_id: &str, out: &Path) -> Result<ExportSumma
             out.display()
         )));
     }
-    let frames_dir = out.join("frames");
-    std::fs::create_dir_all(&frames_dir).map_err(io(&frames_dir))?;
-    std::fs::write(
-        out.join("manifest.json"),
-        serde_json::to_vec_pretty(&manifest).unwrap_or_default(),
-    )
-    .map_err(io(out))?;
-
-    let mut frame_lines = Vec::new();
-    let mut events = Vec::new();
-    let mut segments = 0;
-    for seg in &manifest.segments {
-        let path = store.blob_path(&device, &seg.sha256);
-        let sealed = match std::fs::read(&path) {
-            Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                tracing::warn!(segment = %seg.sha256, "segment not uploaded (yet); skipped");
-                continue;
-            }
-            Err(e) => return Err(io(&path)(e)),
-        };
-        let header = SealedHeader::parse(&sealed)
-            .map_err(|e| ConsoleError::Keys(format!("segment {}: {e}", seg.sha256)))?;
-        let binding =
-            SealBinding { tenant: &tenant, device: &device, segment_id: header.segment_id };
-        let plain = open(&key, &binding, &sealed)
-            .map_err(|e| ConsoleError::Keys(format!("segment {}: {e}", seg.sha256)))?;
-        let segment = Segment::parse(&plain)
-            .map_err(|e| ConsoleError::Io(format!("segment {} does not parse: {e}", seg.sha256)))?;
-        let monitor = segment.header().context.monitor.id;
-        for frame in segment.decode_frames() {
-            let frame =
-                frame.map_err(|e| ConsoleError::Io(format!("segment {}: {e}", seg.sha256)))?;
-            let utc_ms = frame.captured_at.utc_micros / 1000;
-            let name = format!("{utc_ms:014}-m{monitor}.png");
-            let mut rgb = Vec::with_capacity(frame.width as usize * frame.height as usize * 3);
-            for y in 0..frame.height {
-                for px in frame.row(y).chunks_exact(4) {
-                    rgb.extend_from_slice(&[px[2], px[1], px[0]]);
-                }
-            }
-            let file = frames_dir.join(&name);
-            image::save_buffer(
-                &file,
-                &rgb,
-                frame.width,
-                frame.height,
-                image::ExtendedColorType::Rgb8,
-            )
-            .map_err(|e| ConsoleError::Io(format!("{}: {e}", file.display())))?;
-            frame_lines.push(serde_json::json!({
-                "file": format!("frames/{name}"), "utc_ms": utc_ms, "monitor": monitor, "segment": seg.sha256,
-            }));
+    let actor = person.actor();
+    let target = format!("clip:{clip_id}");
+    store.audit(&actor, "clip.export.begin", &target, serde_json::json!({ "out": out }))?;
+    let opened = Opened { store: &store, tenant: &tenant, device: &device, key: &key };
+    match opened.write(&manifest, out) {
+        Ok(written) => {
+            store.audit(
+                &actor,
+                "clip.export",
+                &target,
+                serde_json::json!({
+                    "out": out, "segments": written.segments, "frames": written.frames,
+                    "events": written.events, "complete": complete_ms.is_some(),
+                }),
+            )?;
+            Ok(ExportSummary {
+                clip_id: clip_id.to_owned(),
+                out: out.to_owned(),
+                segments: written.segments,
+                frames: written.frames,
+                events: written.events,
+                complete: complete_ms.is_some(),
+            })
         }
-        for event in segment.events() {
-            events.push(serde_json::to_value(event).map_err(|e| ConsoleError::Io(e.to_string()))?);
+        Err(e) => {
+            let details = serde_json::json!({ "out": out, "error": e.to_string() });
+            if let Err(audit) = store.audit(&actor, "clip.export.failed", &target, details) {
+                tracing::warn!(error = %audit, "failed export not audited");
+            }
+            Err(e)
         }
-        segments += 1;
     }
-    frame_lines.sort_by_key(|l| l["utc_ms"].as_i64());
-    write_lines(&out.join("frames.jsonl"), &frame_lines)?;
-    events.sort_by_key(event_time);
-    write_lines(&out.join("events.jsonl"), &events)?;
-    Ok(ExportSummary {
-        clip_id: clip_id.to_owned(),
-        out: out.to_owned(),
-        segments,
-        frames: frame_lines.len(),
-        events: events.len(),
-        complete: complete_ms.is_some(),
-    })
+}
+
+/// What a clip's segments are opened with.
+struct Opened<'a> {
+    store: &'a Store,
+    tenant: &'a str,
+    device: &'a str,
+    key: &'a rearview_capture::seal::TenantSecretKey,
+}
+
+/// Counts of what [`Opened::write`] wrote.
+struct Written {
+    segments: usize,
+    frames: usize,
+    events: usize,
+}
+
+impl Opened<'_> {
+    /// Decodes every stored segment of `manifest` into `out`.
+    fn write(&self, manifest: &ClipManifest, out: &Path) -> Result<Written, ConsoleError> {
+        let frames_dir = out.join("frames");
+        private::create_dir(out).map_err(io(out))?;
+        private::create_dir(&frames_dir).map_err(io(&frames_dir))?;
+        let manifest_path = out.join("manifest.json");
+        let text = serde_json::to_vec_pretty(manifest).unwrap_or_default();
+        private::create_new_file(&manifest_path)
+            .and_then(|mut f| f.write_all(&text))
+            .map_err(io(&manifest_path))?;
+
+        let mut frame_lines = Vec::new();
+        let mut events = Vec::new();
+        let mut segments = 0;
+        for seg in &manifest.segments {
+            let path = self.store.blob_path(self.device, &seg.sha256);
+            let sealed = match std::fs::read(&path) {
+                Ok(b) => b,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    tracing::warn!(segment = %seg.sha256, "segment not uploaded (yet); skipped");
+                    continue;
+                }
+                Err(e) => return Err(io(&path)(e)),
+            };
+            let header = SealedHeader::parse(&sealed)
+                .map_err(|e| ConsoleError::Keys(format!("segment {}: {e}", seg.sha256)))?;
+            let binding = SealBinding {
+                tenant: self.tenant,
+                device: self.device,
+                segment_id: header.segment_id,
+            };
+            let plain = open(self.key, &binding, &sealed)
+                .map_err(|e| ConsoleError::Keys(format!("segment {}: {e}", seg.sha256)))?;
+            let segment = Segment::parse(&plain).map_err(|e| {
+                ConsoleError::Io(format!("segment {} does not parse: {e}", seg.sha256))
+            })?;
+            let monitor = segment.header().context.monitor.id;
+            for frame in segment.decode_frames() {
+                let frame =
+                    frame.map_err(|e| ConsoleError::Io(format!("segment {}: {e}", seg.sha256)))?;
+                let utc_ms = frame.captured_at.utc_micros / 1000;
+                let name = format!("{utc_ms:014}-m{monitor}.png");
+                let mut rgb = Vec::with_capacity(frame.width as usize * frame.height as usize * 3);
+                for y in 0..frame.height {
+                    for px in frame.row(y).chunks_exact(4) {
+                        rgb.extend_from_slice(&[px[2], px[1], px[0]]);
+                    }
+                }
+                write_png(&frames_dir.join(&name), &rgb, frame.width, frame.height)?;
+                frame_lines.push(serde_json::json!({
+                    "file": format!("frames/{name}"), "utc_ms": utc_ms, "monitor": monitor, "segment": seg.sha256,
+                }));
+            }
+            for event in segment.events() {
+                events.push(
+                    serde_json::to_value(event).map_err(|e| ConsoleError::Io(e.to_string()))?,
+                );
+            }
+            segments += 1;
+        }
+        frame_lines.sort_by_key(|l| l["utc_ms"].as_i64());
+        write_lines(&out.join("frames.jsonl"), &frame_lines)?;
+        events.sort_by_key(event_time);
+        write_lines(&out.join("events.jsonl"), &events)?;
+        Ok(Written { segments, frames: frame_lines.len(), events: events.len() })
+    }
+}
+
+/// One frame as a PNG file of its own, 0600.
+fn write_png(path: &Path, rgb: &[u8], width: u32, height: u32) -> Result<(), ConsoleError> {
+    let file = private::create_new_file(path).map_err(io(path))?;
+    let mut w = std::io::BufWriter::new(file);
+    image::write_buffer_with_format(
+        &mut w,
+        rgb,
+        width,
+        height,
+        image::ExtendedColorType::Rgb8,
+        image::ImageFormat::Png,
+    )
+    .map_err(|e| ConsoleError::Io(format!("{}: {e}", path.display())))?;
+    w.flush().map_err(io(path))
 }
 
 /// The UTC time of a serialised event, for ordering (events carry a `Timestamp`).
@@ -147,7 +259,7 @@ fn event_time(e: &serde_json::Value) -> i64 {
 }
 
 fn write_lines(path: &Path, lines: &[serde_json::Value]) -> Result<(), ConsoleError> {
-    let mut f = std::io::BufWriter::new(std::fs::File::create(path).map_err(io(path))?);
+    let mut f = std::io::BufWriter::new(private::create_new_file(path).map_err(io(path))?);
     for l in lines {
         writeln!(f, "{l}").map_err(io(path))?;
     }

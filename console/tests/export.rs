@@ -28,12 +28,33 @@ fn frame(width: u32, height: u32, shade: u8, at_ms: i64) -> Frame {
 /// First exported frame's time, Unix ms.
 const T0: i64 = 1_700_000_000_000;
 
+/// A console holding clip `clip-x`, and the people who may or may not export it.
+struct Exportable {
+    dir: tempfile::TempDir,
+    admin: String,
+    approver: String,
+    investigator: String,
+}
+
 /// A console holding clip `clip-x`: two segments of 3 frames each, recorded by the recorder
 /// core, sealed to the tenant key handed out at enrollment and uploaded by the real uploader;
-/// alice types "a" in the second. The server is stopped again (export runs on the data).
-async fn console_with_a_sealed_clip() -> tempfile::TempDir {
+/// alice types "a" in the second. Besides the admin, an approver and an investigator (iris).
+/// The server is stopped again (export runs on the data).
+async fn console_with_a_sealed_clip() -> Exportable {
     let (dir, server, admin_token) = support::start().await;
     let admin = AdminClient::new(&server.url(), &admin_token, None).unwrap();
+    let person = |name: &'static str, role: &'static str| {
+        let admin = &admin;
+        async move {
+            let p: Value = admin
+                .post("/api/v1/people", &json!({"name": name, "roles": [role]}))
+                .await
+                .unwrap();
+            p["token"].as_str().unwrap().to_owned()
+        }
+    };
+    let investigator = person("iris", "investigator").await;
+    let approver = person("rita", "approver").await;
     let t: Value = admin.post("/api/v1/enrollment-tokens", &json!({})).await.unwrap();
     let state = tempfile::tempdir().unwrap();
     let up = Uploader::open(UploaderConfig::new(server.url(), state.path())).unwrap();
@@ -102,15 +123,45 @@ async fn console_with_a_sealed_clip() -> tempfile::TempDir {
     up.send_pending().await.unwrap();
     assert_eq!(up.status().unwrap().spool.sent_clips, 1);
     server.shutdown().await.unwrap();
-    dir
+    Exportable { dir, admin: admin_token, approver, investigator }
+}
+
+/// Runs `rearview-console clip export` under `umask`, with `token` in `$REARVIEW_TOKEN` when
+/// given (and nothing else naming a token).
+fn export_cli(
+    data: &std::path::Path,
+    id: &str,
+    out: &std::path::Path,
+    token: Option<&str>,
+    umask: &str,
+) -> std::process::Output {
+    let mut cmd = std::process::Command::new("sh");
+    cmd.arg("-c")
+        .arg(format!("umask {umask}; exec \"$0\" \"$@\""))
+        .arg(env!("CARGO_BIN_EXE_rearview-console"))
+        .args(["clip", "export", id, "--data"])
+        .arg(data)
+        .arg("--out")
+        .arg(out)
+        .env_remove("REARVIEW_TOKEN");
+    if let Some(t) = token {
+        cmd.env("REARVIEW_TOKEN", t);
+    }
+    cmd.output().unwrap()
+}
+
+fn mode(path: &std::path::Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o7777
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn export_opens_sealed_segments_into_png_and_jsonl() {
-    let dir = console_with_a_sealed_clip().await;
+    let clip = console_with_a_sealed_clip().await;
+    let (dir, iris) = (&clip.dir, Some(clip.investigator.as_str()));
     let t0 = T0;
     let out = dir.path().join("export");
-    let summary = rearview_console::export::export_clip(dir.path(), "clip-x", &out).unwrap();
+    let summary = rearview_console::export::export_clip(dir.path(), iris, "clip-x", &out).unwrap();
     assert_eq!((summary.segments, summary.frames, summary.events), (2, 6, 1));
     assert!(summary.complete);
     let frames: Vec<Value> = std::fs::read_to_string(out.join("frames.jsonl"))
@@ -131,9 +182,10 @@ async fn export_opens_sealed_segments_into_png_and_jsonl() {
     let event: Value = serde_json::from_str(events.lines().next().unwrap()).unwrap();
     assert_eq!(event["kind"]["text"], json!("a"));
     // Exporting into a non-empty directory is refused rather than mixing clips.
-    assert!(rearview_console::export::export_clip(dir.path(), "clip-x", &out).is_err());
+    assert!(rearview_console::export::export_clip(dir.path(), iris, "clip-x", &out).is_err());
     assert!(rearview_console::export::export_clip(
         dir.path(),
+        iris,
         "no-such-clip",
         &dir.path().join("e2")
     )
@@ -144,13 +196,16 @@ async fn export_opens_sealed_segments_into_png_and_jsonl() {
 /// JSON; an unknown clip is a clear error that writes nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clip_export_cli_writes_frames_and_events_and_names_an_unknown_clip() {
-    let dir = console_with_a_sealed_clip().await;
+    let clip = console_with_a_sealed_clip().await;
+    let dir = &clip.dir;
     let run = |id: &str, out: &std::path::Path| {
         std::process::Command::new(env!("CARGO_BIN_EXE_rearview-console"))
             .args(["clip", "export", id, "--data"])
             .arg(dir.path())
             .arg("--out")
             .arg(out)
+            .args(["--token", &clip.investigator])
+            .env_remove("REARVIEW_TOKEN")
             .output()
             .unwrap()
     };
@@ -186,4 +241,74 @@ async fn clip_export_cli_writes_frames_and_events_and_names_an_unknown_clip() {
     assert!(stderr.contains("no clip no-such-clip") && stderr.contains("clip list"), "{stderr}");
     assert!(failed.stdout.is_empty());
     assert!(!elsewhere.exists(), "nothing written for an unknown clip");
+}
+
+/// Only an investigator may export (the token is checked against the console's database):
+/// without a token, with an unknown one, as admin or as approver the export is refused and
+/// writes nothing. An investigator's export is audited: who, which clip, where, how many
+/// frames.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clip_export_needs_an_investigator_and_every_export_is_audited() {
+    let clip = console_with_a_sealed_clip().await;
+    let data = clip.dir.path();
+    let refusals = [
+        (None, "needs an investigator's API token"),
+        (
+            Some("rvp_0000000000000000000000000000000000000000000000000000000000000000"),
+            "unknown API token",
+        ),
+        (Some(clip.admin.as_str()), "needs the role investigator"),
+        (Some(clip.approver.as_str()), "needs the role investigator"),
+    ];
+    for (i, (token, says)) in refusals.into_iter().enumerate() {
+        let out = data.join(format!("refused-{i}"));
+        let done = export_cli(data, "clip-x", &out, token, "022");
+        let stderr = String::from_utf8_lossy(&done.stderr);
+        assert!(!done.status.success(), "export {i} with {token:?} was not refused");
+        assert!(stderr.contains(says), "{stderr}");
+        assert!(!out.exists(), "a refused export wrote {}", out.display());
+    }
+
+    let out = data.join("by-iris");
+    let done = export_cli(data, "clip-x", &out, Some(&clip.investigator), "022");
+    assert!(done.status.success(), "{}", String::from_utf8_lossy(&done.stderr));
+    let conn = rusqlite::Connection::open(data.join("console.db")).unwrap();
+    let exports: Vec<(String, String, String)> = conn
+        .prepare("SELECT actor, target, details_json FROM audit WHERE action = 'clip.export'")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(exports.len(), 1, "{exports:?}");
+    let (actor, target, details) = &exports[0];
+    assert_eq!((actor.as_str(), target.as_str()), ("person:iris", "clip:clip-x"));
+    let details: Value = serde_json::from_str(details).unwrap();
+    assert_eq!(details["out"], json!(out));
+    assert_eq!(details["frames"], json!(6));
+}
+
+/// The export is plaintext evidence: its directories are 0700 and its files 0600 whatever
+/// the umask of the investigator running it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clip_export_is_private_whatever_the_umask() {
+    let clip = console_with_a_sealed_clip().await;
+    for umask in ["022", "000"] {
+        let out = clip.dir.path().join(format!("umask-{umask}"));
+        let done = export_cli(clip.dir.path(), "clip-x", &out, Some(&clip.investigator), umask);
+        assert!(done.status.success(), "{}", String::from_utf8_lossy(&done.stderr));
+        let mut files = 0;
+        for dir in [out.clone(), out.join("frames")] {
+            assert_eq!(mode(&dir), 0o700, "umask {umask}: {}", dir.display());
+            for entry in std::fs::read_dir(&dir).unwrap() {
+                let path = entry.unwrap().path();
+                if path.is_file() {
+                    assert_eq!(mode(&path), 0o600, "umask {umask}: {}", path.display());
+                    files += 1;
+                }
+            }
+        }
+        // manifest.json, frames.jsonl, events.jsonl and the 6 frames.
+        assert_eq!(files, 9, "umask {umask}");
+    }
 }

@@ -133,6 +133,8 @@ pub struct Console {
     pub data: PathBuf,
     pub url: String,
     pub admin_token: String,
+    /// An investigator's token, for `clip export`; made on first use.
+    investigator: std::sync::OnceLock<String>,
     log: PathBuf,
     proc: Proc,
 }
@@ -157,7 +159,7 @@ impl Console {
         assert!(!admin_token.is_empty(), "init printed no admin token");
         let log = dir.join("console.log");
         let (proc, url) = Self::serve(&data, "127.0.0.1:0", &log);
-        Console { data, url, admin_token, log, proc }
+        Console { data, url, admin_token, investigator: Default::default(), log, proc }
     }
 
     fn serve(data: &Path, listen: &str, log: &Path) -> (Proc, String) {
@@ -234,8 +236,14 @@ impl Console {
         }
     }
 
-    /// Opens a clip with the tenant key into `out` (frames as PNG, events as JSON Lines).
+    /// Opens a clip with the tenant key into `out` (frames as PNG, events as JSON Lines), as
+    /// an investigator (the only role `clip export` admits), added on first use.
     pub fn export(&self, clip_id: &str, out: &Path) -> Export {
+        let investigator = self.investigator.get_or_init(|| {
+            let p =
+                self.api(&["person", "add", "--name", "investigator", "--role", "investigator"]);
+            p["token"].as_str().expect("person add printed no token").to_string()
+        });
         let summary = run_ok(Command::new(Self::BIN).args([
             "clip",
             "export",
@@ -244,6 +252,8 @@ impl Console {
             self.data.to_str().unwrap(),
             "--out",
             out.to_str().unwrap(),
+            "--token",
+            investigator,
         ]));
         let summary: Value = serde_json::from_slice(&summary.stdout).unwrap();
         Export { dir: out.to_path_buf(), summary }
