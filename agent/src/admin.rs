@@ -7,6 +7,11 @@
 //! `permission_denied` answer naming the rule, and the connection is closed: no status, no
 //! counts, nothing else.
 //!
+//! The socket itself is 0666 (so that refused users read why); its directory is what keeps
+//! others away. At bind the daemon gives that directory to the admin group (`g+rx`, see
+//! [`open_dir_to_group`]): the packaged unit's `RuntimeDirectory=` makes `/run/rearview`
+//! root:root 0750, which would lock the group out too.
+//!
 //! # Protocol
 //!
 //! Newline-delimited JSON, one request and one response per line, in order; a connection may
@@ -172,6 +177,11 @@ impl AccessRule {
         Self { admin_group, daemon_uid: nix::unistd::geteuid().as_raw() }
     }
 
+    /// The admin group's gid, when one is configured and exists.
+    pub fn admin_gid(&self) -> Option<u32> {
+        self.admin_group.as_ref().and_then(|(_, gid)| *gid)
+    }
+
     /// Whether the peer `uid`/`gid` may be served. Group membership is resolved from the user
     /// database at each connection, so adding someone to the group needs no restart.
     pub fn check(&self, uid: u32, gid: u32) -> Result<(), AdminError> {
@@ -235,10 +245,17 @@ fn groups_of(uid: u32, gid: u32) -> Vec<u32> {
 }
 
 /// Binds the socket at `path` (replacing a stale one), world-connectable so that refused users
-/// get our explanation rather than a bare `EACCES`; access is decided per connection.
-pub fn bind(path: &Path) -> io::Result<UnixListener> {
+/// get our explanation rather than a bare `EACCES`; access is decided per connection. The
+/// socket's directory is opened to `admin_gid` (see [`open_dir_to_group`]).
+pub fn bind(path: &Path, admin_gid: Option<u32>) -> io::Result<UnixListener> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
+        if let Some(gid) = admin_gid {
+            // Root can still use the socket without it: say so, but serve.
+            if let Err(e) = open_dir_to_group(dir, gid) {
+                tracing::warn!(dir = %dir.display(), error = %e, "cannot give the socket directory to the admin group; only root can reach the CLI socket");
+            }
+        }
     }
     match std::fs::remove_file(path) {
         Ok(()) => {}
@@ -248,6 +265,25 @@ pub fn bind(path: &Path) -> io::Result<UnixListener> {
     let listener = UnixListener::bind(path)?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o666))?;
     Ok(listener)
+}
+
+/// Lets the admin group into the socket's directory `dir`: group `gid`, group may enter and
+/// list (`g+rx`, never `g+w`). systemd makes the unit's `RuntimeDirectory=` (`/run/rearview`)
+/// root:root 0750 on every start, which would keep the group out of a socket they may use;
+/// only the daemon knows the group (agent.toml), so it sets it here, each time it binds.
+///
+/// Only a directory the daemon owns and nobody else may write is changed: a socket configured
+/// into a shared place (`/tmp`) leaves that place alone.
+pub fn open_dir_to_group(dir: &Path, gid: u32) -> io::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(dir)?;
+    if meta.uid() != nix::unistd::geteuid().as_raw() || meta.mode() & 0o002 != 0 {
+        tracing::debug!(dir = %dir.display(), "socket directory not ours alone; group left as is");
+        return Ok(());
+    }
+    std::os::unix::fs::chown(dir, None, Some(gid))?;
+    let mode = ((meta.mode() & 0o7777) | 0o050) & !0o020;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode))
 }
 
 /// Accepts connections until the listener fails; each request goes to `tx`.
@@ -411,11 +447,39 @@ mod tests {
         assert!(serde_json::from_str::<Request>(r#"{"cmd":"format_disk"}"#).is_err());
     }
 
+    /// The packaged layout: a root-owned 0750 runtime directory (as systemd makes it) is given
+    /// to the admin group; a world-writable one (`/tmp`-like) is left alone. Needs root (it
+    /// changes a directory's group); skipped, saying so, otherwise.
+    #[test]
+    fn the_socket_directory_is_opened_to_the_admin_group_only_when_it_is_the_daemons() {
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("SKIPPED: not root, cannot change a directory's group");
+            return;
+        }
+        use std::os::unix::fs::MetadataExt;
+        // Any group other than root's will do; "daemon" exists on every Debian system.
+        let gid = nix::unistd::Group::from_name("daemon").unwrap().expect("group daemon").gid;
+        let tmp = tempfile::tempdir().unwrap();
+        let run = tmp.path().join("run");
+        std::fs::create_dir(&run).unwrap();
+        std::fs::set_permissions(&run, std::fs::Permissions::from_mode(0o750)).unwrap();
+        let _listener = bind(&run.join("rearview.sock"), Some(gid.as_raw())).unwrap();
+        let meta = std::fs::metadata(&run).unwrap();
+        assert_eq!((meta.gid(), meta.mode() & 0o7777), (gid.as_raw(), 0o750));
+
+        let shared = tmp.path().join("shared");
+        std::fs::create_dir(&shared).unwrap();
+        std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o1777)).unwrap();
+        let _other = bind(&shared.join("rearview.sock"), Some(gid.as_raw())).unwrap();
+        let meta = std::fs::metadata(&shared).unwrap();
+        assert_eq!((meta.gid(), meta.mode() & 0o7777), (0, 0o1777));
+    }
+
     #[tokio::test]
     async fn socket_serves_an_allowed_client() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("admin.sock");
-        let listener = bind(&path).unwrap();
+        let listener = bind(&path, None).unwrap();
         let (tx, mut rx) = mpsc::channel(4);
         tokio::spawn(serve(listener, AccessRule::new(None), tx));
         tokio::spawn(async move {

@@ -199,16 +199,12 @@ impl Daemon {
         let mut ring = ring;
         reconcile_pins(&mut ring, &mut clips);
 
-        let listener = admin::bind(config.socket_path()).map_err(|e| DaemonError::Socket {
-            path: config.socket_path().to_path_buf(),
-            source: e,
+        let rule = admin::AccessRule::new(config.admin_group());
+        let listener = admin::bind(config.socket_path(), rule.admin_gid()).map_err(|e| {
+            DaemonError::Socket { path: config.socket_path().to_path_buf(), source: e }
         })?;
         let (admin_tx, admin_rx) = mpsc::channel(16);
-        tokio::spawn(admin::serve(
-            listener,
-            admin::AccessRule::new(config.admin_group()),
-            admin_tx,
-        ));
+        tokio::spawn(admin::serve(listener, rule, admin_tx));
 
         let (sessions_tx, sessions_rx) = watch::channel(SessionsState::default());
         tokio::spawn(sessions::watch(config.fixed_sessions().to_vec(), sessions_tx));
