@@ -6,7 +6,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Parser;
 use rearview_console::cli::{self, Cli, Command};
-use rearview_console::{Server, ServerConfig};
+use rearview_console::{IngestLimits, Server, ServerConfig};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -26,11 +26,23 @@ async fn main() -> anyhow::Result<()> {
             println!("{}", out.admin_token);
             Ok(())
         }
-        Command::Serve { data, listen, tls_cert, tls_key, insecure_http } => {
+        Command::Serve {
+            data,
+            listen,
+            tls_cert,
+            tls_key,
+            insecure_http,
+            max_uploads_per_device,
+            indicator_triggers_per_minute,
+        } => {
             let tls = tls_cert.zip(tls_key);
-            let mut server =
-                Server::start(ServerConfig { data: data.clone(), listen, tls, insecure_http })
-                    .await?;
+            let ingest = IngestLimits {
+                uploads_per_device: max_uploads_per_device,
+                indicator_triggers_per_minute,
+            };
+            let config =
+                ServerConfig { tls, insecure_http, ingest, ..ServerConfig::plain(&data, listen) };
+            let mut server = Server::start(config).await?;
             let url_file = cli::url_file(&data);
             std::fs::write(&url_file, format!("{}\n", server.url()))
                 .with_context(|| format!("write {}", url_file.display()))?;

@@ -9,6 +9,7 @@ use std::time::Duration;
 use rusqlite::params;
 
 use crate::api;
+use crate::api::ingest::{IngestLimits, IngestState};
 use crate::auth::Role;
 use crate::error::ConsoleError;
 use crate::push::Hub;
@@ -40,7 +41,13 @@ pub fn init(data: &Path, tenant_id: &str, admin_name: &str) -> Result<InitOutput
     let store = Store::open(data)?;
     store.meta_set("tenant_id", tenant_id)?;
     store.bump_policy_version()?;
-    let state = AppState { store, tenant, hub: Hub::default(), policy_cache: Mutex::new(None) };
+    let state = AppState {
+        store,
+        tenant,
+        hub: Hub::default(),
+        policy_cache: Mutex::new(None),
+        ingest: IngestState::default(),
+    };
     let admin = api::people::create_person(&state, "console:init", admin_name, &[Role::Admin])
         .map_err(|e| ConsoleError::Config(e.message))?;
     state.store.audit(
@@ -67,13 +74,21 @@ pub struct ServerConfig {
     pub tls: Option<(PathBuf, PathBuf)>,
     /// Allow plain HTTP on a non-loopback address (only behind a TLS-terminating proxy).
     pub insecure_http: bool,
+    /// What one device may ask of the console at once.
+    pub ingest: IngestLimits,
 }
 
 impl ServerConfig {
     /// Plain HTTP on `listen` (refused at start unless it is a loopback address): tests, the
     /// demo, a console behind nothing.
     pub fn plain(data: impl Into<PathBuf>, listen: SocketAddr) -> ServerConfig {
-        ServerConfig { data: data.into(), listen, tls: None, insecure_http: false }
+        ServerConfig {
+            data: data.into(),
+            listen,
+            tls: None,
+            insecure_http: false,
+            ingest: IngestLimits::default(),
+        }
     }
 }
 
@@ -138,6 +153,7 @@ impl Server {
                 config.listen
             )));
         }
+        config.ingest.validate().map_err(ConsoleError::Config)?;
         let store = Store::open(&config.data)?;
         let tenant_id = store.meta_get("tenant_id")?.ok_or_else(|| {
             ConsoleError::Config(format!(
@@ -152,7 +168,9 @@ impl Server {
             tenant,
             hub: Hub::default(),
             policy_cache: Mutex::new(None),
+            ingest: IngestState::new(config.ingest.clone()),
         });
+        api::ingest::clear_incoming(&state);
         let app = api::router(state.clone());
 
         let listener = std::net::TcpListener::bind(config.listen)
@@ -183,7 +201,7 @@ impl Server {
             }
         };
         let ticker = tokio::spawn(tick(state));
-        tracing::info!(%addr, scheme, tenant = %tenant_id, "console serving");
+        tracing::info!(%addr, scheme, tenant = ?tenant_id, "console serving");
         Ok(ServerHandle { addr, handle, task, ticker, scheme })
     }
 }
@@ -230,7 +248,7 @@ async fn tick(state: Arc<AppState>) {
         let expired = match expired_between(&state, last, now) {
             Ok(expired) => expired,
             Err(e) => {
-                tracing::warn!(error = %e, "could not look for expired approvals; trying again");
+                tracing::warn!(error = ?e.to_string(), "could not look for expired approvals; trying again");
                 continue;
             }
         };
@@ -238,7 +256,7 @@ async fn tick(state: Arc<AppState>) {
         if !expired.is_empty() || stale {
             if let Err(e) = crate::policy::changed(&state) {
                 // Nothing recorded yet: the next tick tries the same window again.
-                tracing::warn!(error = %e.message, "could not raise the policy version");
+                tracing::warn!(error = ?e.message, "could not raise the policy version");
                 continue;
             }
         }
@@ -246,13 +264,13 @@ async fn tick(state: Arc<AppState>) {
             let target = format!("approval:{id}");
             let details = serde_json::json!({ "user": user, "mode": mode });
             if let Err(e) = state.store.audit("console", "approval.expire", &target, details) {
-                tracing::warn!(error = %e, "approval expiry not audited");
+                tracing::warn!(error = ?e.to_string(), "approval expiry not audited");
             }
         }
         if !expired.is_empty() {
             // A restart must not announce these expiries again.
             if let Err(e) = state.store.meta_set("expiries_handled_ms", &now.to_string()) {
-                tracing::warn!(error = %e, "could not record the expiries handled");
+                tracing::warn!(error = ?e.to_string(), "could not record the expiries handled");
             }
         }
         last = now;

@@ -4,6 +4,7 @@ use std::sync::Mutex;
 
 use rearview_uploader::wire::PolicyMessage;
 
+use crate::api::ingest::IngestState;
 use crate::push::Hub;
 use crate::store::Store;
 use crate::tenant::Tenant;
@@ -14,4 +15,6 @@ pub struct AppState {
     pub hub: Hub,
     /// The signed bundle of the current version (signing once serves every device).
     pub policy_cache: Mutex<Option<PolicyMessage>>,
+    /// Ingest limits and the uploads in flight.
+    pub ingest: IngestState,
 }

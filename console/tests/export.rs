@@ -25,15 +25,17 @@ fn frame(width: u32, height: u32, shade: u8, at_ms: i64) -> Frame {
     f
 }
 
-/// First exported frame's time, Unix ms.
-const T0: i64 = 1_700_000_000_000;
-
 /// A console holding clip `clip-x`: two segments of 3 frames each, recorded by the recorder
 /// core, sealed to the tenant key handed out at enrollment and uploaded by the real uploader;
 /// alice types "a" in the second. The server is stopped again (export runs on the data).
-async fn console_with_a_sealed_clip() -> tempfile::TempDir {
+/// Returns the directory and the first frame's time (Unix ms): alice is approved for all
+/// activities first, and the clip recorded after that, as the console requires.
+async fn console_with_a_sealed_clip() -> (tempfile::TempDir, i64) {
     let (dir, server, admin_token) = support::start().await;
     let admin = AdminClient::new(&server.url(), &admin_token, None).unwrap();
+    let approver = support::person(&server.url(), &admin, "rita", "approver").await;
+    support::approve(&admin, &approver, "alice", "all-activities").await;
+    let t0 = rearview_uploader::now_ms();
     let t: Value = admin.post("/api/v1/enrollment-tokens", &json!({})).await.unwrap();
     let state = tempfile::tempdir().unwrap();
     let up = Uploader::open(UploaderConfig::new(server.url(), state.path())).unwrap();
@@ -41,7 +43,6 @@ async fn console_with_a_sealed_clip() -> tempfile::TempDir {
     let tenant_key: TenantPublicKey = id.sealing_public_key.parse().unwrap();
 
     // Two segments of 3 frames each, with typed text in the second.
-    let t0 = T0;
     let mut segs = Vec::new();
     for s in 0..2 {
         let monitor = MonitorInfo {
@@ -102,13 +103,12 @@ async fn console_with_a_sealed_clip() -> tempfile::TempDir {
     up.send_pending().await.unwrap();
     assert_eq!(up.status().unwrap().spool.sent_clips, 1);
     server.shutdown().await.unwrap();
-    dir
+    (dir, t0)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn export_opens_sealed_segments_into_png_and_jsonl() {
-    let dir = console_with_a_sealed_clip().await;
-    let t0 = T0;
+    let (dir, t0) = console_with_a_sealed_clip().await;
     let out = dir.path().join("export");
     let summary = rearview_console::export::export_clip(dir.path(), "clip-x", &out).unwrap();
     assert_eq!((summary.segments, summary.frames, summary.events), (2, 6, 1));
@@ -144,7 +144,7 @@ async fn export_opens_sealed_segments_into_png_and_jsonl() {
 /// JSON; an unknown clip is a clear error that writes nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clip_export_cli_writes_frames_and_events_and_names_an_unknown_clip() {
-    let dir = console_with_a_sealed_clip().await;
+    let (dir, _) = console_with_a_sealed_clip().await;
     let run = |id: &str, out: &std::path::Path| {
         std::process::Command::new(env!("CARGO_BIN_EXE_rearview-console"))
             .args(["clip", "export", id, "--data"])
