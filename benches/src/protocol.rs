@@ -241,7 +241,9 @@ async fn run_async(args: ProtocolArgs) -> anyhow::Result<()> {
     let req: Value = admin
         .post(
             "/api/v1/approvals",
-            &json!({"user": "bench-user", "mode": "specific-activities", "justification": "bench"}),
+            // All activities: the ingest part uploads untriggered clips, which the console
+            // takes only under an all-activities approval.
+            &json!({"user": "bench-user", "mode": "all-activities", "justification": "bench"}),
         )
         .await?;
     let _: Value =
@@ -329,14 +331,16 @@ async fn run_async(args: ProtocolArgs) -> anyhow::Result<()> {
                         b
                     })
                     .collect();
+                // Recorded now (the console refuses clips from before the approval).
+                let t = rearview_uploader::now_ms();
                 let manifest = ClipManifest {
                     clip_id: format!("bench-{n}-{c}"),
                     trigger_id: None,
                     mode: "all-activities".into(),
                     user: "bench-user".into(),
                     device_id: id.clone(),
-                    start_ms: 0,
-                    end_ms: 1,
+                    start_ms: t,
+                    end_ms: t + 1,
                     segments: segs
                         .iter()
                         .map(|b| ManifestSegment {
@@ -344,8 +348,8 @@ async fn run_async(args: ProtocolArgs) -> anyhow::Result<()> {
                                 ring::digest::digest(&ring::digest::SHA256, b).as_ref(),
                             ),
                             size: b.len() as u64,
-                            start_ms: 0,
-                            end_ms: 1,
+                            start_ms: t,
+                            end_ms: t + 1,
                         })
                         .collect(),
                     missing: vec![],

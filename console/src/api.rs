@@ -16,17 +16,22 @@
 //!   POST /api/v1/triggers                  admin        {user, event_time, before, after, reason, device?, indicator?}
 //!   GET  /api/v1/alerts                    admin, investigator
 //!   GET  /api/v1/activity                  admin, investigator
-//!   GET  /api/v1/clips, /api/v1/clips/{id} admin, investigator
+//!   GET  /api/v1/clips, /api/v1/clips/{id} admin, investigator  (filters: see clips)
 //!   GET  /api/v1/devices                   admin, investigator
 //!   GET  /api/v1/audit                     admin, approver
 //! devices: see rearview_uploader::wire
 //! GET /healthz                             no auth; "ok"
 //! ```
+//!
+//! The lists (clips, alerts, activity, devices, audit, approvals) come in pages:
+//! `?limit=&after=`, the next page's cursor in `X-Next-Cursor` (see [`page`]).
 
 pub mod approvals;
+pub mod clips;
 pub mod devices;
 pub mod enroll;
 pub mod ingest;
+pub mod page;
 pub mod people;
 pub mod stream;
 
@@ -35,7 +40,7 @@ use std::sync::Arc;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
-use rearview_uploader::wire::{PolicyMessage, MAX_MANIFEST_BYTES, MAX_SEGMENT_BYTES};
+use rearview_uploader::wire::{PolicyMessage, MAX_MANIFEST_BYTES};
 
 use crate::auth::{Person, Role};
 use crate::error::ApiError;
@@ -46,9 +51,10 @@ use crate::state::AppState;
 const MAX_JSON_BYTES: usize = 1024 * 1024;
 
 pub fn router(state: Arc<AppState>) -> Router {
-    let segments = Router::new()
-        .route("/api/v1/device/segments/{sha256}", put(ingest::put_segment))
-        .layer(DefaultBodyLimit::max(MAX_SEGMENT_BYTES));
+    // Segment bodies are streamed to disk, and bounded, by the handler itself (see
+    // `ingest::upload`), so no body limit layer buffers or caps them here.
+    let segments =
+        Router::new().route("/api/v1/device/segments/{sha256}", put(ingest::put_segment));
     let manifests = Router::new()
         .route("/api/v1/device/clips/{clip_id}", put(ingest::put_manifest).get(ingest::get_status))
         .layer(DefaultBodyLimit::max(MAX_MANIFEST_BYTES));
@@ -67,8 +73,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/v1/triggers", post(policy::post_trigger))
         .route("/api/v1/alerts", get(policy::list_alerts))
         .route("/api/v1/activity", get(devices::list_activity))
-        .route("/api/v1/clips", get(ingest::list))
-        .route("/api/v1/clips/{id}", get(ingest::get))
+        .route("/api/v1/clips", get(clips::list))
+        .route("/api/v1/clips/{id}", get(clips::get))
         .route("/api/v1/devices", get(devices::list))
         .route("/api/v1/enroll", post(enroll::enroll))
         .route("/api/v1/device/policy", get(stream::policy))

@@ -63,6 +63,13 @@ pub enum Command {
         /// Open connections at most (push streams included); more are refused at once.
         #[arg(long, value_name = "N", default_value_t = crate::ServerConfig::MAX_CONNECTIONS)]
         max_connections: usize,
+        /// Segment uploads one device may have in flight; more are answered 429.
+        #[arg(long, default_value_t = crate::IngestLimits::default().uploads_per_device)]
+        max_uploads_per_device: usize,
+        /// Indicator events per device per minute that may issue triggers; the rest are
+        /// stored, counted and reported, not acted on.
+        #[arg(long, default_value_t = crate::IngestLimits::default().indicator_triggers_per_minute)]
+        indicator_triggers_per_minute: u32,
     },
     /// Clips: list, wait for one, export one.
     #[command(subcommand)]
@@ -335,15 +342,7 @@ pub async fn run_api(command: Command) -> anyhow::Result<()> {
             let c = api.client()?;
             let deadline = tokio::time::Instant::now() + Duration::from_secs(timeout);
             loop {
-                let clips: Vec<Value> = c.get("/api/v1/clips").await?;
-                let found = clips.into_iter().find(|clip| {
-                    clip["complete"] == json!(true)
-                        && id.as_ref().is_none_or(|v| clip["id"] == json!(v))
-                        && trigger.as_ref().is_none_or(|v| clip["trigger_id"] == json!(v))
-                        && alert.is_none_or(|v| clip["alert_id"] == json!(v))
-                        && user.as_ref().is_none_or(|v| clip["user"] == json!(v))
-                });
-                if let Some(clip) = found {
+                if let Some(clip) = wait_step(&c, &id, &trigger, alert, &user).await? {
                     break clip;
                 }
                 if tokio::time::Instant::now() >= deadline {
@@ -377,7 +376,9 @@ pub async fn run_api(command: Command) -> anyhow::Result<()> {
         Command::Approval(ApprovalCommand::Revoke { api, id }) => {
             api.client()?.post(&format!("/api/v1/approvals/{id}/revoke"), &json!({})).await?
         }
-        Command::Approval(ApprovalCommand::List(api)) => api.client()?.get("/api/v1/approvals").await?,
+        Command::Approval(ApprovalCommand::List(api)) => {
+            Value::Array(api.client()?.get_all("/api/v1/approvals").await?)
+        }
         Command::Trigger(TriggerCommand::Issue { api, user, event_time, before, after, reason, device }) => {
             let event_time: i64 = if event_time == "now" {
                 crate::store::now_ms()
@@ -402,10 +403,62 @@ pub async fn run_api(command: Command) -> anyhow::Result<()> {
             let body: Value = serde_json::from_str(&json).context("--json is not JSON")?;
             api.client()?.put("/api/v1/rules", &body).await?
         }
-        Command::Devices(api) => api.client()?.get("/api/v1/devices").await?,
-        Command::Audit(api) => api.client()?.get("/api/v1/audit").await?,
-        Command::Alerts(api) => api.client()?.get("/api/v1/alerts").await?,
+        // Lists print every item, page after page, as they did before lists had pages.
+        Command::Devices(api) => Value::Array(api.client()?.get_all("/api/v1/devices").await?),
+        Command::Audit(api) => Value::Array(api.client()?.get_all("/api/v1/audit").await?),
+        Command::Alerts(api) => Value::Array(api.client()?.get_all("/api/v1/alerts").await?),
     };
     print(&v);
     Ok(())
+}
+
+/// One look for the clip `clip wait` waits for: by id, that clip alone
+/// (`GET /api/v1/clips/{id}`, a 404 meaning not there yet); otherwise the oldest complete clip
+/// matching the filters (`GET /api/v1/clips?complete=true&limit=1&…`), never the whole list.
+async fn wait_step(
+    c: &AdminClient,
+    id: &Option<String>,
+    trigger: &Option<String>,
+    alert: Option<i64>,
+    user: &Option<String>,
+) -> anyhow::Result<Option<Value>> {
+    let matches = |clip: &Value| {
+        clip["complete"] == json!(true)
+            && trigger.as_ref().is_none_or(|v| clip["trigger_id"] == json!(v))
+            && alert.is_none_or(|v| clip["alert_id"] == json!(v))
+            && user.as_ref().is_none_or(|v| {
+                clip["user"].as_str().is_some_and(|u| crate::policy::same_principal(u, v))
+            })
+    };
+    if let Some(id) = id {
+        return match c.get::<Value>(&format!("/api/v1/clips/{}", encode(id))).await {
+            Ok(clip) => Ok(Some(clip).filter(matches)),
+            Err(e) if e.status == 404 => Ok(None),
+            Err(e) => Err(e.into()),
+        };
+    }
+    let mut query = String::from("/api/v1/clips?complete=true&limit=1");
+    if let Some(t) = trigger {
+        query.push_str(&format!("&trigger={}", encode(t)));
+    }
+    if let Some(a) = alert {
+        query.push_str(&format!("&alert={a}"));
+    }
+    if let Some(u) = user {
+        query.push_str(&format!("&user={}", encode(u)));
+    }
+    let clips: Vec<Value> = c.get(&query).await?;
+    Ok(clips.into_iter().find(matches))
+}
+
+/// Percent-encodes a path segment or query value (ids and principal names may hold `@`, `\`).
+fn encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }

@@ -6,6 +6,8 @@ use serde::Serialize;
 
 use rearview_uploader::wire::ErrorBody;
 
+use crate::api::page::{MAX_LIMIT, NEXT_CURSOR};
+
 /// A failed API call: the HTTP status (0 when the console was not reached) and its message.
 #[derive(Debug, thiserror::Error)]
 #[error("{}", if *status == 0 { format!("console not reached: {message}") } else { format!("console answered {status}: {message}") })]
@@ -55,12 +57,13 @@ impl AdminClient {
         })
     }
 
-    async fn call<T: DeserializeOwned>(
+    /// Makes one call; the parsed answer and the next page's cursor, if the answer names one.
+    async fn call_paged<T: DeserializeOwned>(
         &self,
         method: Method,
         path: &str,
         body: Option<Vec<u8>>,
-    ) -> Result<T, ClientError> {
+    ) -> Result<(T, Option<String>), ClientError> {
         let mut r =
             self.http.request(method, format!("{}{path}", self.base)).bearer_auth(&self.token);
         if let Some(b) = body {
@@ -68,6 +71,7 @@ impl AdminClient {
         }
         let resp = r.send().await.map_err(|e| ClientError { status: 0, message: e.to_string() })?;
         let status = resp.status();
+        let next = resp.headers().get(NEXT_CURSOR).and_then(|v| v.to_str().ok()).map(str::to_owned);
         let text =
             resp.text().await.map_err(|e| ClientError { status: 0, message: e.to_string() })?;
         if !status.is_success() {
@@ -75,14 +79,44 @@ impl AdminClient {
             return Err(ClientError { status: status.as_u16(), message });
         }
         let text = if text.is_empty() { "null".to_owned() } else { text };
-        serde_json::from_str(&text).map_err(|e| ClientError {
+        let value = serde_json::from_str(&text).map_err(|e| ClientError {
             status: status.as_u16(),
             message: format!("unexpected answer: {e}"),
-        })
+        })?;
+        Ok((value, next))
     }
 
+    async fn call<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<T, ClientError> {
+        self.call_paged(method, path, body).await.map(|(v, _)| v)
+    }
+
+    /// One answer; for a list, its first page only (see [`AdminClient::get_all`]).
     pub async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
         self.call(Method::GET, path, None).await
+    }
+
+    /// Every item of a list, following its pages' cursors (`crate::api::page`).
+    pub async fn get_all<T: DeserializeOwned>(&self, path: &str) -> Result<Vec<T>, ClientError> {
+        let sep = if path.contains('?') { '&' } else { '?' };
+        let mut all = Vec::new();
+        let mut after: Option<String> = None;
+        loop {
+            let page_path = match &after {
+                Some(a) => format!("{path}{sep}limit={MAX_LIMIT}&after={a}"),
+                None => format!("{path}{sep}limit={MAX_LIMIT}"),
+            };
+            let (page, next): (Vec<T>, _) = self.call_paged(Method::GET, &page_path, None).await?;
+            all.extend(page);
+            match next {
+                Some(n) => after = Some(n),
+                None => return Ok(all),
+            }
+        }
     }
 
     pub async fn post<B: Serialize, T: DeserializeOwned>(

@@ -67,7 +67,7 @@ impl ApiError {
 
 impl From<ConsoleError> for ApiError {
     fn from(e: ConsoleError) -> Self {
-        tracing::error!(error = %e, "request failed inside the console");
+        tracing::error!(error = ?e.to_string(), "request failed inside the console");
         let status = if e.is_retryable() {
             StatusCode::SERVICE_UNAVAILABLE
         } else if matches!(e, ConsoleError::Denied(_)) {

@@ -184,7 +184,7 @@ impl Opened<'_> {
             let sealed = match std::fs::read(&path) {
                 Ok(b) => b,
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                    tracing::warn!(segment = %seg.sha256, "segment not uploaded (yet); skipped");
+                    tracing::warn!(segment = ?seg.sha256, "segment not uploaded (yet); skipped");
                     continue;
                 }
                 Err(e) => return Err(io(&path)(e)),

@@ -11,7 +11,9 @@
 //!   policy ticker), returning a [`ServerHandle`] with the bound address and shutdown.
 //! * [`api`]: the routes; one module per idea — [`api::people`] (people, enrollment tokens,
 //!   audit), [`api::enroll`], [`api::approvals`], [`api::stream`] (push), [`api::ingest`]
-//!   (manifests, segments, clip review), [`api::devices`] (health, activity/indicators).
+//!   (manifests checked against approvals and triggers, segments streamed to disk),
+//!   [`api::clips`] (clip review), [`api::devices`] (health, activity/indicators),
+//!   [`api::page`] (how every list is paged).
 //! * [`policy`]: the signed bundle, triggers and indicator rules.
 //! * [`auth`]: tokens and roles; [`store`]: the database and blob layout; [`push`]: the hub that
 //!   wakes device streams; [`tenant`]: keys and signing; [`private`]: the modes of everything
@@ -21,6 +23,12 @@
 //!
 //! The device side of the protocol, and its wire types, are in `rearview_uploader`
 //! (`rearview_uploader::wire` documents every message).
+//!
+//! # Logs
+//!
+//! Values that come from outside the console (names and kinds devices send, error texts that
+//! may quote them) are logged as `?value` fields: Debug formatting escapes newlines and control
+//! characters, so nobody can forge a log line through a name.
 
 pub mod api;
 pub mod auth;
@@ -36,5 +44,6 @@ pub mod state;
 pub mod store;
 pub mod tenant;
 
+pub use api::ingest::IngestLimits;
 pub use error::ConsoleError;
 pub use server::{init, InitOutput, Server, ServerConfig, ServerHandle};

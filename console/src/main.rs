@@ -6,7 +6,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Parser;
 use rearview_console::cli::{self, Cli, Command};
-use rearview_console::{Server, ServerConfig};
+use rearview_console::{IngestLimits, Server, ServerConfig};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -35,13 +35,20 @@ async fn main() -> anyhow::Result<()> {
             header_timeout,
             idle_timeout,
             max_connections,
+            max_uploads_per_device,
+            indicator_triggers_per_minute,
         } => {
+            let ingest = IngestLimits {
+                uploads_per_device: max_uploads_per_device,
+                indicator_triggers_per_minute,
+            };
             let config = ServerConfig {
                 tls: tls_cert.zip(tls_key),
                 insecure_http,
                 header_read_timeout: Duration::from_secs(header_timeout),
                 idle_timeout: Duration::from_secs(idle_timeout),
                 max_connections,
+                ingest,
                 ..ServerConfig::plain(data.clone(), listen)
             };
             let mut server = Server::start(config).await?;

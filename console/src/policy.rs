@@ -7,16 +7,29 @@
 //! the tenant, raised on every change (approval decided, revoked or expired, settings edited,
 //! daily refresh before the bundle's own expiry), so versions only rise on every device.
 //! Triggers are signed per device (the device id is inside the signature).
+//!
+//! The console never signs what a device must refuse: [`TriggerContext::check`] refuses (400,
+//! with the reason) windows over the policy's `window` bounds, events ahead of the clock or older
+//! than the devices' ring, events outside the user's approval and trigger objects devices would
+//! not accept; indicator rules over the bounds are refused when set, and settings that would put
+//! the rules in force over new bounds are refused too. An alert, its triggers and their audit
+//! line are written in one transaction, so a refused trigger leaves no alert behind.
+//! Principal names are compared with [`same_principal`] everywhere here and in ingest.
 
 use std::sync::Arc;
 
+use axum::extract::Query;
 use axum::extract::State;
 use axum::Json;
+use rearview_config::{
+    CaptureSettings, IndicatorKind, Principal, WindowBounds, MAX_EVENT_AHEAD, MAX_TEXT_LEN,
+};
 use rearview_uploader::wire::{PolicyMessage, TriggerMessage};
 use rusqlite::params;
 use serde::{Deserialize, Serialize};
 
-use crate::api::approvals;
+use crate::api::approvals::{self, Approval};
+use crate::api::page::{Page, PageQuery, MAX_LIMIT};
 use crate::auth::{Person, Role};
 use crate::error::ApiError;
 use crate::push::Push;
@@ -48,9 +61,108 @@ pub fn rules(state: &AppState) -> Result<Vec<IndicatorRule>, ApiError> {
     }
 }
 
+/// Whether two principal names name the same account: the one matching rule for approvals,
+/// triggers, indicators and clips (`rearview_config::Principal` equality, on trimmed names).
+pub fn same_principal(a: &str, b: &str) -> bool {
+    match (Principal::new(a.trim()), Principal::new(b.trim())) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => false,
+    }
+}
+
+/// The approval in force now for `user` (the one the signed bundle names), if any.
+pub fn approval_of<'a>(in_force: &'a [Approval], user: &str) -> Option<&'a Approval> {
+    in_force.iter().find(|a| same_principal(&a.user, user))
+}
+
 /// True when `user` has an approval in force now.
 pub fn has_approval(state: &AppState, user: &str) -> Result<bool, ApiError> {
-    Ok(approvals::in_force(state)?.iter().any(|a| a.user == user))
+    Ok(approval_of(&approvals::in_force(state)?, user).is_some())
+}
+
+/// The parts of the admin's capture settings that bound what devices accept, so the console
+/// refuses up front what an agent would refuse later (and never signs it).
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct Bounds {
+    /// Segment length (one segment is the slack allowed around a window) and ring retention
+    /// (how old an event may be and still have recording around it).
+    #[serde(default)]
+    pub capture: CaptureSettings,
+    /// Longest window before and after an event.
+    #[serde(default)]
+    pub window: WindowBounds,
+    /// Rules devices apply by themselves while offline (they open clips without a trigger).
+    #[serde(default)]
+    pub indicators: Vec<rearview_config::IndicatorRule>,
+}
+
+impl Bounds {
+    /// From a settings document as `PUT /api/v1/policy/settings` keeps it (validated there).
+    pub fn of(settings: &serde_json::Value) -> Result<Bounds, ApiError> {
+        if settings.is_null() {
+            return Ok(Bounds::default());
+        }
+        serde_json::from_value(settings.clone()).map_err(|e| {
+            ApiError::from(crate::error::ConsoleError::Database(format!("capture_settings: {e}")))
+        })
+    }
+
+    /// One segment, in ms: how far a clip's segments may reach beyond its window (the ring cuts
+    /// whole segments) and how far device and console clocks may disagree about an instant.
+    pub fn segment_ms(&self) -> i64 {
+        i64::from(self.capture.segment_secs) * 1000
+    }
+
+    /// Why a window of `before`/`after` seconds is one devices refuse, if it is; `names` are
+    /// the caller's names of the two fields.
+    fn window_refusal(&self, before: u32, after: u32, names: [&str; 2]) -> Option<String> {
+        let w = &self.window;
+        let [b, a] = names;
+        if before == 0 && after == 0 {
+            Some(format!("the window is empty: {b} and {a} are both 0"))
+        } else if before > w.max_before_secs {
+            Some(format!(
+                "{b} is {before} s, over the policy's window.max_before_secs ({} s)",
+                w.max_before_secs
+            ))
+        } else if after > w.max_after_secs {
+            Some(format!(
+                "{a} is {after} s, over the policy's window.max_after_secs ({} s)",
+                w.max_after_secs
+            ))
+        } else {
+            None
+        }
+    }
+}
+
+/// The policy's bounds as they are now.
+pub fn bounds(state: &AppState) -> Result<Bounds, ApiError> {
+    Bounds::of(&capture_settings(state)?)
+}
+
+/// Checks indicator rules against `bounds`: each names a known kind once, with a window the
+/// devices would accept. The refusal names the rule.
+fn check_rules(rules: &[IndicatorRule], bounds: &Bounds) -> Result<(), String> {
+    let mut seen = std::collections::HashSet::new();
+    for r in rules {
+        if serde_json::from_value::<IndicatorKind>(serde_json::Value::String(r.kind.clone()))
+            .is_err()
+        {
+            return Err(format!(
+                "rule {:?}: unknown indicator kind; use removable_media_copy, watched_folder_copy, \
+                 cloud_upload, print or manual",
+                r.kind
+            ));
+        }
+        if !seen.insert(r.kind.as_str()) {
+            return Err(format!("rule {}: appears more than once", r.kind));
+        }
+        if let Some(why) = bounds.window_refusal(r.before_secs, r.after_secs, RULE_FIELDS) {
+            return Err(format!("rule {}: {why}", r.kind));
+        }
+    }
+    Ok(())
 }
 
 /// Policy changed: raise the version and tell every connected device.
@@ -125,87 +237,185 @@ pub struct Issued {
     pub devices: Vec<String>,
 }
 
-/// Longest window a trigger may ask for on either side (the ring never holds more).
-const MAX_WINDOW_SECS: u32 = rearview_config::MAX_WINDOW_SECS;
+const RULE_FIELDS: [&str; 2] = ["before_secs", "after_secs"];
+const TRIGGER_FIELDS: [&str; 2] = ["before", "after"];
 
-/// Signs and stores one trigger per target device, opens the alert, pushes.
+/// What a trigger is checked against, read once (a batch of indicators checks many triggers
+/// against the same): the policy's bounds and the approvals in force.
+pub struct TriggerContext {
+    pub bounds: Bounds,
+    pub in_force: Vec<Approval>,
+    pub now: i64,
+}
+
+/// A checked trigger, written (alert, triggers, audit) in the caller's transaction; the pushes
+/// to send once that transaction is committed.
+pub struct Written {
+    pub issued: Issued,
+    pub pushes: Vec<(String, TriggerMessage)>,
+}
+
+impl TriggerContext {
+    pub fn load(state: &AppState) -> Result<TriggerContext, ApiError> {
+        Ok(TriggerContext {
+            bounds: bounds(state)?,
+            in_force: approvals::in_force(state)?,
+            now: now_ms(),
+        })
+    }
+
+    /// Refuses (400, or 409 without an approval in force) every trigger a device would refuse:
+    ///
+    /// * a reason a device would refuse as the trigger's object (empty, over
+    ///   `MAX_TEXT_LEN` bytes, control characters);
+    /// * no approval in force for the user now, or none at `event_time` (devices check both);
+    /// * an empty window, or one over the policy's `window.max_before_secs`/`max_after_secs`;
+    /// * `event_time` more than `MAX_EVENT_AHEAD` (5 min) ahead of the console's clock, or so old
+    ///   that the whole window ended before the oldest recording a device keeps
+    ///   (`capture.ring_retention_secs` ago).
+    pub fn check(&self, req: &TriggerRequest) -> Result<(), ApiError> {
+        if req.reason.trim().is_empty() {
+            return Err(ApiError::bad_request("a reason is required"));
+        }
+        if req.reason.len() > MAX_TEXT_LEN || req.reason.chars().any(char::is_control) {
+            return Err(ApiError::bad_request(format!(
+                "reason must be at most {MAX_TEXT_LEN} bytes without control characters: \
+                 devices refuse any other trigger object"
+            )));
+        }
+        let Some(approval) = approval_of(&self.in_force, &req.user) else {
+            return Err(ApiError::conflict(format!(
+                "user {:?} has no capture approval in force: an admin must request one and an approver approve it",
+                req.user
+            )));
+        };
+        if let Some(why) = self.bounds.window_refusal(req.before, req.after, TRIGGER_FIELDS) {
+            return Err(ApiError::bad_request(format!("{why}: devices refuse such a trigger")));
+        }
+        let ahead = MAX_EVENT_AHEAD.whole_milliseconds() as i64;
+        if req.event_time > self.now.saturating_add(ahead) {
+            return Err(ApiError::bad_request(format!(
+                "event_time {} is more than {} s ahead of the console's clock ({}): devices refuse \
+                 events in the future",
+                req.event_time,
+                ahead / 1000,
+                self.now
+            )));
+        }
+        let retention_ms = i64::from(self.bounds.capture.ring_retention_secs) * 1000;
+        let window_end = req.event_time.saturating_add(i64::from(req.after) * 1000);
+        if window_end < self.now.saturating_sub(retention_ms) {
+            return Err(ApiError::bad_request(format!(
+                "event_time {} is too old: its window ends before the oldest recording devices keep \
+                 (capture.ring_retention_secs = {} s)",
+                req.event_time, self.bounds.capture.ring_retention_secs
+            )));
+        }
+        let took_effect = approval.decided_ms.unwrap_or(i64::MAX);
+        if req.event_time < took_effect || req.event_time >= approval.expires_ms {
+            return Err(ApiError::bad_request(format!(
+                "event_time {} is outside {:?}'s approval {} (in force from {took_effect} until {}): \
+                 devices refuse a trigger for an event its approval does not cover",
+                req.event_time, req.user, approval.id, approval.expires_ms
+            )));
+        }
+        Ok(())
+    }
+
+    /// Opens the alert and signs and stores one trigger per target device, with its audit line,
+    /// all on `conn` (the caller's transaction): a trigger refused while signing leaves no
+    /// alert behind.
+    pub fn write(
+        &self,
+        conn: &rusqlite::Connection,
+        tenant: &crate::tenant::Tenant,
+        actor: &str,
+        req: &TriggerRequest,
+    ) -> Result<Written, ApiError> {
+        self.check(req)?;
+        let devices = target_devices(conn, req)?;
+        if devices.is_empty() {
+            return Err(ApiError::conflict("no enrolled device to send the trigger to"));
+        }
+        let now = self.now;
+        // Valid until well after the window closes, so a device that was briefly offline still
+        // acts on it; never forever, so an old trigger cannot be replayed later.
+        let window_end = req.event_time.saturating_add(i64::from(req.after) * 1000);
+        let expires_ms = window_end.max(now) + 15 * 60 * 1000;
+        let source = if actor.starts_with("rule:") { actor } else { "manual" };
+        conn.execute(
+            "INSERT INTO alerts (user, reason, source, created_by, created_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![req.user, req.reason, source, actor, now],
+        )?;
+        let alert_id = conn.last_insert_rowid();
+        let mut trigger_ids = Vec::new();
+        let mut pushes = Vec::new();
+        for device in &devices {
+            let trigger_id = format!("trg-{}", hex::encode(rand::random::<[u8; 12]>()));
+            let signed = tenant.sign_trigger(&trigger_id, alert_id, device, req, expires_ms)?;
+            conn.execute(
+                "INSERT INTO triggers (id, alert_id, device_id, user, event_time_ms, before_secs, after_secs, reason,
+                                       issued_ms, expires_ms, signed_json)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+                params![
+                    trigger_id,
+                    alert_id,
+                    device,
+                    req.user,
+                    req.event_time,
+                    req.before,
+                    req.after,
+                    req.reason,
+                    now,
+                    expires_ms,
+                    signed.to_string()
+                ],
+            )?;
+            trigger_ids.push(trigger_id.clone());
+            pushes.push((device.clone(), TriggerMessage { trigger_id, signed }));
+        }
+        crate::store::audit_in(
+            conn,
+            actor,
+            "trigger.issue",
+            &format!("alert:{alert_id}"),
+            serde_json::json!({ "user": req.user, "event_time": req.event_time, "before": req.before,
+                                "after": req.after, "reason": req.reason, "triggers": trigger_ids }),
+        )?;
+        Ok(Written { issued: Issued { alert_id, trigger_ids, devices }, pushes })
+    }
+}
+
+/// Tells the target devices about triggers whose transaction is committed.
+pub fn push_triggers(state: &AppState, pushes: Vec<(String, TriggerMessage)>) {
+    for (device, msg) in pushes {
+        state.hub.send(&device, Push::Trigger(msg));
+    }
+}
+
+/// Checks, signs and stores one trigger per target device and opens the alert, in one
+/// transaction; then pushes.
 pub fn issue_trigger(
     state: &AppState,
     actor: &str,
     req: &TriggerRequest,
 ) -> Result<Issued, ApiError> {
-    if req.before > MAX_WINDOW_SECS || req.after > MAX_WINDOW_SECS {
-        return Err(ApiError::bad_request(format!(
-            "before and after are at most {MAX_WINDOW_SECS} s"
-        )));
-    }
-    if req.reason.trim().is_empty() {
-        return Err(ApiError::bad_request("a reason is required"));
-    }
-    if !has_approval(state, &req.user)? {
-        return Err(ApiError::conflict(format!(
-            "user {} has no capture approval in force: an admin must request one and an approver approve it",
-            req.user
-        )));
-    }
-    let devices = target_devices(state, req)?;
-    if devices.is_empty() {
-        return Err(ApiError::conflict("no enrolled device to send the trigger to"));
-    }
-    let now = now_ms();
-    // Valid until well after the window closes, so a device that was briefly offline still
-    // acts on it; never forever, so an old trigger cannot be replayed later.
-    let window_end = req.event_time.saturating_add(i64::from(req.after) * 1000);
-    let expires_ms = window_end.max(now) + 15 * 60 * 1000;
-    let alert_id = {
-        let conn = state.store.conn();
-        conn.execute(
-            "INSERT INTO alerts (user, reason, source, created_by, created_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![req.user, req.reason, if actor.starts_with("rule:") { actor } else { "manual" }, actor, now],
-        )?;
-        conn.last_insert_rowid()
+    let ctx = TriggerContext::load(state)?;
+    let written = {
+        let mut conn = state.store.conn();
+        let tx = conn.transaction()?;
+        let written = ctx.write(&tx, &state.tenant, actor, req)?;
+        tx.commit()?;
+        written
     };
-    let mut trigger_ids = Vec::new();
-    let mut messages = Vec::new();
-    for device in &devices {
-        let trigger_id = format!("trg-{}", hex::encode(rand::random::<[u8; 12]>()));
-        let signed = state.tenant.sign_trigger(&trigger_id, alert_id, device, req, expires_ms)?;
-        state.store.conn().execute(
-            "INSERT INTO triggers (id, alert_id, device_id, user, event_time_ms, before_secs, after_secs, reason,
-                                   issued_ms, expires_ms, signed_json)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
-            params![
-                trigger_id,
-                alert_id,
-                device,
-                req.user,
-                req.event_time,
-                req.before,
-                req.after,
-                req.reason,
-                now,
-                expires_ms,
-                signed.to_string()
-            ],
-        )?;
-        trigger_ids.push(trigger_id.clone());
-        messages.push((device.clone(), TriggerMessage { trigger_id, signed }));
-    }
-    state.store.audit(
-        actor,
-        "trigger.issue",
-        &format!("alert:{alert_id}"),
-        serde_json::json!({ "user": req.user, "event_time": req.event_time, "before": req.before,
-                            "after": req.after, "reason": req.reason, "triggers": trigger_ids }),
-    )?;
-    for (device, msg) in messages {
-        state.hub.send(&device, Push::Trigger(msg));
-    }
-    Ok(Issued { alert_id, trigger_ids, devices })
+    push_triggers(state, written.pushes);
+    Ok(written.issued)
 }
 
-fn target_devices(state: &AppState, req: &TriggerRequest) -> Result<Vec<String>, ApiError> {
-    let conn = state.store.conn();
+fn target_devices(
+    conn: &rusqlite::Connection,
+    req: &TriggerRequest,
+) -> Result<Vec<String>, ApiError> {
     if let Some(d) = &req.device {
         let exists: bool =
             conn.query_row("SELECT EXISTS (SELECT 1 FROM devices WHERE id = ?1)", [d], |r| {
@@ -224,7 +434,7 @@ fn target_devices(state: &AppState, req: &TriggerRequest) -> Result<Vec<String>,
         .iter()
         .filter(|(_, users)| {
             serde_json::from_str::<Vec<String>>(users)
-                .map(|u| u.contains(&req.user))
+                .map(|u| u.iter().any(|u| same_principal(u, &req.user)))
                 .unwrap_or(false)
         })
         .map(|(id, _)| id.clone())
@@ -282,6 +492,12 @@ pub async fn put_settings(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     person.require(&[Role::Admin])?;
     state.tenant.validate_settings(&settings)?;
+    // Rules over the new bounds would issue only triggers every device refuses.
+    check_rules(&rules(&state)?, &Bounds::of(&settings)?).map_err(|why| {
+        ApiError::bad_request(format!(
+            "settings refused: {why}; change the rules first (PUT /api/v1/rules)"
+        ))
+    })?;
     state.store.meta_set("capture_settings", &settings.to_string())?;
     state.store.audit(&person.actor(), "policy.settings", "policy", settings.clone())?;
     changed(&state)?;
@@ -302,13 +518,7 @@ pub async fn put_rules(
     Json(rules): Json<Vec<IndicatorRule>>,
 ) -> Result<Json<Vec<IndicatorRule>>, ApiError> {
     person.require(&[Role::Admin])?;
-    if rules.iter().any(|r| {
-        r.kind.is_empty() || r.before_secs > MAX_WINDOW_SECS || r.after_secs > MAX_WINDOW_SECS
-    }) {
-        return Err(ApiError::bad_request(format!(
-            "every rule needs a kind and windows of at most {MAX_WINDOW_SECS} s"
-        )));
-    }
+    check_rules(&rules, &bounds(&state)?).map_err(ApiError::bad_request)?;
     let json = serde_json::to_string(&rules).map_err(|e| ApiError::bad_request(e.to_string()))?;
     state.store.meta_set("indicator_rules", &json)?;
     state.store.audit(&person.actor(), "policy.rules", "rules", serde_json::json!(rules))?;
@@ -327,31 +537,43 @@ pub struct AlertView {
     pub clips: Vec<String>,
 }
 
+/// `GET /api/v1/alerts`: oldest first, in pages (see [`crate::api::page`]).
 pub async fn list_alerts(
     State(state): State<Arc<AppState>>,
     person: Person,
-) -> Result<Json<Vec<AlertView>>, ApiError> {
+    Query(q): Query<PageQuery>,
+) -> Result<Page<AlertView>, ApiError> {
     person.require(&[Role::Admin, Role::Investigator])?;
+    let page = q.parse()?;
     let conn = state.store.conn();
     let mut stmt = conn.prepare(
-        "SELECT id, user, reason, source, created_by, created_ms FROM alerts ORDER BY id",
+        "SELECT id, user, reason, source, created_by, created_ms FROM alerts
+         WHERE ?1 IS NULL OR id > ?1 ORDER BY id LIMIT ?2",
     )?;
-    let mut alerts: Vec<AlertView> = stmt
-        .query_map([], |r| {
-            Ok(AlertView {
-                id: r.get(0)?,
-                user: r.get(1)?,
-                reason: r.get(2)?,
-                source: r.get(3)?,
-                created_by: r.get(4)?,
-                created_ms: r.get(5)?,
-                clips: vec![],
-            })
+    let mut alerts: Vec<(i64, AlertView)> = stmt
+        .query_map(params![page.after, page.sql_limit()], |r| {
+            Ok((
+                r.get(0)?,
+                AlertView {
+                    id: r.get(0)?,
+                    user: r.get(1)?,
+                    reason: r.get(2)?,
+                    source: r.get(3)?,
+                    created_by: r.get(4)?,
+                    created_ms: r.get(5)?,
+                    clips: vec![],
+                },
+            ))
         })?
         .collect::<Result<_, _>>()?;
-    let mut clips = conn.prepare("SELECT id FROM clips WHERE alert_id = ?1 ORDER BY created_ms")?;
-    for a in &mut alerts {
-        a.clips = clips.query_map([a.id], |r| r.get(0))?.collect::<Result<_, _>>()?;
+    let mut clips = conn.prepare_cached(
+        "SELECT id FROM clips WHERE alert_id = ?1 ORDER BY created_ms, id LIMIT ?2",
+    )?;
+    for (_, a) in &mut alerts {
+        // An alert's clips are one per device that held the window; bounded like a page.
+        a.clips = clips
+            .query_map(params![a.id, MAX_LIMIT as i64], |r| r.get(0))?
+            .collect::<Result<_, _>>()?;
     }
-    Ok(Json(alerts))
+    Ok(Page::from_rows(alerts, page))
 }

@@ -15,6 +15,7 @@ use std::time::Duration;
 use rusqlite::params;
 
 use crate::api;
+use crate::api::ingest::{IngestLimits, IngestState};
 use crate::auth::Role;
 use crate::error::ConsoleError;
 use crate::push::Hub;
@@ -52,6 +53,7 @@ pub fn init(data: &Path, tenant_id: &str, admin_name: &str) -> Result<InitOutput
         hub: Hub::default(),
         policy_cache: Mutex::new(None),
         stream_ping: conn::stream_ping(ServerConfig::IDLE_TIMEOUT),
+        ingest: IngestState::default(),
     };
     let admin = api::people::create_person(&state, "console:init", admin_name, &[Role::Admin])
         .map_err(|e| ConsoleError::Config(e.message))?;
@@ -91,6 +93,8 @@ pub struct ServerConfig {
     /// open-file limit above it (`LimitNOFILE` in the unit). Default
     /// [`ServerConfig::MAX_CONNECTIONS`].
     pub max_connections: usize,
+    /// What one device may ask of the console at once.
+    pub ingest: IngestLimits,
 }
 
 impl ServerConfig {
@@ -110,6 +114,7 @@ impl ServerConfig {
             header_read_timeout: Self::HEADER_READ_TIMEOUT,
             idle_timeout: Self::IDLE_TIMEOUT,
             max_connections: Self::MAX_CONNECTIONS,
+            ingest: IngestLimits::default(),
         }
     }
 
@@ -209,6 +214,7 @@ impl Server {
             )));
         }
         config.check()?;
+        config.ingest.validate().map_err(ConsoleError::Config)?;
         let store = Store::open(&config.data)?;
         let tenant_id = store.meta_get("tenant_id")?.ok_or_else(|| {
             ConsoleError::Config(format!(
@@ -224,7 +230,9 @@ impl Server {
             hub: Hub::default(),
             policy_cache: Mutex::new(None),
             stream_ping: conn::stream_ping(config.idle_timeout),
+            ingest: IngestState::new(config.ingest.clone()),
         });
+        api::ingest::clear_incoming(&state);
         let app = api::router(state.clone());
 
         let listener = std::net::TcpListener::bind(config.listen)
@@ -264,7 +272,7 @@ impl Server {
             }
         };
         let ticker = tokio::spawn(tick(state));
-        tracing::info!(%addr, scheme, tenant = %tenant_id, "console serving");
+        tracing::info!(%addr, scheme, tenant = ?tenant_id, "console serving");
         Ok(ServerHandle { addr, handle, task, ticker, scheme })
     }
 }
@@ -323,7 +331,7 @@ async fn tick(state: Arc<AppState>) {
         let expired = match expired_between(&state, last, now) {
             Ok(expired) => expired,
             Err(e) => {
-                tracing::warn!(error = %e, "could not look for expired approvals; trying again");
+                tracing::warn!(error = ?e.to_string(), "could not look for expired approvals; trying again");
                 continue;
             }
         };
@@ -331,7 +339,7 @@ async fn tick(state: Arc<AppState>) {
         if !expired.is_empty() || stale {
             if let Err(e) = crate::policy::changed(&state) {
                 // Nothing recorded yet: the next tick tries the same window again.
-                tracing::warn!(error = %e.message, "could not raise the policy version");
+                tracing::warn!(error = ?e.message, "could not raise the policy version");
                 continue;
             }
         }
@@ -339,13 +347,13 @@ async fn tick(state: Arc<AppState>) {
             let target = format!("approval:{id}");
             let details = serde_json::json!({ "user": user, "mode": mode });
             if let Err(e) = state.store.audit("console", "approval.expire", &target, details) {
-                tracing::warn!(error = %e, "approval expiry not audited");
+                tracing::warn!(error = ?e.to_string(), "approval expiry not audited");
             }
         }
         if !expired.is_empty() {
             // A restart must not announce these expiries again.
             if let Err(e) = state.store.meta_set("expiries_handled_ms", &now.to_string()) {
-                tracing::warn!(error = %e, "could not record the expiries handled");
+                tracing::warn!(error = ?e.to_string(), "could not record the expiries handled");
             }
         }
         last = now;

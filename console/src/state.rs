@@ -4,6 +4,7 @@ use std::sync::Mutex;
 
 use rearview_uploader::wire::PolicyMessage;
 
+use crate::api::ingest::IngestState;
 use crate::push::Hub;
 use crate::store::Store;
 use crate::tenant::Tenant;
@@ -16,4 +17,6 @@ pub struct AppState {
     pub policy_cache: Mutex<Option<PolicyMessage>>,
     /// How often a push stream pings: below the idle timeout, so quiet streams stay open.
     pub stream_ping: std::time::Duration,
+    /// Ingest limits and the uploads in flight.
+    pub ingest: IngestState,
 }

@@ -14,10 +14,15 @@
 //! alerts           id, user, reason, source (manual|rule:<kind>), created_by, created_ms
 //! triggers         id, alert_id, device_id, user, event_time_ms, before_secs, after_secs,
 //!                  reason, issued_ms, expires_ms, signed_json, acked_ms
-//! activity         id, device_id, user, kind, time_ms, details_json, received_ms
+//! activity         id, device_id, user, kind, time_ms, details_json, received_ms,
+//!                  outcome (what the console did with it: stored|not_approved|rate_limited|
+//!                  triggered|trigger_refused, NULL before consoles recorded it; the
+//!                  per-device indicator rate limit counts `triggered` rows)
 //! clips            id, device_id, trigger_id, alert_id, user, mode, start_ms, end_ms,
-//!                  manifest_json, created_ms, complete_ms
-//! clip_segments    clip_id, sha256                    (which segments a clip names)
+//!                  manifest_json, created_ms, complete_ms   (rowid: the listing's cursor)
+//! clip_segments    clip_id, sha256, size              (which segments a clip names, and the
+//!                                                      size it names, which bounds the upload;
+//!                                                      NULL in rows of older consoles)
 //! segments         device_id, sha256, size, stored_ms (which blobs are stored)
 //! audit            id, time_ms, actor, action, target, details_json
 //! ```
@@ -38,11 +43,14 @@
 //!
 //! ```text
 //! DATA/blobs/<device_id>/<sha256[0..2]>/<sha256>     sealed segment bytes, exactly as uploaded
+//! DATA/blobs/.incoming/<random>.part                 an upload in flight
 //! ```
 //!
-//! A blob is written to a temporary file in the same directory, fsynced and renamed, and only
-//! then recorded in `segments`: a crash leaves either nothing or a complete blob (a complete
-//! blob without a row is simply written again by the next upload of the same hash).
+//! An upload is streamed into a file in `.incoming/` while it is hashed (never held in
+//! memory), fsynced, and renamed to its place only when its bytes hash to its name; only then
+//! is it recorded in `segments`. A crash leaves either nothing or a complete blob (a complete
+//! blob without a row is simply written again by the next upload of the same hash), plus at
+//! most some `.part` files, which `serve` removes when it starts.
 //! Segments are stored per device so one device can never learn, by the console answering
 //! "already have it", what another device uploaded.
 
@@ -82,13 +90,17 @@ CREATE TABLE IF NOT EXISTS triggers (
 CREATE INDEX IF NOT EXISTS triggers_device ON triggers (device_id, acked_ms);
 CREATE TABLE IF NOT EXISTS activity (
     id INTEGER PRIMARY KEY, device_id TEXT NOT NULL, user TEXT NOT NULL, kind TEXT NOT NULL,
-    time_ms INTEGER NOT NULL, details_json TEXT NOT NULL, received_ms INTEGER NOT NULL);
+    time_ms INTEGER NOT NULL, details_json TEXT NOT NULL, received_ms INTEGER NOT NULL,
+    outcome TEXT);
+CREATE INDEX IF NOT EXISTS activity_device_time ON activity (device_id, received_ms);
 CREATE TABLE IF NOT EXISTS clips (
     id TEXT PRIMARY KEY, device_id TEXT NOT NULL, trigger_id TEXT, alert_id INTEGER,
     user TEXT NOT NULL, mode TEXT NOT NULL, start_ms INTEGER NOT NULL, end_ms INTEGER NOT NULL,
     manifest_json TEXT NOT NULL, created_ms INTEGER NOT NULL, complete_ms INTEGER);
+CREATE INDEX IF NOT EXISTS clips_alert ON clips (alert_id);
+CREATE INDEX IF NOT EXISTS clips_trigger ON clips (trigger_id);
 CREATE TABLE IF NOT EXISTS clip_segments (
-    clip_id TEXT NOT NULL, sha256 TEXT NOT NULL, PRIMARY KEY (clip_id, sha256));
+    clip_id TEXT NOT NULL, sha256 TEXT NOT NULL, size INTEGER, PRIMARY KEY (clip_id, sha256));
 CREATE INDEX IF NOT EXISTS clip_segments_hash ON clip_segments (sha256);
 CREATE TABLE IF NOT EXISTS segments (
     device_id TEXT NOT NULL, sha256 TEXT NOT NULL, size INTEGER NOT NULL,
@@ -110,6 +122,26 @@ fn migrate(conn: &Connection) -> Result<(), ConsoleError> {
             "ALTER TABLE approvals ADD COLUMN revoked_by TEXT;
              ALTER TABLE approvals ADD COLUMN revoked_ms INTEGER;",
         )?;
+    }
+    add_column(conn, "activity", "outcome", "TEXT")?;
+    add_column(conn, "clip_segments", "size", "INTEGER")?;
+    Ok(())
+}
+
+/// Adds `column` to `table` unless it is there (a database of an older console).
+fn add_column(
+    conn: &Connection,
+    table: &str,
+    column: &str,
+    kind: &str,
+) -> Result<(), ConsoleError> {
+    let has: bool = conn.query_row(
+        "SELECT EXISTS (SELECT 1 FROM pragma_table_info(?1) WHERE name = ?2)",
+        [table, column],
+        |r| r.get(0),
+    )?;
+    if !has {
+        conn.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} {kind};"))?;
     }
     Ok(())
 }
@@ -206,16 +238,34 @@ impl Store {
         target: &str,
         details: serde_json::Value,
     ) -> Result<(), ConsoleError> {
-        self.conn().execute(
-            "INSERT INTO audit (time_ms, actor, action, target, details_json) VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![now_ms(), actor, action, target, details.to_string()],
-        )?;
-        Ok(())
+        audit_in(&self.conn(), actor, action, target, details)
     }
 
     pub fn blob_path(&self, device_id: &str, sha256: &str) -> PathBuf {
         self.blob_dir.join(device_id).join(&sha256[..2]).join(sha256)
     }
+
+    /// Where uploads in flight are written (same file system as the blobs, so a rename
+    /// publishes one atomically).
+    pub fn incoming_dir(&self) -> PathBuf {
+        self.blob_dir.join(".incoming")
+    }
+}
+
+/// Appends one line to the audit log on `conn`, so it can be part of the transaction that
+/// does what it records (an alert and its triggers are audited, or none of them exist).
+pub fn audit_in(
+    conn: &Connection,
+    actor: &str,
+    action: &str,
+    target: &str,
+    details: serde_json::Value,
+) -> Result<(), ConsoleError> {
+    conn.execute(
+        "INSERT INTO audit (time_ms, actor, action, target, details_json) VALUES (?1, ?2, ?3, ?4, ?5)",
+        params![now_ms(), actor, action, target, details.to_string()],
+    )?;
+    Ok(())
 }
 
 /// Wall-clock time, Unix milliseconds.

@@ -10,38 +10,13 @@ use serde_json::{json, Value};
 
 mod support;
 
-use support::start;
+use support::{enroll, start};
 
-/// Enrolls a device by hand (raw HTTP) and returns its token and id.
-async fn enroll(url: &str, admin: &AdminClient) -> (String, String) {
-    let t: Value = admin.post("/api/v1/enrollment-tokens", &json!({})).await.unwrap();
-    let token = t["token"].as_str().unwrap();
-    let rng = ring::rand::SystemRandom::new();
-    let pkcs8 = ring::signature::Ed25519KeyPair::generate_pkcs8(&rng).unwrap();
-    let pair = ring::signature::Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).unwrap();
-    use ring::signature::KeyPair;
-    let pk = hex::encode(pair.public_key().as_ref());
-    // A proof made for another key is refused, and does not use up the token.
-    let wrong = hex::encode(pair.sign(b"something else").as_ref());
-    let r = reqwest::Client::new()
-        .post(format!("{url}/api/v1/enroll"))
-        .json(&json!({"token": token, "public_key": pk, "proof": wrong, "hostname": "h"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 401);
-    let proof =
-        hex::encode(pair.sign(&rearview_uploader::wire::enroll_proof_message(token, &pk)).as_ref());
-    let r: Value = reqwest::Client::new()
-        .post(format!("{url}/api/v1/enroll"))
-        .json(&json!({"token": token, "public_key": pk, "proof": proof, "hostname": "h"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    (r["device_token"].as_str().unwrap().to_owned(), r["device_id"].as_str().unwrap().to_owned())
+/// alice approved for all activities (the console takes clips only of approved users,
+/// recorded while approved).
+async fn approve_alice(url: &str, admin: &AdminClient) {
+    let approver = support::person(url, admin, "rita", "approver").await;
+    support::approve(admin, &approver, "alice", "all-activities").await;
 }
 
 #[tokio::test]
@@ -50,13 +25,16 @@ async fn malformed_oversized_mismatched_and_unauthenticated_uploads_change_nothi
     let url = server.url();
     let admin = AdminClient::new(&url, &token, None).unwrap();
     let (dev, device_id) = enroll(&url, &admin).await;
+    // The console takes clips only of approved users, recorded while approved.
+    approve_alice(&url, &admin).await;
+    let t0 = rearview_uploader::now_ms();
     let http = reqwest::Client::new();
     let seg = vec![7u8; 1000];
     let sha = hex::encode(ring::digest::digest(&ring::digest::SHA256, &seg).as_ref());
     let manifest = json!({
-        "clip_id": "c1", "trigger_id": null, "mode": "specific-activities", "user": "alice",
-        "device_id": device_id, "start_ms": 0, "end_ms": 1000,
-        "segments": [{"sha256": sha, "size": 1000, "start_ms": 0, "end_ms": 1000}], "missing": []
+        "clip_id": "c1", "trigger_id": null, "mode": "all-activities", "user": "alice",
+        "device_id": device_id, "start_ms": t0, "end_ms": t0 + 1000,
+        "segments": [{"sha256": sha, "size": 1000, "start_ms": t0, "end_ms": t0 + 1000}], "missing": []
     });
     let put = |path: String, body: Vec<u8>, token: Option<&str>| {
         let mut r = http.put(format!("{url}{path}")).body(body);
@@ -123,7 +101,7 @@ async fn malformed_oversized_mismatched_and_unauthenticated_uploads_change_nothi
     assert_eq!(status["missing"], json!([sha]));
     // The same clip id with other content is refused; the same content is fine.
     let mut other = manifest.clone();
-    other["end_ms"] = json!(2000);
+    other["end_ms"] = json!(t0 + 2000);
     assert_eq!(
         put("/api/v1/device/clips/c1".into(), serde_json::to_vec(&other).unwrap(), Some(&dev))
             .await
@@ -188,6 +166,8 @@ async fn open_clips_grow_then_close_and_only_then_complete() {
     let url = server.url();
     let admin = AdminClient::new(&url, &token, None).unwrap();
     let (dev, device_id) = enroll(&url, &admin).await;
+    approve_alice(&url, &admin).await;
+    let t0 = rearview_uploader::now_ms();
     let http = reqwest::Client::new();
     let segs: Vec<Vec<u8>> = (1..=3u8).map(|i| vec![i; 1000]).collect();
     let entries: Vec<Value> = segs
@@ -195,17 +175,17 @@ async fn open_clips_grow_then_close_and_only_then_complete() {
         .enumerate()
         .map(|(i, b)| {
             let sha = hex::encode(ring::digest::digest(&ring::digest::SHA256, b).as_ref());
-            let start = i as i64 * 1000;
+            let start = t0 + i as i64 * 1000;
             json!({"sha256": sha, "size": 1000, "start_ms": start, "end_ms": start + 1000})
         })
         .collect();
     let manifest = |n: usize, open: bool| {
         json!({
-            "clip_id": "w1", "trigger_id": null, "mode": "specific-activities", "user": "alice",
-            "device_id": device_id, "start_ms": 0, "end_ms": 4000,
+            "clip_id": "w1", "trigger_id": null, "mode": "all-activities", "user": "alice",
+            "device_id": device_id, "start_ms": t0, "end_ms": t0 + 4000,
             "segments": entries[..n], "open": open,
             "missing": if open { json!([]) } else {
-                json!([{"start_ms": 3000, "end_ms": 4000, "reason": "capture stopped"}])
+                json!([{"start_ms": t0 + 3000, "end_ms": t0 + 4000, "reason": "capture stopped"}])
             },
         })
     };
@@ -243,9 +223,9 @@ async fn open_clips_grow_then_close_and_only_then_complete() {
     let mut dropped = manifest(3, true);
     dropped["segments"].as_array_mut().unwrap().remove(0);
     let mut changed = manifest(3, true);
-    changed["segments"][0]["end_ms"] = json!(999);
+    changed["segments"][0]["end_ms"] = json!(t0 + 999);
     let mut moved = manifest(3, true);
-    moved["end_ms"] = json!(9000);
+    moved["end_ms"] = json!(t0 + 9000);
     for bad in [dropped, changed, moved] {
         let r = send_manifest(bad).await.unwrap();
         assert_eq!(r.status(), 409);

@@ -25,12 +25,12 @@ fn frame(width: u32, height: u32, shade: u8, at_ms: i64) -> Frame {
     f
 }
 
-/// First exported frame's time, Unix ms.
-const T0: i64 = 1_700_000_000_000;
-
 /// A console holding clip `clip-x`, and the people who may or may not export it.
 struct Exportable {
     dir: tempfile::TempDir,
+    /// First exported frame's time, Unix ms: alice is approved for all activities first, and
+    /// the clip recorded after that, as the console requires.
+    t0: i64,
     admin: String,
     approver: String,
     investigator: String,
@@ -55,6 +55,11 @@ async fn console_with_a_sealed_clip() -> Exportable {
     };
     let investigator = person("iris", "investigator").await;
     let approver = person("rita", "approver").await;
+    {
+        let rita = AdminClient::new(&server.url(), &approver, None).unwrap();
+        support::approve(&admin, &rita, "alice", "all-activities").await;
+    }
+    let t0 = rearview_uploader::now_ms();
     let t: Value = admin.post("/api/v1/enrollment-tokens", &json!({})).await.unwrap();
     let state = tempfile::tempdir().unwrap();
     let up = Uploader::open(UploaderConfig::new(server.url(), state.path())).unwrap();
@@ -62,7 +67,6 @@ async fn console_with_a_sealed_clip() -> Exportable {
     let tenant_key: TenantPublicKey = id.sealing_public_key.parse().unwrap();
 
     // Two segments of 3 frames each, with typed text in the second.
-    let t0 = T0;
     let mut segs = Vec::new();
     for s in 0..2 {
         let monitor = MonitorInfo {
@@ -123,7 +127,7 @@ async fn console_with_a_sealed_clip() -> Exportable {
     up.send_pending().await.unwrap();
     assert_eq!(up.status().unwrap().spool.sent_clips, 1);
     server.shutdown().await.unwrap();
-    Exportable { dir, admin: admin_token, approver, investigator }
+    Exportable { dir, t0, admin: admin_token, approver, investigator }
 }
 
 /// Runs `rearview-console clip export` under `umask`, with `token` in `$REARVIEW_TOKEN` when
@@ -159,7 +163,7 @@ fn mode(path: &std::path::Path) -> u32 {
 async fn export_opens_sealed_segments_into_png_and_jsonl() {
     let clip = console_with_a_sealed_clip().await;
     let (dir, iris) = (&clip.dir, Some(clip.investigator.as_str()));
-    let t0 = T0;
+    let t0 = clip.t0;
     let out = dir.path().join("export");
     let summary = rearview_console::export::export_clip(dir.path(), iris, "clip-x", &out).unwrap();
     assert_eq!((summary.segments, summary.frames, summary.events), (2, 6, 1));

@@ -39,13 +39,21 @@
 //! GET  /api/v1/device/clips/{clip_id}         → ClipStatus
 //! PUT  /api/v1/device/segments/{sha256}       raw sealed bytes (≤ 64 MiB) → SegmentAck
 //! POST /api/v1/device/health                  HealthReport → 204
-//! POST /api/v1/device/activity                ActivityBatch → ActivityAck
+//! POST /api/v1/device/activity                ActivityBatch → ActivityAck (one result per event)
 //! ```
 //!
 //! Upload is idempotent and resumable: the manifest goes first and the answer lists the
 //! segments the console does not yet hold; a segment is accepted only if one of this device's
 //! manifests names it and its bytes hash to the name; a clip is complete when every segment it
 //! names is stored. Any step can be repeated after a crash of either side with the same result.
+//!
+//! The console checks what a manifest claims against its own records (the user's approval at
+//! the clip's first recording, the trigger it names, the policy's window bounds) and refuses a
+//! clip it cannot take with 409 and the reason: a refusal of that clip alone, which the device
+//! sets aside. A segment upload is answered before its body is read when no manifest names the
+//! hash (409) or the console holds it already (200, `newly_stored: false`); a device with too
+//! many uploads in flight gets 429 with `Retry-After` (try again later, keep the clip); a body
+//! longer than its manifest says is refused (400).
 //!
 //! # Push stream
 //!
@@ -324,9 +332,63 @@ pub struct ActivityBatch {
     pub events: Vec<ActivityEvent>,
 }
 
+/// The console's answer to a batch: events are taken one by one, so a bad event is refused
+/// alone and the others are kept.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ActivityAck {
+    /// Events stored (all but the `invalid` ones).
     pub accepted: usize,
     /// Triggers the console's rules issued because of these events.
     pub triggers_issued: Vec<String>,
+    /// Events that would have issued a trigger but were over the device's indicator rate
+    /// limit (stored, counted, not acted on). Absent from older consoles.
+    #[serde(default)]
+    pub rate_limited: usize,
+    /// One result per event, in the batch's order. Empty from older consoles.
+    #[serde(default)]
+    pub results: Vec<ActivityResult>,
+}
+
+/// What the console did with one event of a batch.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ActivityResult {
+    pub outcome: ActivityOutcome,
+    /// The triggers it issued (`triggered` only).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub trigger_ids: Vec<String>,
+    /// Why it was refused, or why its trigger was (`invalid`, `trigger_refused`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// The fate of one activity event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ActivityOutcome {
+    /// Malformed (user, kind): not stored.
+    Invalid,
+    /// Stored; no indicator rule for its kind.
+    Stored,
+    /// Stored; its user has no approval in force, so no trigger.
+    NotApproved,
+    /// Stored; over the device's indicator rate limit, so no trigger.
+    RateLimited,
+    /// Stored, and a rule issued a trigger.
+    Triggered,
+    /// Stored; the rule's trigger was refused (e.g. the event time is out of bounds).
+    TriggerRefused,
+}
+
+impl ActivityOutcome {
+    /// The name used on the wire and in the console's `activity.outcome` column.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ActivityOutcome::Invalid => "invalid",
+            ActivityOutcome::Stored => "stored",
+            ActivityOutcome::NotApproved => "not_approved",
+            ActivityOutcome::RateLimited => "rate_limited",
+            ActivityOutcome::Triggered => "triggered",
+            ActivityOutcome::TriggerRefused => "trigger_refused",
+        }
+    }
 }

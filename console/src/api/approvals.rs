@@ -11,11 +11,12 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::Json;
 use rusqlite::{params, OptionalExtension};
 use serde::{Deserialize, Serialize};
 
+use crate::api::page::{Page, PageQuery};
 use crate::auth::{Person, Role};
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -241,13 +242,19 @@ pub async fn revoke(
     decide(state, person, id, "revoked", body.map(|b| b.0.comment).unwrap_or_default()).await
 }
 
+/// `GET /api/v1/approvals` (any role): oldest first, in pages (see [`crate::api::page`]).
 pub async fn list(
     State(state): State<Arc<AppState>>,
     person: Person,
-) -> Result<Json<Vec<Approval>>, ApiError> {
+    Query(q): Query<PageQuery>,
+) -> Result<Page<Approval>, ApiError> {
     person.require(&[Role::Admin, Role::Approver, Role::Investigator])?;
+    let page = q.parse()?;
     let conn = state.store.conn();
-    let mut stmt = conn.prepare(&format!("{SELECT} ORDER BY id"))?;
-    let rows = stmt.query_map([], row_to_approval)?.collect::<Result<Vec<_>, _>>()?;
-    Ok(Json(rows))
+    let mut stmt =
+        conn.prepare(&format!("{SELECT} WHERE ?1 IS NULL OR id > ?1 ORDER BY id LIMIT ?2"))?;
+    let rows = stmt
+        .query_map(params![page.after, page.sql_limit()], |r| Ok((r.get(0)?, row_to_approval(r)?)))?
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Page::from_rows(rows, page))
 }

@@ -1,4 +1,4 @@
-//! Clip ingest (devices) and clip review (people).
+//! Clip ingest from devices (people review clips through [`crate::api::clips`]).
 //!
 //! The manifest arrives first; segments follow, each accepted only when a manifest of the same
 //! device names it and its bytes hash to its name. A manifest is immutable once stored, except
@@ -7,23 +7,87 @@
 //! segments it had not sent yet: it names them missing instead (audited as
 //! `clip.segments_lost`), and the clip completes without them. A clip is complete when it is
 //! closed and every segment it names is stored for its device.
+//!
+//! Nothing a device claims is taken on its word: every new or extended manifest is checked
+//! against the console's approvals and triggers ([`checks`]; refused with 409, which the
+//! uploader takes as a refusal of that clip alone and sets it aside, and audited as
+//! `clip.refused`), and segment bodies are streamed to disk under a per-device cap on uploads
+//! in flight ([`upload`], [`IngestLimits`]).
 
-use std::collections::HashSet;
-use std::io::Write;
-use std::sync::Arc;
+pub mod checks;
+pub mod upload;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
 
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::Json;
-use rearview_uploader::wire::{ClipManifest, ClipStatus, SegmentAck, MAX_SEGMENT_BYTES};
+use rearview_uploader::wire::{ClipManifest, ClipStatus, MAX_SEGMENT_BYTES};
 use rusqlite::{params, OptionalExtension};
-use serde::{Deserialize, Serialize};
 
 use crate::api::approvals::MODES;
-use crate::auth::{Device, Person, Role};
+use crate::auth::Device;
 use crate::error::ApiError;
 use crate::state::AppState;
-use crate::store::{is_sha256_hex, now_ms, sha256_hex};
+use crate::store::{is_sha256_hex, now_ms};
+
+pub use upload::put_segment;
+
+/// What one device may ask of the console at once, so no enrolled device can exhaust it.
+/// Set per console (`serve` flags); the defaults suit a fleet of ordinary desktops.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IngestLimits {
+    /// Segment uploads one device may have in flight; more are answered 429 with Retry-After
+    /// (the uploader sends one at a time, so only a misbehaving device meets this).
+    pub uploads_per_device: usize,
+    /// Indicator events per device per minute that may become alerts and triggers; the rest
+    /// are stored as activity, counted and reported, and issue nothing.
+    pub indicator_triggers_per_minute: u32,
+}
+
+impl Default for IngestLimits {
+    fn default() -> Self {
+        IngestLimits { uploads_per_device: 4, indicator_triggers_per_minute: 30 }
+    }
+}
+
+impl IngestLimits {
+    /// Refuses limits that would stop every device (the CLI and library callers alike).
+    pub fn validate(&self) -> Result<(), String> {
+        if self.uploads_per_device == 0 {
+            return Err("uploads per device must be at least 1".into());
+        }
+        Ok(())
+    }
+}
+
+/// The ingest side's share of the server state: its limits and the uploads in flight.
+#[derive(Debug, Default)]
+pub struct IngestState {
+    pub limits: IngestLimits,
+    /// One semaphore per device that has uploaded since the start, `uploads_per_device` wide.
+    uploads: Mutex<HashMap<String, Arc<tokio::sync::Semaphore>>>,
+}
+
+impl IngestState {
+    pub fn new(limits: IngestLimits) -> IngestState {
+        IngestState { limits, uploads: Mutex::default() }
+    }
+
+    /// A permit for one more upload of `device_id`, unless it has as many in flight as allowed.
+    fn try_upload(&self, device_id: &str) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        let semaphore = {
+            let mut map = self.uploads.lock().unwrap_or_else(|p| p.into_inner());
+            map.entry(device_id.to_owned())
+                .or_insert_with(|| {
+                    Arc::new(tokio::sync::Semaphore::new(self.limits.uploads_per_device))
+                })
+                .clone()
+        };
+        semaphore.try_acquire_owned().ok()
+    }
+}
 
 /// At most this many segments in one clip (a 1-hour window of 2-second segments on 4 monitors).
 const MAX_CLIP_SEGMENTS: usize = 8192;
@@ -114,12 +178,13 @@ fn status(
     Ok(ClipStatus { clip_id: clip_id.to_owned(), complete, missing })
 }
 
-/// Names `manifest`'s segments as the clip's (already named ones are kept).
+/// Names `manifest`'s segments as the clip's, with their sizes (already named ones are kept).
 fn name_segments(tx: &rusqlite::Transaction<'_>, manifest: &ClipManifest) -> Result<(), ApiError> {
-    let mut insert =
-        tx.prepare_cached("INSERT OR IGNORE INTO clip_segments (clip_id, sha256) VALUES (?1, ?2)")?;
+    let mut insert = tx.prepare_cached(
+        "INSERT OR IGNORE INTO clip_segments (clip_id, sha256, size) VALUES (?1, ?2, ?3)",
+    )?;
     for s in &manifest.segments {
-        insert.execute(params![manifest.clip_id, s.sha256])?;
+        insert.execute(params![manifest.clip_id, s.sha256, s.size as i64])?;
     }
     Ok(())
 }
@@ -141,6 +206,8 @@ enum ManifestChange {
         lost: Vec<String>,
         closed: bool,
     },
+    /// Nothing: [`checks::check_manifest`] refused it, and why.
+    Refused(String),
 }
 
 /// The segments `next` gives up as lost on the device, when that is all (besides what an
@@ -175,6 +242,8 @@ fn lost_on_device(
     Ok(stored.gives_up_lost(next, |sha| held.contains(sha)).then_some(dropped))
 }
 
+/// `PUT /api/v1/device/clips/{clip_id}` (a device, about its own clips only): stores a new
+/// manifest or extends an open one, after [`checks::check_manifest`]; trusts nothing in it.
 pub async fn put_manifest(
     State(state): State<Arc<AppState>>,
     device: Device,
@@ -185,6 +254,11 @@ pub async fn put_manifest(
         ApiError::bad_request(format!("manifest is not a valid clip manifest: {e}"))
     })?;
     validate(&manifest, &clip_id, &device)?;
+    let bounds = crate::policy::bounds(&state)?;
+    let now = now_ms();
+    let check = |conn: &rusqlite::Connection| {
+        checks::check_manifest(conn, &bounds, &device.id, &manifest, now)
+    };
     let mut conn = state.store.conn();
     let tx = conn.transaction()?;
     let existing: Option<(String, String, bool)> = tx
@@ -195,8 +269,7 @@ pub async fn put_manifest(
         )
         .optional()?;
     let was_complete = existing.as_ref().is_some_and(|(_, _, complete)| *complete);
-    let mut change = ManifestChange::None;
-    match existing {
+    let change = match existing {
         // Clip ids are one namespace across devices. Taken by another device is a conflict of
         // this clip alone (the device sets it aside), not a refusal of the device (which would
         // hold up everything it has to send); the answer says nothing about the owner.
@@ -210,7 +283,9 @@ pub async fn put_manifest(
                 ApiError::from(crate::error::ConsoleError::Database(format!("clip {clip_id}: {e}")))
             })?;
             // Asked first: giving up lost segments names fewer of them, like a late re-send
-            // of an older open version, but covers each dropped one with a missing range.
+            // of an older open version, but covers each dropped one with a missing range. It
+            // changes nothing the checks judged (user, mode, trigger, window), so they are not
+            // asked again.
             if let Some(lost) = lost_on_device(&tx, &device.id, &stored, &manifest, was_complete)? {
                 tx.execute(
                     "UPDATE clips SET manifest_json = ?1 WHERE id = ?2",
@@ -223,19 +298,25 @@ pub async fn put_manifest(
                 for sha in &lost {
                     unname.execute(params![clip_id, sha])?;
                 }
-                change = ManifestChange::Lost { lost, closed: stored.open && !manifest.open };
+                ManifestChange::Lost { lost, closed: stored.open && !manifest.open }
             } else if stored == manifest || stored.supersedes(&manifest) {
                 // A repeat, or a late re-send of an older open version: nothing changes.
+                ManifestChange::None
             } else if stored.extended_by(&manifest) {
-                tx.execute(
-                    "UPDATE clips SET manifest_json = ?1 WHERE id = ?2",
-                    params![manifest_json(&manifest)?, clip_id],
-                )?;
-                name_segments(&tx, &manifest)?;
-                change = ManifestChange::Extended {
-                    added: manifest.segments.len() - stored.segments.len(),
-                    closed: !manifest.open,
-                };
+                match check(&tx)? {
+                    checks::Verdict::Refused(why) => ManifestChange::Refused(why),
+                    checks::Verdict::Accepted { .. } => {
+                        tx.execute(
+                            "UPDATE clips SET manifest_json = ?1 WHERE id = ?2",
+                            params![manifest_json(&manifest)?, clip_id],
+                        )?;
+                        name_segments(&tx, &manifest)?;
+                        ManifestChange::Extended {
+                            added: manifest.segments.len() - stored.segments.len(),
+                            closed: !manifest.open,
+                        }
+                    }
+                }
             } else if stored.open {
                 return Err(ApiError::conflict(format!(
                     "clip {clip_id} is open: an update may only add segments and close it, \
@@ -247,54 +328,50 @@ pub async fn put_manifest(
                 )));
             }
         }
-        None => {
-            let alert_id: Option<i64> = match &manifest.trigger_id {
-                Some(t) => {
-                    let row: Option<(String, i64)> = tx
-                        .query_row(
-                            "SELECT device_id, alert_id FROM triggers WHERE id = ?1",
-                            [t],
-                            |r| Ok((r.get(0)?, r.get(1)?)),
-                        )
-                        .optional()?;
-                    match row {
-                        Some((d, alert)) if d == device.id => Some(alert),
-                        _ => {
-                            return Err(ApiError::bad_request(format!(
-                                "trigger {t} was not issued to this device"
-                            )))
-                        }
-                    }
-                }
-                None => None,
-            };
-            tx.execute(
-                "INSERT INTO clips (id, device_id, trigger_id, alert_id, user, mode, start_ms, end_ms, manifest_json, created_ms)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-                params![
-                    clip_id,
-                    device.id,
-                    manifest.trigger_id,
-                    alert_id,
-                    manifest.user,
-                    manifest.mode,
-                    manifest.start_ms,
-                    manifest.end_ms,
-                    manifest_json(&manifest)?,
-                    now_ms()
-                ],
-            )?;
-            name_segments(&tx, &manifest)?;
-            change = ManifestChange::Created;
-        }
+        None => match check(&tx)? {
+            checks::Verdict::Refused(why) => ManifestChange::Refused(why),
+            checks::Verdict::Accepted { alert_id } => {
+                tx.execute(
+                    "INSERT INTO clips (id, device_id, trigger_id, alert_id, user, mode, start_ms, end_ms, manifest_json, created_ms)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                    params![
+                        clip_id,
+                        device.id,
+                        manifest.trigger_id,
+                        alert_id,
+                        manifest.user,
+                        manifest.mode,
+                        manifest.start_ms,
+                        manifest.end_ms,
+                        manifest_json(&manifest)?,
+                        now
+                    ],
+                )?;
+                name_segments(&tx, &manifest)?;
+                ManifestChange::Created
+            }
+        },
+    };
+    let actor = format!("device:{}", device.id);
+    let target = format!("clip:{clip_id}");
+    if let ManifestChange::Refused(why) = change {
+        drop(tx);
+        drop(conn);
+        tracing::warn!(device = ?device.id, clip = ?clip_id, reason = ?why, "clip manifest refused");
+        state.store.audit(
+            &actor,
+            "clip.refused",
+            &target,
+            serde_json::json!({ "reason": why, "user": manifest.user, "mode": manifest.mode,
+                                "trigger": manifest.trigger_id }),
+        )?;
+        return Err(ApiError::conflict(format!("clip {clip_id} refused: {why}")));
     }
     let status = status(&tx, &device.id, &clip_id)?;
     tx.commit()?;
     drop(conn);
-    let actor = format!("device:{}", device.id);
-    let target = format!("clip:{clip_id}");
     match change {
-        ManifestChange::None => {}
+        ManifestChange::None | ManifestChange::Refused(_) => {}
         ManifestChange::Created => state.store.audit(
             &actor,
             "clip.manifest",
@@ -340,201 +417,13 @@ pub async fn get_status(
     }
 }
 
-pub async fn put_segment(
-    State(state): State<Arc<AppState>>,
-    device: Device,
-    Path(sha256): Path<String>,
-    body: Bytes,
-) -> Result<Json<SegmentAck>, ApiError> {
-    if !is_sha256_hex(&sha256) {
-        return Err(ApiError::bad_request("segment name must be lowercase hex SHA-256"));
-    }
-    let (named, stored) = {
-        let conn = state.store.conn();
-        let named: bool = conn.query_row(
-            "SELECT EXISTS (SELECT 1 FROM clip_segments cs JOIN clips c ON c.id = cs.clip_id
-             WHERE cs.sha256 = ?1 AND c.device_id = ?2)",
-            params![sha256, device.id],
-            |r| r.get(0),
-        )?;
-        let stored: bool = conn.query_row(
-            "SELECT EXISTS (SELECT 1 FROM segments WHERE device_id = ?1 AND sha256 = ?2)",
-            params![device.id, sha256],
-            |r| r.get(0),
-        )?;
-        (named, stored)
-    };
-    if !named {
-        return Err(ApiError::conflict(format!(
-            "no clip manifest of this device names segment {sha256}: send the manifest first"
-        )));
-    }
-    let bytes_sha = {
-        let body = body.clone();
-        tokio::task::spawn_blocking(move || sha256_hex(&body))
-            .await
-            .map_err(|e| ApiError::from(crate::error::ConsoleError::Io(e.to_string())))?
-    };
-    if bytes_sha != sha256 {
-        return Err(ApiError::bad_request(format!(
-            "segment bytes hash to {bytes_sha}, not {sha256}: the upload was damaged, send it again"
-        )));
-    }
-    let newly_stored = !stored;
-    if newly_stored {
-        let path = state.store.blob_path(&device.id, &sha256);
-        let size = body.len();
-        tokio::task::spawn_blocking(move || write_blob(&path, &body))
-            .await
-            .map_err(|e| ApiError::from(crate::error::ConsoleError::Io(e.to_string())))??;
-        state.store.conn().execute(
-            "INSERT OR IGNORE INTO segments (device_id, sha256, size, stored_ms) VALUES (?1, ?2, ?3, ?4)",
-            params![device.id, sha256, size as i64, now_ms()],
-        )?;
-    }
-    let conn = state.store.conn();
-    let clips: Vec<String> = {
-        let mut stmt = conn.prepare_cached(
-            "SELECT c.id FROM clips c JOIN clip_segments cs ON cs.clip_id = c.id
-             WHERE cs.sha256 = ?1 AND c.device_id = ?2 AND c.complete_ms IS NULL",
-        )?;
-        let rows = stmt
-            .query_map(params![sha256, device.id], |r| r.get(0))?
-            .collect::<Result<Vec<String>, _>>()?;
-        rows
-    };
-    let mut completed_clips = Vec::new();
-    for clip in clips {
-        if status(&conn, &device.id, &clip)?.complete {
-            completed_clips.push(clip);
+/// Removes uploads a stopped console left in flight (`serve` calls it before taking any).
+pub fn clear_incoming(state: &AppState) {
+    let dir = state.store.incoming_dir();
+    let Ok(entries) = std::fs::read_dir(&dir) else { return };
+    for e in entries.flatten() {
+        if let Err(err) = std::fs::remove_file(e.path()) {
+            tracing::warn!(file = ?e.path(), error = ?err.to_string(), "stale upload not removed");
         }
     }
-    drop(conn);
-    for clip in &completed_clips {
-        state.store.audit(
-            &format!("device:{}", device.id),
-            "clip.complete",
-            &format!("clip:{clip}"),
-            serde_json::Value::Null,
-        )?;
-    }
-    Ok(Json(SegmentAck { sha256, newly_stored, completed_clips }))
-}
-
-/// Writes a blob so that a crash leaves either nothing or all of it.
-fn write_blob(path: &std::path::Path, bytes: &[u8]) -> Result<(), ApiError> {
-    let io = |e: std::io::Error| {
-        ApiError::from(crate::error::ConsoleError::Io(format!("{}: {e}", path.display())))
-    };
-    let dir = path.parent().ok_or_else(|| ApiError::bad_request("bad blob path"))?;
-    crate::private::create_dir(dir).map_err(io)?;
-    let tmp = dir.join(format!(
-        ".tmp-{}-{}",
-        path.file_name().and_then(|n| n.to_str()).unwrap_or("blob"),
-        rand::random::<u64>()
-    ));
-    let mut f = crate::private::create_new_file(&tmp).map_err(io)?;
-    f.write_all(bytes).map_err(io)?;
-    f.sync_all().map_err(io)?;
-    drop(f);
-    std::fs::rename(&tmp, path).map_err(io)?;
-    Ok(())
-}
-
-/// A clip as people see it.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ClipView {
-    pub id: String,
-    pub device_id: String,
-    pub user: String,
-    pub mode: String,
-    pub trigger_id: Option<String>,
-    pub alert_id: Option<i64>,
-    pub start_ms: i64,
-    pub end_ms: i64,
-    pub created_ms: i64,
-    pub complete: bool,
-    pub complete_ms: Option<i64>,
-    pub manifest: ClipManifest,
-}
-
-/// Every clip, oldest first (also used by the local `clip list`).
-pub fn list_clips(state: &AppState) -> Result<Vec<ClipView>, ApiError> {
-    let conn = state.store.conn();
-    let mut stmt = conn.prepare(
-        "SELECT id, device_id, user, mode, trigger_id, alert_id, start_ms, end_ms, created_ms, complete_ms, manifest_json
-         FROM clips ORDER BY created_ms, id",
-    )?;
-    let rows = stmt
-        .query_map([], |r| {
-            let complete_ms: Option<i64> = r.get(9)?;
-            let json: String = r.get(10)?;
-            Ok((
-                ClipView {
-                    id: r.get(0)?,
-                    device_id: r.get(1)?,
-                    user: r.get(2)?,
-                    mode: r.get(3)?,
-                    trigger_id: r.get(4)?,
-                    alert_id: r.get(5)?,
-                    start_ms: r.get(6)?,
-                    end_ms: r.get(7)?,
-                    created_ms: r.get(8)?,
-                    complete: complete_ms.is_some(),
-                    complete_ms,
-                    manifest: ClipManifest {
-                        clip_id: String::new(),
-                        trigger_id: None,
-                        mode: String::new(),
-                        user: String::new(),
-                        device_id: String::new(),
-                        start_ms: 0,
-                        end_ms: 0,
-                        segments: vec![],
-                        missing: vec![],
-                        open: false,
-                    },
-                },
-                json,
-            ))
-        })?
-        .collect::<Result<Vec<_>, _>>()?;
-    rows.into_iter()
-        .map(|(mut v, json)| {
-            v.manifest = serde_json::from_str(&json).map_err(|e| {
-                ApiError::from(crate::error::ConsoleError::Database(format!("clip {}: {e}", v.id)))
-            })?;
-            Ok(v)
-        })
-        .collect()
-}
-
-pub async fn list(
-    State(state): State<Arc<AppState>>,
-    person: Person,
-) -> Result<Json<Vec<ClipView>>, ApiError> {
-    person.require(&[Role::Investigator, Role::Admin])?;
-    list_clips(&state).map(Json)
-}
-
-pub async fn get(
-    State(state): State<Arc<AppState>>,
-    person: Person,
-    Path(id): Path<String>,
-) -> Result<Json<ClipView>, ApiError> {
-    person.require(&[Role::Investigator, Role::Admin])?;
-    list_clips(&state)?
-        .into_iter()
-        .find(|c| c.id == id)
-        .map(Json)
-        .ok_or_else(|| ApiError::not_found(format!("no clip {id}")))
-}
-
-/// Hashes named by clips whose blobs are present — used by export to refuse partial clips.
-pub fn stored_segments(state: &AppState, device_id: &str) -> Result<HashSet<String>, ApiError> {
-    let conn = state.store.conn();
-    let mut stmt = conn.prepare("SELECT sha256 FROM segments WHERE device_id = ?1")?;
-    let rows =
-        stmt.query_map([device_id], |r| r.get(0))?.collect::<Result<HashSet<String>, _>>()?;
-    Ok(rows)
 }

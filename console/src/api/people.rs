@@ -7,6 +7,7 @@ use axum::Json;
 use rusqlite::params;
 use serde::{Deserialize, Serialize};
 
+use crate::api::page::{Page, PageQuery};
 use crate::auth::{new_token, Person, Role};
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -146,19 +147,6 @@ pub async fn create_enrollment_token(
     Ok(Json(EnrollmentToken { token, expires_ms }))
 }
 
-#[derive(Debug, Deserialize)]
-pub struct AuditQuery {
-    /// Only entries with an id above this (for paging forward).
-    #[serde(default)]
-    pub after: i64,
-    #[serde(default = "default_limit")]
-    pub limit: i64,
-}
-
-fn default_limit() -> i64 {
-    1000
-}
-
 #[derive(Debug, Serialize, Deserialize)]
 pub struct AuditEntry {
     pub id: i64,
@@ -169,28 +157,35 @@ pub struct AuditEntry {
     pub details: serde_json::Value,
 }
 
+/// `GET /api/v1/audit` (admin, approver): oldest first, in pages (see [`crate::api::page`];
+/// `after` is the entry id, as it was before pages had cursors).
 pub async fn audit(
     State(state): State<Arc<AppState>>,
     person: Person,
-    Query(q): Query<AuditQuery>,
-) -> Result<Json<Vec<AuditEntry>>, ApiError> {
+    Query(q): Query<PageQuery>,
+) -> Result<Page<AuditEntry>, ApiError> {
     person.require(&[Role::Admin, Role::Approver])?;
+    let page = q.parse()?;
     let conn = state.store.conn();
     let mut stmt = conn.prepare(
-        "SELECT id, time_ms, actor, action, target, details_json FROM audit WHERE id > ?1 ORDER BY id LIMIT ?2",
+        "SELECT id, time_ms, actor, action, target, details_json FROM audit
+         WHERE ?1 IS NULL OR id > ?1 ORDER BY id LIMIT ?2",
     )?;
     let rows = stmt
-        .query_map(params![q.after, q.limit.clamp(1, 10_000)], |r| {
+        .query_map(params![page.after, page.sql_limit()], |r| {
             let details: String = r.get(5)?;
-            Ok(AuditEntry {
-                id: r.get(0)?,
-                time_ms: r.get(1)?,
-                actor: r.get(2)?,
-                action: r.get(3)?,
-                target: r.get(4)?,
-                details: serde_json::from_str(&details).unwrap_or(serde_json::Value::Null),
-            })
+            Ok((
+                r.get(0)?,
+                AuditEntry {
+                    id: r.get(0)?,
+                    time_ms: r.get(1)?,
+                    actor: r.get(2)?,
+                    action: r.get(3)?,
+                    target: r.get(4)?,
+                    details: serde_json::from_str(&details).unwrap_or(serde_json::Value::Null),
+                },
+            ))
         })?
         .collect::<Result<Vec<_>, _>>()?;
-    Ok(Json(rows))
+    Ok(Page::from_rows(rows, page))
 }

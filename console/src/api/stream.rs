@@ -42,13 +42,13 @@ async fn send_all(
     match policy::bundle_for(state, device_id) {
         Ok(p) => events.extend(policy_event(&p)),
         Err(e) => {
-            tracing::warn!(device = device_id, error = %e.message, "cannot build policy for stream")
+            tracing::warn!(device = ?device_id, error = ?e.message, "cannot build policy for stream")
         }
     }
     match policy::pending_triggers(state, device_id) {
         Ok(ts) => events.extend(ts.iter().filter_map(trigger_event)),
         Err(e) => {
-            tracing::warn!(device = device_id, error = %e.message, "cannot list triggers for stream")
+            tracing::warn!(device = ?device_id, error = ?e.message, "cannot list triggers for stream")
         }
     }
     for e in events {
@@ -82,7 +82,7 @@ pub async fn stream(
                 Ok(Push::PolicyChanged) => match policy::bundle_for(&state, &id) {
                     Ok(p) => policy_event(&p),
                     Err(e) => {
-                        tracing::warn!(device = %id, error = %e.message, "cannot build policy for stream");
+                        tracing::warn!(device = ?id, error = ?e.message, "cannot build policy for stream");
                         None
                     }
                 },

@@ -1,9 +1,12 @@
 //! What the console's test binaries share: a tenant initialised in a temp directory and served
-//! on a free loopback port.
+//! on a free loopback port, people, approvals and devices enrolled by hand.
 
+// Each test binary uses some of these helpers, none uses all.
 #![allow(dead_code)]
 
+use rearview_console::client::AdminClient;
 use rearview_console::{Server, ServerConfig, ServerHandle};
+use serde_json::{json, Value};
 
 /// `init` of tenant `tenant-a` (first admin `ivan`) and `serve` on 127.0.0.1:0; returns the
 /// directory (keep it alive), the server and the admin token.
@@ -21,4 +24,56 @@ pub async fn start_with(
     adjust(&mut config);
     let server = Server::start(config).await.unwrap();
     (dir, server, out.admin_token)
+}
+
+/// A new person with `role`, as a client of the console at `url`.
+pub async fn person(url: &str, admin: &AdminClient, name: &str, role: &str) -> AdminClient {
+    let p: Value =
+        admin.post("/api/v1/people", &json!({"name": name, "roles": [role]})).await.unwrap();
+    AdminClient::new(url, p["token"].as_str().unwrap(), None).unwrap()
+}
+
+/// The one place these tests get a user an approval in force: requested by `admin`, approved by
+/// `approver` (another person, with the approver role). Returns the approval id.
+pub async fn approve(admin: &AdminClient, approver: &AdminClient, user: &str, mode: &str) -> i64 {
+    let a: Value = admin
+        .post("/api/v1/approvals", &json!({"user": user, "mode": mode, "justification": "case 1"}))
+        .await
+        .unwrap();
+    let id = a["id"].as_i64().unwrap();
+    let _: Value =
+        approver.post(&format!("/api/v1/approvals/{id}/approve"), &json!({})).await.unwrap();
+    id
+}
+
+/// Enrolls a device by hand (raw HTTP, a fresh Ed25519 key) and returns its token and id.
+/// On the way: a proof made for another key is refused, and does not use up the token.
+pub async fn enroll(url: &str, admin: &AdminClient) -> (String, String) {
+    use ring::signature::KeyPair;
+    let t: Value = admin.post("/api/v1/enrollment-tokens", &json!({})).await.unwrap();
+    let token = t["token"].as_str().unwrap();
+    let rng = ring::rand::SystemRandom::new();
+    let pkcs8 = ring::signature::Ed25519KeyPair::generate_pkcs8(&rng).unwrap();
+    let pair = ring::signature::Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).unwrap();
+    let pk = hex::encode(pair.public_key().as_ref());
+    let wrong = hex::encode(pair.sign(b"something else").as_ref());
+    let r = reqwest::Client::new()
+        .post(format!("{url}/api/v1/enroll"))
+        .json(&json!({"token": token, "public_key": pk, "proof": wrong, "hostname": "h"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let proof =
+        hex::encode(pair.sign(&rearview_uploader::wire::enroll_proof_message(token, &pk)).as_ref());
+    let r: Value = reqwest::Client::new()
+        .post(format!("{url}/api/v1/enroll"))
+        .json(&json!({"token": token, "public_key": pk, "proof": proof, "hostname": "h"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    (r["device_token"].as_str().unwrap().to_owned(), r["device_id"].as_str().unwrap().to_owned())
 }

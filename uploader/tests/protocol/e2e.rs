@@ -56,13 +56,18 @@ async fn enroll_policy_trigger_clip_complete() {
     assert_eq!(t.payload().user.as_str(), USER);
     assert_eq!((t.payload().before_secs, t.payload().after_secs), (20, 10));
 
-    // The clip the agent would cut for it goes through the spool to the console.
-    let segs = segments(3, 50_000, now - 25_000);
+    // The clip the agent would cut for it goes through the spool to the console: the trigger's
+    // window, segments the ring recorded since the approval.
+    let segs = segments(3, 50_000, now - 5_000);
     let originals: Vec<Vec<u8>> = segs.iter().map(|(_, b)| b.clone()).collect();
     let enq = device
         .uploader
         .enqueue_clip(
-            new_clip("clip-1", Some(trigger_id.clone()), 3),
+            NewClip {
+                start_ms: now - 20_000,
+                end_ms: now + 10_000,
+                ..new_clip("clip-1", Some(trigger_id.clone()), 3)
+            },
             segs.into_iter().map(|(s, _)| s).collect(),
         )
         .unwrap();
@@ -264,6 +269,8 @@ async fn approval_expiring_while_the_console_is_down_leaves_the_policy_after_res
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn open_clip_is_sent_as_segments_close_and_completes_when_closed() {
     let mut console = TestConsole::start().await;
+    // Clips are taken only of approved users, recorded while approved.
+    console.approve(USER, "all-activities").await;
     console.settings(json!({"capture": {"enabled": true, "fps": 1}})).await;
     let device = TestDevice::enroll(&console, &console.url()).await;
     let running = device.uploader.start().unwrap();

@@ -40,6 +40,8 @@ async fn assert_complete_no_dup_no_loss(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn console_restarted_mid_upload() {
     let mut console = TestConsole::start().await;
+    // Clips are taken only of approved users, recorded while approved.
+    console.approve(USER, "all-activities").await;
     let proxy = FaultProxy::start(console.addr).await;
     // ~1.6 MB/s through the proxy: 24 × 100 kB take a few seconds, time to pull the plug.
     proxy.throttle(10_000);
@@ -77,6 +79,8 @@ fn count_segments(data: &std::path::Path) -> usize {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn console_answering_5xx_then_hanging_then_recovering() {
     let console = TestConsole::start().await;
+    // Clips are taken only of approved users, recorded while approved.
+    console.approve(USER, "all-activities").await;
     let proxy = FaultProxy::start(console.addr).await;
     let device = TestDevice::enroll(&console, &proxy.url()).await;
     let segs = segments(4, 20_000, rearview_uploader::now_ms());
@@ -120,6 +124,8 @@ async fn console_answering_5xx_then_hanging_then_recovering() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn answers_cut_short_or_garbled_keep_the_clip_and_a_silent_stream_is_retried() {
     let console = TestConsole::start().await;
+    // Clips are taken only of approved users, recorded while approved.
+    console.approve(USER, "all-activities").await;
     let proxy = FaultProxy::start(console.addr).await;
     let device = TestDevice::enroll(&console, &proxy.url()).await;
     // A second device with nothing to send, whose only traffic is the push stream.
@@ -175,6 +181,8 @@ async fn child_uploader_process() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn uploader_killed_mid_upload() {
     let console = TestConsole::start().await;
+    // Clips are taken only of approved users, recorded while approved.
+    console.approve(USER, "all-activities").await;
     let proxy = FaultProxy::start(console.addr).await;
     proxy.throttle(10_000);
     let state = tempfile::tempdir().unwrap();

@@ -5,6 +5,9 @@ use crate::support::*;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn daily_upload_limit_warns_then_stops_and_keeps_the_rest() {
     let console = TestConsole::start().await;
+    // Clips are taken only of approved users, recorded while approved.
+    console.approve(USER, "all-activities").await;
+    console.approve("bob", "all-activities").await;
     console.settings(json!({"capture": {"enabled": true}, "limits": {"upload_bytes_per_user_per_day": 10_000}})).await;
     let device = TestDevice::enroll(&console, &console.url()).await;
     device.uploader.sync_policy().await.unwrap().expect("policy");
@@ -56,6 +59,8 @@ async fn daily_upload_limit_warns_then_stops_and_keeps_the_rest() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn offline_cache_overwrites_oldest_and_reports_the_loss() {
     let console = TestConsole::start().await;
+    // Clips are taken only of approved users, recorded while approved.
+    console.approve(USER, "all-activities").await;
     console
         .settings(json!({"capture": {"enabled": true}, "limits": {"offline_cache": {"max_bytes": 2_500_000, "warn_percent": 90}}}))
         .await;

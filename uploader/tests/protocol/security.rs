@@ -126,6 +126,8 @@ async fn expired_and_reused_enrollment_tokens_are_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn device_cannot_touch_another_devices_clips() {
     let console = TestConsole::start().await;
+    // Clips are taken only of approved users, recorded while approved.
+    console.approve(USER, "all-activities").await;
     let a = TestDevice::enroll(&console, &console.url()).await;
     let b = TestDevice::enroll(&console, &console.url()).await;
     let a_id = a.uploader.identity().unwrap().device_id.clone();
@@ -141,17 +143,23 @@ async fn device_cannot_touch_another_devices_clips() {
     let manifest: ClipManifest = {
         let status = a.uploader.status().unwrap();
         assert_eq!(status.spool.pending_clips, 1);
+        let t = segs[0].0.start_ms;
         ClipManifest {
             clip_id: "clip-a".into(),
             trigger_id: None,
-            mode: "specific-activities".into(),
+            mode: "all-activities".into(),
             user: USER.into(),
             device_id: a_id.clone(),
-            start_ms: 0,
-            end_ms: 1,
+            start_ms: t,
+            end_ms: t + 1,
             segments: hashes
                 .iter()
-                .map(|h| ManifestSegment { sha256: h.clone(), size: 1000, start_ms: 0, end_ms: 1 })
+                .map(|h| ManifestSegment {
+                    sha256: h.clone(),
+                    size: 1000,
+                    start_ms: t,
+                    end_ms: t + 1,
+                })
                 .collect(),
             missing: vec![],
             open: false,

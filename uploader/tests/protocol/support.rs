@@ -219,15 +219,20 @@ pub fn segments(n: usize, size: usize, start_ms: i64) -> Vec<(NewSegment, Vec<u8
         .collect()
 }
 
+/// A clip of [`USER`] around `n` one-second segments recorded from about now (see
+/// [`segments`]): a triggered one (`specific-activities`) for `trigger_id`, else an
+/// all-activities upload. The console checks both against an approval in force (the test
+/// approves first) and an untriggered clip's window against the policy's bounds.
 pub fn new_clip(clip_id: &str, trigger_id: Option<String>, n: usize) -> NewClip {
     let start = rearview_uploader::now_ms() - 10_000;
+    let mode = if trigger_id.is_some() { "specific-activities" } else { "all-activities" };
     NewClip {
         clip_id: clip_id.to_owned(),
         trigger_id,
-        mode: "specific-activities".into(),
+        mode: mode.into(),
         user: USER.into(),
         start_ms: start,
-        end_ms: start + n as i64 * 1000,
+        end_ms: start + (n as i64 + 20) * 1000,
         missing: vec![],
         open: false,
     }

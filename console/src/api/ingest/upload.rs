@@ -1,0 +1,302 @@
+//! Segment uploads: `PUT /api/v1/device/segments/{sha256}`, the raw sealed bytes.
+//!
+//! A body is never held in memory. In order:
+//!
+//! ```text
+//! 1. the name must be lowercase hex SHA-256, a Content-Length at most MAX_SEGMENT_BYTES  400/413
+//! 2. a manifest of this device must name the hash, else 409 — before a byte is read; a
+//!    Content-Length over the size the manifest names: 400
+//! 3. already stored for this device: acknowledged (newly_stored: false) — without reading
+//! 4. a permit of the device's uploads_per_device, else 429 with Retry-After
+//!    (answers 2–4 are sent at once; what the client still sends is read and thrown away, not
+//!    kept, so the answer is not lost to a connection reset)
+//! 5. the body is streamed into blobs/.incoming/<random>.part by a blocking thread that hashes
+//!    as it writes; more bytes than the manifest names (or MAX_SEGMENT_BYTES) stop it: 400/413
+//! 6. fsync; a hash other than the name removes the file: 400; else rename into place, record
+//! ```
+
+use std::io::Write;
+use std::path::{Path as FsPath, PathBuf};
+use std::sync::Arc;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use futures_util::StreamExt;
+use rearview_uploader::wire::{ErrorBody, SegmentAck, MAX_SEGMENT_BYTES};
+use rusqlite::params;
+
+use crate::auth::Device;
+use crate::error::{ApiError, ConsoleError};
+use crate::state::AppState;
+use crate::store::{is_sha256_hex, now_ms};
+
+/// Seconds a device is told to wait after a 429 (one upload of an ordinary segment).
+const RETRY_AFTER_SECS: u64 = 1;
+
+/// Chunks queued between the network and the writing thread (backpressure beyond that).
+const QUEUE: usize = 8;
+
+/// How long the rest of a body answered early is read and thrown away before the connection
+/// is dropped (a client sending slower than that was not going to use the answer soon anyway).
+const DISCARD_FOR: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// `PUT /api/v1/device/segments/{sha256}` (a device, for segments its own manifests name).
+pub async fn put_segment(
+    State(state): State<Arc<AppState>>,
+    device: Device,
+    Path(sha256): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    if !is_sha256_hex(&sha256) {
+        return Err(ApiError::bad_request("segment name must be lowercase hex SHA-256"));
+    }
+    let announced = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if announced.is_some_and(|n| n > MAX_SEGMENT_BYTES as u64) {
+        return Err(too_large());
+    }
+    let (named_size, stored) = {
+        let conn = state.store.conn();
+        // NULL: named by an older console, which kept no size; the protocol bound applies.
+        let named: Option<Option<i64>> = conn.query_row(
+            "SELECT COUNT(*) > 0, MAX(COALESCE(cs.size, ?3)) FROM clip_segments cs
+             JOIN clips c ON c.id = cs.clip_id WHERE cs.sha256 = ?1 AND c.device_id = ?2",
+            params![sha256, device.id, MAX_SEGMENT_BYTES as i64],
+            |r| Ok(if r.get::<_, bool>(0)? { Some(r.get(1)?) } else { None }),
+        )?;
+        let stored: bool = conn.query_row(
+            "SELECT EXISTS (SELECT 1 FROM segments WHERE device_id = ?1 AND sha256 = ?2)",
+            params![device.id, sha256],
+            |r| r.get(0),
+        )?;
+        (named, stored)
+    };
+    let Some(named_size) = named_size else {
+        discard(body);
+        return Err(ApiError::conflict(format!(
+            "no clip manifest of this device names segment {sha256}: send the manifest first"
+        )));
+    };
+    let named_size = named_size.map_or(MAX_SEGMENT_BYTES as u64, |n| n.max(0) as u64);
+    if announced.is_some_and(|n| n > named_size) {
+        return Err(longer_than_named(named_size));
+    }
+    if stored {
+        discard(body);
+        return Ok(Json(acknowledge(&state, &device, sha256, false)?).into_response());
+    }
+    let Some(_permit) = state.ingest.try_upload(&device.id) else {
+        discard(body);
+        return Ok(busy(state.ingest.limits.uploads_per_device));
+    };
+    let incoming = receive(&state.store.incoming_dir(), body, named_size).await?;
+    if incoming.sha256 != sha256 {
+        let got = incoming.sha256.clone();
+        incoming.discard();
+        return Err(ApiError::bad_request(format!(
+            "segment bytes hash to {got}, not {sha256}: the upload was damaged, send it again"
+        )));
+    }
+    let size = incoming.size;
+    let path = state.store.blob_path(&device.id, &sha256);
+    tokio::task::spawn_blocking(move || incoming.publish(&path))
+        .await
+        .map_err(|e| ApiError::from(ConsoleError::Io(format!("blob writer: {e}"))))??;
+    state.store.conn().execute(
+        "INSERT OR IGNORE INTO segments (device_id, sha256, size, stored_ms) VALUES (?1, ?2, ?3, ?4)",
+        params![device.id, sha256, size as i64, now_ms()],
+    )?;
+    Ok(Json(acknowledge(&state, &device, sha256, true)?).into_response())
+}
+
+/// The answer for a stored segment: which of the device's clips it completed (audited).
+fn acknowledge(
+    state: &AppState,
+    device: &Device,
+    sha256: String,
+    newly_stored: bool,
+) -> Result<SegmentAck, ApiError> {
+    let conn = state.store.conn();
+    let clips: Vec<String> = {
+        let mut stmt = conn.prepare_cached(
+            "SELECT c.id FROM clips c JOIN clip_segments cs ON cs.clip_id = c.id
+             WHERE cs.sha256 = ?1 AND c.device_id = ?2 AND c.complete_ms IS NULL",
+        )?;
+        let rows = stmt
+            .query_map(params![sha256, device.id], |r| r.get(0))?
+            .collect::<Result<Vec<String>, _>>()?;
+        rows
+    };
+    let mut completed_clips = Vec::new();
+    for clip in clips {
+        if super::status(&conn, &device.id, &clip)?.complete {
+            completed_clips.push(clip);
+        }
+    }
+    drop(conn);
+    for clip in &completed_clips {
+        state.store.audit(
+            &format!("device:{}", device.id),
+            "clip.complete",
+            &format!("clip:{clip}"),
+            serde_json::Value::Null,
+        )?;
+    }
+    Ok(SegmentAck { sha256, newly_stored, completed_clips })
+}
+
+fn too_large() -> ApiError {
+    ApiError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        format!("a segment is at most {MAX_SEGMENT_BYTES} bytes"),
+    )
+}
+
+fn longer_than_named(size: u64) -> ApiError {
+    ApiError::bad_request(format!("segment is larger than the {size} bytes its manifest names"))
+}
+
+/// 429: the device has `limit` uploads in flight already.
+fn busy(limit: usize) -> Response {
+    let body = ErrorBody {
+        error: format!(
+            "this device already has {limit} segment uploads in flight; send one at a time, \
+             retry after {RETRY_AFTER_SECS} s"
+        ),
+    };
+    (
+        StatusCode::TOO_MANY_REQUESTS,
+        [(header::RETRY_AFTER, RETRY_AFTER_SECS.to_string())],
+        Json(body),
+    )
+        .into_response()
+}
+
+/// Reads what a client still sends of a body that was answered without it, and throws it away
+/// (at most [`MAX_SEGMENT_BYTES`], for at most [`DISCARD_FOR`]), so the answer reaches a client
+/// still sending instead of being lost to a connection reset. Nothing is kept.
+fn discard(body: Body) {
+    tokio::spawn(async move {
+        let drain = async {
+            let mut stream = body.into_data_stream();
+            let mut seen = 0usize;
+            while let Some(Ok(chunk)) = stream.next().await {
+                seen += chunk.len();
+                if seen > MAX_SEGMENT_BYTES {
+                    return;
+                }
+            }
+        };
+        let _ = tokio::time::timeout(DISCARD_FOR, drain).await;
+    });
+}
+
+/// An upload received into a temporary file, fsynced, not yet in place.
+struct Incoming {
+    tmp: PathBuf,
+    sha256: String,
+    size: u64,
+}
+
+impl Incoming {
+    fn discard(self) {
+        let _ = std::fs::remove_file(&self.tmp);
+    }
+
+    /// Renames the file to `path` (creating its directory): the blob appears whole or not at all.
+    fn publish(self, path: &FsPath) -> Result<(), ApiError> {
+        let io = |e: std::io::Error| {
+            ApiError::from(ConsoleError::Io(format!("{}: {e}", path.display())))
+        };
+        let done = path
+            .parent()
+            .ok_or_else(|| ApiError::bad_request("bad blob path"))
+            .and_then(|dir| crate::private::create_dir(dir).map_err(io))
+            .and_then(|()| std::fs::rename(&self.tmp, path).map_err(io));
+        if done.is_err() {
+            let _ = std::fs::remove_file(&self.tmp);
+        }
+        done
+    }
+}
+
+/// Why receiving stopped, as the writing thread saw it.
+enum Stop {
+    /// More than `limit` bytes arrived.
+    TooLong {
+        limit: u64,
+    },
+    Io(String),
+}
+
+/// Streams `body` into a new file in `dir` while hashing it, refusing more than `limit` bytes.
+async fn receive(dir: &FsPath, body: Body, limit: u64) -> Result<Incoming, ApiError> {
+    let tmp = dir.join(format!("{}.part", hex::encode(rand::random::<[u8; 16]>())));
+    let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(QUEUE);
+    let writer = {
+        let (dir, tmp) = (dir.to_path_buf(), tmp.clone());
+        tokio::task::spawn_blocking(move || write_hashing(&dir, &tmp, rx, limit))
+    };
+    let mut stream = body.into_data_stream();
+    let mut cut = None;
+    while let Some(chunk) = stream.next().await {
+        match chunk {
+            // A closed channel means the writer stopped; its result says why.
+            Ok(bytes) => {
+                if tx.send(bytes).await.is_err() {
+                    break;
+                }
+            }
+            Err(e) => {
+                cut = Some(e.to_string());
+                break;
+            }
+        }
+    }
+    drop(tx);
+    let written =
+        writer.await.map_err(|e| ApiError::from(ConsoleError::Io(format!("blob writer: {e}"))))?;
+    let fail = |e: ApiError| {
+        let _ = std::fs::remove_file(&tmp);
+        Err(e)
+    };
+    match (written, cut) {
+        (Err(Stop::TooLong { limit }), _) if limit >= MAX_SEGMENT_BYTES as u64 => fail(too_large()),
+        (Err(Stop::TooLong { limit }), _) => fail(longer_than_named(limit)),
+        (Err(Stop::Io(e)), _) => fail(ApiError::from(ConsoleError::Io(e))),
+        (Ok(_), Some(cut)) => {
+            fail(ApiError::bad_request(format!("segment upload cut short: {cut}")))
+        }
+        (Ok((sha256, size)), None) => Ok(Incoming { tmp, sha256, size }),
+    }
+}
+
+/// The writing thread: appends every chunk to `tmp` and to the hash, then fsyncs.
+fn write_hashing(
+    dir: &FsPath,
+    tmp: &FsPath,
+    mut rx: tokio::sync::mpsc::Receiver<Bytes>,
+    limit: u64,
+) -> Result<(String, u64), Stop> {
+    let io = |e: std::io::Error| Stop::Io(format!("{}: {e}", tmp.display()));
+    crate::private::create_dir(dir).map_err(io)?;
+    let mut file = crate::private::create_new_file(tmp).map_err(io)?;
+    let mut hash = ring::digest::Context::new(&ring::digest::SHA256);
+    let mut size = 0u64;
+    while let Some(chunk) = rx.blocking_recv() {
+        size += chunk.len() as u64;
+        if size > limit.min(MAX_SEGMENT_BYTES as u64) {
+            return Err(Stop::TooLong { limit: limit.min(MAX_SEGMENT_BYTES as u64) });
+        }
+        hash.update(&chunk);
+        file.write_all(&chunk).map_err(io)?;
+    }
+    file.sync_all().map_err(io)?;
+    Ok((hex::encode(hash.finish().as_ref()), size))
+}
