@@ -13,6 +13,8 @@ use rearview_console::client::AdminClient;
 use rearview_uploader::{NewClip, NewSegment, SegmentBytes, Uploader, UploaderConfig};
 use serde_json::{json, Value};
 
+mod support;
+
 const BIN: &str = env!("CARGO_BIN_EXE_rearview-console");
 
 fn mode(path: &Path) -> u32 {
@@ -75,6 +77,9 @@ fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
 /// Uploads one clip of one segment through the console at `url` (so it writes a blob).
 async fn upload_a_clip(url: &str, admin_token: &str, state: &Path) {
     let admin = AdminClient::new(url, admin_token, None).unwrap();
+    // The console takes clips only of a user approved for that mode (review finding 6).
+    let approver = support::person(url, &admin, "rita", "approver").await;
+    support::approve(&admin, &approver, "alice", "all-activities").await;
     let t: Value = admin.post("/api/v1/enrollment-tokens", &json!({})).await.unwrap();
     let up = Uploader::open(UploaderConfig::new(url, state)).unwrap();
     up.enroll(t["token"].as_str().unwrap(), "host").await.unwrap();

@@ -55,6 +55,8 @@ async fn send_until_sent(device: &TestDevice, sent: u64) {
 /// segments (their bytes returned, in time order), not sent yet.
 async fn spooled_clip(clip_id: &str) -> (TestConsole, TestDevice, Vec<(i64, i64)>, Vec<Vec<u8>>) {
     let console = TestConsole::start().await;
+    // The console takes clips only of a user approved for that mode (review finding 6).
+    console.approve(USER, "all-activities").await;
     let device = TestDevice::enroll(&console, &console.url()).await;
     let segs = segments(3, 20_000, rearview_uploader::now_ms());
     let spans = segs.iter().map(|(s, _)| (s.start_ms, s.end_ms)).collect();
@@ -108,6 +110,8 @@ async fn a_lost_spool_file_becomes_a_missing_range_and_the_rest_of_the_clip_comp
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_segment_lost_from_an_open_clip_is_named_missing_by_its_close() {
     let console = TestConsole::start().await;
+    // The console takes clips only of a user approved for that mode (review finding 6).
+    console.approve(USER, "all-activities").await;
     let device = TestDevice::enroll(&console, &console.url()).await;
     let segs = segments(4, 20_000, rearview_uploader::now_ms());
     let originals: Vec<Vec<u8>> = segs.iter().map(|(_, b)| b.clone()).collect();
@@ -258,6 +262,8 @@ async fn a_full_disk_keeps_every_clip_and_they_upload_once_there_is_room() {
         }
     };
     let console = TestConsole::start().await;
+    // The console takes clips only of a user approved for that mode (review finding 6).
+    console.approve(USER, "all-activities").await;
     let state = tmp.path().join("state");
     let uploader =
         rearview_uploader::Uploader::open(uploader_config(&console.url(), &state)).unwrap();
@@ -301,6 +307,8 @@ async fn the_console_lets_a_device_give_up_only_segments_it_does_not_hold() {
     use rearview_uploader::wire::{ClipManifest, ManifestSegment, MissingRange};
 
     let console = TestConsole::start().await;
+    // The console takes clips only of a user approved for that mode (review finding 6).
+    console.approve(USER, "all-activities").await;
     let device = TestDevice::enroll(&console, &console.url()).await;
     let identity: Value =
         serde_json::from_slice(&std::fs::read(device.dir.path().join("identity.json")).unwrap())
@@ -310,7 +318,9 @@ async fn the_console_lets_a_device_give_up_only_segments_it_does_not_hold() {
         Some(identity["device_token"].as_str().unwrap().to_owned()),
     )
     .unwrap();
-    let segs = segments(4, 1000, 1_000_000);
+    // Recorded now: the console takes clips only from within the user's approval.
+    let t0 = rearview_uploader::now_ms();
+    let segs = segments(4, 1000, t0);
     let parts: Vec<ManifestSegment> = segs
         .iter()
         .map(|(s, b)| ManifestSegment {
@@ -326,8 +336,8 @@ async fn the_console_lets_a_device_give_up_only_segments_it_does_not_hold() {
         mode: "all-activities".into(),
         user: USER.into(),
         device_id: identity["device_id"].as_str().unwrap().into(),
-        start_ms: 1_000_000,
-        end_ms: 1_004_000,
+        start_ms: t0,
+        end_ms: t0 + 4000,
         segments: segments.iter().map(|&i| parts[i].clone()).collect(),
         missing: missing
             .iter()

@@ -238,10 +238,20 @@ enum Stop {
 /// Streams `body` into a new file in `dir` while hashing it, refusing more than `limit` bytes.
 async fn receive(dir: &FsPath, body: Body, limit: u64) -> Result<Incoming, ApiError> {
     let tmp = dir.join(format!("{}.part", hex::encode(rand::random::<[u8; 16]>())));
+    // The file exists before anything else happens, and `part` removes it however this ends:
+    // when a client cuts the connection, hyper drops this future mid-await, and without the
+    // guard the writer thread would finish and leave the partial file behind.
+    let file = {
+        let io =
+            |e: std::io::Error| ApiError::from(ConsoleError::Io(format!("{}: {e}", tmp.display())));
+        crate::private::create_dir(dir).map_err(io)?;
+        crate::private::create_new_file(&tmp).map_err(io)?
+    };
+    let mut part = PartFile { tmp: tmp.clone(), armed: true };
     let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(QUEUE);
     let writer = {
-        let (dir, tmp) = (dir.to_path_buf(), tmp.clone());
-        tokio::task::spawn_blocking(move || write_hashing(&dir, &tmp, rx, limit))
+        let tmp = tmp.clone();
+        tokio::task::spawn_blocking(move || write_hashing(file, &tmp, rx, limit))
     };
     let mut stream = body.into_data_stream();
     let mut cut = None;
@@ -273,20 +283,36 @@ async fn receive(dir: &FsPath, body: Body, limit: u64) -> Result<Incoming, ApiEr
         (Ok(_), Some(cut)) => {
             fail(ApiError::bad_request(format!("segment upload cut short: {cut}")))
         }
-        (Ok((sha256, size)), None) => Ok(Incoming { tmp, sha256, size }),
+        (Ok((sha256, size)), None) => {
+            part.armed = false;
+            Ok(Incoming { tmp, sha256, size })
+        }
+    }
+}
+
+/// A temporary upload file nobody owns yet: removed on drop while `armed`.
+struct PartFile {
+    tmp: PathBuf,
+    armed: bool,
+}
+
+impl Drop for PartFile {
+    fn drop(&mut self) {
+        if self.armed {
+            // Unlinking a file the writer thread still has open is fine: it never re-creates it.
+            let _ = std::fs::remove_file(&self.tmp);
+        }
     }
 }
 
 /// The writing thread: appends every chunk to `tmp` and to the hash, then fsyncs.
 fn write_hashing(
-    dir: &FsPath,
+    mut file: std::fs::File,
     tmp: &FsPath,
     mut rx: tokio::sync::mpsc::Receiver<Bytes>,
     limit: u64,
 ) -> Result<(String, u64), Stop> {
     let io = |e: std::io::Error| Stop::Io(format!("{}: {e}", tmp.display()));
-    crate::private::create_dir(dir).map_err(io)?;
-    let mut file = crate::private::create_new_file(tmp).map_err(io)?;
     let mut hash = ring::digest::Context::new(&ring::digest::SHA256);
     let mut size = 0u64;
     while let Some(chunk) = rx.blocking_recv() {
