@@ -450,8 +450,8 @@ mod tests {
     /// The packaged layout: a root-owned 0750 runtime directory (as systemd makes it) is given
     /// to the admin group; a world-writable one (`/tmp`-like) is left alone. Needs root (it
     /// changes a directory's group); skipped, saying so, otherwise.
-    #[test]
-    fn the_socket_directory_is_opened_to_the_admin_group_only_when_it_is_the_daemons() {
+    #[tokio::test]
+    async fn the_socket_directory_is_opened_to_the_admin_group_only_when_it_is_the_daemons() {
         if !nix::unistd::geteuid().is_root() {
             eprintln!("SKIPPED: not root, cannot change a directory's group");
             return;
