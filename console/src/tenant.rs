@@ -155,6 +155,7 @@ impl Tenant {
                     justification: a.justification.clone(),
                     approved_at: ms_to_time(decided_ms),
                     expires_at: ms_to_time(a.expires_ms),
+                    approver_grant: None,
                 },
             });
         }
