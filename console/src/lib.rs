@@ -7,11 +7,14 @@
 //!
 //! # Layout
 //!
-//! * [`server`]: `init` (tenant, keys, first admin) and [`Server::start`] (HTTP/HTTPS, the
-//!   policy ticker), returning a [`ServerHandle`] with the bound address and shutdown.
+//! * [`server`]: `init` (tenant, keys, the first admin and the first approver: two people) and
+//!   [`Server::start`] (HTTP/HTTPS, the policy ticker), returning a [`ServerHandle`] with the
+//!   bound address and shutdown.
 //! * [`api`]: the routes; one module per idea — [`api::people`] (people, enrollment tokens,
-//!   audit), [`api::enroll`], [`api::approvals`], [`api::stream`] (push), [`api::ingest`]
-//!   (manifests, segments, clip review), [`api::devices`] (health, activity/indicators).
+//!   audit), [`api::roles`] (role grants and their confirmation by a second person),
+//!   [`api::enroll`], [`api::approvals`] (requests, who may decide them, records the signer
+//!   leaves out), [`api::stream`] (push), [`api::ingest`] (manifests, segments, clip review),
+//!   [`api::devices`] (health, activity/indicators).
 //! * [`policy`]: the signed bundle, triggers and indicator rules.
 //! * [`auth`]: tokens and roles; [`store`]: the database and blob layout; [`push`]: the hub that
 //!   wakes device streams; [`tenant`]: keys and signing.
@@ -35,4 +38,4 @@ pub mod store;
 pub mod tenant;
 
 pub use error::ConsoleError;
-pub use server::{init, InitOutput, Server, ServerConfig, ServerHandle};
+pub use server::{init, init_with_approver, InitOutput, Server, ServerConfig, ServerHandle};
