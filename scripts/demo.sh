@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # The Rearview demo: the whole loop on one machine, on embedded defaults, in a temp directory.
 #
-#   console init → serve → an approver and an investigator join → a device enrolls → admin requests capture of this
-#   user → the approver approves (the admin may not) → the user works on a desktop → a trigger
-#   for "file copied to removable media" → the agent uploads the clip → the investigator exports
-#   it as PNG frames and JSON Lines events (audited; 0700/0600).
+#   console init (the admin and the first approver, two people) → serve → an investigator
+#   joins → a device enrolls → admin requests capture of this user → the approver approves (the
+#   admin may not, nor can an approver account the admin adds) → the user works on a desktop →
+#   a trigger for "file copied to removable media" → the agent uploads the clip → the
+#   investigator exports it as PNG frames and JSON Lines events (audited; 0700/0600).
 #
 # Uses the current X display when $DISPLAY works, else starts a private Xvfb. Leaves everything
 # under $REARVIEW_DEMO_DIR (default: a new temp directory) and prints where.
@@ -45,10 +46,14 @@ else
 fi
 
 # ---- the console -----------------------------------------------------------------------------
-step "console: creating tenant 'demo' in $demo/console"
-"$console" init --data "$demo/console" --tenant demo --admin admin >"$demo/init.txt"
-admin_token=$(tail -n 1 "$demo/init.txt")
-grep -v -x -F "$admin_token" "$demo/init.txt"
+step "console: creating tenant 'demo' in $demo/console (first admin and first approver)"
+"$console" init --data "$demo/console" --tenant demo --admin admin --approver approver >"$demo/init.txt"
+# Each token is on its own labelled line: "admin token (NAME): rvp_…".
+admin_token=$(awk '/^admin token \(/ {print $NF}' "$demo/init.txt")
+approver_token=$(awk '/^approver token \(/ {print $NF}' "$demo/init.txt")
+[ -n "$admin_token" ] && [ -n "$approver_token" ] || fail "init printed no tokens (see $demo/init.txt)"
+grep -v ' token (' "$demo/init.txt"
+echo "admin 'admin' and approver 'approver' created, each with their own token"
 
 step "console: serving on 127.0.0.1 (a free port)"
 "$console" serve --data "$demo/console" --listen 127.0.0.1:0 >"$demo/console.log" 2>&1 &
@@ -63,8 +68,6 @@ step "console: admin turns capture on (off by default): 1 fps, 5 s segments"
 "$console" policy set "${as_admin[@]}" \
   --json '{"capture": {"enabled": true, "fps": 1, "segment_secs": 5}}' >/dev/null
 
-step "console: admin adds an approver (a different person)"
-approver_token=$("$console" person add "${as_admin[@]}" --name approver --role approver | jq -r .token)
 as_approver=(--server "$url" --token "$approver_token")
 
 step "console: admin adds an investigator (the only role that may export clips)"
@@ -100,6 +103,11 @@ if "$console" approval approve "${as_admin[@]}" "$approval" >/dev/null 2>&1; the
   fail "the requester approved their own request"
 fi
 echo "the admin approving their own request: refused (as it must be)"
+alt_token=$("$console" person add "${as_admin[@]}" --name admin-alt --role approver | jq -r .token)
+if "$console" approval approve --server "$url" --token "$alt_token" "$approval" >/dev/null 2>&1; then
+  fail "an approver account the admin just added approved the admin's request"
+fi
+echo "an approver account the admin adds: pending until another approver confirms it, refused"
 "$console" approval approve "${as_approver[@]}" "$approval" >/dev/null
 echo "approved by 'approver'"
 

@@ -165,6 +165,7 @@ level = "info"
                     justification: "test case".into(),
                     approved_at: now - TDuration::minutes(1),
                     expires_at: now + TDuration::hours(1),
+                    approver_grant: None,
                 },
             });
         }

@@ -176,6 +176,7 @@ pub fn run(args: AgentArgs) -> anyhow::Result<()> {
             justification: "benchmark".into(),
             approved_at: now - TDuration::minutes(1),
             expires_at: now + TDuration::days(1),
+            approver_grant: None,
         },
     });
     let envelope = String::from_utf8(sign_policy(&signing, &p)?.to_json())?;

@@ -111,7 +111,8 @@ fn raise_nofile(want: u64) -> anyhow::Result<u64> {
     }
 }
 
-fn start_console() -> anyhow::Result<(ConsoleChild, String, String)> {
+/// The console, its URL and the (admin, approver) tokens init printed.
+fn start_console() -> anyhow::Result<(ConsoleChild, String, (String, String))> {
     let bin = console_binary()?;
     let dir = tempfile::tempdir()?;
     let data = dir.path().join("data");
@@ -119,12 +120,13 @@ fn start_console() -> anyhow::Result<(ConsoleChild, String, String)> {
     if !out.status.success() {
         bail!("console init: {}", String::from_utf8_lossy(&out.stderr));
     }
-    let token = String::from_utf8(out.stdout)?
-        .lines()
-        .last()
-        .context("no token from init")?
-        .trim()
-        .to_owned();
+    let stdout = String::from_utf8(out.stdout)?;
+    let token = |label: &str| -> anyhow::Result<String> {
+        let line = stdout.lines().find(|l| l.starts_with(label));
+        let token = line.and_then(|l| l.rsplit(' ').next());
+        Ok(token.with_context(|| format!("no {label:?} line from init"))?.to_owned())
+    };
+    let tokens = (token("admin token (admin): ")?, token("approver token (approver): ")?);
     let mut child = Command::new(&bin)
         .args(["serve", "--listen", "127.0.0.1:0", "--data"])
         .arg(&data)
@@ -139,7 +141,7 @@ fn start_console() -> anyhow::Result<(ConsoleChild, String, String)> {
         .strip_prefix("listening on ")
         .context("serve did not print its address")?
         .to_owned();
-    Ok((ConsoleChild { child, _dir: dir }, url, token))
+    Ok((ConsoleChild { child, _dir: dir }, url, tokens))
 }
 
 async fn enroll(url: &str, admin: &AdminClient) -> anyhow::Result<(Client, String)> {
@@ -231,11 +233,9 @@ async fn run_async(args: ProtocolArgs) -> anyhow::Result<()> {
             eprintln!("{msg}");
         }
     };
-    let (console, url, token) = start_console()?;
+    let (console, url, (token, approver_token)) = start_console()?;
     let admin = AdminClient::new(&url, &token, None)?;
-    let rita: Value =
-        admin.post("/api/v1/people", &json!({"name": "rita", "roles": ["approver"]})).await?;
-    let approver = AdminClient::new(&url, rita["token"].as_str().context("token")?, None)?;
+    let approver = AdminClient::new(&url, &approver_token, None)?;
     let _: Value =
         admin.put("/api/v1/policy/settings", &json!({"capture": {"enabled": true}})).await?;
     let req: Value = admin

@@ -43,7 +43,9 @@
 //! * [`keys`]: [`SigningKey`] (console, redacted, zeroized), [`VerifyingKey`], [`KeyId`].
 //! * [`envelope`]: the wire format of signed payloads ([`SignedEnvelope`]), domain separation
 //!   between policies and triggers, size caps.
-//! * [`policy`]: the policy payload schema ([`PolicyPayload`]) and its structural validation.
+//! * [`policy`]: the policy payload schema ([`PolicyPayload`]) and its structural validation,
+//!   including [`validate_approval`], the one set of rules for an approval that the console's
+//!   API, the console's signer and the agent all apply.
 //! * [`trigger`]: the trigger payload schema ([`TriggerPayload`]).
 //! * [`sign`]: console side, [`sign_policy`] and [`sign_trigger`].
 //! * [`trust`]: agent side, [`TrustStore`] (verification rules, persisted anti-rollback and
@@ -86,9 +88,9 @@ pub use envelope::{
 pub use ids::{AlertId, DeviceId, IdError, Principal, TenantId, TriggerId};
 pub use keys::{KeyError, KeyId, SigningKey, VerifyingKey};
 pub use policy::{
-    Approval, CaptureMode, CaptureSettings, DeviceScope, IndicatorKind, IndicatorRule, Limits,
-    Notice, OfflineCache, PayloadError, PolicyPayload, Quality, UserScope, ValidationError,
-    WhenFull, WindowBounds,
+    canonical_name, validate_approval, Approval, ApprovalRecord, CaptureMode, CaptureSettings,
+    DeviceScope, IndicatorKind, IndicatorRule, Limits, Notice, OfflineCache, PayloadError,
+    PolicyPayload, Quality, RoleGrant, UserScope, ValidationError, WhenFull, WindowBounds,
 };
 pub use policy::{MAX_MONITORS, MAX_TEXT_LEN, MAX_USERS, MAX_WINDOW_SECS};
 pub use sign::{sign_policy, sign_trigger, SignError};

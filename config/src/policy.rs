@@ -27,9 +27,30 @@
 //!   "users": [{"principal": "alice@contoso.example", "mode": "specific-activities",
 //!              "approval": {"requested_by": "ivan@contoso.example",
 //!                           "approved_by": "rita@contoso.example",
-//!                           "justification": "case 4711", "approved_at": "…", "expires_at": "…"}}]
+//!                           "justification": "case 4711", "approved_at": "…", "expires_at": "…",
+//!                           "approver_grant": {"granted_by": "olga@contoso.example",
+//!                                              "granted_at": "…",
+//!                                              "confirmed_by": "paul@contoso.example",
+//!                                              "confirmed_at": "…"}}}]
 //! }
 //! ```
+//!
+//! `approver_grant` says how the approver came to hold the approver role: who granted it and
+//! when, and the second person who confirmed the grant and when (from then on the role was
+//! held). It may be absent in bundles signed before it existed, so those still verify; the
+//! console always fills it. Grants carried over from such consoles name `legacy` as granter and
+//! confirmer, the first approver made by `rearview-console init` names `console:init`.
+//!
+//! # One set of rules for an approval
+//!
+//! [`validate_approval`] holds every rule a single approval must follow: the names are valid
+//! principals, approver and requester are different people (compared in canonical form,
+//! [`canonical_name`]), the justification is 1..=2000 bytes without control characters other
+//! than newline and tab, and the approver's role was neither granted nor confirmed by the
+//! requester (nor confirmed by the approver). The console's API calls it before it stores a
+//! request or a decision, the console's signer (through [`UserScope::validate`]) before it puts
+//! a record into a bundle, and the agent (through [`PolicyPayload::validate`]) after verifying
+//! one: what the API accepts, the signer signs and the agent keeps.
 
 use std::collections::HashSet;
 use std::time::Duration;
@@ -463,7 +484,7 @@ pub enum CaptureMode {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Approval {
-    /// Who asked for the capture (investigator).
+    /// Who asked for the capture (admin).
     pub requested_by: Principal,
     /// Who approved it (approver role); never the requester.
     pub approved_by: Principal,
@@ -475,6 +496,148 @@ pub struct Approval {
     /// Not in force from this instant on: capture of the user stops.
     #[serde(with = "time::serde::rfc3339")]
     pub expires_at: OffsetDateTime,
+    /// How the approver came to hold the approver role. Optional on parse so that bundles
+    /// signed before it existed still verify; the console always fills it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approver_grant: Option<RoleGrant>,
+}
+
+/// A grant of the approver role: who gave it, and the second person who confirmed it (the
+/// role is held from the confirmation on).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoleGrant {
+    /// Who granted the role (an admin; `legacy` or `console:init`, see the module docs).
+    pub granted_by: Principal,
+    /// When it was granted.
+    #[serde(with = "time::serde::rfc3339")]
+    pub granted_at: OffsetDateTime,
+    /// Who confirmed the grant: an approver other than the granter and the grantee.
+    pub confirmed_by: Principal,
+    /// From when the role was held; never after the approval it allowed.
+    #[serde(with = "time::serde::rfc3339")]
+    pub confirmed_at: OffsetDateTime,
+}
+
+/// One approval's names and words as the console has them, before any of it is a signed
+/// [`Approval`]: the input of [`validate_approval`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ApprovalRecord<'a> {
+    /// The user to capture.
+    pub user: &'a str,
+    /// Who asked for the capture.
+    pub requested_by: &'a str,
+    /// Who approved it; `None` while the request waits for a decision.
+    pub approved_by: Option<&'a str>,
+    /// Why.
+    pub justification: &'a str,
+    /// Who granted the approver their role, when known.
+    pub approver_granted_by: Option<&'a str>,
+    /// Who confirmed that grant, when known.
+    pub approver_confirmed_by: Option<&'a str>,
+}
+
+/// The form in which people's names are compared: trimmed, ASCII letters in lower case; the
+/// same comparison as [`Principal::same_as`], so that the console (uniqueness of people,
+/// requester against approver and granter) and the agent agree on who is the same person.
+pub fn canonical_name(name: &str) -> String {
+    name.trim().to_ascii_lowercase()
+}
+
+/// The rules one approval must follow (see the module docs, "One set of rules"). Fields are
+/// named as in [`ApprovalRecord`] (`user`, `requested_by`, `approved_by`, `justification`,
+/// `approver_grant.granted_by`, `approver_grant.confirmed_by`); an approver who is the requester
+/// is [`ValidationError::SelfApproval`].
+pub fn validate_approval(r: &ApprovalRecord<'_>) -> Result<(), ValidationError> {
+    let principal = |field: &str, s: &str| {
+        Principal::new(s).map_err(|e| field_err(field, format!("is not a valid name: {}", e.why)))
+    };
+    let user = principal("user", r.user)?;
+    let requested_by = principal("requested_by", r.requested_by)?;
+    let approved_by = r.approved_by.map(|a| principal("approved_by", a)).transpose()?;
+    if let Some(approver) = &approved_by {
+        if approver.same_as(&requested_by) {
+            return Err(ValidationError::SelfApproval {
+                principal: user,
+                approver: approver.clone(),
+            });
+        }
+    }
+    check_text("justification", r.justification, false)?;
+    if let Some(g) = r.approver_granted_by {
+        if principal("approver_grant.granted_by", g)?.same_as(&requested_by) {
+            return Err(field_err(
+                "approver_grant.granted_by",
+                format!("is the requester {requested_by}: an approver given the role by the requester may not decide their requests"),
+            ));
+        }
+    }
+    if let Some(c) = r.approver_confirmed_by {
+        let c = principal("approver_grant.confirmed_by", c)?;
+        if c.same_as(&requested_by) {
+            return Err(field_err(
+                "approver_grant.confirmed_by",
+                format!("is the requester {requested_by}: an approver whose role the requester confirmed may not decide their requests"),
+            ));
+        }
+        if approved_by.as_ref().is_some_and(|a| a.same_as(&c)) {
+            return Err(field_err(
+                "approver_grant.confirmed_by",
+                format!("is the approver {c}: nobody confirms their own approver role"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+impl UserScope {
+    /// The approval's names and words, as [`validate_approval`] takes them.
+    pub fn record(&self) -> ApprovalRecord<'_> {
+        let a = &self.approval;
+        let grant = a.approver_grant.as_ref();
+        ApprovalRecord {
+            user: self.principal.as_str(),
+            requested_by: a.requested_by.as_str(),
+            approved_by: Some(a.approved_by.as_str()),
+            justification: &a.justification,
+            approver_granted_by: grant.map(|g| g.granted_by.as_str()),
+            approver_confirmed_by: grant.map(|g| g.confirmed_by.as_str()),
+        }
+    }
+
+    /// Checks this one entry: [`validate_approval`], then its times. Fields are named from the
+    /// entry (`principal`, `approval.justification`, `approval.approver_grant.confirmed_at`, …).
+    /// The console's signer calls it per record, to leave out (not sign) one it refuses.
+    pub fn validate(&self) -> Result<(), ValidationError> {
+        validate_approval(&self.record()).map_err(|e| match e {
+            ValidationError::Field { field, why } if field == "user" => field_err("principal", why),
+            ValidationError::Field { field, why } => field_err(format!("approval.{field}"), why),
+            other => other,
+        })?;
+        let a = &self.approval;
+        check_time("approval.approved_at", a.approved_at)?;
+        check_time("approval.expires_at", a.expires_at)?;
+        if a.expires_at <= a.approved_at {
+            return Err(field_err("approval.expires_at", "must be after approved_at"));
+        }
+        if let Some(g) = &a.approver_grant {
+            check_time("approval.approver_grant.granted_at", g.granted_at)?;
+            check_time("approval.approver_grant.confirmed_at", g.confirmed_at)?;
+            if g.confirmed_at < g.granted_at {
+                return Err(field_err(
+                    "approval.approver_grant.confirmed_at",
+                    "must not be before granted_at",
+                ));
+            }
+            if g.confirmed_at > a.approved_at {
+                return Err(field_err(
+                    "approval.approver_grant.confirmed_at",
+                    "must not be after approved_at: the approver did not hold the role yet",
+                ));
+            }
+        }
+        Ok(())
+    }
 }
 
 impl Approval {
@@ -555,8 +718,9 @@ impl PolicyPayload {
     }
 
     /// Checks every rule that does not depend on the clock or on the receiving device: ranges,
-    /// consistency between sections, unique users, approver ≠ requester. The console calls it
-    /// before signing ([`crate::sign_policy`]); the agent again after verifying.
+    /// consistency between sections, unique users, and each user's [`UserScope::validate`]
+    /// (approver ≠ requester, …). The console calls it before signing ([`crate::sign_policy`]);
+    /// the agent again after verifying.
     pub fn validate(&self) -> Result<(), ValidationError> {
         if self.version == 0 {
             return Err(field_err("version", "must be at least 1"));
@@ -632,22 +796,12 @@ impl PolicyPayload {
                     format!("{} is listed twice", u.principal),
                 ));
             }
-            let a = &u.approval;
-            if a.approved_by.same_as(&a.requested_by) {
-                return Err(ValidationError::SelfApproval {
-                    principal: u.principal.clone(),
-                    approver: a.approved_by.clone(),
-                });
-            }
-            check_text(&format!("users[{i}].approval.justification"), &a.justification, false)?;
-            check_time(&format!("users[{i}].approval.approved_at"), a.approved_at)?;
-            check_time(&format!("users[{i}].approval.expires_at"), a.expires_at)?;
-            if a.expires_at <= a.approved_at {
-                return Err(field_err(
-                    format!("users[{i}].approval.expires_at"),
-                    "must be after approved_at",
-                ));
-            }
+            u.validate().map_err(|e| match e {
+                ValidationError::Field { field, why } => {
+                    field_err(format!("users[{i}].{field}"), why)
+                }
+                other => other,
+            })?;
         }
         Ok(())
     }
@@ -684,9 +838,100 @@ mod tests {
                 justification: "case 4711".into(),
                 approved_at: datetime!(2026-11-21 00:00 UTC),
                 expires_at: datetime!(2026-12-21 00:00 UTC),
+                approver_grant: Some(RoleGrant {
+                    granted_by: p("olga@contoso.example"),
+                    granted_at: datetime!(2026-11-01 00:00 UTC),
+                    confirmed_by: p("paul@contoso.example"),
+                    confirmed_at: datetime!(2026-11-02 00:00 UTC),
+                }),
             },
         });
         pol
+    }
+
+    /// Each way of breaking one approval is refused alike by [`validate_approval`] (what the
+    /// console's API calls) and by [`PolicyPayload::validate`] (what the console's signer and the
+    /// agent's trust store call), with the same rule and the field named from where it sits.
+    #[test]
+    fn one_set_of_approval_rules_for_the_console_api_its_signer_and_the_agent() {
+        type Break = fn(&mut UserScope);
+        let cases: &[(&str, Break)] = &[
+            ("approval.justification", |u| u.approval.justification = "j".repeat(MAX_TEXT_LEN + 1)),
+            ("approval.justification", |u| u.approval.justification = "case\r4711".into()),
+            ("approval.justification", |u| u.approval.justification = "case \u{1b}[2J".into()),
+            ("approval.approver_grant.granted_by", |u| {
+                u.approval.approver_grant.as_mut().unwrap().granted_by = p("IVAN@contoso.example")
+            }),
+            ("approval.approver_grant.confirmed_by", |u| {
+                u.approval.approver_grant.as_mut().unwrap().confirmed_by = p("ivan@contoso.example")
+            }),
+            ("approval.approver_grant.confirmed_by", |u| {
+                u.approval.approver_grant.as_mut().unwrap().confirmed_by = p("Rita@contoso.example")
+            }),
+        ];
+        for (field, break_it) in cases {
+            let mut pol = sample();
+            break_it(&mut pol.users[0]);
+            let alone = validate_approval(&pol.users[0].record()).unwrap_err();
+            let (
+                ValidationError::Field { why: why_alone, .. },
+                Err(ValidationError::Field { field: f, why }),
+            ) = (alone, pol.validate())
+            else {
+                panic!("breaking {field}: not a field error");
+            };
+            assert_eq!(
+                (f.as_str(), why.as_str()),
+                (format!("users[0].{field}").as_str(), why_alone.as_str())
+            );
+            let key = crate::SigningKey::generate().unwrap();
+            assert!(crate::sign_policy(&key, &pol).is_err(), "signed despite {field}");
+        }
+        // An approver who is the requester in canonical form (Carol for carol).
+        let mut pol = sample();
+        pol.users[0].approval.requested_by = p("carol");
+        pol.users[0].approval.approved_by = p("Carol");
+        assert!(matches!(
+            validate_approval(&pol.users[0].record()),
+            Err(ValidationError::SelfApproval { .. })
+        ));
+        assert!(matches!(pol.validate(), Err(ValidationError::SelfApproval { .. })));
+        // A request not yet decided is checked with the same rules, minus the approver's.
+        let pending = ApprovalRecord { approved_by: None, ..pol.users[0].record() };
+        assert!(validate_approval(&pending).is_ok());
+        let bad_user = ApprovalRecord { user: "al\u{7}ice", ..pending };
+        assert!(
+            matches!(validate_approval(&bad_user), Err(ValidationError::Field { field, .. }) if field == "user")
+        );
+    }
+
+    #[test]
+    fn a_grant_confirmed_after_the_approval_is_refused_and_an_absent_one_still_parses() {
+        let mut pol = sample();
+        let g = pol.users[0].approval.approver_grant.as_mut().unwrap();
+        g.confirmed_at = datetime!(2026-11-21 00:00:01 UTC);
+        match pol.validate() {
+            Err(ValidationError::Field { field, .. }) => {
+                assert_eq!(field, "users[0].approval.approver_grant.confirmed_at")
+            }
+            other => panic!("{other:?}"),
+        }
+        // A bundle signed before grants were recorded.
+        let mut v = serde_json::to_value(sample()).unwrap();
+        v["users"][0]["approval"].as_object_mut().unwrap().remove("approver_grant");
+        let old = PolicyPayload::from_json(&serde_json::to_vec(&v).unwrap()).unwrap();
+        old.validate().unwrap();
+        assert_eq!(old.users[0].approval.approver_grant, None);
+    }
+
+    #[test]
+    fn canonical_names_compare_as_principals_do() {
+        for (a, b) in [("Carol", "carol"), ("ADMIN", "admin"), ("Ünal", "ünal"), ("a.b@C", "A.B@c")]
+        {
+            let same = canonical_name(a) == canonical_name(b);
+            assert_eq!(same, p(a).same_as(&p(b)), "{a} / {b}");
+        }
+        assert_eq!(canonical_name("  Rita\t"), "rita");
     }
 
     #[test]

@@ -35,6 +35,7 @@ fn setup() -> Setup {
             justification: "case 1".into(),
             approved_at: datetime!(2026-11-21 00:00 UTC),
             expires_at: datetime!(2026-12-21 00:00 UTC),
+            approver_grant: None,
         },
     });
     let trig = TriggerPayload {

@@ -79,6 +79,7 @@ fn policy(version: u64) -> PolicyPayload {
             justification: "case 4711: suspected data exfiltration".into(),
             approved_at: datetime!(2026-11-21 00:00 UTC),
             expires_at: datetime!(2026-12-01 00:00 UTC),
+            approver_grant: None,
         },
     });
     pol

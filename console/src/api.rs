@@ -2,13 +2,18 @@
 //!
 //! ```text
 //! people (Authorization: Bearer rvp_…)
-//!   POST /api/v1/people                    admin        {name, roles}       → person + token (once)
-//!   GET  /api/v1/people                    admin
+//!   POST /api/v1/people                    admin        {name, roles}       → person + token (once);
+//!                                                       an approver role is pending
+//!   GET  /api/v1/people                    admin, approver   names, roles, grants
+//!   POST /api/v1/people/{id}/roles/{role}  admin        grant a role (approver: pending)
+//!   POST /api/v1/people/{id}/roles/approver/confirm
+//!                                          approver, neither the granter nor the grantee
 //!   POST /api/v1/enrollment-tokens         admin        {ttl_secs}          → {token, expires_ms}
 //!   POST /api/v1/approvals                 admin        {user, mode, justification, ttl_secs}
-//!   GET  /api/v1/approvals                 any role
-//!   POST /api/v1/approvals/{id}/approve    approver, not the requester
-//!   POST /api/v1/approvals/{id}/reject     approver, not the requester
+//!   GET  /api/v1/approvals                 any role     (with `excluded` for records left out)
+//!   POST /api/v1/approvals/{id}/approve    approver since before the request, not the requester
+//!                                          nor made approver by them (see api::approvals)
+//!   POST /api/v1/approvals/{id}/reject     same as approve
 //!   POST /api/v1/approvals/{id}/revoke     admin or approver
 //!   GET  /api/v1/policy/settings           any role;  PUT admin  (capture, limits, window, indicators, notify)
 //!   GET  /api/v1/policy                    any role   the current signed bundle
@@ -33,6 +38,7 @@ pub mod enroll;
 pub mod ingest;
 pub mod page;
 pub mod people;
+pub mod roles;
 pub mod stream;
 
 use std::sync::Arc;
@@ -61,6 +67,8 @@ pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/api/v1/people", post(people::create).get(people::list))
+        .route("/api/v1/people/{id}/roles/{role}", post(roles::grant))
+        .route("/api/v1/people/{id}/roles/{role}/confirm", post(roles::confirm))
         .route("/api/v1/enrollment-tokens", post(people::create_enrollment_token))
         .route("/api/v1/audit", get(people::audit))
         .route("/api/v1/approvals", post(approvals::request).get(approvals::list))

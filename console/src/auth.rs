@@ -7,6 +7,9 @@
 //! ```
 //!
 //! Only SHA-256 of each token is stored, so a copy of the database authenticates nobody.
+//!
+//! A person's roles are their *active* grants (`role_grants`, see [`crate::api::roles`]): an
+//! approver grant waiting for its confirmation gives nothing yet.
 
 use std::sync::Arc;
 
@@ -20,7 +23,9 @@ use crate::state::AppState;
 use crate::store::{now_ms, sha256_hex, Store};
 
 /// What a person may do. A person may hold several.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
     /// Authors policy, requests approvals, issues triggers, manages people and enrollment.
@@ -47,24 +52,6 @@ impl Role {
             "investigator" => Some(Role::Investigator),
             _ => None,
         }
-    }
-
-    /// Parses "admin,approver"; an unknown name is an error naming it.
-    pub fn parse_list(s: &str) -> Result<Vec<Role>, String> {
-        let roles: Result<Vec<Role>, String> = s
-            .split(',')
-            .filter(|r| !r.trim().is_empty())
-            .map(|r| {
-                Role::parse(r).ok_or_else(|| {
-                    format!("unknown role {r:?}: use admin, approver or investigator")
-                })
-            })
-            .collect();
-        let roles = roles?;
-        if roles.is_empty() {
-            return Err("a person needs at least one role (admin, approver, investigator)".into());
-        }
-        Ok(roles)
     }
 
     pub fn join(roles: &[Role]) -> String {
@@ -144,9 +131,9 @@ impl FromRequestParts<Arc<AppState>> for Person {
     }
 }
 
-/// The person whose API token (`rvp_…`) this is, by its stored hash; `None` when nobody holds
-/// it. The local commands that act as a person (`clip export`) check tokens with this, the
-/// same check the API makes.
+/// The person whose API token (`rvp_…`) this is, by its stored hash, with their effective
+/// (active) roles; `None` when nobody holds it. The local commands that act as a person
+/// (`clip export`) check tokens with this, the same check the API makes.
 pub fn person_by_token(store: &Store, token: &str) -> Result<Option<Person>, ConsoleError> {
     if !token.starts_with("rvp_") {
         return Ok(None);
@@ -154,19 +141,25 @@ pub fn person_by_token(store: &Store, token: &str) -> Result<Option<Person>, Con
     person_by_hash(store, &sha256_hex(token.trim().as_bytes()))
 }
 
-fn person_by_hash(store: &Store, hash: &str) -> Result<Option<Person>, ConsoleError> {
-    let row: Option<(i64, String, String)> = store
-        .conn()
-        .query_row("SELECT id, name, roles FROM people WHERE token_sha256 = ?1", [hash], |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+/// The person whose token hashes to `hash`, with their effective (active) roles.
+pub fn person_by_hash(store: &Store, hash: &str) -> Result<Option<Person>, ConsoleError> {
+    let conn = store.conn();
+    let row: Option<(i64, String)> = conn
+        .query_row("SELECT id, name FROM people WHERE token_sha256 = ?1", [hash], |r| {
+            Ok((r.get(0)?, r.get(1)?))
         })
         .optional()?;
-    row.map(|(id, name, roles)| {
-        let roles = Role::parse_list(&roles)
-            .map_err(|e| ConsoleError::Database(format!("roles of {name}: {e}")))?;
-        Ok(Person { id, name, roles })
-    })
-    .transpose()
+    let Some((id, name)) = row else { return Ok(None) };
+    let mut stmt = conn
+        .prepare_cached("SELECT role FROM role_grants WHERE person_id = ?1 AND state = 'active'")?;
+    let mut roles: Vec<Role> = stmt
+        .query_map([id], |r| r.get::<_, String>(0))?
+        .collect::<Result<Vec<_>, _>>()?
+        .iter()
+        .filter_map(|r| Role::parse(r))
+        .collect();
+    roles.sort();
+    Ok(Some(Person { id, name, roles }))
 }
 
 /// An authenticated device.

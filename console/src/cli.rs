@@ -27,7 +27,8 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
-    /// Create a tenant (keys, database, first admin) in an empty directory.
+    /// Create a tenant (keys, database, the first admin and the first approver: two people)
+    /// in an empty directory. Prints each token once, on its own labelled line.
     Init {
         #[arg(long)]
         data: PathBuf,
@@ -37,6 +38,9 @@ pub enum Command {
         /// Name of the first admin.
         #[arg(long, default_value = "admin")]
         admin: String,
+        /// Name of the first approver (a different person from the admin).
+        #[arg(long, default_value = crate::server::DEFAULT_APPROVER)]
+        approver: String,
     },
     /// Run the server.
     Serve {
@@ -157,7 +161,8 @@ pub enum ClipCommand {
 
 #[derive(Subcommand, Debug)]
 pub enum PersonCommand {
-    /// Add a person; prints their token once.
+    /// Add a person (admin); prints their token once. An approver role stays pending until
+    /// another approver confirms it (`person confirm`).
     Add {
         #[command(flatten)]
         api: Api,
@@ -167,7 +172,26 @@ pub enum PersonCommand {
         #[arg(long)]
         role: String,
     },
+    /// People, their roles and grants (admin or approver).
     List(Api),
+    /// Grant a role to an existing person (admin). An approver grant stays pending until
+    /// another approver confirms it.
+    Grant {
+        #[command(flatten)]
+        api: Api,
+        #[arg(long)]
+        name: String,
+        /// admin, approver or investigator.
+        #[arg(long)]
+        role: String,
+    },
+    /// Confirm a pending approver grant (an approver who neither made nor holds the grant).
+    Confirm {
+        #[command(flatten)]
+        api: Api,
+        #[arg(long)]
+        name: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -301,6 +325,17 @@ fn read_url(data: &Path) -> anyhow::Result<String> {
     Ok(url.trim().to_owned())
 }
 
+/// The id of the person called `name` (in canonical form, as the console compares names).
+async fn person_id(c: &AdminClient, name: &str) -> anyhow::Result<i64> {
+    let people: Vec<crate::api::people::PersonView> = c.get("/api/v1/people").await?;
+    let key = rearview_config::canonical_name(name);
+    people
+        .iter()
+        .find(|p| rearview_config::canonical_name(&p.name) == key)
+        .map(|p| p.id)
+        .with_context(|| format!("no person named {name:?}; 'person list' shows who there is"))
+}
+
 fn print(v: &Value) {
     println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
 }
@@ -356,6 +391,16 @@ pub async fn run_api(command: Command) -> anyhow::Result<()> {
             api.client()?.post("/api/v1/people", &json!({ "name": name, "roles": roles })).await?
         }
         Command::Person(PersonCommand::List(api)) => api.client()?.get("/api/v1/people").await?,
+        Command::Person(PersonCommand::Grant { api, name, role }) => {
+            let c = api.client()?;
+            let id = person_id(&c, &name).await?;
+            c.post(&format!("/api/v1/people/{id}/roles/{}", role.trim()), &json!({})).await?
+        }
+        Command::Person(PersonCommand::Confirm { api, name }) => {
+            let c = api.client()?;
+            let id = person_id(&c, &name).await?;
+            c.post(&format!("/api/v1/people/{id}/roles/approver/confirm"), &json!({})).await?
+        }
         Command::EnrollmentToken(EnrollmentTokenCommand::Create { api, ttl }) => {
             api.client()?.post("/api/v1/enrollment-tokens", &json!({ "ttl_secs": ttl })).await?
         }

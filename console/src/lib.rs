@@ -7,13 +7,15 @@
 //!
 //! # Layout
 //!
-//! * [`server`]: `init` (tenant, keys, first admin) and [`Server::start`] (HTTP/HTTPS, the
-//!   policy ticker), returning a [`ServerHandle`] with the bound address and shutdown.
+//! * [`server`]: `init` (tenant, keys, the first admin and the first approver: two people) and
+//!   [`Server::start`] (HTTP/HTTPS, the policy ticker), returning a [`ServerHandle`] with the
+//!   bound address and shutdown.
 //! * [`api`]: the routes; one module per idea — [`api::people`] (people, enrollment tokens,
-//!   audit), [`api::enroll`], [`api::approvals`], [`api::stream`] (push), [`api::ingest`]
-//!   (manifests checked against approvals and triggers, segments streamed to disk),
-//!   [`api::clips`] (clip review), [`api::devices`] (health, activity/indicators),
-//!   [`api::page`] (how every list is paged).
+//!   audit), [`api::roles`] (role grants and their confirmation by a second person),
+//!   [`api::enroll`], [`api::approvals`] (requests, who may decide them, records the signer
+//!   leaves out), [`api::stream`] (push), [`api::ingest`] (manifests checked against approvals
+//!   and triggers, segments streamed to disk), [`api::clips`] (clip review), [`api::devices`]
+//!   (health, activity/indicators), [`api::page`] (how every list is paged).
 //! * [`policy`]: the signed bundle, triggers and indicator rules.
 //! * [`auth`]: tokens and roles; [`store`]: the database and blob layout; [`push`]: the hub that
 //!   wakes device streams; [`tenant`]: keys and signing; [`private`]: the modes of everything
@@ -46,4 +48,4 @@ pub mod tenant;
 
 pub use api::ingest::IngestLimits;
 pub use error::ConsoleError;
-pub use server::{init, InitOutput, Server, ServerConfig, ServerHandle};
+pub use server::{init, init_with_approver, InitOutput, Server, ServerConfig, ServerHandle};

@@ -17,13 +17,14 @@ async fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     match Cli::parse().command {
-        Command::Init { data, tenant, admin } => {
-            let out = rearview_console::init(&data, &tenant, &admin)?;
+        Command::Init { data, tenant, admin, approver } => {
+            let out = rearview_console::init_with_approver(&data, &tenant, &admin, &approver)?;
             println!("tenant {} created in {}", out.tenant_id, data.display());
             println!("signing key id {}", out.signing_key_id);
             println!("sealing public key {}", out.sealing_public_key);
-            println!("admin {} token (shown once, keep it secret):", out.admin_name);
-            println!("{}", out.admin_token);
+            println!("tokens below are shown once: give each only to its person, keep it secret");
+            println!("admin token ({}): {}", out.admin_name, out.admin_token);
+            println!("approver token ({}): {}", out.approver_name, out.approver_token);
             Ok(())
         }
         Command::Serve {

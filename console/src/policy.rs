@@ -184,9 +184,11 @@ pub fn bundle_for(state: &AppState, _device_id: &str) -> Result<PolicyMessage, A
     let message = match stored.filter(|m| m.version == version) {
         Some(m) => m,
         None => {
-            let approvals = approvals::in_force(state)?;
+            // A record the rules refuse is left out (and flagged), never allowed to hold up the
+            // bundle: revocations and other users' approvals must still reach devices.
+            let users = approvals::bundle_users(state)?;
             let settings = capture_settings(state)?;
-            let signed = state.tenant.sign_policy(version, &approvals, &settings)?;
+            let signed = state.tenant.sign_policy(version, users, &settings)?;
             let m = PolicyMessage { version, signed };
             let json =
                 serde_json::to_string(&m).map_err(|e| ApiError::bad_request(e.to_string()))?;

@@ -16,6 +16,7 @@ use rusqlite::params;
 
 use crate::api;
 use crate::api::ingest::{IngestLimits, IngestState};
+use crate::api::roles::{Granter, INIT};
 use crate::auth::Role;
 use crate::error::ConsoleError;
 use crate::push::Hub;
@@ -23,18 +24,46 @@ use crate::state::AppState;
 use crate::store::{now_ms, Store};
 use crate::tenant::Tenant;
 
-/// What `init` produced. The admin token is shown once and stored only as a hash.
+/// What `init` produced. Each token is shown once and stored only as a hash.
 #[derive(Debug)]
 pub struct InitOutput {
     pub tenant_id: String,
     pub admin_name: String,
     pub admin_token: String,
+    /// The first approver: a second person, so that capture can be approved at all without
+    /// the admin making (and vouching for) an approver account.
+    pub approver_name: String,
+    pub approver_token: String,
     pub sealing_public_key: String,
     pub signing_key_id: String,
 }
 
-/// Creates a tenant in the empty (or absent) directory `data`.
+/// The first approver's name when `init` is not given one.
+pub const DEFAULT_APPROVER: &str = "approver";
+
+/// Creates a tenant in the empty (or absent) directory `data`, with the first admin
+/// `admin_name` and the first approver [`DEFAULT_APPROVER`].
 pub fn init(data: &Path, tenant_id: &str, admin_name: &str) -> Result<InitOutput, ConsoleError> {
+    init_with_approver(data, tenant_id, admin_name, DEFAULT_APPROVER)
+}
+
+/// Creates a tenant in the empty (or absent) directory `data`: keys, database, the first admin
+/// and the first approver, two different people (names differing in canonical form), each
+/// with their own token. Both roles are granted by `console:init`; the approver's is active at
+/// once, as nobody could confirm it yet.
+pub fn init_with_approver(
+    data: &Path,
+    tenant_id: &str,
+    admin_name: &str,
+    approver_name: &str,
+) -> Result<InitOutput, ConsoleError> {
+    if rearview_config::canonical_name(admin_name) == rearview_config::canonical_name(approver_name)
+    {
+        return Err(ConsoleError::Config(format!(
+            "the first admin ({admin_name:?}) and the first approver ({approver_name:?}) must be \
+             two different people: give another --approver name"
+        )));
+    }
     crate::private::create_dir(data)
         .map_err(|e| ConsoleError::Io(format!("create {}: {e}", data.display())))?;
     if data.join("console.db").exists() || data.join("keys").exists() {
@@ -55,18 +84,25 @@ pub fn init(data: &Path, tenant_id: &str, admin_name: &str) -> Result<InitOutput
         stream_ping: conn::stream_ping(ServerConfig::IDLE_TIMEOUT),
         ingest: IngestState::default(),
     };
-    let admin = api::people::create_person(&state, "console:init", admin_name, &[Role::Admin])
-        .map_err(|e| ConsoleError::Config(e.message))?;
+    let granter = Granter { name: INIT, actor: INIT, confirms: true };
+    let person = |name: &str, role: Role| {
+        api::people::create_person(&state, granter, name, &[role])
+            .map_err(|e| ConsoleError::Config(format!("{name:?}: {}", e.message)))
+    };
+    let admin = person(admin_name, Role::Admin)?;
+    let approver = person(approver_name, Role::Approver)?;
     state.store.audit(
-        "console:init",
+        INIT,
         "tenant.create",
         tenant_id,
-        serde_json::json!({ "admin": admin_name }),
+        serde_json::json!({ "admin": admin.name, "approver": approver.name }),
     )?;
     Ok(InitOutput {
         tenant_id: tenant_id.to_owned(),
         admin_name: admin.name,
         admin_token: admin.token,
+        approver_name: approver.name,
+        approver_token: approver.token,
         sealing_public_key: state.tenant.sealing_public_hex.clone(),
         signing_key_id: state.tenant.signing_key_id(),
     })

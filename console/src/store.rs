@@ -4,13 +4,22 @@
 //!
 //! ```text
 //! meta             key → value (tenant_id, policy_version, capture settings, indicator rules)
-//! people           id, name (unique), roles ("admin,approver"), token_sha256, created_ms
+//! people           id, name (unique), name_key (canonical form, one person per key),
+//!                  token_sha256, created_ms
+//! role_grants      id, person_id, role, granted_by, granted_ms, state (pending|active),
+//!                  confirmed_by, confirmed_ms; one row per person and role. A person's
+//!                  effective roles are the active ones; an approver grant stays pending until
+//!                  a second person confirms it (see api::roles)
 //! enrollment_tokens token_sha256, created_by, created_ms, expires_ms, used_ms, device_id
 //! devices          id, public_key, token_sha256, hostname, enrolled_ms, last_seen_ms,
 //!                  policy_version (last reported), health_json, users_json
 //! approvals        id, user, mode, justification, requested_by, requested_ms, expires_ms,
 //!                  state (pending|approved|rejected|revoked), decided_by, decided_ms (who
-//!                  approved or rejected, and when), revoked_by, revoked_ms
+//!                  approved or rejected, and when), revoked_by, revoked_ms,
+//!                  approver_granted_by, approver_granted_ms, approver_confirmed_by,
+//!                  approver_confirmed_ms (the decider's approver grant, copied at the decision),
+//!                  excluded_reason, excluded_ms (set when the signer left the record out of
+//!                  the bundle because it breaks a rule; never cleared)
 //! alerts           id, user, reason, source (manual|rule:<kind>), created_by, created_ms
 //! triggers         id, alert_id, device_id, user, event_time_ms, before_secs, after_secs,
 //!                  reason, issued_ms, expires_ms, signed_json, acked_ms
@@ -39,6 +48,15 @@
 //!
 //! whatever the umask of whoever runs the console (see [`crate::private`]).
 //!
+//! # Migrations
+//!
+//! [`Store::open`] brings an older database up to date in one transaction: columns added since
+//! are added; the `roles` column of `people` ("admin,approver") becomes active `role_grants`
+//! granted and confirmed by `legacy` at the person's creation time (each audited as
+//! `role.migrate`) and is dropped; `name_key` is filled; decided approvals get their approver's
+//! grant copied; the policy version is raised, so the next bundle is signed under the rules of
+//! `api::approvals`. Opening an up-to-date database changes nothing.
+//!
 //! # Blobs
 //!
 //! ```text
@@ -65,8 +83,12 @@ use crate::private;
 const SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS people (
-    id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE, roles TEXT NOT NULL,
+    id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE, name_key TEXT NOT NULL,
     token_sha256 TEXT NOT NULL UNIQUE, created_ms INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS role_grants (
+    id INTEGER PRIMARY KEY, person_id INTEGER NOT NULL REFERENCES people (id), role TEXT NOT NULL,
+    granted_by TEXT NOT NULL, granted_ms INTEGER NOT NULL, state TEXT NOT NULL,
+    confirmed_by TEXT, confirmed_ms INTEGER, UNIQUE (person_id, role));
 CREATE TABLE IF NOT EXISTS enrollment_tokens (
     token_sha256 TEXT PRIMARY KEY, created_by TEXT NOT NULL, created_ms INTEGER NOT NULL,
     expires_ms INTEGER NOT NULL, used_ms INTEGER, device_id TEXT);
@@ -78,7 +100,9 @@ CREATE TABLE IF NOT EXISTS devices (
 CREATE TABLE IF NOT EXISTS approvals (
     id INTEGER PRIMARY KEY, user TEXT NOT NULL, mode TEXT NOT NULL, justification TEXT NOT NULL,
     requested_by TEXT NOT NULL, requested_ms INTEGER NOT NULL, expires_ms INTEGER NOT NULL,
-    state TEXT NOT NULL, decided_by TEXT, decided_ms INTEGER, revoked_by TEXT, revoked_ms INTEGER);
+    state TEXT NOT NULL, decided_by TEXT, decided_ms INTEGER, revoked_by TEXT, revoked_ms INTEGER,
+    approver_granted_by TEXT, approver_granted_ms INTEGER, approver_confirmed_by TEXT,
+    approver_confirmed_ms INTEGER, excluded_reason TEXT, excluded_ms INTEGER);
 CREATE TABLE IF NOT EXISTS alerts (
     id INTEGER PRIMARY KEY, user TEXT NOT NULL, reason TEXT NOT NULL, source TEXT NOT NULL,
     created_by TEXT NOT NULL, created_ms INTEGER NOT NULL);
@@ -110,47 +134,112 @@ CREATE TABLE IF NOT EXISTS audit (
     target TEXT NOT NULL, details_json TEXT NOT NULL);
 "#;
 
-/// Brings a database made by an older console up to [`SCHEMA`] (columns added since).
-fn migrate(conn: &Connection) -> Result<(), ConsoleError> {
-    let has_revoked_by: bool = conn.query_row(
-        "SELECT EXISTS (SELECT 1 FROM pragma_table_info('approvals') WHERE name = 'revoked_by')",
-        [],
+fn has_column(conn: &Connection, table: &str, column: &str) -> Result<bool, ConsoleError> {
+    Ok(conn.query_row(
+        "SELECT EXISTS (SELECT 1 FROM pragma_table_info(?1) WHERE name = ?2)",
+        params![table, column],
         |r| r.get(0),
-    )?;
-    if !has_revoked_by {
-        conn.execute_batch(
-            "ALTER TABLE approvals ADD COLUMN revoked_by TEXT;
-             ALTER TABLE approvals ADD COLUMN revoked_ms INTEGER;",
+    )?)
+}
+
+/// Brings a database made by an older console up to [`SCHEMA`] (see "Migrations").
+fn migrate(conn: &mut Connection) -> Result<(), ConsoleError> {
+    let tx = conn.transaction()?;
+    for (column, kind) in [
+        ("revoked_by", "TEXT"),
+        ("revoked_ms", "INTEGER"),
+        ("approver_granted_by", "TEXT"),
+        ("approver_granted_ms", "INTEGER"),
+        ("approver_confirmed_by", "TEXT"),
+        ("approver_confirmed_ms", "INTEGER"),
+        ("excluded_reason", "TEXT"),
+        ("excluded_ms", "INTEGER"),
+    ] {
+        if !has_column(&tx, "approvals", column)? {
+            tx.execute_batch(&format!("ALTER TABLE approvals ADD COLUMN {column} {kind};"))?;
+        }
+    }
+    if !has_column(&tx, "people", "name_key")? {
+        tx.execute_batch("ALTER TABLE people ADD COLUMN name_key TEXT NOT NULL DEFAULT '';")?;
+        let names: Vec<(i64, String)> = tx
+            .prepare("SELECT id, name FROM people")?
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<Result<_, _>>()?;
+        for (id, name) in names {
+            tx.execute(
+                "UPDATE people SET name_key = ?1 WHERE id = ?2",
+                params![rearview_config::canonical_name(&name), id],
+            )?;
+        }
+    }
+    if has_column(&tx, "people", "roles")? {
+        let people: Vec<(i64, String, String, i64)> = tx
+            .prepare("SELECT id, name, roles, created_ms FROM people ORDER BY id")?
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
+            .collect::<Result<_, _>>()?;
+        for (id, name, roles, created_ms) in people {
+            let mut migrated = Vec::new();
+            for role in roles.split(',').map(str::trim).filter(|r| !r.is_empty()) {
+                // A role this console does not know grants nothing; the audit line keeps it.
+                if crate::auth::Role::parse(role).is_none() {
+                    continue;
+                }
+                tx.execute(
+                    "INSERT INTO role_grants (person_id, role, granted_by, granted_ms, state,
+                                              confirmed_by, confirmed_ms)
+                     VALUES (?1, ?2, ?3, ?4, 'active', ?3, ?4) ON CONFLICT DO NOTHING",
+                    params![id, role, LEGACY, created_ms],
+                )?;
+                migrated.push(role);
+            }
+            audit_in(
+                &tx,
+                "console",
+                "role.migrate",
+                &name,
+                serde_json::json!({ "roles_column": roles, "granted": migrated, "granted_by": LEGACY }),
+            )?;
+        }
+        tx.execute_batch("ALTER TABLE people DROP COLUMN roles;")?;
+        // Decisions taken before grants were recorded: the decider's (now legacy) grant.
+        tx.execute_batch(
+            "UPDATE approvals SET
+                 (approver_granted_by, approver_granted_ms, approver_confirmed_by, approver_confirmed_ms) =
+                 (SELECT g.granted_by, g.granted_ms, g.confirmed_by, g.confirmed_ms
+                  FROM role_grants g JOIN people p ON p.id = g.person_id
+                  WHERE p.name = approvals.decided_by AND g.role = 'approver' AND g.state = 'active')
+             WHERE decided_by IS NOT NULL AND approver_granted_by IS NULL;",
+        )?;
+        // The stored bundle was signed under the old rules: the next one is signed under the
+        // new ones (records that break them left out), and devices take it as a newer version.
+        tx.execute_batch(
+            "UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'policy_version';",
         )?;
     }
-    add_column(conn, "activity", "outcome", "TEXT")?;
-    add_column(conn, "clip_segments", "size", "INTEGER")?;
+    for (table, column, kind) in
+        [("activity", "outcome", "TEXT"), ("clip_segments", "size", "INTEGER")]
+    {
+        if !has_column(&tx, table, column)? {
+            tx.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} {kind};"))?;
+        }
+    }
+    // Not unique: an older console may hold two people whose names differ only in case; the
+    // console refuses new ones (api::people) and treats such pairs as one person everywhere.
+    tx.execute_batch("CREATE INDEX IF NOT EXISTS people_name_key ON people (name_key);")?;
+    tx.commit()?;
     Ok(())
 }
 
-/// Adds `column` to `table` unless it is there (a database of an older console).
-fn add_column(
-    conn: &Connection,
-    table: &str,
-    column: &str,
-    kind: &str,
-) -> Result<(), ConsoleError> {
-    let has: bool = conn.query_row(
-        "SELECT EXISTS (SELECT 1 FROM pragma_table_info(?1) WHERE name = ?2)",
-        [table, column],
-        |r| r.get(0),
-    )?;
-    if !has {
-        conn.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} {kind};"))?;
-    }
-    Ok(())
-}
+/// The granter and confirmer named by grants carried over from a console before grants.
+pub const LEGACY: &str = "legacy";
 
 /// The metadata database. One connection behind a mutex: every statement is short, and one
 /// writer is what SQLite wants anyway.
 pub struct Store {
     conn: Mutex<Connection>,
     blob_dir: PathBuf,
+    /// The last time handed out by [`Store::event_ms`].
+    last_event_ms: Mutex<i64>,
 }
 
 impl Store {
@@ -169,17 +258,35 @@ impl Store {
             let path = data.join(side);
             private::tighten_file(&path).map_err(|e| io(&path, e))?;
         }
-        let conn = Connection::open(&db)
+        let mut conn = Connection::open(&db)
             .map_err(|e| ConsoleError::Database(format!("open {}: {e}", data.display())))?;
         conn.execute_batch(
             "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON;",
         )?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         conn.execute_batch(SCHEMA)?;
-        migrate(&conn)?;
+        migrate(&mut conn)?;
+        let last_event_ms: i64 = conn.query_row(
+            "SELECT MAX(COALESCE((SELECT MAX(granted_ms) FROM role_grants), 0),
+                        COALESCE((SELECT MAX(confirmed_ms) FROM role_grants), 0),
+                        COALESCE((SELECT MAX(requested_ms) FROM approvals), 0))",
+            [],
+            |r| r.get(0),
+        )?;
         let blob_dir = data.join("blobs");
         private::create_dir(&blob_dir).map_err(|e| io(&blob_dir, e))?;
-        Ok(Store { conn: Mutex::new(conn), blob_dir })
+        Ok(Store { conn: Mutex::new(conn), blob_dir, last_event_ms: Mutex::new(last_event_ms) })
+    }
+
+    /// The time of an event whose order against others of its kind decides something: role
+    /// grants and their confirmations, approval requests. Wall-clock milliseconds, but always
+    /// above the last one handed out (here or, before this process, in the database), so "the
+    /// approver held the role before the request was filed" never hinges on two events sharing
+    /// a millisecond.
+    pub fn event_ms(&self) -> i64 {
+        let mut last = self.last_event_ms.lock().unwrap_or_else(|p| p.into_inner());
+        *last = now_ms().max(last.saturating_add(1));
+        *last
     }
 
     /// The connection, for the queries of the modules that own each table.

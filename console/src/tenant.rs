@@ -21,13 +21,12 @@ use std::path::Path;
 
 use rearview_capture::seal::{TenantPublicKey, TenantSecretKey};
 use rearview_config::{
-    AlertId, CaptureMode, DeviceId, DeviceScope, IndicatorKind, PolicyPayload, Principal,
-    SigningKey, TenantId, TriggerId, TriggerPayload, TriggerReason,
+    AlertId, DeviceId, DeviceScope, IndicatorKind, PolicyPayload, Principal, SigningKey, TenantId,
+    TriggerId, TriggerPayload, TriggerReason, UserScope,
 };
 use time::OffsetDateTime;
 use zeroize::Zeroizing;
 
-use crate::api::approvals::Approval;
 use crate::error::{ApiError, ConsoleError};
 use crate::policy::TriggerRequest;
 
@@ -128,11 +127,12 @@ impl Tenant {
             .map_err(|e| ApiError::from(ConsoleError::Config(format!("tenant id: {e}"))))
     }
 
-    /// Signs the bundle of `version` with the approvals in force and the admin's settings.
+    /// Signs the bundle of `version` with the users in scope (each already checked on its own,
+    /// see `api::approvals::user_scope`) and the admin's settings.
     pub fn sign_policy(
         &self,
         version: u64,
-        approvals: &[Approval],
+        users: Vec<UserScope>,
         settings: &serde_json::Value,
     ) -> Result<serde_json::Value, ApiError> {
         let now = OffsetDateTime::now_utc();
@@ -140,30 +140,7 @@ impl Tenant {
             PolicyPayload::new(self.tenant_id()?, version.max(1), now, now + BUNDLE_LIFETIME);
         payload.devices = DeviceScope::All;
         apply_settings(&mut payload, settings).map_err(ApiError::bad_request)?;
-        for a in approvals {
-            let Some(decided_ms) = a.decided_ms else { continue };
-            let bad = |what: &str, e: String| {
-                ApiError::bad_request(format!("approval {}: {what}: {e}", a.id))
-            };
-            payload.users.push(rearview_config::UserScope {
-                principal: Principal::new(a.user.as_str())
-                    .map_err(|e| bad("user", e.to_string()))?,
-                mode: if a.mode == "all-activities" {
-                    CaptureMode::AllActivities
-                } else {
-                    CaptureMode::SpecificActivities
-                },
-                approval: rearview_config::Approval {
-                    requested_by: Principal::new(a.requested_by.as_str())
-                        .map_err(|e| bad("requested_by", e.to_string()))?,
-                    approved_by: Principal::new(a.decided_by.clone().unwrap_or_default())
-                        .map_err(|e| bad("approved_by", e.to_string()))?,
-                    justification: a.justification.clone(),
-                    approved_at: ms_to_time(decided_ms),
-                    expires_at: ms_to_time(a.expires_ms),
-                },
-            });
-        }
+        payload.users = users;
         let env = rearview_config::sign_policy(&self.signing, &payload)
             .map_err(|e| ApiError::from(ConsoleError::Signing(e.to_string())))?;
         serde_json::to_value(&env).map_err(|e| ApiError::from(ConsoleError::Signing(e.to_string())))

@@ -14,19 +14,19 @@ use support::{enroll, start};
 
 /// alice approved for all activities (the console takes clips only of approved users,
 /// recorded while approved).
-async fn approve_alice(url: &str, admin: &AdminClient) {
-    let approver = support::person(url, admin, "rita", "approver").await;
+async fn approve_alice(url: &str, admin: &AdminClient, approver_token: &str) {
+    let approver = AdminClient::new(url, approver_token, None).unwrap();
     support::approve(admin, &approver, "alice", "all-activities").await;
 }
 
 #[tokio::test]
 async fn malformed_oversized_mismatched_and_unauthenticated_uploads_change_nothing() {
-    let (dir, server, token) = start().await;
+    let (dir, server, out) = support::start_with("rita").await;
     let url = server.url();
-    let admin = AdminClient::new(&url, &token, None).unwrap();
+    let admin = AdminClient::new(&url, &out.admin_token, None).unwrap();
     let (dev, device_id) = enroll(&url, &admin).await;
     // The console takes clips only of approved users, recorded while approved.
-    approve_alice(&url, &admin).await;
+    approve_alice(&url, &admin, &out.approver_token).await;
     let t0 = rearview_uploader::now_ms();
     let http = reqwest::Client::new();
     let seg = vec![7u8; 1000];
@@ -162,11 +162,11 @@ async fn malformed_oversized_mismatched_and_unauthenticated_uploads_change_nothi
 /// complete, and a late re-send of an older version changes nothing.
 #[tokio::test]
 async fn open_clips_grow_then_close_and_only_then_complete() {
-    let (_dir, server, token) = start().await;
+    let (_dir, server, out) = support::start_with("rita").await;
     let url = server.url();
-    let admin = AdminClient::new(&url, &token, None).unwrap();
+    let admin = AdminClient::new(&url, &out.admin_token, None).unwrap();
     let (dev, device_id) = enroll(&url, &admin).await;
-    approve_alice(&url, &admin).await;
+    approve_alice(&url, &admin, &out.approver_token).await;
     let t0 = rearview_uploader::now_ms();
     let http = reqwest::Client::new();
     let segs: Vec<Vec<u8>> = (1..=3u8).map(|i| vec![i; 1000]).collect();
@@ -320,8 +320,21 @@ async fn people_roles_and_audit() {
     assert!(v2["version"].as_u64() > v1["version"].as_u64());
     let audit: Vec<Value> = admin.get("/api/v1/audit").await.unwrap();
     let actions: Vec<&str> = audit.iter().map(|a| a["action"].as_str().unwrap()).collect();
-    assert_eq!(actions, ["person.create", "tenant.create", "person.create", "policy.settings"]);
-    assert_eq!(audit[3]["actor"], json!("person:ivan"));
+    // init: the admin and the first approver, each with their grant; then ingrid.
+    assert_eq!(
+        actions,
+        [
+            "person.create",
+            "role.grant",
+            "person.create",
+            "role.grant",
+            "tenant.create",
+            "person.create",
+            "role.grant",
+            "policy.settings"
+        ]
+    );
+    assert_eq!(audit[7]["actor"], json!("person:ivan"));
     assert!(audit.iter().all(|a| a["time_ms"].as_i64().unwrap() > 0));
     server.shutdown().await.unwrap();
 }
@@ -350,7 +363,7 @@ async fn plain_http_only_on_loopback_and_tls_works() {
     let url = format!("https://localhost:{}", server.addr().port());
     let admin = AdminClient::new(&url, &out.admin_token, Some(&cert_path)).unwrap();
     let people: Vec<Value> = admin.get("/api/v1/people").await.unwrap();
-    assert_eq!(people.len(), 1);
+    assert_eq!(people.len(), 2, "the admin and the approver init made");
     // Without trusting the certificate, no connection.
     let untrusting = AdminClient::new(&url, &out.admin_token, None).unwrap();
     assert_eq!(untrusting.get::<Vec<Value>>("/api/v1/people").await.unwrap_err().status, 0);
@@ -380,8 +393,9 @@ fn cli_out_of_process() {
     let out = std::process::Command::new(exe).args(["init", "--data"]).arg(&data).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let stdout = String::from_utf8(out.stdout).unwrap();
-    let token = stdout.lines().last().unwrap().trim().to_owned();
-    assert!(token.starts_with("rvp_"), "{stdout}");
+    let token = support::labelled_token(&stdout, "admin token (admin): ");
+    let approver = support::labelled_token(&stdout, "approver token (approver): ");
+    assert!(token.starts_with("rvp_") && approver.starts_with("rvp_"), "{stdout}");
 
     let mut serve = std::process::Command::new(exe)
         .args(["serve", "--listen", "127.0.0.1:0", "--data"])
@@ -406,13 +420,13 @@ fn cli_out_of_process() {
         assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
         serde_json::from_slice(&out.stdout).unwrap()
     };
-    let rita = run(&["person", "add", "--name", "rita", "--role", "approver"]);
+    let ingrid = run(&["person", "add", "--name", "ingrid", "--role", "investigator"]);
     let req = run(&["approval", "request", "--user", "alice", "--justification", "case 1"]);
     let id = req["id"].as_i64().unwrap().to_string();
-    // The requester's own approval is refused with a clear message and a failing exit status.
+    // A call beyond the caller's roles is refused with a clear message and a failing exit status.
     let out = std::process::Command::new(exe)
         .args(["person", "list"])
-        .env("REARVIEW_TOKEN", rita["token"].as_str().unwrap())
+        .env("REARVIEW_TOKEN", ingrid["token"].as_str().unwrap())
         .arg("--data")
         .arg(&data)
         .output()
@@ -422,7 +436,7 @@ fn cli_out_of_process() {
     let out = std::process::Command::new(exe)
         .args(["approval", "approve", &id, "--data"])
         .arg(&data)
-        .env("REARVIEW_TOKEN", rita["token"].as_str().unwrap())
+        .env("REARVIEW_TOKEN", &approver)
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));

@@ -19,7 +19,9 @@ mod support;
 
 const USER: &str = "alice";
 
-/// A running console with its first admin (ivan) and two approvers (rita, vera).
+/// A running console with its first admin (ivan) and two approvers: rita (made by `init`) and
+/// vera (added by a second admin, olga, and confirmed by rita: an approver ivan made could not
+/// decide ivan's requests).
 struct Console {
     dir: tempfile::TempDir,
     server: ServerHandle,
@@ -30,10 +32,19 @@ struct Console {
 
 impl Console {
     async fn start() -> Console {
-        let (dir, server, token) = support::start().await;
-        let admin = AdminClient::new(&server.url(), &token, None).unwrap();
-        let rita = person(&server.url(), &admin, "rita", "approver").await;
-        let vera = person(&server.url(), &admin, "vera", "approver").await;
+        let (dir, server, out) = support::start_with("rita").await;
+        let admin = AdminClient::new(&server.url(), &out.admin_token, None).unwrap();
+        let rita = AdminClient::new(&server.url(), &out.approver_token, None).unwrap();
+        let olga = person(&server.url(), &admin, "olga", "admin").await;
+        let v: Value = olga
+            .post("/api/v1/people", &json!({"name": "vera", "roles": ["approver"]}))
+            .await
+            .unwrap();
+        let _: Value = rita
+            .post(&format!("/api/v1/people/{}/roles/approver/confirm", v["id"]), &json!({}))
+            .await
+            .unwrap();
+        let vera = AdminClient::new(&server.url(), v["token"].as_str().unwrap(), None).unwrap();
         Console { dir, server, admin, rita, vera }
     }
 
@@ -312,7 +323,7 @@ impl Drop for Child {
 fn init(exe: &str, data: &Path) -> String {
     let out = std::process::Command::new(exe).args(["init", "--data"]).arg(data).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8(out.stdout).unwrap().lines().last().unwrap().trim().to_owned()
+    support::labelled_token(&String::from_utf8(out.stdout).unwrap(), "admin token (admin): ")
 }
 
 /// The server treats only loopback addresses (`IpAddr::is_loopback`) as safe for plain HTTP;

@@ -59,7 +59,7 @@ async fn half_sent(addr: std::net::SocketAddr) -> TcpStream {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_whose_head_never_completes_are_closed_after_the_header_timeout() {
-    let (_dir, server, _) = support::start_with(|c| {
+    let (_dir, server, _) = support::start_configured("approver", |c| {
         c.header_read_timeout = Duration::from_secs(1);
         // Far longer than the header timeout: what closes these is the header timeout.
         c.idle_timeout = Duration::from_secs(600);
@@ -98,7 +98,7 @@ async fn requests_whose_head_never_completes_are_closed_after_the_header_timeout
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_request_body_is_closed_after_the_idle_timeout() {
-    let (_dir, server, _) = support::start_with(|c| {
+    let (_dir, server, _) = support::start_configured("approver", |c| {
         c.header_read_timeout = Duration::from_secs(600);
         c.idle_timeout = Duration::from_secs(1);
     })
@@ -179,8 +179,10 @@ async fn connections_beyond_the_cap_are_refused_and_push_streams_count_and_stay_
     let server = Server::start(config).await.unwrap();
     let addr = server.addr();
 
-    let mut streams = vec![push_stream(addr, token).await, push_stream(addr, token).await];
+    // The request still being sent connects first: the server takes a connection's permit in a
+    // task of its own, so only a connection answered since is surely counted after it.
     let held = half_sent(addr).await;
+    let mut streams = vec![push_stream(addr, token).await, push_stream(addr, token).await];
     // Three open: two push streams and a request still being sent. A fourth is refused.
     let refused = healthz(addr).await;
     assert!(

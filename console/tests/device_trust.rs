@@ -44,7 +44,8 @@ impl Console {
 
     async fn start_with(ingest: IngestLimits) -> Console {
         let dir = tempfile::tempdir().unwrap();
-        let out = rearview_console::init(dir.path(), "tenant-a", "ivan").unwrap();
+        let out =
+            rearview_console::init_with_approver(dir.path(), "tenant-a", "ivan", "rita").unwrap();
         let server = Server::start(ServerConfig {
             ingest,
             ..ServerConfig::plain(dir.path(), "127.0.0.1:0".parse().unwrap())
@@ -53,7 +54,7 @@ impl Console {
         .unwrap();
         let url = server.url();
         let admin = AdminClient::new(&url, &out.admin_token, None).unwrap();
-        let approver = support::person(&url, &admin, "rita", "approver").await;
+        let approver = AdminClient::new(&url, &out.approver_token, None).unwrap();
         Console {
             dir,
             server,
@@ -1004,7 +1005,7 @@ fn names_a_device_sends_cannot_forge_log_lines() {
     let data = dir.path().join("data");
     let out = std::process::Command::new(exe).args(["init", "--data"]).arg(&data).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let token = String::from_utf8(out.stdout).unwrap().lines().last().unwrap().trim().to_owned();
+    let token = support::labelled_token(&String::from_utf8(out.stdout).unwrap(), "admin token");
     let mut serve = std::process::Command::new(exe)
         .args(["serve", "--listen", "127.0.0.1:0", "--data"])
         .arg(&data)

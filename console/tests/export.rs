@@ -41,7 +41,8 @@ struct Exportable {
 /// alice types "a" in the second. Besides the admin, an approver and an investigator (iris).
 /// The server is stopped again (export runs on the data).
 async fn console_with_a_sealed_clip() -> Exportable {
-    let (dir, server, admin_token) = support::start().await;
+    let (dir, server, out) = support::start_with("rita").await;
+    let admin_token = out.admin_token;
     let admin = AdminClient::new(&server.url(), &admin_token, None).unwrap();
     let person = |name: &'static str, role: &'static str| {
         let admin = &admin;
@@ -54,7 +55,7 @@ async fn console_with_a_sealed_clip() -> Exportable {
         }
     };
     let investigator = person("iris", "investigator").await;
-    let approver = person("rita", "approver").await;
+    let approver = out.approver_token;
     {
         let rita = AdminClient::new(&server.url(), &approver, None).unwrap();
         support::approve(&admin, &rita, "alice", "all-activities").await;

@@ -75,10 +75,10 @@ fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
 }
 
 /// Uploads one clip of one segment through the console at `url` (so it writes a blob).
-async fn upload_a_clip(url: &str, admin_token: &str, state: &Path) {
+async fn upload_a_clip(url: &str, admin_token: &str, approver_token: &str, state: &Path) {
     let admin = AdminClient::new(url, admin_token, None).unwrap();
     // The console takes clips only of a user approved for that mode (review finding 6).
-    let approver = support::person(url, &admin, "rita", "approver").await;
+    let approver = AdminClient::new(url, approver_token, None).unwrap();
     support::approve(&admin, &approver, "alice", "all-activities").await;
     let t: Value = admin.post("/api/v1/enrollment-tokens", &json!({})).await.unwrap();
     let up = Uploader::open(UploaderConfig::new(url, state)).unwrap();
@@ -109,11 +109,12 @@ async fn the_data_directory_is_private_whatever_the_umask() {
         let init =
             under_umask(umask, &["init", "--data", data.to_str().unwrap()]).output().unwrap();
         assert!(init.status.success(), "{}", String::from_utf8_lossy(&init.stderr));
-        let admin_token =
-            String::from_utf8_lossy(&init.stdout).lines().last().unwrap_or_default().to_owned();
+        let stdout = String::from_utf8_lossy(&init.stdout);
+        let admin_token = support::labelled_token(&stdout, "admin token");
+        let approver_token = support::labelled_token(&stdout, "approver token");
 
         let (_serving, url) = serve(umask, &data);
-        upload_a_clip(&url, &admin_token, &tmp.path().join("device")).await;
+        upload_a_clip(&url, &admin_token, &approver_token, &tmp.path().join("device")).await;
 
         let want = |path: &Path| -> u32 {
             let name = path.file_name().unwrap().to_str().unwrap();

@@ -127,11 +127,14 @@ fn the_usb_copy_story_end_to_end() {
         "--json",
         r#"[{"kind": "removable_media_copy", "before_secs": 20, "after_secs": 10}]"#,
     ]);
-    let approver = console.api(&["person", "add", "--name", "approver", "--role", "approver"]);
-    let approver = approver["token"].as_str().unwrap().to_string();
-    // The security lead may both request and approve, but never their own request.
+    // init made the first approver, a second person; the admin cannot make one alone.
+    let approver = console.approver_token.clone();
+    // The security lead may both request and approve, but never their own request; their
+    // approver role counts once another approver confirms it.
     let lead = console.api(&["person", "add", "--name", "lead", "--role", "admin,approver"]);
+    assert_eq!(lead["pending"], serde_json::json!(["approver"]), "{lead}");
     let lead = lead["token"].as_str().unwrap().to_string();
+    console.api_as(&approver, &["person", "confirm", "--name", "lead"]);
     let request = |user: &str, mode: &str| {
         let r = console.api_as(
             &lead,

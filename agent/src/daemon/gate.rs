@@ -117,6 +117,7 @@ mod tests {
                 justification: "case 7".into(),
                 approved_at: now - Duration::hours(1),
                 expires_at: now + Duration::minutes(10),
+                approver_grant: None,
             },
         });
         p

@@ -8,19 +8,48 @@
 //! ```
 //!
 //! Every transition raises the policy version and pushes new bundles to connected devices.
+//!
+//! # Who may decide
+//!
+//! Approving or rejecting takes a person who, in this order (the first rule broken answers):
+//!
+//! 1. holds the approver role (an active grant, [`crate::api::roles`]) — else 403;
+//! 2. is not the requester's own account — else 403;
+//! 3. held that role before the request was filed (grant confirmed before `requested_ms`),
+//!    and was neither granted nor confirmed the role by the requester — else 403
+//!    ([`separation`]);
+//! 4. together with the request, passes [`rearview_config::validate_approval`], the rules the
+//!    signer and the agent apply (approver ≠ requester in canonical form, so `Carol` cannot
+//!    decide `carol`'s request) — else 400 naming the field.
+//!
+//! The decider's grant (granted_by/ms, confirmed_by/ms) is copied onto the record, and into the
+//! signed bundle. Requests are checked with the same rules when filed (400 naming the field).
+//!
+//! # Records that cannot be signed
+//!
+//! An approved record an older console stored may break the rules. The signer checks every
+//! record on its own ([`user_scope`]); one it refuses is left out of the bundle, flagged on the
+//! record (`excluded`, listed by `GET /api/v1/approvals`, never in force again) and audited once
+//! (`approval.exclude`), so it never holds up the bundle, and revocations still reach devices.
 
 use std::sync::Arc;
 
 use axum::extract::{Path, Query, State};
 use axum::Json;
+use rearview_config::{
+    canonical_name, validate_approval, ApprovalRecord, CaptureMode, Principal, RoleGrant,
+    UserScope, ValidationError,
+};
 use rusqlite::{params, OptionalExtension};
 use serde::{Deserialize, Serialize};
 
 use crate::api::page::{Page, PageQuery};
+use crate::api::roles::{self, GrantState};
 use crate::auth::{Person, Role};
 use crate::error::ApiError;
 use crate::state::AppState;
 use crate::store::now_ms;
+use crate::tenant::ms_to_time;
 
 /// The capture modes of a policy.
 pub const MODES: [&str; 2] = ["specific-activities", "all-activities"];
@@ -59,12 +88,39 @@ pub struct Approval {
     pub decided_ms: Option<i64>,
     pub revoked_by: Option<String>,
     pub revoked_ms: Option<i64>,
+    /// How the decider came to hold the approver role, as of the decision.
+    #[serde(default)]
+    pub approver_grant: Option<ApproverGrant>,
+    /// Why the signer leaves this record out of the bundle (it breaks a rule); such a record is
+    /// never in force, whatever its state says.
+    #[serde(default)]
+    pub excluded: Option<String>,
+    #[serde(default)]
+    pub excluded_ms: Option<i64>,
+}
+
+/// The decider's approver grant, copied onto the approval when it is decided.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApproverGrant {
+    pub granted_by: String,
+    pub granted_ms: i64,
+    pub confirmed_by: String,
+    /// Since when the decider held the role: before `requested_ms`.
+    pub confirmed_ms: i64,
 }
 
 const SELECT: &str = "SELECT id, user, mode, justification, requested_by, requested_ms, expires_ms,
-    state, decided_by, decided_ms, revoked_by, revoked_ms FROM approvals";
+    state, decided_by, decided_ms, revoked_by, revoked_ms, approver_granted_by,
+    approver_granted_ms, approver_confirmed_by, approver_confirmed_ms, excluded_reason,
+    excluded_ms FROM approvals";
 
 fn row_to_approval(r: &rusqlite::Row<'_>) -> rusqlite::Result<Approval> {
+    let grant = match (r.get(12)?, r.get(13)?, r.get(14)?, r.get(15)?) {
+        (Some(granted_by), Some(granted_ms), Some(confirmed_by), Some(confirmed_ms)) => {
+            Some(ApproverGrant { granted_by, granted_ms, confirmed_by, confirmed_ms })
+        }
+        _ => None,
+    };
     let mut a = Approval {
         id: r.get(0)?,
         user: r.get(1)?,
@@ -78,6 +134,9 @@ fn row_to_approval(r: &rusqlite::Row<'_>) -> rusqlite::Result<Approval> {
         decided_ms: r.get(9)?,
         revoked_by: r.get(10)?,
         revoked_ms: r.get(11)?,
+        approver_grant: grant,
+        excluded: r.get(16)?,
+        excluded_ms: r.get(17)?,
     };
     if (a.state == "pending" || a.state == "approved") && a.expires_ms <= now_ms() {
         a.state = "expired".into();
@@ -85,15 +144,36 @@ fn row_to_approval(r: &rusqlite::Row<'_>) -> rusqlite::Result<Approval> {
     Ok(a)
 }
 
-/// Approvals in force now (approved, not revoked, not expired), newest first per user.
+/// Approvals in force now (approved, not revoked, not expired, not excluded), newest decision
+/// first. A user may appear more than once (two approvals, or `Alice` and `alice`); the
+/// bundle keeps the newest that can be signed.
 pub fn in_force(state: &AppState) -> Result<Vec<Approval>, ApiError> {
     let conn = state.store.conn();
     let mut stmt = conn.prepare(&format!(
-        "{SELECT} WHERE state = 'approved' AND expires_ms > ?1 ORDER BY user, decided_ms DESC"
+        "{SELECT} WHERE state = 'approved' AND expires_ms > ?1 AND excluded_reason IS NULL
+         ORDER BY decided_ms DESC, id DESC"
     ))?;
     let rows = stmt.query_map([now_ms()], row_to_approval)?.collect::<Result<Vec<_>, _>>()?;
+    Ok(rows)
+}
+
+/// The bundle's users: for each user (canonical form) the newest approval in force that can be
+/// signed, ordered by name; every record that cannot is flagged ([`exclude`]).
+pub fn bundle_users(state: &AppState) -> Result<Vec<UserScope>, ApiError> {
     let mut seen = std::collections::HashSet::new();
-    Ok(rows.into_iter().filter(|a| seen.insert(a.user.clone())).collect())
+    let mut users = Vec::new();
+    for a in in_force(state)? {
+        match user_scope(&a) {
+            Ok(scope) => {
+                if seen.insert(canonical_name(&a.user)) {
+                    users.push(scope);
+                }
+            }
+            Err(reason) => exclude(state, &a, &reason)?,
+        }
+    }
+    users.sort_by(|a, b| a.principal.as_str().cmp(b.principal.as_str()));
+    Ok(users)
 }
 
 fn get(state: &AppState, id: i64) -> Result<Approval, ApiError> {
@@ -105,6 +185,106 @@ fn get(state: &AppState, id: i64) -> Result<Approval, ApiError> {
         .ok_or_else(|| ApiError::not_found(format!("no approval request {id}")))
 }
 
+/// A rule of [`validate_approval`] broken, in words that name the field.
+fn describe(e: &ValidationError) -> String {
+    match e {
+        ValidationError::Field { .. } => e.to_string(),
+        ValidationError::SelfApproval { .. } => format!("field approved_by: {e}"),
+    }
+}
+
+/// The console-only part of "who may decide" (rule 3 of the module docs): the approver's grant,
+/// as recorded, against the request. Used when deciding and again when signing.
+pub fn separation(
+    a: &Approval,
+    approver: &str,
+    grant: Option<&ApproverGrant>,
+) -> Result<(), String> {
+    let Some(g) = grant else {
+        return Err(format!("there is no record of how {approver} came to hold the approver role"));
+    };
+    if g.confirmed_ms >= a.requested_ms {
+        return Err(format!(
+            "{approver} holds the approver role since {} and approval {} was requested at {}: \
+             only someone who held the role before the request was filed may decide it",
+            g.confirmed_ms, a.id, a.requested_ms
+        ));
+    }
+    let requester = canonical_name(&a.requested_by);
+    for (what, who) in [("granted", &g.granted_by), ("confirmed", &g.confirmed_by)] {
+        if canonical_name(who) == requester {
+            return Err(format!(
+                "{approver} was {what} the approver role by {who}, who requested approval {}: \
+                 an approver the requester made may not decide their requests",
+                a.id
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// What the signer puts into the bundle for an approval in force, or why it cannot: the record
+/// must pass the rules the agent applies ([`UserScope::validate`]) and [`separation`].
+pub fn user_scope(a: &Approval) -> Result<UserScope, String> {
+    let name = |field: &str, s: &str| {
+        Principal::new(s).map_err(|e| format!("field {field} is not a valid name: {}", e.why))
+    };
+    let (Some(decided_by), Some(decided_ms)) = (&a.decided_by, a.decided_ms) else {
+        return Err("approved, but no record of who approved it or when".into());
+    };
+    let g = a.approver_grant.as_ref();
+    let grant = match g {
+        Some(g) => Some(RoleGrant {
+            granted_by: name("approver_grant.granted_by", &g.granted_by)?,
+            granted_at: ms_to_time(g.granted_ms),
+            confirmed_by: name("approver_grant.confirmed_by", &g.confirmed_by)?,
+            confirmed_at: ms_to_time(g.confirmed_ms),
+        }),
+        None => None,
+    };
+    let scope = UserScope {
+        principal: name("user", &a.user)?,
+        mode: if a.mode == "all-activities" {
+            CaptureMode::AllActivities
+        } else {
+            CaptureMode::SpecificActivities
+        },
+        approval: rearview_config::Approval {
+            requested_by: name("requested_by", &a.requested_by)?,
+            approved_by: name("approved_by", decided_by)?,
+            justification: a.justification.clone(),
+            approved_at: ms_to_time(decided_ms),
+            expires_at: ms_to_time(a.expires_ms),
+            approver_grant: grant,
+        },
+    };
+    scope.validate().map_err(|e| describe(&e))?;
+    separation(a, decided_by, g)?;
+    Ok(scope)
+}
+
+/// Flags `a` as left out of the bundle, and audits that once (a record already flagged is left
+/// as it is).
+pub fn exclude(state: &AppState, a: &Approval, reason: &str) -> Result<(), ApiError> {
+    let changed = state.store.conn().execute(
+        "UPDATE approvals SET excluded_reason = ?1, excluded_ms = ?2
+         WHERE id = ?3 AND excluded_reason IS NULL",
+        params![reason, now_ms(), a.id],
+    )?;
+    if changed == 1 {
+        tracing::warn!(approval = a.id, user = %a.user, %reason, "approval left out of the policy bundle");
+        state.store.audit(
+            "console",
+            "approval.exclude",
+            &format!("approval:{}", a.id),
+            serde_json::json!({ "user": a.user, "reason": reason }),
+        )?;
+    }
+    Ok(())
+}
+
+/// `POST /api/v1/approvals`. Admin only; the request is checked with the rules the signer and
+/// the agent apply, so one they would refuse is never stored.
 pub async fn request(
     State(state): State<Arc<AppState>>,
     person: Person,
@@ -112,22 +292,26 @@ pub async fn request(
 ) -> Result<Json<Approval>, ApiError> {
     person.require(&[Role::Admin])?;
     let user = req.user.trim();
-    if user.is_empty() || user.len() > 256 {
-        return Err(ApiError::bad_request("user must be a principal name of 1 to 256 characters"));
-    }
     if !MODES.contains(&req.mode.as_str()) {
         return Err(ApiError::bad_request(format!(
             "mode {:?} unknown: use specific-activities or all-activities",
             req.mode
         )));
     }
-    if req.justification.trim().is_empty() {
-        return Err(ApiError::bad_request("a justification is required"));
-    }
+    let record = ApprovalRecord {
+        user,
+        requested_by: &person.name,
+        approved_by: None,
+        justification: &req.justification,
+        ..ApprovalRecord::default()
+    };
+    validate_approval(&record).map_err(|e| {
+        ApiError::bad_request(format!("approval request refused: {}", describe(&e)))
+    })?;
     if !(60..=366 * 86400).contains(&req.ttl_secs) {
         return Err(ApiError::bad_request("ttl_secs must be between 60 and 31622400 (366 days)"));
     }
-    let now = now_ms();
+    let now = state.store.event_ms();
     let id = {
         let conn = state.store.conn();
         conn.execute(
@@ -146,6 +330,49 @@ pub async fn request(
     get(&state, id).map(Json)
 }
 
+/// The decider's active approver grant, as it is copied onto the approval.
+fn approver_grant(state: &AppState, person: &Person) -> Result<Option<ApproverGrant>, ApiError> {
+    let g = roles::grant_of(&state.store.conn(), person.id, Role::Approver)?;
+    Ok(g.filter(|g| g.state == GrantState::Active).and_then(|g| {
+        Some(ApproverGrant {
+            granted_by: g.granted_by,
+            granted_ms: g.granted_ms,
+            confirmed_by: g.confirmed_by?,
+            confirmed_ms: g.confirmed_ms?,
+        })
+    }))
+}
+
+/// Rules 2 to 4 of "Who may decide" for `person` deciding `approval`.
+fn may_decide(
+    approval: &Approval,
+    person: &Person,
+    grant: Option<&ApproverGrant>,
+) -> Result<(), ApiError> {
+    if approval.requested_by == person.name {
+        return Err(ApiError::forbidden(format!(
+            "{} requested approval {} and cannot also decide it: a different person with the approver role must",
+            person.name, approval.id
+        )));
+    }
+    separation(approval, &person.name, grant).map_err(ApiError::forbidden)?;
+    let record = ApprovalRecord {
+        user: &approval.user,
+        requested_by: &approval.requested_by,
+        approved_by: Some(&person.name),
+        justification: &approval.justification,
+        approver_granted_by: grant.map(|g| g.granted_by.as_str()),
+        approver_confirmed_by: grant.map(|g| g.confirmed_by.as_str()),
+    };
+    validate_approval(&record).map_err(|e| {
+        ApiError::bad_request(format!(
+            "approval {} cannot be decided: {}",
+            approval.id,
+            describe(&e)
+        ))
+    })
+}
+
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Decision {
@@ -162,15 +389,12 @@ async fn decide(
     comment: String,
 ) -> Result<Json<Approval>, ApiError> {
     let approval = get(&state, id)?;
+    let mut grant = None;
     let allowed_from = match to {
         "approved" | "rejected" => {
             person.require(&[Role::Approver])?;
-            if approval.requested_by == person.name {
-                return Err(ApiError::forbidden(format!(
-                    "{} requested approval {id} and cannot also decide it: a different person with the approver role must",
-                    person.name
-                )));
-            }
+            grant = approver_grant(&state, &person)?;
+            may_decide(&approval, &person, grant.as_ref())?;
             "pending"
         }
         _ => {
@@ -186,31 +410,51 @@ async fn decide(
     }
     let now = now_ms();
     // A revocation keeps who approved: the record must still say who let capture happen.
-    let changed = state.store.conn().execute(
-        if to == "revoked" {
+    let changed = match (to, &grant) {
+        ("revoked", _) => state.store.conn().execute(
             "UPDATE approvals SET state = ?1, revoked_by = ?2, revoked_ms = ?3
-             WHERE id = ?4 AND state = ?5 AND expires_ms > ?3"
-        } else {
-            "UPDATE approvals SET state = ?1, decided_by = ?2, decided_ms = ?3
-             WHERE id = ?4 AND state = ?5 AND expires_ms > ?3"
-        },
-        params![to, person.name, now, id, allowed_from],
-    )?;
+             WHERE id = ?4 AND state = ?5 AND expires_ms > ?3",
+            params![to, person.name, now, id, allowed_from],
+        )?,
+        (_, None) => {
+            // may_decide refuses a decider without a grant; this only guards the invariant.
+            return Err(ApiError::forbidden(format!("{} holds no approver grant", person.name)));
+        }
+        (_, Some(g)) => state.store.conn().execute(
+            "UPDATE approvals SET state = ?1, decided_by = ?2, decided_ms = ?3,
+                 approver_granted_by = ?6, approver_granted_ms = ?7, approver_confirmed_by = ?8,
+                 approver_confirmed_ms = ?9
+             WHERE id = ?4 AND state = ?5 AND expires_ms > ?3",
+            params![
+                to,
+                person.name,
+                now,
+                id,
+                allowed_from,
+                g.granted_by,
+                g.granted_ms,
+                g.confirmed_by,
+                g.confirmed_ms
+            ],
+        )?,
+    };
     if changed != 1 {
         return Err(ApiError::conflict(format!(
             "approval {id} changed meanwhile or expired; reload it"
         )));
     }
-    state.store.audit(
-        &person.actor(),
-        match to {
-            "approved" => "approval.approve",
-            "rejected" => "approval.reject",
-            _ => "approval.revoke",
-        },
-        &format!("approval:{id}"),
-        serde_json::json!({ "user": approval.user, "mode": approval.mode, "comment": comment }),
-    )?;
+    let mut details =
+        serde_json::json!({ "user": approval.user, "mode": approval.mode, "comment": comment });
+    if let Some(g) = &grant {
+        // Who made the decider an approver, as of this decision.
+        details["approver_grant"] = serde_json::json!(g);
+    }
+    let action = match to {
+        "approved" => "approval.approve",
+        "rejected" => "approval.reject",
+        _ => "approval.revoke",
+    };
+    state.store.audit(&person.actor(), action, &format!("approval:{id}"), details)?;
     crate::policy::changed(&state)?;
     get(&state, id).map(Json)
 }

@@ -1,17 +1,28 @@
-//! People, enrollment tokens and the audit log (admin only).
+//! People, enrollment tokens and the audit log.
+//!
+//! A person's name is unique in canonical form ([`rearview_config::canonical_name`]: trimmed,
+//! case-insensitive), so `Admin` cannot be created next to `admin`; it must be a valid
+//! principal (no control characters) of at most 128 bytes, and not one of the names the
+//! console itself records as a granter ([`roles::INIT`], [`crate::store::LEGACY`]). Roles are
+//! grants ([`roles`]): creating a person with the approver role leaves that grant pending.
 
 use std::sync::Arc;
 
 use axum::extract::{Query, State};
 use axum::Json;
-use rusqlite::params;
+use rearview_config::{canonical_name, Principal};
+use rusqlite::{params, OptionalExtension};
 use serde::{Deserialize, Serialize};
 
 use crate::api::page::{Page, PageQuery};
+use crate::api::roles::{self, Grant, GrantState, Granter};
 use crate::auth::{new_token, Person, Role};
 use crate::error::ApiError;
 use crate::state::AppState;
-use crate::store::{now_ms, sha256_hex};
+use crate::store::{audit_in, now_ms, sha256_hex, LEGACY};
+
+/// Longest person name, in bytes.
+const MAX_NAME_LEN: usize = 128;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -25,7 +36,11 @@ pub struct NewPerson {
 pub struct CreatedPerson {
     pub id: i64,
     pub name: String,
+    /// The roles in force now.
     pub roles: Vec<Role>,
+    /// Roles granted but waiting for a second person's confirmation (the approver role).
+    #[serde(default)]
+    pub pending: Vec<Role>,
     /// The person's API token, shown this once.
     pub token: String,
 }
@@ -34,73 +49,129 @@ pub struct CreatedPerson {
 pub struct PersonView {
     pub id: i64,
     pub name: String,
+    /// The roles in force, comma-separated (`approver,investigator`).
     pub roles: String,
     pub created_ms: i64,
+    /// Every grant, active or pending, with who granted and confirmed it.
+    #[serde(default)]
+    pub grants: Vec<Grant>,
 }
 
-/// Creates a person and their token. Also used by `init` for the first admin.
+/// Checks a new person's name (see the module docs) and returns it trimmed.
+fn person_name(name: &str) -> Result<&str, ApiError> {
+    let name = name.trim();
+    let refuse = |why: String| ApiError::bad_request(format!("a person's name {why}"));
+    if name.len() > MAX_NAME_LEN {
+        return Err(refuse(format!("must be at most {MAX_NAME_LEN} bytes, is {}", name.len())));
+    }
+    Principal::new(name).map_err(|e| refuse(format!("{name:?} is not valid: {}", e.why)))?;
+    let key = canonical_name(name);
+    if key == LEGACY || key == roles::INIT {
+        return Err(refuse(format!("{name:?} is reserved for the console's own records")));
+    }
+    Ok(name)
+}
+
+/// Creates a person, their token and their role grants, in one transaction with the audit
+/// lines. `granter` grants the roles (`init` passes one that confirms its approver at once).
 pub fn create_person(
     state: &AppState,
-    actor: &str,
+    granter: Granter<'_>,
     name: &str,
     roles: &[Role],
 ) -> Result<CreatedPerson, ApiError> {
-    let name = name.trim();
-    if name.is_empty() || name.len() > 128 {
-        return Err(ApiError::bad_request("a person's name must be 1 to 128 characters"));
-    }
+    let name = person_name(name)?;
+    let mut roles = roles.to_vec();
+    roles.sort();
+    roles.dedup();
     if roles.is_empty() {
         return Err(ApiError::bad_request("a person needs at least one role"));
     }
     let token = new_token("rvp");
-    let id = {
-        let conn = state.store.conn();
-        let inserted = conn.execute(
-            "INSERT INTO people (name, roles, token_sha256, created_ms) VALUES (?1, ?2, ?3, ?4)
-             ON CONFLICT (name) DO NOTHING",
-            params![name, Role::join(roles), sha256_hex(token.as_bytes()), now_ms()],
-        )?;
-        if inserted == 0 {
-            return Err(ApiError::conflict(format!("a person named {name:?} already exists")));
-        }
-        conn.last_insert_rowid()
-    };
-    state.store.audit(
-        actor,
+    let now = state.store.event_ms();
+    let key = canonical_name(name);
+    let mut conn = state.store.conn();
+    let tx = conn.transaction()?;
+    let existing: Option<String> = tx
+        .query_row(
+            "SELECT name FROM people WHERE name_key = ?1 OR name = ?2",
+            params![key, name],
+            |r| r.get(0),
+        )
+        .optional()?;
+    if let Some(existing) = existing {
+        return Err(ApiError::conflict(format!(
+            "a person named {existing:?} already exists; {name:?} is the same name in canonical form (case and spaces do not count)"
+        )));
+    }
+    tx.execute(
+        "INSERT INTO people (name, name_key, token_sha256, created_ms) VALUES (?1, ?2, ?3, ?4)",
+        params![name, key, sha256_hex(token.as_bytes()), now],
+    )?;
+    let id = tx.last_insert_rowid();
+    audit_in(
+        &tx,
+        granter.actor,
         "person.create",
         name,
-        serde_json::json!({ "roles": Role::join(roles) }),
+        serde_json::json!({ "roles": Role::join(&roles) }),
     )?;
-    Ok(CreatedPerson { id, name: name.to_owned(), roles: roles.to_vec(), token })
+    let mut active = Vec::new();
+    let mut pending = Vec::new();
+    for role in roles {
+        let g = roles::grant_in(&tx, id, name, role, granter, now)?;
+        match g.state {
+            GrantState::Active => active.push(role),
+            GrantState::Pending => pending.push(role),
+        }
+    }
+    tx.commit()?;
+    Ok(CreatedPerson { id, name: name.to_owned(), roles: active, pending, token })
 }
 
+/// `POST /api/v1/people`. Admin only; an approver role asked for here is pending until another
+/// approver confirms it (`POST /api/v1/people/{id}/roles/approver/confirm`).
 pub async fn create(
     State(state): State<Arc<AppState>>,
     person: Person,
     Json(req): Json<NewPerson>,
 ) -> Result<Json<CreatedPerson>, ApiError> {
     person.require(&[Role::Admin])?;
-    create_person(&state, &person.actor(), &req.name, &req.roles).map(Json)
+    let actor = person.actor();
+    let granter = Granter { name: &person.name, actor: &actor, confirms: false };
+    create_person(&state, granter, &req.name, &req.roles).map(Json)
 }
 
+/// `GET /api/v1/people`: admins, and approvers (who must see pending grants to confirm them).
+/// No tokens, only names, roles and grants.
 pub async fn list(
     State(state): State<Arc<AppState>>,
     person: Person,
 ) -> Result<Json<Vec<PersonView>>, ApiError> {
-    person.require(&[Role::Admin])?;
+    person.require(&[Role::Admin, Role::Approver])?;
     let conn = state.store.conn();
-    let mut stmt = conn.prepare("SELECT id, name, roles, created_ms FROM people ORDER BY id")?;
+    let mut stmt = conn.prepare("SELECT id, name, created_ms FROM people ORDER BY id")?;
     let rows = stmt
         .query_map([], |r| {
             Ok(PersonView {
                 id: r.get(0)?,
                 name: r.get(1)?,
-                roles: r.get(2)?,
-                created_ms: r.get(3)?,
+                roles: String::new(),
+                created_ms: r.get(2)?,
+                grants: Vec::new(),
             })
         })?
         .collect::<Result<Vec<_>, _>>()?;
-    Ok(Json(rows))
+    rows.into_iter()
+        .map(|mut p| {
+            p.grants = roles::grants_of(&conn, p.id)?;
+            let active: Vec<Role> =
+                p.grants.iter().filter(|g| g.state == GrantState::Active).map(|g| g.role).collect();
+            p.roles = Role::join(&active);
+            Ok(p)
+        })
+        .collect::<Result<Vec<_>, ApiError>>()
+        .map(Json)
 }
 
 #[derive(Debug, Deserialize)]

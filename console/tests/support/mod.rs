@@ -5,28 +5,67 @@
 #![allow(dead_code)]
 
 use rearview_console::client::AdminClient;
-use rearview_console::{Server, ServerConfig, ServerHandle};
+use rearview_console::{InitOutput, Server, ServerConfig, ServerHandle};
 use serde_json::{json, Value};
 
 /// `init` of tenant `tenant-a` (first admin `ivan`) and `serve` on 127.0.0.1:0; returns the
 /// directory (keep it alive), the server and the admin token.
 pub async fn start() -> (tempfile::TempDir, ServerHandle, String) {
-    start_with(|_| {}).await
-}
-
-/// The same, serving with the default configuration changed by `adjust`.
-pub async fn start_with(
-    adjust: impl FnOnce(&mut ServerConfig),
-) -> (tempfile::TempDir, ServerHandle, String) {
-    let dir = tempfile::tempdir().unwrap();
-    let out = rearview_console::init(dir.path(), "tenant-a", "ivan").unwrap();
-    let mut config = ServerConfig::plain(dir.path(), "127.0.0.1:0".parse().unwrap());
-    adjust(&mut config);
-    let server = Server::start(config).await.unwrap();
+    let (dir, server, out) = start_with("approver").await;
     (dir, server, out.admin_token)
 }
 
-/// A new person with `role`, as a client of the console at `url`.
+/// As [`start`], with the first approver named `approver`; returns all `init` printed (both
+/// tokens).
+pub async fn start_with(approver: &str) -> (tempfile::TempDir, ServerHandle, InitOutput) {
+    start_configured(approver, |_| {}).await
+}
+
+/// As [`start_with`], serving with the default configuration changed by `adjust`.
+pub async fn start_configured(
+    approver: &str,
+    adjust: impl FnOnce(&mut ServerConfig),
+) -> (tempfile::TempDir, ServerHandle, InitOutput) {
+    let dir = tempfile::tempdir().unwrap();
+    let out =
+        rearview_console::init_with_approver(dir.path(), "tenant-a", "ivan", approver).unwrap();
+    let mut config = ServerConfig::plain(dir.path(), "127.0.0.1:0".parse().unwrap());
+    adjust(&mut config);
+    let server = Server::start(config).await.unwrap();
+    (dir, server, out)
+}
+
+/// The token on the line `init` labels `label` (`admin token (NAME): rvp_…`).
+pub fn labelled_token(init_stdout: &str, label: &str) -> String {
+    let line = init_stdout
+        .lines()
+        .find(|l| l.starts_with(label))
+        .unwrap_or_else(|| panic!("no line {label:?} in {init_stdout}"));
+    line.rsplit(' ').next().unwrap().trim().to_owned()
+}
+
+/// `rearview-console serve --listen 127.0.0.1:0 --data DATA` run as the binary `exe`; the child
+/// (kill it when done) and the URL it printed.
+pub fn serve_binary(exe: &str, data: &std::path::Path) -> (std::process::Child, String) {
+    let mut serve = std::process::Command::new(exe)
+        .args(["serve", "--listen", "127.0.0.1:0", "--data"])
+        .arg(data)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(serve.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    let url = line.trim().strip_prefix("listening on ").expect("serve started").to_owned();
+    (serve, url)
+}
+
+/// A new person with `role` (not `approver`: that grant waits for a second person, so tests
+/// take init's approver), as a client of the console at `url`.
 pub async fn person(url: &str, admin: &AdminClient, name: &str, role: &str) -> AdminClient {
     let p: Value =
         admin.post("/api/v1/people", &json!({"name": name, "roles": [role]})).await.unwrap();

@@ -135,6 +135,8 @@ pub struct Console {
     pub admin_token: String,
     /// An investigator's token, for `clip export`; made on first use.
     investigator: std::sync::OnceLock<String>,
+    /// The first approver's (`approver`, made by init: a second person).
+    pub approver_token: String,
     log: PathBuf,
     proc: Proc,
 }
@@ -153,13 +155,29 @@ impl Console {
             tenant,
             "--admin",
             "admin",
+            "--approver",
+            "approver",
         ]));
-        let admin_token =
-            String::from_utf8_lossy(&out.stdout).lines().last().unwrap_or_default().to_string();
-        assert!(!admin_token.is_empty(), "init printed no admin token");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let token = |label: &str| -> String {
+            let line = stdout.lines().find(|l| l.starts_with(label));
+            let token = line.and_then(|l| l.rsplit(' ').next()).unwrap_or_default();
+            assert!(token.starts_with("rvp_"), "init printed no {label:?} line: {stdout}");
+            token.to_string()
+        };
+        let admin_token = token("admin token (admin): ");
+        let approver_token = token("approver token (approver): ");
         let log = dir.join("console.log");
         let (proc, url) = Self::serve(&data, "127.0.0.1:0", &log);
-        Console { data, url, admin_token, investigator: Default::default(), log, proc }
+        Console {
+            data,
+            url,
+            admin_token,
+            approver_token,
+            investigator: Default::default(),
+            log,
+            proc,
+        }
     }
 
     fn serve(data: &Path, listen: &str, log: &Path) -> (Proc, String) {

@@ -266,6 +266,12 @@ async fn requester_cannot_approve_own_request_and_roles_are_enforced() {
         None,
     )
     .unwrap();
+    // Granting the approver role takes a second person: rita confirms it.
+    let _: Value = console
+        .approver
+        .post(&format!("/api/v1/people/{}/roles/approver/confirm", both["id"]), &json!({}))
+        .await
+        .unwrap();
     let req: Value = boss
         .post(
             "/api/v1/approvals",
@@ -475,7 +481,7 @@ async fn trigger_for_one_device_reaches_only_that_device() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn device_enrolls_syncs_policy_and_uploads_over_tls() {
     let dir = tempfile::tempdir().unwrap();
-    let out = rearview_console::init(dir.path(), "tenant-a", "ivan").unwrap();
+    let out = rearview_console::init_with_approver(dir.path(), "tenant-a", "ivan", "rita").unwrap();
     let certified = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
     let (cert, key) = (certified.cert.pem(), certified.key_pair.serialize_pem());
     let cert_path = dir.path().join("cert.pem");
@@ -493,16 +499,9 @@ async fn device_enrolls_syncs_policy_and_uploads_over_tls() {
     let admin =
         rearview_console::client::AdminClient::new(&url, &out.admin_token, Some(&cert_path))
             .unwrap();
-    let rita: Value = admin
-        .post("/api/v1/people", &json!({"name": "rita", "roles": ["approver"]}))
-        .await
-        .unwrap();
-    let rita = rearview_console::client::AdminClient::new(
-        &url,
-        rita["token"].as_str().unwrap(),
-        Some(&cert_path),
-    )
-    .unwrap();
+    let rita =
+        rearview_console::client::AdminClient::new(&url, &out.approver_token, Some(&cert_path))
+            .unwrap();
     let _: Value =
         admin.put("/api/v1/policy/settings", &json!({"capture": {"enabled": true}})).await.unwrap();
     let req: Value = admin

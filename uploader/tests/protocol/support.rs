@@ -29,18 +29,15 @@ pub struct TestConsole {
 impl TestConsole {
     pub async fn start() -> TestConsole {
         let dir = tempfile::tempdir().unwrap();
-        let out = rearview_console::init(dir.path(), "tenant-a", "ivan").unwrap();
+        // The first approver (rita) is made by init: a second person with her own token.
+        let out =
+            rearview_console::init_with_approver(dir.path(), "tenant-a", "ivan", "rita").unwrap();
         let server = Server::start(ServerConfig::plain(dir.path(), "127.0.0.1:0".parse().unwrap()))
             .await
             .unwrap();
         let addr = server.addr();
         let admin = AdminClient::new(&server.url(), &out.admin_token, None).unwrap();
-        let rita: Value = admin
-            .post("/api/v1/people", &json!({"name": "rita", "roles": ["approver"]}))
-            .await
-            .unwrap();
-        let approver =
-            AdminClient::new(&server.url(), rita["token"].as_str().unwrap(), None).unwrap();
+        let approver = AdminClient::new(&server.url(), &out.approver_token, None).unwrap();
         TestConsole {
             dir,
             server: Some(server),
