@@ -22,7 +22,8 @@
 //!   rule for the kind, the daemon opens the clip itself.
 //! * SIGTERM: workers finish and send their open segments, which are sealed and stored, within
 //!   [`DRAIN_DEADLINE`]; then the daemon exits. SIGHUP re-reads the config file (log level,
-//!   watched folders and display take effect; socket and data directory need a restart).
+//!   watched folders, display and `[identity] domain` take effect; socket and data directory
+//!   need a restart).
 
 pub mod clips;
 pub mod doctor;
@@ -439,7 +440,8 @@ impl Daemon {
         }
         let base_fps = self.throttle_base();
         for session in state.sessions {
-            let gate = gate::decide(enrolled, self.policy_payload(), &session, now);
+            let accounts = self.opts.config.local_accounts();
+            let gate = gate::decide(enrolled, self.policy_payload(), accounts, &session, now);
             let spec = match &gate {
                 Gate::Capture { principal, .. } => self.spec_for(&session, principal),
                 _ => None,
@@ -726,15 +728,13 @@ impl Daemon {
                 return;
             }
         };
-        let principal = rearview_config::Principal::new(user.clone()).ok();
+        // Segments carry the principal their session's approval named; the clip takes those
+        // that name the trigger's user by the one rule (`clips::same_principal`), never a
+        // namesake's whose local part happens to match.
         let held: Vec<SegmentId> = self
             .ring
             .entries()
-            .filter(|e| e.overlaps(from, to))
-            .filter(|e| match &principal {
-                Some(p) => p.matches_account(&e.user) || e.user.eq_ignore_ascii_case(&user),
-                None => e.user == user,
-            })
+            .filter(|e| e.overlaps(from, to) && clips::same_principal(&e.user, &user))
             .map(|e| e.id)
             .collect();
         // The record first, then the pins: a crash in between leaves a known clip whose pins
@@ -936,7 +936,9 @@ impl Daemon {
     fn activity(&mut self, a: Activity) {
         self.indicators_seen += 1;
         let now = now();
-        let Some(scope) = self.policy_payload().and_then(|p| p.approved_account(&a.user, now))
+        let accounts = self.opts.config.local_accounts();
+        let Some(scope) =
+            self.policy_payload().and_then(|p| p.approved_account(accounts, &a.user, now))
         else {
             // Users outside the policy are not reported: no approval, no evidence.
             return;

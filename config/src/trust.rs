@@ -45,7 +45,7 @@ use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
 use crate::envelope::{Domain, SignatureError, SignedEnvelope};
-use crate::ids::{DeviceId, Principal, TenantId, TriggerId};
+use crate::ids::{DeviceId, LocalAccounts, Principal, TenantId, TriggerId};
 use crate::keys::{KeyId, VerifyingKey};
 use crate::policy::{PayloadError, PolicyPayload, UserScope, ValidationError};
 use crate::trigger::TriggerPayload;
@@ -102,15 +102,20 @@ impl VerifiedPolicy {
         self.0.payload.in_force_at(now)
     }
 
-    /// The scope entry of local account `account` if the bundle is in force at `now`, capture is
-    /// enabled, and the user's approval is in force at `now`. `None` means: do not record this
-    /// user at all.
-    pub fn approved_account(&self, account: &str, now: OffsetDateTime) -> Option<&UserScope> {
+    /// The scope entry naming local account `account` (by `accounts`' rule) if the bundle is in
+    /// force at `now`, capture is enabled, and the user's approval is in force at `now`. `None`
+    /// means: do not record this user at all.
+    pub fn approved_account(
+        &self,
+        accounts: &LocalAccounts,
+        account: &str,
+        now: OffsetDateTime,
+    ) -> Option<&UserScope> {
         let p = &self.0.payload;
         if !p.in_force_at(now) || !p.capture.enabled {
             return None;
         }
-        p.approved_account(account, now)
+        p.approved_account(accounts, account, now)
     }
 }
 
