@@ -616,3 +616,49 @@ fn with_an_identity_domain_the_principal_names_the_local_account_and_its_clip_is
     );
     assert!(env.stop().success());
 }
+
+/// A console that accepts connections and never answers: `rearview doctor` waits on its
+/// clock probe, and meanwhile the daemon still answers other admin requests (its loop also
+/// carries segments and triggers, which must not wait for doctor either).
+#[test]
+fn admin_requests_are_answered_while_doctor_waits_on_a_silent_console() {
+    use std::io::Read;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let server = format!("http://{}", listener.local_addr().unwrap());
+    let (probed_tx, probed) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { return };
+            let probed_tx = probed_tx.clone();
+            std::thread::spawn(move || {
+                let mut head = [0u8; 5];
+                if conn.read_exact(&mut head).is_ok() && &head == b"HEAD " {
+                    let _ = probed_tx.send(());
+                }
+                // Held open, never answered, until the peer gives up.
+                let mut rest = [0u8; 1024];
+                while conn.read(&mut rest).is_ok_and(|n| n > 0) {}
+            });
+        }
+    });
+    let mut env = Env::build(None, &server, "");
+    env.start();
+    let socket = env.socket();
+    let (doctor_tx, doctor) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = doctor_tx.send(Client::new(socket).call(&Request::Doctor));
+    });
+    probed.recv_timeout(Duration::from_secs(60)).expect("doctor never probed the console");
+    let s = env.status();
+    assert!(s.enrollment.enrolled, "{s:?}");
+    assert!(
+        doctor.try_recv().is_err(),
+        "status was answered only after doctor finished: the daemon waited on doctor's probe"
+    );
+    let checks = doctor.recv_timeout(Duration::from_secs(120)).expect("doctor never answered");
+    let checks: Vec<rearview_agent::status::Check> =
+        serde_json::from_value(checks.unwrap()).unwrap();
+    let reach = checks.iter().find(|c| c.name == "console reachable").unwrap();
+    assert!(!reach.ok, "{reach:?}");
+    assert!(env.stop().success());
+}

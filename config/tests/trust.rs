@@ -445,6 +445,27 @@ fn valid_trigger_is_accepted_once_even_across_restart() {
     assert!(f.trigger(&trigger("trg-2"), NOW).is_ok());
 }
 
+/// The agent records a trigger's clip between verifying it and marking it seen: verifying
+/// changes nothing (a crash then leaves it acceptable when the console sends it again), marking
+/// makes it a replay, also after a restart, and marking twice is harmless.
+#[test]
+fn a_verified_trigger_is_a_replay_only_once_marked_seen() {
+    let mut f = Fixture::new();
+    f.accept(&policy(3)).unwrap();
+    let env = sign_trigger(&f.key, &trigger("trg-1")).unwrap();
+    let v = f.store.verify_trigger(&env, NOW).unwrap();
+    assert_eq!(f.store.seen_trigger_count(), 0);
+    f.reopen();
+    let v2 = f.store.verify_trigger(&env, NOW).expect("unmarked: verified again after a restart");
+    assert_eq!(v2.payload(), v.payload());
+    f.store.mark_trigger_seen(&v, NOW).unwrap();
+    f.store.mark_trigger_seen(&v2, NOW).unwrap();
+    assert_eq!(f.store.seen_trigger_count(), 1);
+    f.reopen();
+    let err = f.store.verify_trigger(&env, NOW).unwrap_err();
+    assert!(matches!(err, TriggerRejected::Replay { .. }), "{err}");
+}
+
 #[test]
 fn seen_trigger_ids_are_forgotten_after_they_expire() {
     let mut f = Fixture::new();

@@ -27,12 +27,17 @@ pub enum UploadError {
     /// Bad configuration (server URL, CA file, …).
     #[error("configuration: {0}")]
     Config(String),
+    /// A verified trigger whose clip this device could not record (the agent's state file, or
+    /// no agent listening): it is neither marked seen nor acknowledged, so the console sends
+    /// it again.
+    #[error("trigger {trigger} not acted on: {reason}; the console will send it again")]
+    NotRecorded { trigger: String, reason: String },
 }
 
 impl UploadError {
     /// Whether the same call may succeed later without any change.
     pub fn is_retryable(&self) -> bool {
-        matches!(self, UploadError::Unavailable(_))
+        matches!(self, UploadError::Unavailable(_) | UploadError::NotRecorded { .. })
     }
 
     /// Whether sending a clip failed for a reason of that clip alone, so the sender sets it

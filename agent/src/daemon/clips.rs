@@ -16,7 +16,9 @@
 //! # State file
 //!
 //! `<data_dir>/clips.json`, rewritten (temp file, fsync, rename) on every change, so a restart
-//! continues collecting open windows and pins of unknown clips can be released.
+//! continues collecting open windows and pins of unknown clips can be released. A trigger's
+//! clip is saved here before the trigger counts as seen, and `trigger_id` is unique in the
+//! file: a trigger that comes again finds its clip instead of opening another.
 //!
 //! `user` is the principal the trigger named; a segment belongs to the clip when its label (the
 //! principal its session's approval named) is the same principal ([`same_principal`]).
