@@ -13,16 +13,32 @@
 //!   longer allowed loses its worker at once (killed: its open segment is discarded), so a
 //!   revocation stops capture as soon as the new policy arrives.
 //! * A segment a worker sends is parsed in full and must carry the tenant, device, principal
-//!   and session the daemon assigned; it is then sealed to the tenant key and stored.
+//!   and session the daemon assigned; it is then sealed to the tenant key and stored. Workers'
+//!   messages arrive through one inbox bounded in messages and bytes ([`crate::worker`],
+//!   "Bounds"); a worker that breaks the protocol is killed and the reason recorded.
 //! * Triggers open [`clips`]: existing segments in the window are pinned, later ones as they
-//!   close; when the window has ended the clip goes to the spool.
+//!   close; when the window has ended the clip goes to the spool. A trigger is accepted in
+//!   this order, so that a crash at any point yields exactly one clip for it:
+//!
+//!   ```text
+//!   uploader verifies ─► loop records the clip (clips.json saved) ─► uploader marks the id
+//!   seen (trust.json) ─► uploader acknowledges to the console
+//!   ```
+//!
+//!   A crash before "seen" makes the console send it again; the loop finds the clip it holds
+//!   for that trigger id and answers "recorded" without opening another. After "seen", the
+//!   resend is a replay, only acknowledged. A restart pins what a recorded clip's window
+//!   finds in the ring (`reconcile_pins`).
+//! * The loop never waits on the network: `doctor`'s console probe and triggers sent over
+//!   the admin socket run in tasks that answer the caller themselves.
 //! * All-activities users: each stored segment is queued at once as a one-segment clip (the
 //!   uploader applies the daily limit).
 //! * Indicators are reported to the console; when that fails (offline) and the policy has a
 //!   rule for the kind, the daemon opens the clip itself.
 //! * SIGTERM: workers finish and send their open segments, which are sealed and stored, within
 //!   [`DRAIN_DEADLINE`]; then the daemon exits. SIGHUP re-reads the config file (log level,
-//!   watched folders and display take effect; socket and data directory need a restart).
+//!   watched folders, display and `[identity] domain` take effect; socket and data directory
+//!   need a restart).
 
 pub mod clips;
 pub mod doctor;
@@ -51,7 +67,10 @@ use crate::cpu::{CpuMeter, Throttle};
 use crate::indicators::{self, Activity, Places};
 use crate::sessions::{self, Session, SessionsState};
 use crate::status::{self, ErrorRecord, StatusReport};
-use crate::worker::{RunAs, WorkerHandle, WorkerMessage, WorkerSpec, WorkerStatus};
+use crate::worker::{
+    FromWorker, RunAs, WorkerEvent, WorkerHandle, WorkerMessage, WorkerSender, WorkerSpec,
+    WorkerStatus,
+};
 use clips::{Clip, ClipBook};
 use gate::Gate;
 
@@ -124,7 +143,8 @@ enum Internal {
     Enrolled,
     /// An indicator the console could not be told about.
     Unreported(Activity, String),
-    EnrollReply(tokio::sync::oneshot::Sender<Response>, Response),
+    /// The answer to an admin request worked out off the loop (enrollment, a trigger).
+    Reply(tokio::sync::oneshot::Sender<Response>, Response),
 }
 
 pub struct Daemon {
@@ -138,8 +158,8 @@ pub struct Daemon {
     clips: ClipBook,
     sessions: HashMap<String, Tracked>,
     sessions_rx: watch::Receiver<SessionsState>,
-    worker_tx: mpsc::Sender<(String, Option<WorkerMessage>)>,
-    worker_rx: mpsc::Receiver<(String, Option<WorkerMessage>)>,
+    worker_tx: WorkerSender,
+    worker_rx: mpsc::Receiver<FromWorker>,
     admin_rx: mpsc::Receiver<Incoming>,
     activity_rx: mpsc::Receiver<Activity>,
     internal_tx: mpsc::UnboundedSender<Internal>,
@@ -218,7 +238,7 @@ impl Daemon {
             tracing::warn!(error = %e, "file-copy indicators unavailable");
         }
 
-        let (worker_tx, worker_rx) = mpsc::channel(64);
+        let (worker_tx, worker_rx) = crate::worker::inbox();
         let (internal_tx, internal_rx) = mpsc::unbounded_channel();
         let (limit, fps_milli) = cpu_settings(policy.as_ref());
         Ok(Daemon {
@@ -273,7 +293,7 @@ impl Daemon {
                 Some(inc) = self.admin_rx.recv() => self.admin(inc).await,
                 Some(cmd) = self.commands.recv() => self.command(cmd).await,
                 Ok(()) = self.sessions_rx.changed() => self.reconcile().await,
-                Some((key, msg)) = self.worker_rx.recv() => self.worker_message(key, msg).await,
+                Some(item) = self.worker_rx.recv() => self.worker_message(item).await,
                 Some(activity) = self.activity_rx.recv() => self.activity(activity),
                 Some(internal) = self.internal_rx.recv() => self.internal(internal).await,
                 _ = tick.tick() => {
@@ -316,12 +336,14 @@ impl Daemon {
         while open > 0 {
             let left = deadline.saturating_duration_since(Instant::now());
             match tokio::time::timeout(left, self.worker_rx.recv()).await {
-                Ok(Some((key, None))) => {
-                    if stopping.contains(&key) {
+                Ok(Some(item)) => {
+                    if matches!(item.event, WorkerEvent::Ended { .. })
+                        && stopping.contains(&item.key)
+                    {
                         open -= 1;
                     }
+                    self.worker_message(item).await;
                 }
-                Ok(Some((key, Some(msg)))) => self.worker_message(key, Some(msg)).await,
                 Ok(None) | Err(_) => break,
             }
         }
@@ -377,7 +399,13 @@ impl Daemon {
     async fn command(&mut self, cmd: Command) {
         match cmd {
             Command::Policy(p) => self.new_policy(p).await,
-            Command::Trigger(t) => self.trigger(*t),
+            Command::Trigger(delivery) => match self.trigger(delivery.trigger()) {
+                Ok(()) => {
+                    rearview_uploader::fault::point("trigger:after-intent");
+                    delivery.recorded();
+                }
+                Err(why) => delivery.not_recorded(why),
+            },
         }
     }
 
@@ -435,7 +463,8 @@ impl Daemon {
         }
         let base_fps = self.throttle_base();
         for session in state.sessions {
-            let gate = gate::decide(enrolled, self.policy_payload(), &session, now);
+            let accounts = self.opts.config.local_accounts();
+            let gate = gate::decide(enrolled, self.policy_payload(), accounts, &session, now);
             let spec = match &gate {
                 Gate::Capture { principal, .. } => self.spec_for(&session, principal),
                 _ => None,
@@ -555,13 +584,26 @@ impl Daemon {
         })
     }
 
-    async fn worker_message(&mut self, worker_key: String, msg: Option<WorkerMessage>) {
+    /// One event from a worker's reader. `item` holds its message's share of the inbox's byte
+    /// budget until this returns (so a segment counts until it is sealed and stored).
+    async fn worker_message(&mut self, item: FromWorker) {
+        let worker_key = item.key.as_str();
         let key = worker_key.rsplit_once('#').map(|(s, _)| s.to_string()).unwrap_or_default();
         let current = self.sessions.get(&key).is_some_and(|t| t.worker_key == worker_key);
-        match msg {
+        match &item.event {
+            WorkerEvent::Ended { violation: Some(why) } => {
+                self.error(format!(
+                    "capture worker of session {key} broke the protocol ({why}); killed"
+                ));
+            }
+            WorkerEvent::Ended { violation: None } => {}
+            WorkerEvent::Message(_) => {}
+        }
+        match item.event {
             // A replaced worker finishing: nothing to track.
-            None | Some(WorkerMessage::Status(_)) if !current => {}
-            None => {
+            WorkerEvent::Ended { .. } | WorkerEvent::Message(WorkerMessage::Status(_))
+                if !current => {}
+            WorkerEvent::Ended { .. } => {
                 if let Some(t) = self.sessions.get_mut(&key) {
                     // Its output ended: it exited or will be killed when the handle drops.
                     if t.worker.take().is_some() {
@@ -573,7 +615,7 @@ impl Daemon {
                     }
                 }
             }
-            Some(WorkerMessage::Status(s)) => {
+            WorkerEvent::Message(WorkerMessage::Status(s)) => {
                 if let Some(t) = self.sessions.get_mut(&key) {
                     if let Some(e) = s.error.clone().filter(|e| t.status.error.as_ref() != Some(e))
                     {
@@ -587,7 +629,7 @@ impl Daemon {
                     }
                 }
             }
-            Some(WorkerMessage::Segment(bytes)) => self.segment(&key, bytes),
+            WorkerEvent::Message(WorkerMessage::Segment(bytes)) => self.segment(&key, bytes),
         }
     }
 
@@ -692,21 +734,40 @@ impl Daemon {
         }
     }
 
-    fn trigger(&mut self, t: VerifiedTrigger) {
+    /// Records the clip of a verified trigger durably (its record in `clips.json`), or finds
+    /// the one already recorded for the same trigger id: a trigger the uploader could not mark
+    /// seen before a crash comes again, and must not open a second clip. `Err` says why nothing
+    /// is recorded; the trigger then stays unseen and the console sends it again.
+    fn trigger(&mut self, t: &VerifiedTrigger) -> Result<(), String> {
         let p = t.payload();
+        let trigger_id = p.id.as_str();
+        if let Some(clip) =
+            self.clips.clips.iter().find(|c| c.trigger_id.as_deref() == Some(trigger_id))
+        {
+            tracing::info!(
+                clip = clip.id,
+                trigger = trigger_id,
+                "trigger seen again: its clip is already recorded"
+            );
+            // Saved again: the first time may have failed, and "recorded" must mean durable.
+            return self.clips.save().map_err(|e| format!("clip state not saved: {e}"));
+        }
+        rearview_uploader::fault::point("trigger:before-intent");
         let (from, to) = p.window();
         let reason = format!("{}: {}", p.reason.indicator.describe(), p.reason.object);
         self.open_clip(
-            Some(p.id.as_str().to_string()),
+            Some(trigger_id.to_string()),
             p.user.as_str().to_string(),
             reason,
             from.unix_timestamp_nanos() as i64 / 1000,
             to.unix_timestamp_nanos() as i64 / 1000,
-        );
+        )
+        .map(|_| ())
     }
 
     /// Opens a clip: pins what the ring already holds for the window; the rest is added as
-    /// segments close, until the window has ended.
+    /// segments close, until the window has ended. Returns the clip id once its record is
+    /// saved, or why it is not (then the clip may still be kept in memory and saved later).
     fn open_clip(
         &mut self,
         trigger_id: Option<String>,
@@ -714,23 +775,22 @@ impl Daemon {
         reason: String,
         from: i64,
         to: i64,
-    ) {
+    ) -> Result<String, String> {
         let id = match clips::random_id() {
             Ok(id) => id,
             Err(e) => {
-                self.error(format!("clip not opened (no randomness): {e}"));
-                return;
+                let why = format!("clip not opened (no randomness): {e}");
+                self.error(why.clone());
+                return Err(why);
             }
         };
-        let principal = rearview_config::Principal::new(user.clone()).ok();
+        // Segments carry the principal their session's approval named; the clip takes those
+        // that name the trigger's user by the one rule (`clips::same_principal`), never a
+        // namesake's whose local part happens to match.
         let held: Vec<SegmentId> = self
             .ring
             .entries()
-            .filter(|e| e.overlaps(from, to))
-            .filter(|e| match &principal {
-                Some(p) => p.matches_account(&e.user) || e.user.eq_ignore_ascii_case(&user),
-                None => e.user == user,
-            })
+            .filter(|e| e.overlaps(from, to) && clips::same_principal(&e.user, &user))
             .map(|e| e.id)
             .collect();
         // The record first, then the pins: a crash in between leaves a known clip whose pins
@@ -750,7 +810,10 @@ impl Daemon {
             missing: Vec::new(),
             error: None,
         });
-        self.save_clips();
+        let intent = self.clips.save().map_err(|e| format!("clip state not saved: {e}"));
+        if let Err(why) = &intent {
+            self.error(format!("clip {id}: {why}"));
+        }
         let mut segments = Vec::new();
         for sid in held {
             if self.ring.pin(sid, &id).is_ok() {
@@ -763,6 +826,7 @@ impl Daemon {
             self.spool_clip(i, false, None);
         }
         self.save_clips();
+        intent.map(|()| id)
     }
 
     /// Closes clips whose window has ended (and whose last segment had time to close), and
@@ -932,7 +996,9 @@ impl Daemon {
     fn activity(&mut self, a: Activity) {
         self.indicators_seen += 1;
         let now = now();
-        let Some(scope) = self.policy_payload().and_then(|p| p.approved_account(&a.user, now))
+        let accounts = self.opts.config.local_accounts();
+        let Some(scope) =
+            self.policy_payload().and_then(|p| p.approved_account(accounts, &a.user, now))
         else {
             // Users outside the policy are not reported: no approval, no evidence.
             return;
@@ -979,7 +1045,8 @@ impl Daemon {
                     let reason = format!("{}: {} (opened offline)", a.kind.describe(), a.file);
                     let before = i64::from(rule.before_secs) * 1_000_000;
                     let after = i64::from(rule.after_secs) * 1_000_000;
-                    self.open_clip(
+                    // A failure is in the error list already; nothing resends an indicator.
+                    let _ = self.open_clip(
                         None,
                         principal,
                         reason,
@@ -988,7 +1055,7 @@ impl Daemon {
                     );
                 }
             }
-            Internal::EnrollReply(reply, response) => {
+            Internal::Reply(reply, response) => {
                 let _ = reply.send(response);
             }
         }
@@ -1027,13 +1094,23 @@ impl Daemon {
             Request::Status => json(&self.status_report()),
             Request::Buffer => json(&self.buffer()),
             Request::Clips => json(&self.clip_reports()),
-            Request::Doctor => json(&doctor::run(self).await),
+            Request::Doctor => {
+                // Its console probe may wait; the loop must not (segments, triggers).
+                let doctor = doctor::prepare(self);
+                tokio::spawn(async move {
+                    let _ = reply.send(json(&doctor.run().await));
+                });
+                return;
+            }
             Request::Reload => {
                 self.reload();
                 Response::ok(serde_json::json!("reloaded"))
             }
             Request::ApplyPolicy { envelope } => self.apply_policy(&envelope).await,
-            Request::Trigger { envelope } => self.apply_trigger(&envelope).await,
+            Request::Trigger { envelope } => {
+                self.apply_trigger(&envelope, reply);
+                return;
+            }
             Request::Enroll { server, token } => {
                 if self.uploader.is_enrolled() {
                     Response::err(AdminError::new(
@@ -1070,7 +1147,7 @@ impl Daemon {
                                 format!("enrollment failed: {e}"),
                             )),
                         };
-                        let _ = tx.send(Internal::EnrollReply(reply, response));
+                        let _ = tx.send(Internal::Reply(reply, response));
                     });
                     return;
                 }
@@ -1099,28 +1176,40 @@ impl Daemon {
         }
     }
 
-    async fn apply_trigger(&mut self, envelope: &str) -> Response {
+    /// A trigger from the admin socket goes the way a pushed one does: verified by the uploader,
+    /// recorded by this loop (as a [`Command::Trigger`]), then marked seen and acknowledged. The
+    /// uploader waits for the loop, so it runs in a task and answers through [`Internal::Reply`]
+    /// once the clip is recorded.
+    fn apply_trigger(&mut self, envelope: &str, reply: tokio::sync::oneshot::Sender<Response>) {
         let signed = match serde_json::from_str::<serde_json::Value>(envelope) {
             Ok(v) => v,
-            Err(e) => return bad(format!("trigger envelope is not JSON: {e}")),
+            Err(e) => {
+                let _ = reply.send(bad(format!("trigger envelope is not JSON: {e}")));
+                return;
+            }
         };
         let trigger_id = trigger_id_of(&signed).unwrap_or_default();
         let msg = TriggerMessage { trigger_id: trigger_id.clone(), signed };
-        let result = self.uploader.accept_trigger(&msg).await;
-        // The trigger reaches us through the subscription whether or not the console got the
-        // acknowledgement (it resends until it does).
-        while let Ok(cmd) = self.commands.try_recv() {
-            self.command(cmd).await;
-        }
-        match result {
-            Ok(()) => Response::ok(serde_json::json!({ "accepted": trigger_id })),
-            Err(rearview_uploader::UploadError::Rejected { what, reason }) => Response::err(
-                AdminError::new(ErrorKind::Rejected, format!("{what} refused: {reason}")),
-            ),
-            Err(e) => Response::ok(serde_json::json!({
-                "accepted": trigger_id, "note": format!("console not told: {e}")
-            })),
-        }
+        let up = self.uploader.clone();
+        let tx = self.internal_tx.clone();
+        tokio::spawn(async move {
+            let response = match up.accept_trigger(&msg).await {
+                Ok(()) => Response::ok(serde_json::json!({ "accepted": trigger_id })),
+                Err(rearview_uploader::UploadError::Rejected { what, reason }) => Response::err(
+                    AdminError::new(ErrorKind::Rejected, format!("{what} refused: {reason}")),
+                ),
+                Err(
+                    e @ (rearview_uploader::UploadError::NotRecorded { .. }
+                    | rearview_uploader::UploadError::NotEnrolled),
+                ) => Response::err(AdminError::new(ErrorKind::Unavailable, e.to_string())),
+                // Recorded and marked seen; only the console's acknowledgement failed (it
+                // resends until it gets one).
+                Err(e) => Response::ok(serde_json::json!({
+                    "accepted": trigger_id, "note": format!("console not told: {e}")
+                })),
+            };
+            let _ = tx.send(Internal::Reply(reply, response));
+        });
     }
 
     pub(crate) fn status_report(&self) -> StatusReport {
@@ -1385,9 +1474,11 @@ fn cpu_settings(policy: Option<&VerifiedPolicy>) -> (f64, u32) {
 }
 
 /// Brings pins and the clip state file back in line after a restart. A crash can fall between
-/// pinning a segment and saving `clips.json`: pins of a clip the file does not know (or no
-/// longer collects for) are released, segments pinned by a collecting clip but missing from its
-/// list are adopted, and listed segments the ring no longer holds are forgotten.
+/// pinning a segment and saving `clips.json`, or between saving a new clip's record and pinning
+/// what the ring held for it: pins of a clip the file does not know (or no longer collects for)
+/// are released, segments pinned by a collecting clip, or that it [wants](Clip::wants), but
+/// missing from its list are pinned and adopted, and listed segments the ring no longer holds
+/// are forgotten.
 fn reconcile_pins(ring: &mut Ring, book: &mut ClipBook) {
     let known: std::collections::BTreeSet<String> =
         book.clips.iter().filter(|c| c.collecting()).map(|c| c.id.clone()).collect();
@@ -1398,11 +1489,17 @@ fn reconcile_pins(ring: &mut Ring, book: &mut ClipBook) {
     }
     for clip in book.clips.iter_mut().filter(|c| c.collecting()) {
         clip.segments.retain(|sid| sid.parse::<SegmentId>().is_ok_and(|id| ring.get(id).is_some()));
+        let mut adopt = Vec::new();
         for e in ring.entries() {
-            let sid = e.id.to_string();
             let pinned = ring.pins(e.id).is_some_and(|p| p.contains(&clip.id));
-            if pinned && !clip.segments.contains(&sid) {
-                clip.segments.push(sid);
+            let wanted = clip.wants(&e.user, e.start.utc_micros, e.end.utc_micros);
+            if (pinned || wanted) && !clip.segments.contains(&e.id.to_string()) {
+                adopt.push((e.id, pinned));
+            }
+        }
+        for (id, pinned) in adopt {
+            if pinned || ring.pin(id, &clip.id).is_ok() {
+                clip.segments.push(id.to_string());
             }
         }
     }
@@ -1481,7 +1578,10 @@ mod tests {
         let vanished = SegmentId::from_bytes([9; 16]);
         let (mut book, problem) = ClipBook::load(&dir.path().join("clips.json"));
         assert!(problem.is_none(), "{problem:?}");
-        book.clips.push(clip("clip-a", &[listed, vanished]));
+        // Bob's clip: alice's segments are not wanted by it, only its own pins count.
+        let mut a = clip("clip-a", &[listed, vanished]);
+        a.user = "bob".into();
+        book.clips.push(a);
 
         reconcile_pins(&mut ring, &mut book);
 
@@ -1492,5 +1592,27 @@ mod tests {
         assert_eq!(got, want);
         assert_eq!(ring.pins(foreign).unwrap_or_default(), Vec::<String>::new());
         assert_eq!(ring.pins(unlisted).unwrap(), vec!["clip-a".to_string()]);
+    }
+
+    /// A crash after a trigger's clip was recorded but before the ring's segments of its window
+    /// were pinned: the restart pins and lists them, so the clip is not left without the part
+    /// of its window the ring still holds.
+    #[test]
+    fn restart_pins_what_a_recorded_clip_wants() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = TenantSecretKey::generate().unwrap();
+        let mut ring = Ring::open(RingConfig::new(dir.path().join("ring"))).unwrap().0;
+        let held = insert(&mut ring, &key, 1);
+        let (mut book, _) = ClipBook::load(&dir.path().join("clips.json"));
+        let mut other = clip("clip-bob", &[]);
+        other.user = "bob".into();
+        book.clips.push(clip("clip-alice", &[]));
+        book.clips.push(other);
+
+        reconcile_pins(&mut ring, &mut book);
+
+        assert_eq!(book.clips[0].segments, vec![held.to_string()]);
+        assert!(book.clips[1].segments.is_empty());
+        assert_eq!(ring.pins(held).unwrap(), vec!["clip-alice".to_string()]);
     }
 }

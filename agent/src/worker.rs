@@ -27,7 +27,8 @@
 //!   end of file                         same as stop (the daemon died or is shutting down)
 //!
 //! worker → daemon: stdout, frames
-//!   len   u32 LE   length of kind + body, 1..=MAX_MESSAGE
+//!   len   u32 LE   length of kind + body: segment 1..=1+MAX_SEGMENT_PLAINTEXT,
+//!                                         status  1..=1+MAX_STATUS_JSON
 //!   kind  u8       1 segment, 2 status
 //!   body  ...      segment: the plaintext segment (rearview_capture::segment format)
 //!                  status:  JSON WorkerStatus
@@ -35,20 +36,47 @@
 //!
 //! The worker writes nothing else to stdout; its logs go to stderr, which it shares with the
 //! daemon (and so reach the same journal).
+//!
+//! # Bounds
+//!
+//! A segment may be at most [`MAX_SEGMENT_PLAINTEXT`] bytes: sealed, it must still fit the
+//! console's limit for one segment ([`rearview_uploader::wire::MAX_SEGMENT_BYTES`]), or it could
+//! never be sent. The worker cuts its segments early to stay below it. A length beyond the
+//! bound for its kind, an unknown kind or an unparsable status breaks the protocol: the
+//! daemon's reader stops, kills the worker and reports why ([`WorkerEvent::Ended`]).
+//!
+//! All workers' messages reach the daemon through one [`inbox`], bounded in messages
+//! ([`QUEUE_DEPTH`]) and in bytes ([`MAX_QUEUED_BYTES`]): a reader takes a message's bytes from
+//! the budget *before* it allocates the body, and they return when the daemon drops the
+//! [`FromWorker`]. A worker that writes faster than the daemon takes is held back by its own
+//! pipe (its writes block), and the daemon's memory for queued messages stays within the
+//! budget whatever the workers send.
 
 use std::io::{self, Read, Write};
 use std::path::Path;
 use std::process::Stdio;
+use std::sync::{Arc, Weak};
 
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use zeroize::Zeroizing;
 
 pub mod run;
 
-/// Largest message a worker may send (a 10 s segment of a busy 4K monitor fits many times).
-pub const MAX_MESSAGE: usize = 256 * 1024 * 1024;
+/// Largest plaintext segment a worker may send: what seals into the largest segment the
+/// console accepts.
+pub const MAX_SEGMENT_PLAINTEXT: usize =
+    rearview_uploader::wire::MAX_SEGMENT_BYTES - rearview_capture::seal::OVERHEAD;
+/// Largest status message body (JSON of a few fields and one error line).
+pub const MAX_STATUS_JSON: usize = 64 * 1024;
+/// Largest message a worker may send (kind byte and the largest segment).
+pub const MAX_MESSAGE: usize = 1 + MAX_SEGMENT_PLAINTEXT;
+/// Most bytes of messages read from workers and not yet handled by the daemon, all workers
+/// together: two of the largest, so one can be handled while the next is read.
+pub const MAX_QUEUED_BYTES: usize = 2 * MAX_MESSAGE;
+/// Most messages waiting in the [`inbox`].
+pub const QUEUE_DEPTH: usize = 64;
 
 const KIND_SEGMENT: u8 = 1;
 const KIND_STATUS: u8 = 2;
@@ -120,11 +148,10 @@ pub fn write_message(w: &mut impl Write, message: &WorkerMessage) -> io::Result<
             (KIND_STATUS, std::borrow::Cow::Owned(serde_json::to_vec(s).map_err(io::Error::other)?))
         }
     };
-    let len = u32::try_from(body.len() + 1)
-        .ok()
-        .filter(|l| *l as usize <= MAX_MESSAGE)
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "message too large"))?;
-    w.write_all(&len.to_le_bytes())?;
+    // What the daemon would refuse (and kill the worker for) is not sent.
+    let len = check_len(kind, body.len() + 1)
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
+    w.write_all(&(len as u32).to_le_bytes())?;
     w.write_all(&[kind])?;
     w.write_all(&body)?;
     w.flush()
@@ -138,48 +165,99 @@ pub fn read_message(r: &mut impl Read) -> io::Result<Option<WorkerMessage>> {
         Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(None),
         Err(e) => return Err(e),
     }
-    let len = u32::from_le_bytes(len) as usize;
-    check_len(len)?;
-    let mut body = Zeroizing::new(vec![0u8; len]);
+    let mut kind = [0u8; 1];
+    r.read_exact(&mut kind)?;
+    let len = check_len(kind[0], u32::from_le_bytes(len) as usize)?;
+    let mut body = Zeroizing::new(vec![0u8; len - 1]);
     r.read_exact(&mut body)?;
-    decode(body).map(Some)
+    decode(kind[0], body).map(Some)
 }
 
-/// Reads one frame (daemon side); `Ok(None)` at a clean end of stream.
-pub async fn read_message_async(
+/// Reads one frame (daemon side), taking its length from `budget` before reading the body;
+/// `Ok(None)` at a clean end of stream.
+async fn read_message_async(
     r: &mut (impl tokio::io::AsyncRead + Unpin),
-) -> io::Result<Option<WorkerMessage>> {
+    budget: &Arc<Semaphore>,
+) -> io::Result<Option<(WorkerMessage, OwnedSemaphorePermit)>> {
     let mut len = [0u8; 4];
     match r.read_exact(&mut len).await {
         Ok(_) => {}
         Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(None),
         Err(e) => return Err(e),
     }
-    let len = u32::from_le_bytes(len) as usize;
-    check_len(len)?;
-    let mut body = Zeroizing::new(vec![0u8; len]);
+    let kind = r.read_u8().await?;
+    let len = check_len(kind, u32::from_le_bytes(len) as usize)?;
+    // `check_len` bounds `len` by MAX_MESSAGE, which is below both u32::MAX and the budget.
+    let permit = budget
+        .clone()
+        .acquire_many_owned(len as u32)
+        .await
+        .map_err(|_| io::Error::other("the worker inbox is closed"))?;
+    let mut body = Zeroizing::new(vec![0u8; len - 1]);
     r.read_exact(&mut body).await?;
-    decode(body).map(Some)
+    decode(kind, body).map(|m| Some((m, permit)))
 }
 
-fn check_len(len: usize) -> io::Result<()> {
-    if len == 0 || len > MAX_MESSAGE {
+/// The length of a frame of `kind` if it is within that kind's bound.
+fn check_len(kind: u8, len: usize) -> io::Result<usize> {
+    let (what, max) = match kind {
+        KIND_SEGMENT => ("segment", 1 + MAX_SEGMENT_PLAINTEXT),
+        KIND_STATUS => ("status", 1 + MAX_STATUS_JSON),
+        k => {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("unknown message kind {k}"),
+            ))
+        }
+    };
+    if len == 0 || len > max {
         return Err(io::Error::new(
             io::ErrorKind::InvalidData,
-            format!("worker message length {len} outside 1..={MAX_MESSAGE}"),
+            format!("{what} message of {len} bytes, outside 1..={max}"),
         ));
     }
-    Ok(())
+    Ok(len)
 }
 
-fn decode(body: Zeroizing<Vec<u8>>) -> io::Result<WorkerMessage> {
-    match body[0] {
-        KIND_SEGMENT => Ok(WorkerMessage::Segment(Zeroizing::new(body[1..].to_vec()))),
-        KIND_STATUS => serde_json::from_slice(&body[1..])
+fn decode(kind: u8, body: Zeroizing<Vec<u8>>) -> io::Result<WorkerMessage> {
+    match kind {
+        KIND_SEGMENT => Ok(WorkerMessage::Segment(body)),
+        KIND_STATUS => serde_json::from_slice(&body)
             .map(WorkerMessage::Status)
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e)),
         k => Err(io::Error::new(io::ErrorKind::InvalidData, format!("unknown message kind {k}"))),
     }
+}
+
+/// What a worker's reader hands the daemon.
+pub enum WorkerEvent {
+    /// One message.
+    Message(WorkerMessage),
+    /// The worker's output ended (sent once, last). `violation` says how it broke the protocol,
+    /// if it did; it was then killed.
+    Ended { violation: Option<String> },
+}
+
+/// One event of the worker keyed `key` (`<session>#<n>`). Holds its message's share of the
+/// inbox's byte budget until dropped.
+pub struct FromWorker {
+    pub key: String,
+    pub event: WorkerEvent,
+    _budget: Option<OwnedSemaphorePermit>,
+}
+
+/// The sending side of the [`inbox`], one clone per worker.
+#[derive(Clone)]
+pub struct WorkerSender {
+    tx: mpsc::Sender<FromWorker>,
+    budget: Arc<Semaphore>,
+}
+
+/// Where every worker's messages go: at most [`QUEUE_DEPTH`] messages and [`MAX_QUEUED_BYTES`]
+/// bytes wait at once (module docs, "Bounds").
+pub fn inbox() -> (WorkerSender, mpsc::Receiver<FromWorker>) {
+    let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
+    (WorkerSender { tx, budget: Arc::new(Semaphore::new(MAX_QUEUED_BYTES)) }, rx)
 }
 
 /// Who the worker runs as.
@@ -191,9 +269,11 @@ pub struct RunAs {
     pub env: Vec<(String, String)>,
 }
 
-/// The daemon's end of a running worker.
+/// The daemon's end of a running worker. Dropping it kills the worker.
 pub struct WorkerHandle {
-    child: tokio::process::Child,
+    /// Shared with the reader only weakly, so that it can kill a worker that breaks the
+    /// protocol, while dropping the handle still kills (and the reader never outlives it).
+    child: Arc<tokio::sync::Mutex<tokio::process::Child>>,
     control: Option<tokio::process::ChildStdin>,
     pid: u32,
 }
@@ -201,13 +281,13 @@ pub struct WorkerHandle {
 impl WorkerHandle {
     /// Starts `exe __worker` as `run_as` (privileges dropped when the daemon is root and the
     /// user differs) and forwards its messages to `tx`, tagged with `key`. When the worker's
-    /// output ends, `None` is sent once.
+    /// output ends, [`WorkerEvent::Ended`] is sent once.
     pub async fn spawn(
         exe: &Path,
         spec: WorkerSpec,
         run_as: &RunAs,
         key: String,
-        tx: mpsc::Sender<(String, Option<WorkerMessage>)>,
+        tx: WorkerSender,
     ) -> io::Result<WorkerHandle> {
         let mut cmd = tokio::process::Command::new(exe);
         cmd.arg("__worker")
@@ -254,30 +334,15 @@ impl WorkerHandle {
         let mut child = cmd.spawn()?;
         let pid = child.id().unwrap_or(0);
         let mut control = child.stdin.take();
-        let mut stdout = child
+        let stdout = child
             .stdout
             .take()
             .ok_or_else(|| io::Error::other("worker stdout was not captured"))?;
         if let Some(stdin) = control.as_mut() {
             send(stdin, &Control::Start(spec)).await?;
         }
-        tokio::spawn(async move {
-            loop {
-                match read_message_async(&mut stdout).await {
-                    Ok(Some(m)) => {
-                        if tx.send((key.clone(), Some(m))).await.is_err() {
-                            return;
-                        }
-                    }
-                    Ok(None) => break,
-                    Err(e) => {
-                        tracing::warn!(session = key, error = %e, "capture worker sent garbage; dropping it");
-                        break;
-                    }
-                }
-            }
-            let _ = tx.send((key, None)).await;
-        });
+        let child = Arc::new(tokio::sync::Mutex::new(child));
+        tokio::spawn(read_worker(stdout, key, tx, Arc::downgrade(&child)));
         Ok(WorkerHandle { child, control, pid })
     }
 
@@ -300,21 +365,55 @@ impl WorkerHandle {
             let _ = send(&mut c, &Control::Stop).await;
             drop(c);
         }
-        if tokio::time::timeout(deadline, self.child.wait()).await.is_err() {
+        let mut child = self.child.lock().await;
+        if tokio::time::timeout(deadline, child.wait()).await.is_err() {
             tracing::warn!(pid = self.pid, "capture worker did not stop in time; killing it");
-            let _ = self.child.kill().await;
+            let _ = child.kill().await;
         }
     }
 
     /// Stops capture at once: the open segment is discarded (used when an approval ends).
-    pub async fn kill(mut self) {
-        let _ = self.child.kill().await;
+    pub async fn kill(self) {
+        let _ = self.child.lock().await.kill().await;
     }
 
     /// Whether the process has exited.
     pub fn exited(&mut self) -> bool {
-        matches!(self.child.try_wait(), Ok(Some(_)))
+        self.child.try_lock().is_ok_and(|mut c| matches!(c.try_wait(), Ok(Some(_))))
     }
+}
+
+/// Forwards a worker's messages until its output ends or it breaks the protocol; then kills it
+/// (if its handle still lives) and says why.
+async fn read_worker(
+    mut stdout: tokio::process::ChildStdout,
+    key: String,
+    tx: WorkerSender,
+    child: Weak<tokio::sync::Mutex<tokio::process::Child>>,
+) {
+    let violation = loop {
+        match read_message_async(&mut stdout, &tx.budget).await {
+            Ok(Some((message, permit))) => {
+                let event = WorkerEvent::Message(message);
+                let item = FromWorker { key: key.clone(), event, _budget: Some(permit) };
+                if tx.tx.send(item).await.is_err() {
+                    return;
+                }
+            }
+            Ok(None) => break None,
+            Err(e) => break Some(e.to_string()),
+        }
+    };
+    if let Some(why) = &violation {
+        tracing::warn!(session = key, error = %why, "capture worker broke the protocol; killing it");
+        if let Some(child) = child.upgrade() {
+            let _ = child.lock().await.start_kill();
+        }
+    }
+    let _ = tx
+        .tx
+        .send(FromWorker { key, event: WorkerEvent::Ended { violation }, _budget: None })
+        .await;
 }
 
 async fn send(w: &mut tokio::process::ChildStdin, control: &Control) -> io::Result<()> {
@@ -347,7 +446,10 @@ mod tests {
         assert!(read_message(&mut r).unwrap().is_none());
 
         let huge = ((MAX_MESSAGE + 1) as u32).to_le_bytes();
-        assert!(read_message(&mut &huge[..]).is_err());
+        assert!(read_message(&mut &[&huge[..], &[KIND_SEGMENT]].concat()[..]).is_err());
+        let big_status = ((MAX_STATUS_JSON + 2) as u32).to_le_bytes();
+        let e = read_message(&mut &[&big_status[..], &[KIND_STATUS]].concat()[..]).unwrap_err();
+        assert!(e.to_string().contains("status message"), "{e}");
         let unknown = [1u8, 0, 0, 0, 9];
         assert!(read_message(&mut &unknown[..]).is_err());
         let truncated = [10u8, 0, 0, 0, 1, 2];

@@ -51,6 +51,11 @@ fn me() -> String {
 
 impl Env {
     fn new(watched: Option<&Path>) -> Env {
+        Env::build(watched, "http://127.0.0.1:9", "")
+    }
+
+    /// An agent whose console is `server` and whose config ends with `extra` (TOML sections).
+    fn build(watched: Option<&Path>, server: &str, extra: &str) -> Env {
         let dir = tempfile::tempdir().unwrap();
         // Other users must reach the socket to be refused by the daemon (not by the kernel).
         std::fs::set_permissions(dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755))
@@ -64,7 +69,7 @@ impl Env {
             .map(|p| format!("watched_folders = [\"{}\"]", p.display()))
             .unwrap_or_else(|| "watched_folders = []".into());
         let config = format!(
-            r#"server_url = "http://127.0.0.1:9"
+            r#"server_url = "{server}"
 data_dir = "{data}"
 [ring]
 max_bytes = "200 MB"
@@ -77,6 +82,7 @@ display = "{display}"
 {watched}
 [log]
 level = "info"
+{extra}
 "#,
             data = data.display(),
             sock = dir.path().join("admin.sock").display(),
@@ -84,7 +90,7 @@ level = "info"
         );
         std::fs::write(dir.path().join("agent.toml"), config).unwrap();
         let identity = serde_json::json!({
-            "server": "http://127.0.0.1:9",
+            "server": server,
             "device_id": DEVICE,
             "tenant_id": TENANT,
             "device_token": "test-token",
@@ -130,6 +136,9 @@ level = "info"
         let deadline = Instant::now() + Duration::from_secs(60);
         while Client::new(self.socket()).call(&Request::Status).is_err() {
             assert!(Instant::now() < deadline, "daemon did not come up");
+            if let Some(exit) = self.daemon.as_mut().and_then(|c| c.try_wait().unwrap()) {
+                panic!("daemon exited at start ({exit}); its log is above");
+            }
             std::thread::sleep(Duration::from_millis(100));
         }
     }
@@ -175,7 +184,8 @@ level = "info"
         assert_eq!(r["accepted"], self.version, "{r}");
     }
 
-    fn trigger(&self, user: &str, event_at: OffsetDateTime, before: u32, after: u32) {
+    /// Signs and sends a trigger; returns its id.
+    fn trigger(&self, user: &str, event_at: OffsetDateTime, before: u32, after: u32) -> String {
         let now = OffsetDateTime::now_utc();
         let t = TriggerPayload {
             id: TriggerId::new(format!("trig-{}", now.unix_timestamp_nanos())).unwrap(),
@@ -196,6 +206,24 @@ level = "info"
         let env = sign_trigger(&self.signing, &t).unwrap();
         let envelope = String::from_utf8(env.to_json()).unwrap();
         Client::new(self.socket()).call(&Request::Trigger { envelope }).unwrap();
+        t.id.to_string()
+    }
+
+    /// Waits for the clip of `trigger_id` to leave `collecting`.
+    fn closed_clip(&self, trigger_id: &str, secs: u64) -> ClipReport {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        loop {
+            let v = Client::new(self.socket()).call(&Request::Clips).unwrap();
+            let clips: Vec<ClipReport> = serde_json::from_value(v).unwrap();
+            let mine: Vec<_> =
+                clips.into_iter().filter(|c| c.trigger_id.as_deref() == Some(trigger_id)).collect();
+            assert!(mine.len() <= 1, "more than one clip for trigger {trigger_id}: {mine:?}");
+            if let Some(c) = mine.into_iter().find(|c| c.state != "collecting") {
+                return c;
+            }
+            assert!(Instant::now() < deadline, "clip of {trigger_id} never left collecting");
+            std::thread::sleep(Duration::from_millis(300));
+        }
     }
 
     fn wait_for(
@@ -516,5 +544,122 @@ fn capture_start_shows_the_policy_notice_on_the_users_desktop() {
     assert_eq!(got.len(), 1, "{got:?}");
     assert_eq!((got[0].app.as_str(), got[0].body.as_str()), ("Rearview", text));
     assert_eq!(got[0].summary, rearview_agent::notice::SUMMARY);
+    assert!(env.stop().success());
+}
+
+/// The review's case: an approval for `root@partner.example` (someone at a partner) must not
+/// record the local account `root`, since this device maps no domain onto its accounts.
+#[test]
+fn a_domain_principal_does_not_record_the_local_account_of_the_same_name() {
+    let mut env = Env::new(None);
+    env.start();
+    let stranger = format!("{}@partner.example", me());
+    env.policy(&[(&stranger, CaptureMode::SpecificActivities)], 1, 2);
+    let s = env.status();
+    assert_eq!(s.sessions[0].capture, "not approved", "{s:#?}");
+    assert!(s.sessions[0].worker_pid.is_none());
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(env.sealed_files(), 0, "{stranger}'s approval recorded the local {}", me());
+    assert!(env.stop().success());
+}
+
+/// The local account is approved under its bare name and is recorded; a trigger for a person
+/// elsewhere with the same local part (`<me>@partner.example`, approved too) must get none of
+/// those segments: its clip holds nothing and names its whole window missing.
+#[test]
+fn a_trigger_for_a_domain_principal_takes_no_segments_of_a_local_namesake() {
+    let mut env = Env::new(None);
+    env.start();
+    let namesake = format!("{}@partner.example", me());
+    env.policy(
+        &[(&me(), CaptureMode::SpecificActivities), (&namesake, CaptureMode::SpecificActivities)],
+        1,
+        2,
+    );
+    env.wait_for("segments of the local account", 60, |s| s.ring.segments >= 3);
+    let trigger = env.trigger(&namesake, OffsetDateTime::now_utc(), 3, 2);
+    let clip = env.closed_clip(&trigger, 60);
+    assert_eq!(clip.segments, 0, "{namesake}'s clip took segments of the local {}: {clip:?}", me());
+    assert_eq!(clip.missing.len(), 1, "{clip:?}");
+    assert!(clip.missing[0].contains("nothing recorded"), "{clip:?}");
+    assert!(env.stop().success());
+}
+
+/// With `[identity] domain` set, a principal of that domain names the local account: the
+/// session is recorded, its segments carry the principal as the policy spelled it, and a
+/// trigger naming it in another case gets the segments on both sides of the event.
+#[test]
+fn with_an_identity_domain_the_principal_names_the_local_account_and_its_clip_is_whole() {
+    let mut env = Env::build(None, "http://127.0.0.1:9", "[identity]\ndomain = \"Corp.Example\"");
+    env.start();
+    let principal = format!("{}@CORP.example", me().to_uppercase());
+    env.policy(&[(&principal, CaptureMode::SpecificActivities)], 1, 2);
+    env.wait_for("segments of the domain principal", 60, |s| s.ring.segments >= 4);
+    let buffer = Client::new(env.socket()).call(&Request::Buffer).unwrap();
+    let buffer: Vec<rearview_agent::status::BufferEntry> = serde_json::from_value(buffer).unwrap();
+    let labels: std::collections::BTreeSet<String> = buffer.into_iter().map(|e| e.user).collect();
+    assert_eq!(labels.into_iter().collect::<Vec<_>>(), [principal]);
+
+    let event_at = OffsetDateTime::now_utc();
+    let asked = format!("{}@corp.example", me());
+    let trigger = env.trigger(&asked, event_at, 2, 2);
+    let clip = env.closed_clip(&trigger, 60);
+    assert_eq!(clip.state, "pending", "{clip:?}");
+    let spool = rearview_uploader::spool::Spool::open(&env.data().join("spool")).unwrap();
+    let pending = spool.pending().unwrap();
+    let manifest = &pending.iter().find(|p| p.manifest.clip_id == clip.id).unwrap().manifest;
+    let event_ms = (event_at.unix_timestamp_nanos() / 1_000_000) as i64;
+    assert!(manifest.segments.iter().any(|s| s.start_ms < event_ms), "no before-window: {clip:?}");
+    assert!(manifest.segments.iter().any(|s| s.start_ms > event_ms), "no after-window: {clip:?}");
+    assert!(
+        !clip.missing.iter().any(|m| m.contains("after this point")),
+        "the after-window is reported missing while recording ran: {clip:?}"
+    );
+    assert!(env.stop().success());
+}
+
+/// A console that accepts connections and never answers: `rearview doctor` waits on its
+/// clock probe, and meanwhile the daemon still answers other admin requests (its loop also
+/// carries segments and triggers, which must not wait for doctor either).
+#[test]
+fn admin_requests_are_answered_while_doctor_waits_on_a_silent_console() {
+    use std::io::Read;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let server = format!("http://{}", listener.local_addr().unwrap());
+    let (probed_tx, probed) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { return };
+            let probed_tx = probed_tx.clone();
+            std::thread::spawn(move || {
+                let mut head = [0u8; 5];
+                if conn.read_exact(&mut head).is_ok() && &head == b"HEAD " {
+                    let _ = probed_tx.send(());
+                }
+                // Held open, never answered, until the peer gives up.
+                let mut rest = [0u8; 1024];
+                while conn.read(&mut rest).is_ok_and(|n| n > 0) {}
+            });
+        }
+    });
+    let mut env = Env::build(None, &server, "");
+    env.start();
+    let socket = env.socket();
+    let (doctor_tx, doctor) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = doctor_tx.send(Client::new(socket).call(&Request::Doctor));
+    });
+    probed.recv_timeout(Duration::from_secs(60)).expect("doctor never probed the console");
+    let s = env.status();
+    assert!(s.enrollment.enrolled, "{s:?}");
+    assert!(
+        doctor.try_recv().is_err(),
+        "status was answered only after doctor finished: the daemon waited on doctor's probe"
+    );
+    let checks = doctor.recv_timeout(Duration::from_secs(120)).expect("doctor never answered");
+    let checks: Vec<rearview_agent::status::Check> =
+        serde_json::from_value(checks.unwrap()).unwrap();
+    let reach = checks.iter().find(|c| c.name == "console reachable").unwrap();
+    assert!(!reach.ok, "{reach:?}");
     assert!(env.stop().success());
 }

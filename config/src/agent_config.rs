@@ -28,6 +28,11 @@
 //!                                              login (kiosks, labs, tests); the daemon must run
 //!                                              as root to record another user's display
 //!
+//! [identity]                                   how local logins map to policy principals
+//! domain = "corp.example"                      optional: login alice is also alice@corp.example;
+//!                                              unset, only a principal spelled like the login
+//!                                              names it (see rearview_config::LocalAccounts)
+//!
 //! [indicators]
 //! watched_folders = ["/srv/projects"]          files copied into these raise watched_folder_copy
 //! removable_roots = ["/media", "/run/media", "/mnt"]
@@ -43,6 +48,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+
+use crate::ids::LocalAccounts;
 
 /// Where the agent looks for its config when not told otherwise.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/rearview/agent.toml";
@@ -193,6 +200,9 @@ pub struct AgentConfigFile {
     /// Capture overrides.
     #[serde(default)]
     pub capture: CaptureSection,
+    /// How local accounts are named in policies.
+    #[serde(default)]
+    pub identity: IdentitySection,
     /// Local indicator sources.
     #[serde(default)]
     pub indicators: IndicatorsSection,
@@ -255,6 +265,15 @@ pub struct FixedSession {
     /// Login name whose session this display is.
     #[serde(default)]
     pub user: Option<String>,
+}
+
+/// `[identity]`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IdentitySection {
+    /// DNS domain whose UPNs (`<login>@<domain>`) are this device's accounts.
+    #[serde(default)]
+    pub domain: Option<String>,
 }
 
 /// `[indicators]`.
@@ -341,6 +360,7 @@ pub struct AgentConfig {
     socket: PathBuf,
     admin_group: Option<String>,
     fixed_sessions: Vec<FixedSession>,
+    local_accounts: LocalAccounts,
     watched_folders: Vec<PathBuf>,
     removable_roots: Vec<PathBuf>,
     log_format: LogFormat,
@@ -448,6 +468,15 @@ impl TryFrom<AgentConfigFile> for AgentConfig {
                 }
             }
         }
+        let local_accounts = match &f.identity.domain {
+            None => LocalAccounts::bare(),
+            Some(d) => LocalAccounts::with_domain(d).map_err(|e| {
+                invalid(
+                    "identity.domain",
+                    format!("{d:?} {}; e.g. domain = \"corp.example\"", e.why),
+                )
+            })?,
+        };
         if f.indicators.watched_folders.len() > 64 {
             return Err(invalid("indicators.watched_folders", "must list at most 64 folders"));
         }
@@ -469,6 +498,7 @@ impl TryFrom<AgentConfigFile> for AgentConfig {
             socket: f.cli.socket,
             admin_group: f.cli.admin_group,
             fixed_sessions,
+            local_accounts,
             watched_folders: f.indicators.watched_folders,
             removable_roots: f.indicators.removable_roots,
             log_format: f.log.format,
@@ -580,6 +610,10 @@ impl AgentConfig {
     pub fn fixed_sessions(&self) -> &[FixedSession] {
         &self.fixed_sessions
     }
+    /// How this device's logins are named as principals (`[identity]`).
+    pub fn local_accounts(&self) -> &LocalAccounts {
+        &self.local_accounts
+    }
     /// Folders watched for `watched_folder_copy`.
     pub fn watched_folders(&self) -> &[PathBuf] {
         &self.watched_folders
@@ -616,6 +650,7 @@ mod tests {
         assert_eq!(c.socket_path(), Path::new("/run/rearview/rearview.sock"));
         assert_eq!(c.admin_group(), None);
         assert!(c.fixed_sessions().is_empty());
+        assert_eq!(c.local_accounts(), &LocalAccounts::bare());
         assert!(c.watched_folders().is_empty());
         assert_eq!(
             c.removable_roots(),
@@ -707,6 +742,9 @@ mod tests {
                 "capture.sessions",
                 "server_url = \"https://x\"\n[capture]\nsessions = [{display = \"2\", user = \"bob\"}]",
             ),
+            ("identity.domain", "server_url = \"https://x\"\n[identity]\ndomain = \"\""),
+            ("identity.domain", "server_url = \"https://x\"\n[identity]\ndomain = \"@corp\""),
+            ("identity.domain", "server_url = \"https://x\"\n[identity]\ndomain = \"a..b\""),
         ];
         for (field, text) in cases {
             match AgentConfig::from_toml_str(text) {
@@ -743,6 +781,23 @@ mod tests {
             c.fixed_sessions().iter().map(|s| (s.display.as_str(), s.user.as_deref())).collect();
         assert_eq!(users, [(":5", Some("alice")), (":6", Some("bob"))]);
         assert_eq!(c.removable_roots(), [Path::new("/srv/usb")]);
+    }
+
+    #[test]
+    fn an_identity_domain_maps_logins_to_its_upns() {
+        let c = AgentConfig::from_toml_str(&format!(
+            "{MINIMAL}[identity]\ndomain = \"Corp.Example\"\n"
+        ))
+        .unwrap();
+        assert_eq!(c.local_accounts().domain(), Some("corp.example"));
+        let p = crate::Principal::new("alice@corp.example").unwrap();
+        assert!(c.local_accounts().names(&p, "alice"));
+        let err = AgentConfig::from_toml_str(&format!("{MINIMAL}[identity]\ndomain = \"x y\"\n"))
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("identity.domain") && err.to_string().contains("corp.example"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -5,6 +5,16 @@
 //! up in logs, file names and SQL, so every one is bounded in length and free of control
 //! characters; identifiers (everything but [`Principal`]) are further restricted to
 //! `[A-Za-z0-9._:@-]`.
+//!
+//! # Principals
+//!
+//! One form and one matching rule, used alike by approvals, triggers, capture gating, segment
+//! labels and clips (DESIGN.md, "Policy and trust"):
+//!
+//! * two principals are the same person when their [canonical forms](canonical_principal)
+//!   (trimmed, ASCII-lowercased) are equal — nothing else (no stripping of domains);
+//! * a principal names a *local account* per [`LocalAccounts::names`]: the login name itself,
+//!   or `<login>@<domain>` only when the agent config sets `[identity] domain`.
 
 use std::fmt;
 
@@ -120,11 +130,22 @@ id_type!(
     "alert id"
 );
 
+/// The canonical form of a principal name: trimmed, ASCII letters lowercased. Two names are the
+/// same person exactly when their canonical forms are equal; approvals, triggers, capture
+/// gating, segment labels, clips and the console's separation-of-duties checks all compare
+/// through this one function. (Non-ASCII letters are compared as written: directories differ
+/// on how they fold them, and a false "same person" would be worse than a false "different".)
+pub fn canonical_principal(name: &str) -> String {
+    name.trim().to_ascii_lowercase()
+}
+
 /// A person: the user to capture, or the requester / approver of an approval.
 ///
-/// Compared case-insensitively (ASCII), since directory services treat `Alice@corp` and
-/// `alice@corp` as the same account: an approval by `Alice` of a request by `alice` is a
-/// self-approval. The original spelling is kept for display.
+/// Written as the directory knows them: a bare account (`alice`), a UPN (`alice@corp.example`)
+/// or a down-level name (`CORP\alice`). Compared in [canonical form](canonical_principal), so
+/// an approval by `Alice` of a request by `alice` is a self-approval; the original spelling is
+/// kept for display and labels. Which *local account* a principal names is a separate rule,
+/// [`LocalAccounts::names`].
 #[derive(Clone, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub struct Principal(String);
@@ -156,21 +177,85 @@ impl Principal {
         &self.0
     }
 
-    /// Whether `self` and `other` name the same account (ASCII case-insensitive).
-    pub fn same_as(&self, other: &Principal) -> bool {
-        self.0.eq_ignore_ascii_case(&other.0)
+    /// The [canonical form](canonical_principal) of the name.
+    pub fn canonical(&self) -> String {
+        canonical_principal(&self.0)
     }
 
-    /// Whether this principal is the local account `user` (e.g. `alice` matches `alice`,
-    /// `alice@corp.example` and `CORP\alice`). Agents map session owners to policy users
-    /// with this.
-    pub fn matches_account(&self, user: &str) -> bool {
-        if self.0.eq_ignore_ascii_case(user) {
+    /// Whether `self` and `other` name the same person (equal canonical forms).
+    pub fn same_as(&self, other: &Principal) -> bool {
+        self.canonical() == other.canonical()
+    }
+}
+
+/// How this device's local accounts are named as principals: the agent config's
+/// `[identity] domain`. The one rule that maps a session owner (a login name) onto the
+/// principals of policies and triggers, see [`LocalAccounts::names`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LocalAccounts {
+    /// Canonical DNS domain whose UPNs are this device's accounts; `None`: only bare names.
+    domain: Option<String>,
+}
+
+/// Longest DNS name.
+const MAX_DOMAIN_LEN: usize = 253;
+
+impl LocalAccounts {
+    /// Local accounts are named only by their own login names.
+    pub fn bare() -> LocalAccounts {
+        LocalAccounts { domain: None }
+    }
+
+    /// Local accounts are also named `<login>@<domain>` (the directory's UPNs, where the
+    /// device's logins are the directory's accounts). `domain` is a DNS name such as
+    /// `corp.example`; it is kept in canonical (lowercase) form.
+    pub fn with_domain(domain: &str) -> Result<LocalAccounts, IdError> {
+        let fail =
+            |why| Err(IdError { what: "domain", shown: domain.chars().take(64).collect(), why });
+        if domain.is_empty() || domain.len() > MAX_DOMAIN_LEN {
+            return fail("must be a DNS name of 1..=253 bytes, like corp.example");
+        }
+        let label_ok = |l: &str| {
+            (1..=63).contains(&l.len())
+                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+        };
+        if !domain.split('.').all(label_ok) {
+            return fail("must be a DNS name like corp.example (letters, digits, - and dots)");
+        }
+        Ok(LocalAccounts { domain: Some(domain.to_ascii_lowercase()) })
+    }
+
+    /// The configured domain, canonical.
+    pub fn domain(&self) -> Option<&str> {
+        self.domain.as_deref()
+    }
+
+    /// Whether `principal` names the local account `account` (a login name). It does when it
+    /// is, in canonical form, that login name (`alice` is `alice`; an account that the system
+    /// already names `alice@corp.example` or `CORP\alice`, as sssd or winbind may, is that
+    /// name), or, only with a configured domain, that login name plus `@domain`.
+    ///
+    /// Nothing else maps: without a domain `alice@corp.example` is not the local `alice` (it
+    /// may be someone at a partner), and a down-level `CORP\alice` never names a bare local
+    /// `alice` (no setting maps NetBIOS domains; write the policy with the UPN instead).
+    pub fn names(&self, principal: &Principal, account: &str) -> bool {
+        let p = principal.canonical();
+        let account = canonical_principal(account);
+        if account.is_empty() {
+            return false;
+        }
+        if p == account {
             return true;
         }
-        let local = self.0.split('@').next().unwrap_or(&self.0);
-        let local = local.rsplit('\\').next().unwrap_or(local);
-        local.eq_ignore_ascii_case(user)
+        match &self.domain {
+            Some(domain) if !account.contains(['@', '\\']) => {
+                p.strip_suffix(domain.as_str()).and_then(|l| l.strip_suffix('@'))
+                    == Some(account.as_str())
+            }
+            _ => false,
+        }
     }
 }
 
@@ -258,13 +343,54 @@ mod tests {
         assert_ne!(a, Principal::new("bob@corp.example").unwrap());
     }
 
+    fn p(s: &str) -> Principal {
+        Principal::new(s).unwrap()
+    }
+
     #[test]
-    fn principals_match_local_accounts() {
-        assert!(Principal::new("alice@corp.example").unwrap().matches_account("alice"));
-        assert!(Principal::new("CORP\\alice").unwrap().matches_account("alice"));
-        assert!(Principal::new("alice").unwrap().matches_account("Alice"));
-        assert!(!Principal::new("alice@corp.example").unwrap().matches_account("bob"));
-        assert!(!Principal::new("malice").unwrap().matches_account("alice"));
+    fn canonical_form_is_trimmed_and_ascii_lowercased() {
+        assert_eq!(canonical_principal("  Alice@Corp.Example "), "alice@corp.example");
+        assert_eq!(p("CORP\\Alice").canonical(), "corp\\alice");
+        assert_eq!(p("Ärger").canonical(), "Ärger", "non-ASCII letters are kept as written");
+    }
+
+    #[test]
+    fn without_a_domain_only_the_login_name_is_the_account() {
+        let bare = LocalAccounts::bare();
+        assert!(bare.names(&p("alice"), "alice"));
+        assert!(bare.names(&p("ALICE"), "alice"));
+        assert!(!bare.names(&p("alice@corp.example"), "alice"), "could be someone else");
+        assert!(!bare.names(&p("root@partner.example"), "root"));
+        assert!(!bare.names(&p("CORP\\alice"), "alice"));
+        assert!(!bare.names(&p("malice"), "alice"));
+        // Accounts the system itself names with a domain (sssd, winbind) are those names.
+        assert!(bare.names(&p("Alice@Corp.Example"), "alice@corp.example"));
+        assert!(bare.names(&p("corp\\alice"), "CORP\\alice"));
+    }
+
+    #[test]
+    fn a_configured_domain_adds_exactly_its_upns() {
+        let corp = LocalAccounts::with_domain("Corp.Example").unwrap();
+        assert_eq!(corp.domain(), Some("corp.example"));
+        assert!(corp.names(&p("alice"), "alice"));
+        assert!(corp.names(&p("Alice@CORP.example"), "alice"));
+        assert!(!corp.names(&p("alice@partner.example"), "alice"));
+        assert!(!corp.names(&p("alice@sub.corp.example"), "alice"));
+        assert!(!corp.names(&p("bob@corp.example"), "alice"));
+        assert!(!corp.names(&p("@corp.example"), ""));
+        assert!(!corp.names(&p("CORP\\alice"), "alice"));
+        // A login that already carries a domain is not extended by another.
+        assert!(!corp.names(&p("a@b@corp.example"), "a@b"));
+    }
+
+    #[test]
+    fn domains_are_dns_names() {
+        for bad in ["", ".", "corp..example", "-corp.example", "corp_x.example", "a b", "x@y"] {
+            let e = LocalAccounts::with_domain(bad).unwrap_err();
+            assert!(e.to_string().contains("domain"), "{bad}: {e}");
+        }
+        assert!(LocalAccounts::with_domain(&"a".repeat(64)).is_err());
+        assert!(LocalAccounts::with_domain("xn--bcher-kva.example").is_ok());
     }
 
     #[test]

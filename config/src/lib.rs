@@ -30,7 +30,8 @@
 //! // Agent:
 //! let envelope = SignedEnvelope::from_json(&received)?;  // size-capped parse
 //! let policy = trust.accept_policy(&envelope, now)?;     // verified, persisted
-//! assert!(policy.approved_account("alice", now).is_none()); // nobody approved: record nobody
+//! let accounts = LocalAccounts::bare();                   // from the agent config
+//! assert!(policy.approved_account(&accounts, "alice", now).is_none()); // nobody approved
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
@@ -39,7 +40,8 @@
 //! * [`agent_config`]: the agent's TOML file (`/etc/rearview/agent.toml`) into a validated
 //!   [`AgentConfig`].
 //! * [`ids`]: validated names ([`TenantId`], [`DeviceId`], [`Principal`], [`TriggerId`],
-//!   [`AlertId`]).
+//!   [`AlertId`]); the one principal form ([`canonical_principal`]) and the one rule mapping
+//!   principals onto local accounts ([`LocalAccounts`]).
 //! * [`keys`]: [`SigningKey`] (console, redacted, zeroized), [`VerifyingKey`], [`KeyId`].
 //! * [`envelope`]: the wire format of signed payloads ([`SignedEnvelope`]), domain separation
 //!   between policies and triggers, size caps.
@@ -85,7 +87,9 @@ pub use agent_config::{
 pub use envelope::{
     Domain, EnvelopeError, SignatureError, SignedEnvelope, MAX_ENVELOPE_BYTES, MAX_PAYLOAD_BYTES,
 };
-pub use ids::{AlertId, DeviceId, IdError, Principal, TenantId, TriggerId};
+pub use ids::{
+    canonical_principal, AlertId, DeviceId, IdError, LocalAccounts, Principal, TenantId, TriggerId,
+};
 pub use keys::{KeyError, KeyId, SigningKey, VerifyingKey};
 pub use policy::{
     canonical_name, validate_approval, Approval, ApprovalRecord, CaptureMode, CaptureSettings,

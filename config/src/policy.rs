@@ -58,7 +58,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-use crate::ids::{DeviceId, Principal, TenantId};
+use crate::ids::{DeviceId, LocalAccounts, Principal, TenantId};
 
 /// Largest accepted free-text field (justification, notice text, trigger object), in bytes.
 pub const MAX_TEXT_LEN: usize = 2000;
@@ -462,7 +462,7 @@ impl Default for Notice {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UserScope {
-    /// Who (matched against session owners with [`Principal::matches_account`]).
+    /// Who (matched against session owners with [`LocalAccounts::names`]).
     pub principal: Principal,
     /// What may leave the device.
     pub mode: CaptureMode,
@@ -705,11 +705,19 @@ impl PolicyPayload {
         self.users.iter().find(|u| u.principal.same_as(principal))
     }
 
-    /// The scope entry for local account `account` whose approval is in force at `t`.
-    pub fn approved_account(&self, account: &str, t: OffsetDateTime) -> Option<&UserScope> {
+    /// The scope entry naming local account `account` (by `accounts`' rule,
+    /// [`LocalAccounts::names`]) whose approval is in force at `t`. When several entries name
+    /// the account, the first in the bundle wins; its principal is what the account's segments
+    /// are labelled with.
+    pub fn approved_account(
+        &self,
+        accounts: &LocalAccounts,
+        account: &str,
+        t: OffsetDateTime,
+    ) -> Option<&UserScope> {
         self.users
             .iter()
-            .find(|u| u.principal.matches_account(account) && u.approval.in_force_at(t))
+            .find(|u| accounts.names(&u.principal, account) && u.approval.in_force_at(t))
     }
 
     /// The local indicator rule for `kind`, if any.
@@ -1059,9 +1067,14 @@ mod tests {
     #[test]
     fn approved_account_needs_an_approval_in_force() {
         let pol = sample();
-        assert!(pol.approved_account("alice", datetime!(2026-11-22 00:00 UTC)).is_some());
-        assert!(pol.approved_account("alice", datetime!(2026-11-20 00:00 UTC)).is_none());
-        assert!(pol.approved_account("alice", datetime!(2026-12-21 00:00 UTC)).is_none());
-        assert!(pol.approved_account("bob", datetime!(2026-11-22 00:00 UTC)).is_none());
+        let contoso = LocalAccounts::with_domain("contoso.example").unwrap();
+        let at = |d| pol.approved_account(&contoso, "alice", d);
+        assert!(at(datetime!(2026-11-22 00:00 UTC)).is_some());
+        assert!(at(datetime!(2026-11-20 00:00 UTC)).is_none());
+        assert!(at(datetime!(2026-12-21 00:00 UTC)).is_none());
+        let now = datetime!(2026-11-22 00:00 UTC);
+        assert!(pol.approved_account(&contoso, "bob", now).is_none());
+        // Without the device's domain, alice@contoso.example is not the local alice.
+        assert!(pol.approved_account(&LocalAccounts::bare(), "alice", now).is_none());
     }
 }

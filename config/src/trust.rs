@@ -31,6 +31,12 @@
 //!   ─► before/after within the policy's window bounds ─► id persisted ─► act on it
 //! ```
 //!
+//! [`TrustStore::accept_trigger`] does all of it; the agent instead calls
+//! [`TrustStore::verify_trigger`] (every check up to "id persisted", no state change), records
+//! the clip durably, and only then [`TrustStore::mark_trigger_seen`]: a crash in between leaves
+//! the id unseen, the console sends the trigger again, and the agent recognises the clip it
+//! already holds for that id (see `rearview_uploader::Uploader::accept_trigger`).
+//!
 //! Only accepted triggers are remembered, so one refused for a reason that can change (no policy
 //! yet) can be sent again. `now` is always passed in, for tests and so one instant is used per
 //! decision.
@@ -45,7 +51,7 @@ use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
 use crate::envelope::{Domain, SignatureError, SignedEnvelope};
-use crate::ids::{DeviceId, Principal, TenantId, TriggerId};
+use crate::ids::{DeviceId, LocalAccounts, Principal, TenantId, TriggerId};
 use crate::keys::{KeyId, VerifyingKey};
 use crate::policy::{PayloadError, PolicyPayload, UserScope, ValidationError};
 use crate::trigger::TriggerPayload;
@@ -102,19 +108,25 @@ impl VerifiedPolicy {
         self.0.payload.in_force_at(now)
     }
 
-    /// The scope entry of local account `account` if the bundle is in force at `now`, capture is
-    /// enabled, and the user's approval is in force at `now`. `None` means: do not record this
-    /// user at all.
-    pub fn approved_account(&self, account: &str, now: OffsetDateTime) -> Option<&UserScope> {
+    /// The scope entry naming local account `account` (by `accounts`' rule) if the bundle is in
+    /// force at `now`, capture is enabled, and the user's approval is in force at `now`. `None`
+    /// means: do not record this user at all.
+    pub fn approved_account(
+        &self,
+        accounts: &LocalAccounts,
+        account: &str,
+        now: OffsetDateTime,
+    ) -> Option<&UserScope> {
         let p = &self.0.payload;
         if !p.in_force_at(now) || !p.capture.enabled {
             return None;
         }
-        p.approved_account(account, now)
+        p.approved_account(accounts, account, now)
     }
 }
 
-/// A trigger that passed every check and has been recorded as seen.
+/// A trigger that passed every check (and, from [`TrustStore::accept_trigger`], has been
+/// recorded as seen).
 #[derive(Debug, Clone)]
 pub struct VerifiedTrigger {
     payload: TriggerPayload,
@@ -521,9 +533,24 @@ impl TrustStore {
     }
 
     /// Verifies a trigger against the policy in force and, if it passes, records its id as seen
-    /// (persisted before returning). The caller then uploads the window.
+    /// (persisted before returning): [`verify_trigger`](Self::verify_trigger) then
+    /// [`mark_trigger_seen`](Self::mark_trigger_seen). A caller that must record the clip
+    /// before the id counts as seen (so a crash in between loses nothing) calls the two itself.
     pub fn accept_trigger(
         &mut self,
+        envelope: &SignedEnvelope,
+        now: OffsetDateTime,
+    ) -> Result<VerifiedTrigger, TriggerRejected> {
+        let trigger = self.verify_trigger(envelope, now)?;
+        self.mark_trigger_seen(&trigger, now)?;
+        Ok(trigger)
+    }
+
+    /// Runs every check of a trigger (module docs, up to "id persisted") without changing any
+    /// state: a trigger that passes may still be refused by [`mark_trigger_seen`]
+    /// (Self::mark_trigger_seen) only if the state file cannot be written.
+    pub fn verify_trigger(
+        &self,
         envelope: &SignedEnvelope,
         now: OffsetDateTime,
     ) -> Result<VerifiedTrigger, TriggerRejected> {
@@ -590,19 +617,42 @@ impl TrustStore {
                 policy_version,
             });
         }
+        // Refused before anyone acts on it, rather than after its clip is recorded.
+        let unexpired = self.state.seen_triggers.values().filter(|e| **e > now).count();
+        if unexpired >= MAX_SEEN_TRIGGERS {
+            return Err(TriggerRejected::State {
+                id,
+                source: Box::new(StateError::TooManyTriggers { count: unexpired }),
+            });
+        }
+        Ok(VerifiedTrigger { payload: t, policy_version, envelope: envelope.clone() })
+    }
+
+    /// Records `trigger` as seen (persisted before returning), so the same id is refused as a
+    /// replay from now on. Marking an id already seen changes nothing.
+    pub fn mark_trigger_seen(
+        &mut self,
+        trigger: &VerifiedTrigger,
+        now: OffsetDateTime,
+    ) -> Result<(), TriggerRejected> {
+        let id = &trigger.payload.id;
+        if self.state.seen_triggers.contains_key(id) {
+            return Ok(());
+        }
         let mut next = self.state.clone();
         next.prune(now);
         if next.seen_triggers.len() >= MAX_SEEN_TRIGGERS {
             return Err(TriggerRejected::State {
-                id,
+                id: id.clone(),
                 source: Box::new(StateError::TooManyTriggers { count: next.seen_triggers.len() }),
             });
         }
-        next.seen_triggers.insert(id.clone(), t.expires_at);
-        state::store(&self.path, &self.anchor.tenant, &self.anchor.device, &next)
-            .map_err(|source| TriggerRejected::State { id, source: Box::new(source) })?;
+        next.seen_triggers.insert(id.clone(), trigger.payload.expires_at);
+        state::store(&self.path, &self.anchor.tenant, &self.anchor.device, &next).map_err(
+            |source| TriggerRejected::State { id: id.clone(), source: Box::new(source) },
+        )?;
         self.state = next;
-        Ok(VerifiedTrigger { payload: t, policy_version, envelope: envelope.clone() })
+        Ok(())
     }
 
     /// How many trigger ids are remembered (for status output).

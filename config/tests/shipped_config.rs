@@ -14,8 +14,20 @@ fn packaging_agent_toml_parses() {
     assert_eq!(c.spool_max_bytes(), 2_000_000_000);
     assert_eq!(c.admin_group(), Some("rearview-admin"));
     assert!(c.fixed_sessions().is_empty());
+    assert_eq!(c.local_accounts().domain(), None, "no domain unless the operator sets one");
     assert_eq!(c.log_format(), LogFormat::Text);
     assert_eq!(c.log_level(), LogLevel::Info);
+}
+
+/// The commented `[identity] domain` example, switched on, parses as the comment says.
+#[test]
+fn packaging_agent_toml_identity_example_parses() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../packaging/agent.toml");
+    let text = std::fs::read_to_string(path).unwrap();
+    assert!(text.contains("# domain = \"corp.example\""), "the example is gone");
+    let on = text.replace("# domain = \"corp.example\"", "domain = \"corp.example\"");
+    let c = AgentConfig::from_toml_str(&on).unwrap();
+    assert_eq!(c.local_accounts().domain(), Some("corp.example"));
 }
 
 /// A file over the 1 MiB limit is refused whole, not read up to the limit: cut there, it could

@@ -17,6 +17,12 @@ fn p(s: &str) -> Principal {
     Principal::new(s).unwrap()
 }
 
+/// The device's accounts are the UPNs of contoso.example (the test policies name
+/// `alice@contoso.example`).
+fn contoso() -> LocalAccounts {
+    LocalAccounts::with_domain("contoso.example").unwrap()
+}
+
 fn anchor(key: &SigningKey) -> TrustAnchor {
     TrustAnchor {
         tenant: TenantId::new("contoso").unwrap(),
@@ -113,8 +119,8 @@ fn valid_policy_is_accepted_and_survives_restart() {
     let v = f.accept(&policy(3)).unwrap();
     assert_eq!(v.version(), 3);
     assert_eq!(v.payload(), &policy(3));
-    assert!(v.approved_account("alice", NOW).is_some());
-    assert!(v.approved_account("bob", NOW).is_none());
+    assert!(v.approved_account(&contoso(), "alice", NOW).is_some());
+    assert!(v.approved_account(&contoso(), "bob", NOW).is_none());
 
     f.reopen();
     assert_eq!(f.store.last_policy_version(), Some(3));
@@ -158,7 +164,10 @@ fn a_newer_policy_replaces_the_old_one() {
     f.accept(&revoked).unwrap();
     let now = f.store.policy_in_force(NOW).unwrap();
     assert_eq!(now.version(), 4);
-    assert!(now.approved_account("alice", NOW).is_none(), "revocation stops capture at once");
+    assert!(
+        now.approved_account(&contoso(), "alice", NOW).is_none(),
+        "revocation stops capture at once"
+    );
 }
 
 #[test]
@@ -167,7 +176,7 @@ fn capture_disabled_policy_approves_nobody() {
     let mut pol = policy(1);
     pol.capture.enabled = false;
     let v = f.accept(&pol).unwrap();
-    assert!(v.approved_account("alice", NOW).is_none());
+    assert!(v.approved_account(&contoso(), "alice", NOW).is_none());
 }
 
 #[test]
@@ -175,8 +184,10 @@ fn policy_and_approvals_stop_at_their_expiry_after_acceptance() {
     let mut f = Fixture::new();
     let v = f.accept(&policy(1)).unwrap();
     let after_approval = datetime!(2026-12-01 00:00 UTC);
-    assert!(v.approved_account("alice", after_approval - Duration::seconds(1)).is_some());
-    assert!(v.approved_account("alice", after_approval).is_none(), "approval expired");
+    assert!(v
+        .approved_account(&contoso(), "alice", after_approval - Duration::seconds(1))
+        .is_some());
+    assert!(v.approved_account(&contoso(), "alice", after_approval).is_none(), "approval expired");
     let after_policy = datetime!(2026-12-22 00:00 UTC);
     assert!(f.store.policy_in_force(after_policy - Duration::seconds(1)).is_some());
     assert!(f.store.policy_in_force(after_policy).is_none(), "policy expired: fail closed");
@@ -433,6 +444,27 @@ fn valid_trigger_is_accepted_once_even_across_restart() {
     assert!(matches!(err, TriggerRejected::Replay { .. }), "{err}");
     assert!(!err.is_retryable());
     assert!(f.trigger(&trigger("trg-2"), NOW).is_ok());
+}
+
+/// The agent records a trigger's clip between verifying it and marking it seen: verifying
+/// changes nothing (a crash then leaves it acceptable when the console sends it again), marking
+/// makes it a replay, also after a restart, and marking twice is harmless.
+#[test]
+fn a_verified_trigger_is_a_replay_only_once_marked_seen() {
+    let mut f = Fixture::new();
+    f.accept(&policy(3)).unwrap();
+    let env = sign_trigger(&f.key, &trigger("trg-1")).unwrap();
+    let v = f.store.verify_trigger(&env, NOW).unwrap();
+    assert_eq!(f.store.seen_trigger_count(), 0);
+    f.reopen();
+    let v2 = f.store.verify_trigger(&env, NOW).expect("unmarked: verified again after a restart");
+    assert_eq!(v2.payload(), v.payload());
+    f.store.mark_trigger_seen(&v, NOW).unwrap();
+    f.store.mark_trigger_seen(&v2, NOW).unwrap();
+    assert_eq!(f.store.seen_trigger_count(), 1);
+    f.reopen();
+    let err = f.store.verify_trigger(&env, NOW).unwrap_err();
+    assert!(matches!(err, TriggerRejected::Replay { .. }), "{err}");
 }
 
 #[test]

@@ -44,6 +44,11 @@ pub enum UploadError {
     /// Bad configuration (server URL, CA file, …).
     #[error("configuration: {0}")]
     Config(String),
+    /// A verified trigger whose clip this device could not record (the agent's state file, or
+    /// no agent listening): it is neither marked seen nor acknowledged, so the console sends
+    /// it again.
+    #[error("trigger {trigger} not acted on: {reason}; the console will send it again")]
+    NotRecorded { trigger: String, reason: String },
 }
 
 impl UploadError {
@@ -52,7 +57,10 @@ impl UploadError {
     pub fn is_retryable(&self) -> bool {
         matches!(
             self,
-            UploadError::Unavailable(_) | UploadError::LocalFile { .. } | UploadError::Database(_)
+            UploadError::Unavailable(_)
+                | UploadError::NotRecorded { .. }
+                | UploadError::LocalFile { .. }
+                | UploadError::Database(_)
         )
     }
 

@@ -15,10 +15,12 @@
 //! * [`spool`]: the SQLite (WAL) spool and its on-disk format and crash rules.
 //! * [`client`]: the HTTP client (reqwest, rustls); [`sse`]: the event-stream reader;
 //!   [`backoff`]: exponential backoff with jitter; [`error`]: errors that say if retrying helps.
+//! * [`fault`]: debug-build fault points for crash tests (`REARVIEW_FAULT`).
 
 pub mod backoff;
 pub mod client;
 pub mod error;
+pub mod fault;
 pub mod spool;
 pub mod sse;
 pub mod uploader;
@@ -27,7 +29,8 @@ pub mod wire;
 pub use error::UploadError;
 pub use spool::{SegmentBytes, SpoolStats};
 pub use uploader::{
-    Command, Identity, NewClip, NewSegment, Running, Status, Uploader, UploaderConfig,
+    Command, Identity, NewClip, NewSegment, Running, Status, TriggerDelivery, Uploader,
+    UploaderConfig,
 };
 
 /// Wall-clock time, Unix milliseconds.

@@ -14,7 +14,8 @@
 //!
 //! * **stream**: holds `GET /api/v1/device/stream`; every policy and trigger is verified by
 //!   [`rearview_config::TrustStore`] before anything else sees it; accepted ones go to every
-//!   [`Uploader::subscribe`]r as [`Command`]s, and triggers are acknowledged to the console.
+//!   [`Uploader::subscribe`]r as [`Command`]s. A trigger is marked seen and acknowledged to
+//!   the console only after a subscriber has recorded its clip ([`TriggerDelivery`]).
 //!   A stream that ends, fails or stays silent past 45 s (the console pings every 15 s) is
 //!   reopened after an exponential backoff with jitter.
 //! * **send**: takes pending clips oldest first: manifest, then only the segments the console
@@ -122,8 +123,63 @@ impl Drop for Identity {
 #[derive(Debug, Clone)]
 pub enum Command {
     Policy(VerifiedPolicy),
-    Trigger(Box<VerifiedTrigger>),
+    /// A verified trigger, not yet marked seen nor acknowledged: whoever records its clip says
+    /// so with [`TriggerDelivery::recorded`] (see [`Uploader::accept_trigger`]).
+    Trigger(Arc<TriggerDelivery>),
 }
+
+/// A verified trigger on its way to whoever records its clip, and the answer the uploader waits
+/// for before it marks the trigger seen and acknowledges it.
+///
+/// Every subscriber gets the same delivery; the first answer counts. When every copy is dropped
+/// unanswered, the trigger counts as not recorded.
+pub struct TriggerDelivery {
+    trigger: VerifiedTrigger,
+    answer: Mutex<Option<tokio::sync::oneshot::Sender<Result<(), String>>>>,
+}
+
+impl TriggerDelivery {
+    /// The trigger.
+    pub fn trigger(&self) -> &VerifiedTrigger {
+        &self.trigger
+    }
+
+    /// The clip for this trigger is durably recorded (or was already): the uploader may now
+    /// mark the trigger seen and acknowledge it.
+    pub fn recorded(&self) {
+        self.answer(Ok(()));
+    }
+
+    /// The clip could not be recorded (`why` names the cause): the trigger stays unseen and
+    /// unacknowledged, and the console sends it again.
+    pub fn not_recorded(&self, why: String) {
+        self.answer(Err(why));
+    }
+
+    fn answer(&self, result: Result<(), String>) {
+        if let Some(tx) = lock(&self.answer).take() {
+            let _ = tx.send(result);
+        }
+    }
+}
+
+impl std::ops::Deref for TriggerDelivery {
+    type Target = VerifiedTrigger;
+    fn deref(&self) -> &VerifiedTrigger {
+        &self.trigger
+    }
+}
+
+impl std::fmt::Debug for TriggerDelivery {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("TriggerDelivery").field(&self.trigger.payload().id).finish()
+    }
+}
+
+/// How long [`Uploader::accept_trigger`] waits for the clip to be recorded. The daemon answers
+/// from its loop in milliseconds; this only bounds a subscriber that never answers, after which
+/// the console's next resend tries again.
+const RECORD_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// A segment to put in a clip.
 #[derive(Debug, Clone)]
@@ -322,8 +378,11 @@ impl Uploader {
         rx
     }
 
-    fn deliver(&self, command: Command) {
-        lock(&self.subscribers).retain(|tx| tx.send(command.clone()).is_ok());
+    /// Sends `command` to every subscriber; returns how many got it.
+    fn deliver(&self, command: Command) -> usize {
+        let mut subscribers = lock(&self.subscribers);
+        subscribers.retain(|tx| tx.send(command.clone()).is_ok());
+        subscribers.len()
     }
 
     /// The policy in force now, if any (`None`: record nobody).
@@ -377,19 +436,34 @@ impl Uploader {
         }
     }
 
-    /// Verifies a trigger; tells subscribers and acknowledges it to the console. A refused
-    /// trigger is neither delivered nor acknowledged.
+    /// Verifies a trigger, hands it to the subscribers, and once one of them says its clip is
+    /// recorded, marks it seen (trust state) and acknowledges it to the console — in that
+    /// order, so a crash anywhere loses no accepted trigger: before "seen" the console sends it
+    /// again (and the recorder finds the clip it already holds for that id), after it the
+    /// resend is a replay that is only acknowledged. A refused trigger is neither delivered nor
+    /// acknowledged.
     pub async fn accept_trigger(&self, message: &TriggerMessage) -> Result<(), UploadError> {
         let envelope = envelope(&message.signed)?;
         let verdict = {
-            let mut trust = lock(&self.trust);
-            let trust = trust.as_mut().ok_or(UploadError::NotEnrolled)?;
-            trust.accept_trigger(&envelope, OffsetDateTime::now_utc())
+            let trust = lock(&self.trust);
+            let trust = trust.as_ref().ok_or(UploadError::NotEnrolled)?;
+            trust.verify_trigger(&envelope, OffsetDateTime::now_utc())
         };
         match verdict {
             Ok(t) => {
+                tracing::info!(trigger = %message.trigger_id, "trigger verified");
+                self.record(t.clone()).await?;
+                let seen = {
+                    let mut trust = lock(&self.trust);
+                    let trust = trust.as_mut().ok_or(UploadError::NotEnrolled)?;
+                    trust.mark_trigger_seen(&t, OffsetDateTime::now_utc())
+                };
+                seen.map_err(|e| UploadError::NotRecorded {
+                    trigger: message.trigger_id.clone(),
+                    reason: e.to_string(),
+                })?;
+                crate::fault::point("trigger:after-seen");
                 tracing::info!(trigger = %message.trigger_id, "trigger accepted");
-                self.deliver(Command::Trigger(Box::new(t)));
                 self.client().ack_trigger(&message.trigger_id).await
             }
             // Seen before (a resend after a reconnect): the ack got lost, send it again.
@@ -400,6 +474,27 @@ impl Uploader {
                 what: format!("trigger {}", message.trigger_id),
                 reason: e.to_string(),
             }),
+        }
+    }
+
+    /// Hands `trigger` to the subscribers and waits until one says its clip is recorded.
+    async fn record(&self, trigger: VerifiedTrigger) -> Result<(), UploadError> {
+        let id = trigger.payload().id.to_string();
+        let not_recorded =
+            |reason: String| UploadError::NotRecorded { trigger: id.clone(), reason };
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let delivery = Arc::new(TriggerDelivery { trigger, answer: Mutex::new(Some(tx)) });
+        if self.deliver(Command::Trigger(delivery)) == 0 {
+            return Err(not_recorded("nothing on this device records clips".into()));
+        }
+        match tokio::time::timeout(RECORD_TIMEOUT, rx).await {
+            Ok(Ok(Ok(()))) => Ok(()),
+            Ok(Ok(Err(why))) => Err(not_recorded(why)),
+            Ok(Err(_)) => Err(not_recorded("dropped before its clip was recorded".into())),
+            Err(_) => Err(not_recorded(format!(
+                "its clip was not recorded within {} s",
+                RECORD_TIMEOUT.as_secs()
+            ))),
         }
     }
 

@@ -16,7 +16,12 @@
 //! # State file
 //!
 //! `<data_dir>/clips.json`, rewritten (temp file, fsync, rename) on every change, so a restart
-//! continues collecting open windows and pins of unknown clips can be released:
+//! continues collecting open windows and pins of unknown clips can be released. A trigger's
+//! clip is saved here before the trigger counts as seen, and `trigger_id` is unique in the
+//! file: a trigger that comes again finds its clip instead of opening another.
+//!
+//! `user` is the principal the trigger named; a segment belongs to the clip when its label (the
+//! principal its session's approval named) is the same principal ([`same_principal`]).
 //!
 //! ```text
 //! [ { "id": "<32 hex>", "trigger_id": "…"|null, "user": "<principal>", "reason": "…",
@@ -74,13 +79,25 @@ impl Clip {
         self.segments.iter().filter(|s| !self.spooled.contains(s)).cloned().collect()
     }
 
-    /// Whether a segment of `user` spanning `[start, end]` belongs in this clip.
+    /// Whether a segment labelled `user` spanning `[start, end]` belongs in this clip.
     pub fn wants(&self, user: &str, start: i64, end: i64) -> bool {
         self.collecting()
-            && self.user.eq_ignore_ascii_case(user)
+            && same_principal(&self.user, user)
             && start <= self.to_utc_micros
             && end >= self.from_utc_micros
     }
+}
+
+/// Whether a clip's user and a segment's label name the same person: equal canonical forms
+/// ([`rearview_config::canonical_principal`]), the rule approvals and triggers use too.
+///
+/// Labels are what the session's approval named when the segment was recorded. A segment from
+/// before an upgrade, or from before `[identity] domain` was set, may carry a bare login
+/// (`alice`) where triggers now name `alice@corp.example`: it is not taken (who `alice` was then
+/// cannot be told after the fact), and the clip names that part of its window missing; such
+/// segments leave the ring within its retention.
+pub fn same_principal(a: &str, b: &str) -> bool {
+    rearview_config::canonical_principal(a) == rearview_config::canonical_principal(b)
 }
 
 /// The parts of `[from, to]` that `spans` (segment start/end, UTC micros) do not cover, allowing
@@ -226,6 +243,7 @@ mod tests {
         assert_eq!(again.clips, book.clips);
         assert!(again.clips[0].wants("ALICE", 0, 1));
         assert!(!again.clips[0].wants("bob", 0, 1));
+        assert!(!again.clips[0].wants("alice@corp.example", 0, 1), "not the same principal");
         std::fs::write(&path, b"{not json").unwrap();
         let (empty, problem) = ClipBook::load(&path);
         assert!(empty.clips.is_empty() && problem.is_some());

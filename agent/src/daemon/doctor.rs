@@ -1,11 +1,19 @@
 //! `rearview doctor`: each check says pass or fail, what it saw, and the fix.
+//!
+//! [`prepare`] takes what the checks need from the daemon on its loop, without waiting on
+//! anything; [`Doctor::run`] then does the checks that touch the disk and the network (the
+//! console probe may wait up to [`PROBE_DEADLINE`]) in a task of its own, so the loop keeps
+//! sealing segments and recording triggers meanwhile.
 
 use std::io::{Read, Write};
 use std::os::unix::fs::PermissionsExt;
-use std::time::Duration;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use rearview_config::time::format_description::well_known::Rfc2822;
 use rearview_config::time::OffsetDateTime;
+use rearview_uploader::Uploader;
 
 use super::Daemon;
 use crate::status::Check;
@@ -14,12 +22,54 @@ use crate::status::Check;
 const MAX_SKEW_SECS: i64 = 60;
 /// Free space below which the ring cannot be trusted to keep its window.
 const MIN_FREE_BYTES: u64 = 1 << 30;
+/// Longest the console probe may take in all (connect, request, answer).
+pub const PROBE_DEADLINE: Duration = Duration::from_secs(10);
 
 fn check(name: &str, ok: bool, detail: String, fix: &str) -> Check {
     Check { name: name.into(), ok, detail, fix: (!ok).then(|| fix.to_string()) }
 }
 
-pub async fn run(d: &Daemon) -> Vec<Check> {
+/// The checks' inputs, taken from the daemon (see the module docs).
+pub struct Doctor {
+    /// Checks answered from the daemon's own state (displays, input hooks).
+    sessions: Vec<Check>,
+    /// The policy check, last in the output.
+    policy: Check,
+    data_dir: PathBuf,
+    server: String,
+    uploader: Arc<Uploader>,
+}
+
+/// Takes what the checks need; never waits.
+pub fn prepare(d: &Daemon) -> Doctor {
+    let policy = match d.policy() {
+        Some(p) => check(
+            "policy signature",
+            true,
+            format!("v{} verified with tenant key {}", p.version(), p.envelope().key_id()),
+            "",
+        ),
+        None => check(
+            "policy signature",
+            false,
+            if d.uploader().is_enrolled() {
+                "no verified policy yet".into()
+            } else {
+                "not enrolled".into()
+            },
+            "enroll (rearview enroll --server URL --token T) and check that the console is reachable",
+        ),
+    };
+    Doctor {
+        sessions: session_checks(d),
+        policy,
+        data_dir: d.config().data_dir().to_path_buf(),
+        server: d.config().server_url().to_string(),
+        uploader: d.uploader().clone(),
+    }
+}
+
+fn session_checks(d: &Daemon) -> Vec<Check> {
     let mut out = Vec::new();
     let sessions = d.sessions_for_doctor();
     let capturing: Vec<_> = sessions.iter().filter(|(_, _, w)| *w).collect();
@@ -54,32 +104,80 @@ pub async fn run(d: &Daemon) -> Vec<Check> {
             "the X server needs the RECORD extension (Xorg: loaded by default; Xvfb: +extension RECORD)",
         ));
     }
+    out
+}
 
-    let data_dir = d.config().data_dir();
-    match nix::sys::statvfs::statvfs(data_dir) {
+impl Doctor {
+    /// Runs the checks, in the order `rearview doctor` prints them.
+    pub async fn run(self) -> Vec<Check> {
+        let Doctor { sessions: mut out, policy, data_dir, server, uploader } = self;
+        let probe = tokio::task::spawn_blocking(move || probe_date(&server, PROBE_DEADLINE));
+        let files = tokio::task::spawn_blocking(move || file_checks(&data_dir));
+        let probe = probe.await.unwrap_or_else(|e| Err(format!("probe failed: {e}")));
+        let (disk, perms) = match files.await {
+            Ok(v) => v,
+            Err(e) => {
+                let failed = |name| check(name, false, format!("check failed: {e}"), "try again");
+                (failed("disk space"), failed("key file permissions"))
+            }
+        };
+        let status = uploader.status().unwrap_or_default();
+        out.push(disk);
+        out.extend(console_checks(probe, &status));
+        out.push(perms);
+        out.push(policy);
+        out
+    }
+}
+
+/// Free space and the modes of the data directory and the device identity.
+fn file_checks(data_dir: &std::path::Path) -> (Check, Check) {
+    let disk = match nix::sys::statvfs::statvfs(data_dir) {
         Ok(v) => {
             let free = v.blocks_available() * v.fragment_size();
-            out.push(check(
+            check(
                 "disk space",
                 free >= MIN_FREE_BYTES,
                 format!("{} MB free in {}", free / 1_000_000, data_dir.display()),
                 "free space on that filesystem or lower [ring] max_bytes",
-            ));
+            )
         }
-        Err(e) => out.push(check(
-            "disk space",
-            false,
-            e.to_string(),
-            "check data_dir in the agent config",
-        )),
-    }
-
-    let server = d.config().server_url().to_string();
-    let probe = match tokio::task::spawn_blocking(move || probe_date(&server)).await {
-        Ok(r) => r,
-        Err(e) => Err(format!("probe failed: {e}")),
+        Err(e) => check("disk space", false, e.to_string(), "check data_dir in the agent config"),
     };
-    let status = d.uploader().status().unwrap_or_default();
+    let mut perm_problems = Vec::new();
+    for (path, required) in
+        [(data_dir.to_path_buf(), 0o077), (data_dir.join("identity.json"), 0o077)]
+    {
+        match std::fs::metadata(&path) {
+            Ok(m) if m.permissions().mode() & required != 0 => perm_problems.push(format!(
+                "{} is mode {:o}",
+                path.display(),
+                m.permissions().mode() & 0o777
+            )),
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => perm_problems.push(format!("{}: {e}", path.display())),
+        }
+    }
+    let perms = check(
+        "key file permissions",
+        perm_problems.is_empty(),
+        if perm_problems.is_empty() {
+            "data directory and device identity readable by root only".into()
+        } else {
+            perm_problems.join("; ")
+        },
+        "chmod 700 the data directory and 600 identity.json",
+    );
+    (disk, perms)
+}
+
+/// Clock skew and reachability, from the probe and the uploader's view.
+fn console_checks(
+    probe: Result<Option<OffsetDateTime>, String>,
+    status: &rearview_uploader::Status,
+) -> Vec<Check> {
+    let mut out = Vec::new();
     match probe {
         Ok(Some(their)) => {
             let skew = (OffsetDateTime::now_utc() - their).whole_seconds();
@@ -122,55 +220,14 @@ pub async fn run(d: &Daemon) -> Vec<Check> {
         }
     }
 
-    let mut perm_problems = Vec::new();
-    for (path, required) in
-        [(data_dir.to_path_buf(), 0o077), (data_dir.join("identity.json"), 0o077)]
-    {
-        match std::fs::metadata(&path) {
-            Ok(m) if m.permissions().mode() & required != 0 => perm_problems.push(format!(
-                "{} is mode {:o}",
-                path.display(),
-                m.permissions().mode() & 0o777
-            )),
-            Ok(_) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => perm_problems.push(format!("{}: {e}", path.display())),
-        }
-    }
-    out.push(check(
-        "key file permissions",
-        perm_problems.is_empty(),
-        if perm_problems.is_empty() {
-            "data directory and device identity readable by root only".into()
-        } else {
-            perm_problems.join("; ")
-        },
-        "chmod 700 the data directory and 600 identity.json",
-    ));
-
-    match d.policy() {
-        Some(p) => out.push(check(
-            "policy signature",
-            true,
-            format!("v{} verified with tenant key {}", p.version(), p.envelope().key_id()),
-            "",
-        )),
-        None => out.push(check(
-            "policy signature",
-            false,
-            if d.uploader().is_enrolled() {
-                "no verified policy yet".into()
-            } else {
-                "not enrolled".into()
-            },
-            "enroll (rearview enroll --server URL --token T) and check that the console is reachable",
-        )),
-    }
     out
 }
 
-/// The console's clock from an HTTP `Date` header (plain http only; `Ok(None)` otherwise).
-fn probe_date(server: &str) -> Result<Option<OffsetDateTime>, String> {
+/// The console's clock from an HTTP `Date` header (plain http only; `Ok(None)` otherwise),
+/// giving up after `deadline` in all: a console that accepts and never answers, or answers a
+/// byte at a time, costs doctor that long and no more.
+fn probe_date(server: &str, deadline: Duration) -> Result<Option<OffsetDateTime>, String> {
+    let until = Instant::now() + deadline;
     let Some(rest) = server.strip_prefix("http://") else { return Ok(None) };
     let authority = rest.split('/').next().unwrap_or(rest);
     let addr =
@@ -179,13 +236,29 @@ fn probe_date(server: &str) -> Result<Option<OffsetDateTime>, String> {
         .map_err(|e| format!("cannot resolve {authority}: {e}"))?
         .collect();
     let first = addrs.first().ok_or_else(|| format!("{authority} has no address"))?;
-    let mut stream = std::net::TcpStream::connect_timeout(first, Duration::from_secs(3))
-        .map_err(|e| format!("cannot connect to {addr}: {e}"))?;
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(3)));
+    let left = || until.saturating_duration_since(Instant::now()).max(Duration::from_millis(1));
+    let mut stream =
+        std::net::TcpStream::connect_timeout(first, left().min(Duration::from_secs(3)))
+            .map_err(|e| format!("cannot connect to {addr}: {e}"))?;
+    let _ = stream.set_write_timeout(Some(left()));
     let request = format!("HEAD / HTTP/1.0\r\nHost: {authority}\r\n\r\n");
     stream.write_all(request.as_bytes()).map_err(|e| e.to_string())?;
     let mut head = Vec::new();
-    let _ = stream.take(16 * 1024).read_to_end(&mut head);
+    let mut buf = [0u8; 4096];
+    while head.len() < 16 * 1024 && Instant::now() < until {
+        let _ = stream.set_read_timeout(Some(left()));
+        match stream.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => head.extend_from_slice(&buf[..n]),
+            Err(e) if head.is_empty() => {
+                return Err(format!("{addr} accepted but did not answer ({e})"));
+            }
+            Err(_) => break,
+        }
+    }
+    if head.is_empty() {
+        return Err(format!("{addr} accepted but did not answer within {} s", deadline.as_secs()));
+    }
     let text = String::from_utf8_lossy(&head);
     Ok(text
         .lines()

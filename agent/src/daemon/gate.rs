@@ -4,9 +4,14 @@
 //! tenant key to seal to), a verified policy is in force, it turns capture on, it lists the
 //! session's user with an approval in force *now*, and the screen is in use (active, unlocked).
 //! Anything else means no worker runs for that session, so nothing of it reaches the ring.
+//!
+//! The session's owner is a login name; the policy lists principals. Which principal names the
+//! login is [`LocalAccounts::names`]' rule (the agent config's `[identity] domain`), and the
+//! principal found is the label the session's segments carry, so that clips for that principal
+//! find them.
 
 use rearview_config::time::OffsetDateTime;
-use rearview_config::{CaptureMode, PolicyPayload};
+use rearview_config::{CaptureMode, LocalAccounts, PolicyPayload};
 
 use crate::sessions::Session;
 
@@ -18,6 +23,7 @@ pub enum Gate {
     NotApproved,
     /// Approved, but the screen is locked or switched away.
     Idle {
+        /// The policy's principal for the session's login, as the policy spells it.
         principal: String,
         mode: CaptureMode,
     },
@@ -56,10 +62,11 @@ pub fn mode_name(mode: CaptureMode) -> &'static str {
     }
 }
 
-/// Decides for one session at `now`.
+/// Decides for one session at `now`; `accounts` maps its login onto the policy's principals.
 pub fn decide(
     enrolled: bool,
     policy: Option<&PolicyPayload>,
+    accounts: &LocalAccounts,
     session: &Session,
     now: OffsetDateTime,
 ) -> Gate {
@@ -70,7 +77,7 @@ pub fn decide(
     if !policy.capture.enabled {
         return Gate::Disabled;
     }
-    let Some(scope) = policy.approved_account(&session.user, now) else {
+    let Some(scope) = policy.approved_account(accounts, &session.user, now) else {
         return Gate::NotApproved;
     };
     let principal = scope.principal.as_str().to_string();
@@ -123,10 +130,26 @@ mod tests {
         p
     }
 
+    /// The policy names `alice@corp.example`: the login `alice` is that person only on a device
+    /// whose `[identity] domain` is `corp.example`.
+    #[test]
+    fn a_domain_principal_is_the_login_only_where_the_domain_is_configured() {
+        let now = OffsetDateTime::now_utc();
+        let p = policy(now);
+        let bare = LocalAccounts::bare();
+        assert_eq!(decide(true, Some(&p), &bare, &session("alice"), now), Gate::NotApproved);
+        let partner = LocalAccounts::with_domain("partner.example").unwrap();
+        assert_eq!(decide(true, Some(&p), &partner, &session("alice"), now), Gate::NotApproved);
+    }
+
     #[test]
     fn only_an_approved_user_on_an_active_screen_is_captured() {
         let now = OffsetDateTime::now_utc();
         let p = policy(now);
+        let corp = LocalAccounts::with_domain("corp.example").unwrap();
+        let decide = |enrolled, policy, session: &Session, now| {
+            decide(enrolled, policy, &corp, session, now)
+        };
         let alice = session("alice");
         assert_eq!(
             decide(true, Some(&p), &alice, now),

@@ -13,12 +13,29 @@ use rearview_capture::source::FrameSource;
 use rearview_capture::{InputEvent, MonitorInfo};
 use zeroize::Zeroizing;
 
-use super::{write_message, Control, WorkerMessage, WorkerSpec, WorkerStatus};
+use super::{
+    write_message, Control, WorkerMessage, WorkerSpec, WorkerStatus, MAX_SEGMENT_PLAINTEXT,
+};
 
 /// How long to wait before trying an unreachable display again.
 const RECONNECT: Duration = Duration::from_secs(2);
 /// Longest time between two status messages while capturing.
 const STATUS_EVERY: Duration = Duration::from_secs(2);
+/// Room kept for the segment header (five names of at most 256 bytes and fixed fields).
+const HEADER_ROOM: usize = 4096;
+
+/// The most one frame of `monitor` can add to a segment: its record and a codec packet no
+/// larger than the raw pixels plus the packet's own framing.
+fn frame_bound(monitor: &MonitorInfo) -> usize {
+    4 * monitor.width as usize * monitor.height as usize + 4096
+}
+
+/// Whether `writer` must be closed before it takes another frame of `monitor`, so the segment
+/// stays within what the daemon accepts ([`MAX_SEGMENT_PLAINTEXT`]).
+fn full_for_frame(writer: &SegmentWriter, monitor: &MonitorInfo) -> bool {
+    writer.frame_count() > 0
+        && writer.len_bytes() + frame_bound(monitor) + HEADER_ROOM > MAX_SEGMENT_PLAINTEXT
+}
 
 /// Runs the worker on this process's stdin/stdout; returns the exit code.
 pub fn main() -> i32 {
@@ -158,11 +175,10 @@ impl Worker {
                 failure = Some((true, "monitor geometry changed".to_string()));
                 break;
             }
-            if self.open[i]
-                .writer
-                .as_ref()
-                .is_some_and(|w| w.is_due(frame.captured_at, segment_len))
-            {
+            let monitor = &self.open[i].monitor;
+            if self.open[i].writer.as_ref().is_some_and(|w| {
+                w.is_due(frame.captured_at, segment_len) || full_for_frame(w, monitor)
+            }) {
                 self.finish(i, out)?;
             }
             if self.open[i].writer.is_none() {
@@ -276,6 +292,13 @@ impl Worker {
             // with the keys and windows of its span.
             for open in &mut self.open {
                 if let Some(w) = open.writer.as_mut() {
+                    // A burst of events may not push the segment past what can be sent; the
+                    // next frame closes it anyway.
+                    let room = MAX_SEGMENT_PLAINTEXT.saturating_sub(HEADER_ROOM);
+                    if w.len_bytes() + rearview_capture::segment::MAX_EVENT_LEN > room {
+                        tracing::warn!("capture worker: segment full, event not stored");
+                        continue;
+                    }
                     if let Err(e) = w.push_event(event.clone()) {
                         tracing::warn!(error = %e, "capture worker: event not stored");
                     }
@@ -307,6 +330,19 @@ impl Worker {
             return Ok(());
         }
         match writer.finish() {
+            Ok(done) if done.plaintext.len() > MAX_SEGMENT_PLAINTEXT => {
+                // Only a single frame larger than that gets here (a monitor beyond 16
+                // megapixels of noise): sending it would break the protocol.
+                tracing::warn!(
+                    bytes = done.plaintext.len(),
+                    "capture worker: segment too large, dropped"
+                );
+                self.status.error = Some(format!(
+                    "a segment of {} bytes exceeds the {MAX_SEGMENT_PLAINTEXT} bytes that can be sent; dropped",
+                    done.plaintext.len()
+                ));
+                self.send_status(out)
+            }
             Ok(done) => {
                 write_message(
                     out,

@@ -11,7 +11,10 @@ fuzz_target!(|data: &[u8]| {
     let verdict = policy.validate();
     let now = OffsetDateTime::from_unix_timestamp(1_795_314_600).unwrap();
     let _ = policy.in_force_at(now);
-    let _ = policy.approved_account("alice", now);
+    let _ = policy.approved_account(&rearview_config::LocalAccounts::bare(), "alice", now);
+    if let Ok(corp) = rearview_config::LocalAccounts::with_domain("corp.example") {
+        let _ = policy.approved_account(&corp, "alice", now);
+    }
     let Ok(json) = policy.to_json() else {
         assert!(verdict.is_err(), "a valid policy must serialise");
         return;

@@ -28,33 +28,67 @@ fn trigger_payload(tenant: &str, device: &str, id: &str) -> TriggerPayload {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn forged_replayed_and_other_tenant_triggers_are_refused() {
+/// A console with `USER` approved and a device enrolled that holds its first policy; the
+/// device's id.
+async fn approved_device() -> (TestConsole, TestDevice, String) {
     let console = TestConsole::start().await;
     console.settings(json!({"capture": {"enabled": true}})).await;
     console.approve(USER, "specific-activities").await;
     let device = TestDevice::enroll(&console, &console.url()).await;
     let device_id = device.uploader.identity().unwrap().device_id.clone();
     device.uploader.sync_policy().await.unwrap().expect("first policy");
+    (console, device, device_id)
+}
+
+fn acked(console: &TestConsole, trigger_id: &str) -> bool {
+    rusqlite::Connection::open(console.data().join("console.db"))
+        .unwrap()
+        .query_row("SELECT acked_ms FROM triggers WHERE id = ?1", [trigger_id], |r| {
+            r.get::<_, Option<i64>>(0)
+        })
+        .unwrap()
+        .is_some()
+}
+
+/// A verified trigger whose clip nobody records (the agent dropped it, or died holding it) is
+/// neither acknowledged nor remembered as seen: the console still holds it for the next
+/// connection, and when it comes again it is delivered again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trigger_is_acknowledged_only_once_its_clip_is_recorded() {
+    let (console, device, device_id) = approved_device().await;
+    let trigger_id = issue_for(&console, &device_id).await;
+    let message = stored_trigger(&console, &trigger_id);
+
+    let mut commands = device.uploader.subscribe();
+    let dropper = tokio::spawn(async move {
+        // Takes the trigger and loses it, as a recorder that crashed would.
+        let c = commands.recv().await;
+        assert!(matches!(c, Some(Command::Trigger(_))), "{c:?}");
+        commands
+    });
+    let result = device.uploader.accept_trigger(&message).await;
+    let mut commands = dropper.await.unwrap();
+    assert!(result.is_err(), "a trigger nobody recorded was accepted");
+    assert!(!acked(&console, &trigger_id), "acknowledged before its clip was recorded");
+
+    // Sent again: not a replay; recorded this time, then acknowledged.
+    let (accepted, delivered) = accept_recording(&device.uploader, &mut commands, &message).await;
+    accepted.unwrap();
+    assert!(delivered, "the trigger was not delivered again");
+    assert!(acked(&console, &trigger_id));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_replayed_and_other_tenant_triggers_are_refused() {
+    let (console, device, device_id) = approved_device().await;
     let mut commands = device.uploader.subscribe();
 
     // A genuine trigger, fetched the way the stream would deliver it.
-    let issued: Value = console
-        .admin
-        .post("/api/v1/triggers", &json!({"user": USER, "event_time": rearview_uploader::now_ms(), "before": 5, "after": 5, "reason": "r", "device": device_id}))
-        .await
-        .unwrap();
-    let trigger_id = issued["trigger_ids"][0].as_str().unwrap().to_owned();
-    let signed: String = rusqlite::Connection::open(console.data().join("console.db"))
-        .unwrap()
-        .query_row("SELECT signed_json FROM triggers WHERE id = ?1", [&trigger_id], |r| r.get(0))
-        .unwrap();
-    let genuine = TriggerMessage {
-        trigger_id: trigger_id.clone(),
-        signed: serde_json::from_str(&signed).unwrap(),
-    };
-    device.uploader.accept_trigger(&genuine).await.unwrap();
-    assert!(matches!(commands.try_recv(), Ok(Command::Trigger(_))));
+    let trigger_id = issue_for(&console, &device_id).await;
+    let genuine = stored_trigger(&console, &trigger_id);
+    let (accepted, delivered) = accept_recording(&device.uploader, &mut commands, &genuine).await;
+    accepted.unwrap();
+    assert!(delivered, "the genuine trigger was not delivered");
 
     // Replayed: acknowledged again, but not acted on a second time.
     device.uploader.accept_trigger(&genuine).await.unwrap();
@@ -471,11 +505,8 @@ async fn trigger_for_one_device_reaches_only_that_device() {
     assert!(matches!(err, UploadError::Rejected { .. }), "{err}");
     assert!(err.to_string().contains(&format!("it is for device {b_id}, this is {a_id}")), "{err}");
     assert!(a_commands.try_recv().is_err());
-    let acked: Option<i64> = rusqlite::Connection::open(console.data().join("console.db"))
-        .unwrap()
-        .query_row("SELECT acked_ms FROM triggers WHERE id = ?1", [&for_b], |r| r.get(0))
-        .unwrap();
-    assert!(acked.is_some(), "B acknowledged its trigger");
+    // B acknowledges once its clip is recorded (next_command recorded it), in its own time.
+    eventually(10, "B acknowledged its trigger", || acked(&console, &for_b)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -173,6 +173,8 @@ impl TestDevice {
 }
 
 /// Waits for a command matching `want`, up to 10 s (a generous bound, not a timing claim).
+/// Every trigger passed over is recorded, as the agent records its clip, so the uploader goes
+/// on to mark it seen and acknowledge it.
 pub async fn next_command(
     rx: &mut tokio::sync::mpsc::UnboundedReceiver<Command>,
     want: impl Fn(&Command) -> bool,
@@ -183,8 +185,34 @@ pub async fn next_command(
             .await
             .expect("no matching command within 10 s")
             .expect("channel closed");
+        if let Command::Trigger(delivery) = &c {
+            delivery.recorded();
+        }
         if want(&c) {
             return c;
+        }
+    }
+}
+
+/// Accepts `message` directly (not from the stream) while standing in for the agent: a
+/// trigger delivered on `rx` meanwhile is recorded. Returns the result and whether one was.
+pub async fn accept_recording(
+    uploader: &Uploader,
+    rx: &mut tokio::sync::mpsc::UnboundedReceiver<Command>,
+    message: &rearview_uploader::wire::TriggerMessage,
+) -> (Result<(), rearview_uploader::UploadError>, bool) {
+    let accept = uploader.accept_trigger(message);
+    tokio::pin!(accept);
+    let mut delivered = false;
+    loop {
+        tokio::select! {
+            result = &mut accept => return (result, delivered),
+            Some(c) = rx.recv() => {
+                if let Command::Trigger(delivery) = c {
+                    delivery.recorded();
+                    delivered = true;
+                }
+            }
         }
     }
 }
