@@ -38,8 +38,7 @@ impl Default for CpuMeter {
 
 impl CpuMeter {
     pub fn new() -> Self {
-        // SAFETY: sysconf has no memory-safety preconditions; it only reads a system constant.
-        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+        let hz = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK).ok().flatten().unwrap_or(0);
         let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
         Self {
             ticks_per_sec: if hz > 0 { hz as f64 } else { 100.0 },

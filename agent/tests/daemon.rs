@@ -16,13 +16,13 @@ use rearview_agent::status::{ClipReport, StatusReport};
 use rearview_capture::ring::{Ring, RingConfig};
 use rearview_capture::seal::{open, SealBinding, TenantSecretKey};
 use rearview_capture::segment::Segment;
-use rearview_capture::xvfb::Xvfb;
 use rearview_capture::{Frame, InputKind};
 use rearview_config::time::{Duration as TDuration, OffsetDateTime};
 use rearview_config::{
     sign_policy, sign_trigger, AlertId, Approval, CaptureMode, IndicatorKind, PolicyPayload,
     Principal, SigningKey, TenantId, TriggerId, TriggerPayload, TriggerReason, UserScope,
 };
+use rearview_testkit::xvfb::Xvfb;
 
 #[path = "support/bus.rs"]
 mod bus;

@@ -21,9 +21,9 @@ use std::time::{Duration, Instant};
 
 use rearview_agent::admin::{Client, Request};
 use rearview_agent::status::{ClipReport, StatusReport};
-use rearview_capture::xvfb::Xvfb;
 use rearview_console::client::AdminClient;
 use rearview_console::{Server, ServerConfig, ServerHandle};
+use rearview_testkit::xvfb::Xvfb;
 use serde_json::{json, Value};
 
 /// The console with an admin and an approver, on its own runtime (the tests are blocking).

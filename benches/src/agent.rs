@@ -20,11 +20,11 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use rearview_capture::xvfb::Xvfb;
 use rearview_config::time::{Duration as TDuration, OffsetDateTime};
 use rearview_config::{
     sign_policy, Approval, CaptureMode, PolicyPayload, Principal, SigningKey, TenantId, UserScope,
 };
+use rearview_testkit::xvfb::Xvfb;
 
 #[derive(clap::Args)]
 pub struct AgentArgs {
@@ -194,8 +194,7 @@ pub fn run(args: AgentArgs) -> anyhow::Result<()> {
         }
         std::thread::sleep(Duration::from_millis(200));
     }
-    // SAFETY: sysconf only reads a system constant.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    let hz = clock_ticks_per_sec();
     let total = |pids: &[u32]| pids.iter().filter_map(|p| ticks(*p)).sum::<u64>();
     let mut pids = vec![pid];
     pids.extend(children(pid));
@@ -240,6 +239,14 @@ pub fn run(args: AgentArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The kernel's clock ticks per second (the unit of /proc/PID/stat times).
+#[allow(unsafe_code)] // see the SAFETY comment inside
+fn clock_ticks_per_sec() -> f64 {
+    // SAFETY: sysconf only reads a system constant.
+    unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64
+}
+
+#[allow(unsafe_code)] // see the SAFETY comment inside
 fn nix_kill_term(pid: u32) {
     // SAFETY: kill(2) with a pid we started and still hold (not yet reaped) and a valid signal.
     unsafe {

@@ -10,7 +10,7 @@ use anyhow::Context;
 use rearview_capture::source::x11::{X11Options, X11ShmSource};
 use rearview_capture::source::xcap::XcapSource;
 use rearview_capture::source::FrameSource;
-use rearview_capture::xvfb::Xvfb;
+use rearview_testkit::xvfb::Xvfb;
 use serde::Serialize;
 
 use crate::workload::Workload;

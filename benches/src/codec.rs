@@ -326,6 +326,7 @@ fn ffmpeg_available() -> bool {
 }
 
 /// CPU time (user + system) of this process or of its waited-for children, in ms.
+#[allow(unsafe_code)] // see the SAFETY comment inside
 fn cpu_ms(who: libc::c_int) -> f64 {
     let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
     // SAFETY: `ru` is a valid, writable rusage; getrusage only writes into it, and an all-zero

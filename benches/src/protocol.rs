@@ -93,6 +93,7 @@ fn console_binary() -> anyhow::Result<PathBuf> {
 }
 
 /// More file descriptors: every device stream is one socket on each side.
+#[allow(unsafe_code)] // see the SAFETY comment inside
 fn raise_nofile(want: u64) -> anyhow::Result<u64> {
     let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
     // SAFETY: getrlimit/setrlimit write/read only the struct we pass, which lives on our stack.

@@ -195,6 +195,7 @@ impl Cpu {
 }
 
 /// CPU time of this thread (user + system), so other load on the machine does not count.
+#[allow(unsafe_code)] // see the SAFETY comment inside
 fn thread_cpu_ms() -> f64 {
     let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
     // SAFETY: `ts` is a valid, writable timespec; CLOCK_THREAD_CPUTIME_ID exists on Linux and

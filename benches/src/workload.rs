@@ -26,8 +26,8 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use rearview_capture::source::x11::X11ShmSource;
 use rearview_capture::source::FrameSource;
-use rearview_capture::xvfb::Xvfb;
 use rearview_capture::Frame;
+use rearview_testkit::xvfb::Xvfb;
 
 /// Desktop colour.
 pub const DESKTOP: &str = "#3a6ea5";

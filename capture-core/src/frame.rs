@@ -37,6 +37,7 @@ impl Timestamp {
 }
 
 #[cfg(unix)]
+#[allow(unsafe_code)] // see the SAFETY comment inside
 fn monotonic_micros() -> u64 {
     let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
     // SAFETY: `ts` is a valid, writable timespec and CLOCK_MONOTONIC always exists on Linux and

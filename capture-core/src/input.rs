@@ -26,9 +26,12 @@ use crate::event::{InputEvent, InputKind};
 use crate::frame::Timestamp;
 
 pub mod keys;
+#[cfg(feature = "rdev")]
 pub mod rdev;
 pub mod synthetic;
+#[cfg(feature = "x11")]
 pub mod window;
+#[cfg(feature = "x11")]
 pub mod x11;
 
 /// Pointer moves delivered per second, at most.

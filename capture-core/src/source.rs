@@ -17,7 +17,9 @@
 use crate::frame::{Frame, MonitorInfo};
 
 pub mod synthetic;
+#[cfg(feature = "x11")]
 pub mod x11;
+#[cfg(feature = "xcap")]
 pub mod xcap;
 
 /// The most monitors a source reports, in enumeration order; the rest are ignored.

@@ -7,8 +7,8 @@ mod common;
 use common::{run, wait_for, xterm};
 use rearview_capture::source::x11::{X11Options, X11ShmSource};
 use rearview_capture::source::{FrameSource, SourceError};
-use rearview_capture::xvfb::{Xvfb, XvfbOptions};
 use rearview_capture::Frame;
+use rearview_testkit::xvfb::{Xvfb, XvfbOptions};
 
 /// Capture `monitor` until `pred` holds for a frame (clients paint asynchronously).
 fn capture_until(

@@ -7,7 +7,7 @@
 
 use rearview_capture::source::x11::X11ShmSource;
 use rearview_capture::source::{FrameSource, SourceError};
-use rearview_capture::xvfb::Xvfb;
+use rearview_testkit::xvfb::Xvfb;
 
 #[test]
 fn a_dead_server_is_reported_and_the_source_reconnects_lazily() {

@@ -9,7 +9,7 @@ use std::sync::Mutex;
 use common::{run, wait_for, xterm};
 use rearview_capture::source::xcap::XcapSource;
 use rearview_capture::source::FrameSource;
-use rearview_capture::xvfb::Xvfb;
+use rearview_testkit::xvfb::Xvfb;
 
 static DISPLAY_LOCK: Mutex<()> = Mutex::new(());
 

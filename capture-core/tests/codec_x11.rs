@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 use rearview_capture::codec::{Decoder, Encoder, PacketKind};
 use rearview_capture::source::x11::X11ShmSource;
 use rearview_capture::source::FrameSource;
-use rearview_capture::xvfb::Xvfb;
 use rearview_capture::Frame;
+use rearview_testkit::xvfb::Xvfb;
 
 struct Killed(Child);
 

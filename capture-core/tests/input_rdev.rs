@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 use common::{run, DEADLINE};
 use rearview_capture::input::rdev::RdevInputSource;
 use rearview_capture::input::{channel, InputError, InputSource};
-use rearview_capture::xvfb::XvfbOptions;
 use rearview_capture::InputKind;
+use rearview_testkit::xvfb::XvfbOptions;
 
 #[test]
 fn rdev_reports_typed_keys_buttons_and_wheel() {

@@ -11,8 +11,8 @@ use common::{run, xterm, DEADLINE};
 use rearview_capture::input::window::ActiveWindowWatcher;
 use rearview_capture::input::x11::X11InputSource;
 use rearview_capture::input::{channel, InputSource};
-use rearview_capture::xvfb::Xvfb;
 use rearview_capture::{InputEvent, InputKind};
+use rearview_testkit::xvfb::Xvfb;
 
 /// Collect events until `done` holds for everything collected so far.
 fn collect_until(

@@ -24,6 +24,7 @@ impl Drop for Mount {
     }
 }
 
+#[allow(unsafe_code)] // see the SAFETY comment inside
 fn mount_tmpfs(dir: &Path, size: &str) -> Result<Mount, String> {
     // SAFETY: geteuid has no preconditions and cannot fail.
     if unsafe { libc::geteuid() } != 0 {

@@ -278,7 +278,8 @@ pub enum Quality {
     /// Every pixel kept (the default; evidence should show what was on screen).
     #[default]
     Lossless,
-    /// Smaller clips, text may blur.
+    /// Smaller clips, text may blur. Refused by [`PolicyPayload::validate`] until the codec
+    /// has a lossy mode.
     Lossy,
 }
 
@@ -754,6 +755,13 @@ impl PolicyPayload {
         check_range("capture.fps", c.fps, 1, 30)?;
         check_range("capture.max_monitors", c.max_monitors, 1, MAX_MONITORS)?;
         check_range("capture.segment_secs", c.segment_secs, 1, 300)?;
+        if c.quality != Quality::Lossless {
+            // Every field acts or is refused: the codec has no lossy mode yet (issue 18).
+            return Err(field_err(
+                "capture.quality",
+                "must be \"lossless\": this version's codec has no lossy mode",
+            ));
+        }
         check_range(
             "capture.ring_retention_secs",
             c.ring_retention_secs,
@@ -1014,6 +1022,8 @@ mod tests {
             ("capture.max_monitors", |p| p.capture.max_monitors = 0),
             ("capture.segment_secs", |p| p.capture.segment_secs = 0),
             ("capture.ring_retention_secs", |p| p.capture.ring_retention_secs = 5),
+            // A setting that does nothing is refused: this codec is lossless only.
+            ("capture.quality", |p| p.capture.quality = Quality::Lossy),
             ("limits.upload_bytes_per_user_per_day", |p| {
                 p.limits.upload_bytes_per_user_per_day = 0
             }),

@@ -24,7 +24,7 @@
 //!   GET  /api/v1/clips, /api/v1/clips/{id} admin, investigator  (filters: see clips)
 //!   GET  /api/v1/devices                   admin, investigator
 //!   GET  /api/v1/audit                     admin, approver
-//! devices: see rearview_uploader::wire
+//! devices: see rearview_protocol
 //! GET /healthz                             no auth; "ok"
 //! ```
 //!
@@ -46,7 +46,7 @@ use std::sync::Arc;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
-use rearview_uploader::wire::{PolicyMessage, MAX_MANIFEST_BYTES};
+use rearview_protocol::{PolicyMessage, MAX_MANIFEST_BYTES};
 
 use crate::auth::{Person, Role};
 use crate::error::ApiError;

@@ -4,7 +4,7 @@ use reqwest::Method;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use rearview_uploader::wire::ErrorBody;
+use rearview_protocol::ErrorBody;
 
 use crate::api::page::{MAX_LIMIT, NEXT_CURSOR};
 

@@ -3,7 +3,7 @@
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use rearview_uploader::wire::ErrorBody;
+use rearview_protocol::ErrorBody;
 
 /// Failures of the console's own machinery (storage, keys, startup).
 #[derive(Debug, thiserror::Error)]

@@ -34,7 +34,7 @@ use std::path::{Path, PathBuf};
 
 use rearview_capture::seal::{open, SealBinding, SealedHeader};
 use rearview_capture::segment::Segment;
-use rearview_uploader::wire::ClipManifest;
+use rearview_protocol::ClipManifest;
 use rusqlite::OptionalExtension;
 
 use crate::auth::{person_by_token, Person, Role};

@@ -23,8 +23,8 @@
 //! * [`client`]: the admin HTTP client the CLI uses; [`cli`]: the subcommands;
 //!   [`export`]: opening a clip into PNG frames and JSON Lines events.
 //!
-//! The device side of the protocol, and its wire types, are in `rearview_uploader`
-//! (`rearview_uploader::wire` documents every message).
+//! The wire types, and the protocol they make, are in `rearview_protocol` (which documents every
+//! message); the device side is `rearview_uploader`. The console depends on the first only.
 //!
 //! # Logs
 //!

@@ -24,7 +24,7 @@ use axum::Json;
 use rearview_config::{
     CaptureSettings, IndicatorKind, Principal, WindowBounds, MAX_EVENT_AHEAD, MAX_TEXT_LEN,
 };
-use rearview_uploader::wire::{PolicyMessage, TriggerMessage};
+use rearview_protocol::{PolicyMessage, TriggerMessage};
 use rusqlite::params;
 use serde::{Deserialize, Serialize};
 

@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-use rearview_uploader::wire::{PolicyMessage, TriggerMessage};
+use rearview_protocol::{PolicyMessage, TriggerMessage};
 use tokio::sync::broadcast;
 
 /// Something a device must learn now.

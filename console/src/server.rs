@@ -181,6 +181,7 @@ impl ServerConfig {
 }
 
 /// The soft limit of open files of this process, when it can be read.
+#[allow(unsafe_code)] // see the SAFETY comment inside
 fn open_file_limit() -> Option<u64> {
     let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
     // SAFETY: getrlimit only writes the struct we pass, which lives on our stack.

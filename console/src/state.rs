@@ -2,7 +2,7 @@
 
 use std::sync::Mutex;
 
-use rearview_uploader::wire::PolicyMessage;
+use rearview_protocol::PolicyMessage;
 
 use crate::api::ingest::IngestState;
 use crate::push::Hub;

@@ -1,5 +1,6 @@
-//! The device ↔ console wire protocol: every JSON message both sides exchange, in one place so
-//! the console (`rearview-console`) and the device (`rearview-uploader`) cannot drift apart.
+//! `rearview-protocol`: the device ↔ console wire protocol — every JSON message both sides
+//! exchange, in one crate that both take and that takes neither of them, so the console
+//! (`rearview-console`) and the device (`rearview-uploader`) cannot drift apart.
 //!
 //! # Transport and authentication
 //!

@@ -7,8 +7,8 @@
 //!
 //! # Layout
 //!
-//! * [`wire`]: every message between device and console, and the protocol itself (endpoints,
-//!   authentication, push stream, idempotent upload). The console uses the same types.
+//! * [`wire`]: the `rearview-protocol` crate (every message between device and console, and the
+//!   protocol itself), re-exported under its old name.
 //! * [`uploader`]: [`Uploader`], the API the agent daemon uses — `enroll`, `subscribe` to
 //!   verified [`Command`]s, `sync_policy`, `enqueue_clip`, `start` (stream + send loops),
 //!   `status`, `report_health`, `report_activity`.
@@ -24,9 +24,9 @@ pub mod fault;
 pub mod spool;
 pub mod sse;
 pub mod uploader;
-pub mod wire;
 
 pub use error::UploadError;
+pub use rearview_protocol as wire;
 pub use spool::{SegmentBytes, SpoolStats};
 pub use uploader::{
     Command, Identity, NewClip, NewSegment, Running, Status, TriggerDelivery, Uploader,

@@ -175,6 +175,7 @@ fn watch(
 
 /// Sleep until the connection has data or `timeout` passed, then drain events. False when the
 /// connection is gone.
+#[allow(unsafe_code)] // see the SAFETY comment inside
 fn wait_for_event(conn: &RustConnection, timeout: Duration) -> bool {
     let mut pfd = libc::pollfd { fd: conn.stream().as_raw_fd(), events: libc::POLLIN, revents: 0 };
     // SAFETY: one valid pollfd, count 1; poll writes only `revents`.

@@ -13,6 +13,10 @@
 //! The source connects to the display string it is given and never reads `DISPLAY`, so one
 //! process can capture several displays (one per session) at once.
 
+// MIT-SHM needs shmget/shmat/shmdt and a raw view of the shared pages; each block says why
+// it is sound.
+#![allow(unsafe_code)]
+
 use x11rb::connection::{Connection, RequestConnection};
 use x11rb::errors::{ConnectionError, ReplyError, ReplyOrIdError};
 use x11rb::protocol::randr::{self, ConnectionExt as _};

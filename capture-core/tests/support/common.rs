@@ -3,23 +3,16 @@
 #![allow(dead_code)]
 
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use rearview_capture::xvfb::Xvfb;
+use rearview_testkit::xvfb::Xvfb;
 
 /// Long enough for a loaded 2-core machine; tests poll, so the happy path is fast.
 pub const DEADLINE: Duration = Duration::from_secs(30);
 
 /// Poll `f` until it gives `Some`, or panic with `what` after [`DEADLINE`].
-pub fn wait_for<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let end = Instant::now() + DEADLINE;
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(Instant::now() < end, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+pub fn wait_for<T>(what: &str, f: impl FnMut() -> Option<T>) -> T {
+    rearview_testkit::wait_until(what, DEADLINE, f)
 }
 
 /// Run a client to completion on `x`; panic with its output if it fails.

@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use axum::extract::{Path, Query, State};
 use axum::Json;
-use rearview_uploader::wire::ClipManifest;
+use rearview_protocol::ClipManifest;
 use rusqlite::{params, OptionalExtension};
 use serde::{Deserialize, Serialize};
 

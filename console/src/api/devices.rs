@@ -10,7 +10,7 @@ use std::sync::Arc;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::Json;
-use rearview_uploader::wire::{
+use rearview_protocol::{
     ActivityAck, ActivityBatch, ActivityEvent, ActivityOutcome, ActivityResult, HealthReport,
 };
 use rusqlite::params;

@@ -6,7 +6,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use rand::RngCore;
-use rearview_uploader::wire::{enroll_proof_message, EnrollRequest, EnrollResponse};
+use rearview_protocol::{enroll_proof_message, EnrollRequest, EnrollResponse};
 use rusqlite::{params, OptionalExtension};
 
 use crate::auth::new_token;

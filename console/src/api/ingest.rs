@@ -23,7 +23,7 @@ use std::sync::{Arc, Mutex};
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::Json;
-use rearview_uploader::wire::{ClipManifest, ClipStatus, MAX_SEGMENT_BYTES};
+use rearview_protocol::{ClipManifest, ClipStatus, MAX_SEGMENT_BYTES};
 use rusqlite::{params, OptionalExtension};
 
 use crate::api::approvals::MODES;

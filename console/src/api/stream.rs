@@ -7,7 +7,7 @@ use axum::extract::State;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::Json;
 use futures_util::Stream;
-use rearview_uploader::wire::{PolicyMessage, TriggerMessage};
+use rearview_protocol::{PolicyMessage, TriggerMessage};
 use tokio::sync::{broadcast, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 

@@ -18,23 +18,13 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
-use rearview_capture::xvfb::Xvfb;
+use rearview_testkit::xvfb::Xvfb;
 use serde_json::Value;
 
 /// Generous for a loaded 2-core machine; everything here polls, so the happy path is fast.
 pub const DEADLINE: Duration = Duration::from_secs(60);
 
-/// Poll `f` every 200 ms until it gives `Some`, or panic naming `what` after `limit`.
-pub fn wait_until<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>) -> T {
-    let end = Instant::now() + limit;
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(Instant::now() < end, "timed out after {limit:?} waiting for {what}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
+pub use rearview_testkit::wait_until;
 
 /// Panics with a clear message unless the test runs as root.
 pub fn require_root(why: &str) {

@@ -28,7 +28,7 @@
 //! late, and evidence already recorded is kept), but nothing recorded after it ended is taken.
 
 use rearview_config::MAX_EVENT_AHEAD;
-use rearview_uploader::wire::ClipManifest;
+use rearview_protocol::ClipManifest;
 use rusqlite::{params, OptionalExtension};
 
 use crate::error::ApiError;

@@ -25,7 +25,7 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use futures_util::StreamExt;
-use rearview_uploader::wire::{ErrorBody, SegmentAck, MAX_SEGMENT_BYTES};
+use rearview_protocol::{ErrorBody, SegmentAck, MAX_SEGMENT_BYTES};
 use rusqlite::params;
 
 use crate::auth::Device;

@@ -8,12 +8,15 @@
 //! monitor set by `xrandr --setmonitor` stays), and is terminated and reaped on drop.
 //!
 //! ```no_run
-//! use rearview_capture::xvfb::Xvfb;
+//! use rearview_testkit::xvfb::Xvfb;
 //! let x = Xvfb::start(1280, 720)?;
 //! let status = x.command("xsetroot").args(["-solid", "#12ab34"]).status()?;
 //! assert!(status.success());
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
+
+// pre_exec (to pass the -displayfd pipe), poll(2) and kill(2); each block says why it is sound.
+#![allow(unsafe_code)]
 
 use std::io::Read;
 use std::os::fd::AsRawFd;
