@@ -35,6 +35,8 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use rearview_capture::ring::Ring;
+use rearview_capture::segment::SegmentId;
 use serde::{Deserialize, Serialize};
 
 /// Clip records kept in the state file (finished ones beyond this are forgotten).
@@ -248,5 +250,154 @@ mod tests {
         let (empty, problem) = ClipBook::load(&path);
         assert!(empty.clips.is_empty() && problem.is_some());
         assert!(path.with_extension("json.bad").exists());
+    }
+}
+
+/// Brings pins and the clip state file back in line after a restart. A crash can fall between
+/// pinning a segment and saving `clips.json`, or between saving a new clip's record and pinning
+/// what the ring held for it: pins of a clip the file does not know (or no longer collects for)
+/// are released, segments pinned by a collecting clip, or that it [wants](Clip::wants), but
+/// missing from its list are pinned and adopted, and listed segments the ring no longer holds
+/// are forgotten.
+pub fn reconcile_pins(ring: &mut Ring, book: &mut ClipBook) {
+    let known: std::collections::BTreeSet<String> =
+        book.clips.iter().filter(|c| c.collecting()).map(|c| c.id.clone()).collect();
+    let owners: std::collections::BTreeSet<String> =
+        ring.entries().filter_map(|e| ring.pins(e.id)).flatten().collect();
+    for owner in owners.difference(&known) {
+        let _ = ring.unpin_all(owner);
+    }
+    for clip in book.clips.iter_mut().filter(|c| c.collecting()) {
+        clip.segments.retain(|sid| sid.parse::<SegmentId>().is_ok_and(|id| ring.get(id).is_some()));
+        let mut adopt = Vec::new();
+        for e in ring.entries() {
+            let pinned = ring.pins(e.id).is_some_and(|p| p.contains(&clip.id));
+            let wanted = clip.wants(&e.user, e.start.utc_micros, e.end.utc_micros);
+            if (pinned || wanted) && !clip.segments.contains(&e.id.to_string()) {
+                adopt.push((e.id, pinned));
+            }
+        }
+        for (id, pinned) in adopt {
+            if pinned || ring.pin(id, &clip.id).is_ok() {
+                clip.segments.push(id.to_string());
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod pin_tests {
+    use rearview_capture::ring::RingConfig;
+    use rearview_capture::seal::{seal, SealBinding, TenantSecretKey};
+    use rearview_capture::segment::{SegmentContext, SegmentHeader};
+    use rearview_capture::{MonitorInfo, Timestamp};
+
+    use super::*;
+
+    fn now_micros() -> i64 {
+        Timestamp::now().utc_micros
+    }
+
+    fn insert(ring: &mut Ring, key: &TenantSecretKey, n: u8) -> SegmentId {
+        let id = SegmentId::from_bytes([n; 16]);
+        let now = now_micros();
+        let t = |s: i64| Timestamp { utc_micros: now + s * 1_000_000, mono_micros: 0 };
+        let header = SegmentHeader {
+            id,
+            context: SegmentContext {
+                tenant: "contoso".into(),
+                device: "dev-1".into(),
+                user: "alice".into(),
+                session: "s".into(),
+                monitor: MonitorInfo {
+                    id: 0,
+                    name: "m0".into(),
+                    x: 0,
+                    y: 0,
+                    width: 8,
+                    height: 8,
+                    primary: true,
+                },
+            },
+            start: t(i64::from(n)),
+            end: t(i64::from(n) + 1),
+            frame_count: 1,
+            event_count: 0,
+        };
+        let binding = SealBinding { tenant: "contoso", device: "dev-1", segment_id: id };
+        ring.insert(&header, &seal(&key.public_key(), &binding, &[7; 64]).unwrap()).unwrap();
+        id
+    }
+
+    fn clip(id: &str, segments: &[SegmentId]) -> Clip {
+        Clip {
+            id: id.into(),
+            trigger_id: None,
+            user: "alice".into(),
+            reason: "test".into(),
+            mode: "specific-activities".into(),
+            from_utc_micros: 0,
+            to_utc_micros: i64::MAX,
+            segments: segments.iter().map(|s| s.to_string()).collect(),
+            spooled: Vec::new(),
+            in_spool: false,
+            state: "collecting".into(),
+            missing: Vec::new(),
+            error: None,
+        }
+    }
+
+    /// A crash between pinning and saving clips.json, in both orders of damage: on a real ring
+    /// in a temp directory, reconciling adopts the unlisted pin, forgets the vanished segment
+    /// and releases the pin of a clip nobody remembers.
+    #[test]
+    fn restart_reconciles_pins_with_the_clip_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = TenantSecretKey::generate().unwrap();
+        let mut ring = Ring::open(RingConfig::new(dir.path().join("ring"))).unwrap().0;
+        let (listed, unlisted, foreign) =
+            (insert(&mut ring, &key, 1), insert(&mut ring, &key, 2), insert(&mut ring, &key, 3));
+        ring.pin(listed, "clip-a").unwrap();
+        ring.pin(unlisted, "clip-a").unwrap();
+        ring.pin(foreign, "clip-unknown").unwrap();
+        let vanished = SegmentId::from_bytes([9; 16]);
+        let (mut book, problem) = ClipBook::load(&dir.path().join("clips.json"));
+        assert!(problem.is_none(), "{problem:?}");
+        // Bob's clip: alice's segments are not wanted by it, only its own pins count.
+        let mut a = clip("clip-a", &[listed, vanished]);
+        a.user = "bob".into();
+        book.clips.push(a);
+
+        reconcile_pins(&mut ring, &mut book);
+
+        let mut got = book.clips[0].segments.clone();
+        got.sort();
+        let mut want = vec![listed.to_string(), unlisted.to_string()];
+        want.sort();
+        assert_eq!(got, want);
+        assert_eq!(ring.pins(foreign).unwrap_or_default(), Vec::<String>::new());
+        assert_eq!(ring.pins(unlisted).unwrap(), vec!["clip-a".to_string()]);
+    }
+
+    /// A crash after a trigger's clip was recorded but before the ring's segments of its window
+    /// were pinned: the restart pins and lists them, so the clip is not left without the part
+    /// of its window the ring still holds.
+    #[test]
+    fn restart_pins_what_a_recorded_clip_wants() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = TenantSecretKey::generate().unwrap();
+        let mut ring = Ring::open(RingConfig::new(dir.path().join("ring"))).unwrap().0;
+        let held = insert(&mut ring, &key, 1);
+        let (mut book, _) = ClipBook::load(&dir.path().join("clips.json"));
+        let mut other = clip("clip-bob", &[]);
+        other.user = "bob".into();
+        book.clips.push(clip("clip-alice", &[]));
+        book.clips.push(other);
+
+        reconcile_pins(&mut ring, &mut book);
+
+        assert_eq!(book.clips[0].segments, vec![held.to_string()]);
+        assert!(book.clips[1].segments.is_empty());
+        assert_eq!(ring.pins(held).unwrap(), vec!["clip-alice".to_string()]);
     }
 }

@@ -15,6 +15,7 @@ use rearview_config::time::format_description::well_known::Rfc2822;
 use rearview_config::time::OffsetDateTime;
 use rearview_uploader::Uploader;
 
+use super::workers::SessionView;
 use super::Daemon;
 use crate::status::Check;
 
@@ -72,7 +73,7 @@ pub fn prepare(d: &Daemon) -> Doctor {
 fn session_checks(d: &Daemon) -> Vec<Check> {
     let mut out = Vec::new();
     let sessions = d.sessions_for_doctor();
-    let capturing: Vec<_> = sessions.iter().filter(|(_, _, w)| *w).collect();
+    let capturing: Vec<_> = sessions.iter().filter(|v| v.worker_running).collect();
     if sessions.is_empty() {
         out.push(check(
             "display reachable",
@@ -88,7 +89,7 @@ fn session_checks(d: &Daemon) -> Vec<Check> {
             "",
         ));
     }
-    for (s, st, _) in &capturing {
+    for SessionView { session: s, status: st, .. } in capturing {
         let ok = st.state == "capturing";
         let speed = st.ms_per_frame.map(|m| format!(", {m:.1} ms per frame")).unwrap_or_default();
         out.push(check(

@@ -1,0 +1,184 @@
+//! Requests on the admin socket (`rearview` CLI): one function per request. Requests that
+//! would wait on the network (enrollment, doctor's probe, a trigger the uploader must see
+//! recorded) run in tasks that answer the caller themselves; the loop never waits.
+
+use super::*;
+
+impl Daemon {
+    pub(super) fn reload(&mut self) {
+        let _ = crate::service::sd_notify("RELOADING=1");
+        let Some(path) = self.opts.config_path.clone() else {
+            tracing::info!("SIGHUP: no config file to re-read");
+            let _ = crate::service::sd_notify("READY=1");
+            return;
+        };
+        match AgentConfig::load(&path) {
+            Ok(config) => {
+                if config.socket_path() != self.opts.config.socket_path()
+                    || config.data_dir() != self.opts.config.data_dir()
+                {
+                    tracing::warn!("SIGHUP: socket and data_dir changes need a restart");
+                }
+                tracing::info!(path = %path.display(), "configuration reloaded");
+                self.opts.config = config;
+            }
+            Err(e) => self.error(format!("SIGHUP: config not reloaded, keeping the old one: {e}")),
+        }
+        let _ = crate::service::sd_notify("READY=1");
+    }
+
+    pub(super) async fn admin(&mut self, inc: Incoming) {
+        let Incoming { request, reply } = inc;
+        let response = match request {
+            Request::Status => json_reply(&self.status_report()),
+            Request::Buffer => json_reply(&self.buffer()),
+            Request::Clips => json_reply(&self.clip_reports()),
+            Request::Doctor => {
+                // Its console probe may wait; the loop must not (segments, triggers).
+                let doctor = doctor::prepare(self);
+                tokio::spawn(async move {
+                    let _ = reply.send(json_reply(&doctor.run().await));
+                });
+                return;
+            }
+            Request::Reload => {
+                self.reload();
+                Response::ok(serde_json::json!("reloaded"))
+            }
+            Request::ApplyPolicy { envelope } => self.apply_policy(&envelope).await,
+            Request::Trigger { envelope } => {
+                self.apply_trigger(&envelope, reply);
+                return;
+            }
+            Request::Enroll { server, token } => {
+                if self.uploader.is_enrolled() {
+                    Response::err(AdminError::new(
+                        ErrorKind::Rejected,
+                        "this device is already enrolled; remove the identity in the data directory to re-enroll",
+                    ))
+                } else if server.trim_end_matches('/')
+                    != self.opts.config.server_url().trim_end_matches('/')
+                {
+                    Response::err(AdminError::new(
+                        ErrorKind::BadRequest,
+                        format!(
+                            "the agent config names server {}; set server_url to {server} in the config (then reload) or enroll with that server",
+                            self.opts.config.server_url()
+                        ),
+                    ))
+                } else {
+                    let up = self.uploader.clone();
+                    let tx = self.completed_tx.clone();
+                    tokio::spawn(async move {
+                        let response = match up.enroll(&token, &hostname()).await {
+                            Ok(id) => {
+                                let _ = tx.send(Completed::Enrolled);
+                                Response::ok(serde_json::json!({
+                                    "device": id.device_id, "tenant": id.tenant_id
+                                }))
+                            }
+                            Err(e) => Response::err(AdminError::new(
+                                if e.is_retryable() {
+                                    ErrorKind::Unavailable
+                                } else {
+                                    ErrorKind::Rejected
+                                },
+                                format!("enrollment failed: {e}"),
+                            )),
+                        };
+                        let _ = tx.send(Completed::Reply { reply, response });
+                    });
+                    return;
+                }
+            }
+        };
+        let _ = reply.send(response);
+    }
+
+    pub(super) async fn apply_policy(&mut self, envelope: &str) -> Response {
+        let signed = match serde_json::from_str::<serde_json::Value>(envelope) {
+            Ok(v) => v,
+            Err(e) => return bad_request(format!("policy envelope is not JSON: {e}")),
+        };
+        let version = signed_version(&signed);
+        let result = self.uploader.accept_policy(&PolicyMessage { version, signed });
+        // Act on it before answering, so "accepted" means workers already follow it.
+        while let Ok(cmd) = self.commands.try_recv() {
+            self.command(cmd).await;
+        }
+        match result {
+            Ok(Some(p)) => Response::ok(serde_json::json!({ "accepted": p.version() })),
+            Ok(None) => Response::ok(
+                serde_json::json!({ "accepted": null, "note": "not newer than the policy in force" }),
+            ),
+            Err(e) => Response::err(AdminError::new(ErrorKind::Rejected, e.to_string())),
+        }
+    }
+
+    /// A trigger from the admin socket goes the way a pushed one does: verified by the uploader,
+    /// recorded by this loop (as a [`Command::Trigger`]), then marked seen and acknowledged. The
+    /// uploader waits for the loop, so it runs in a task and answers through [`Completed::Reply`]
+    /// once the clip is recorded.
+    pub(super) fn apply_trigger(
+        &mut self,
+        envelope: &str,
+        reply: tokio::sync::oneshot::Sender<Response>,
+    ) {
+        let signed = match serde_json::from_str::<serde_json::Value>(envelope) {
+            Ok(v) => v,
+            Err(e) => {
+                let _ = reply.send(bad_request(format!("trigger envelope is not JSON: {e}")));
+                return;
+            }
+        };
+        let trigger_id = trigger_id_of(&signed).unwrap_or_default();
+        let msg = TriggerMessage { trigger_id: trigger_id.clone(), signed };
+        let up = self.uploader.clone();
+        let tx = self.completed_tx.clone();
+        tokio::spawn(async move {
+            let response = match up.accept_trigger(&msg).await {
+                Ok(()) => Response::ok(serde_json::json!({ "accepted": trigger_id })),
+                Err(rearview_uploader::UploadError::Rejected { what, reason }) => Response::err(
+                    AdminError::new(ErrorKind::Rejected, format!("{what} refused: {reason}")),
+                ),
+                Err(
+                    e @ (rearview_uploader::UploadError::NotRecorded { .. }
+                    | rearview_uploader::UploadError::NotEnrolled),
+                ) => Response::err(AdminError::new(ErrorKind::Unavailable, e.to_string())),
+                // Recorded and marked seen; only the console's acknowledgement failed (it
+                // resends until it gets one).
+                Err(e) => Response::ok(serde_json::json!({
+                    "accepted": trigger_id, "note": format!("console not told: {e}")
+                })),
+            };
+            let _ = tx.send(Completed::Reply { reply, response });
+        });
+    }
+}
+
+fn json_reply<T: serde::Serialize>(v: &T) -> Response {
+    match serde_json::to_value(v) {
+        Ok(v) => Response::ok(v),
+        Err(e) => Response::err(AdminError::new(ErrorKind::Internal, e.to_string())),
+    }
+}
+
+fn bad_request(message: String) -> Response {
+    Response::err(AdminError::new(ErrorKind::BadRequest, message))
+}
+
+/// The version inside a signed policy envelope, for the message wrapper (the trust store
+/// reads the verified payload; this is only a label).
+fn signed_version(signed: &serde_json::Value) -> u64 {
+    payload_json(signed).and_then(|p| p.get("version").and_then(|v| v.as_u64())).unwrap_or(0)
+}
+
+fn trigger_id_of(signed: &serde_json::Value) -> Option<String> {
+    payload_json(signed)?.get("id")?.as_str().map(str::to_string)
+}
+
+fn payload_json(signed: &serde_json::Value) -> Option<serde_json::Value> {
+    let text = serde_json::to_vec(signed).ok()?;
+    let env = rearview_config::SignedEnvelope::from_json(&text).ok()?;
+    serde_json::from_slice(env.payload()).ok()
+}

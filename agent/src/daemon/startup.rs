@@ -1,0 +1,178 @@
+//! Starting the daemon: the state it opens (uploader, ring, clip book), the admin socket,
+//! and the watchers (sessions, indicators) whose events the loop handles.
+
+use super::*;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error("cannot open the uploader state in {dir}: {source}")]
+    Uploader { dir: PathBuf, source: rearview_uploader::UploadError },
+    #[error("cannot open the ring in {dir}: {source}")]
+    Ring { dir: PathBuf, source: rearview_capture::ring::RingError },
+    #[error("cannot create the data directory {dir}: {source}")]
+    DataDir { dir: PathBuf, source: std::io::Error },
+    #[error("cannot bind the admin socket {path}: {source}")]
+    Socket { path: PathBuf, source: std::io::Error },
+    #[error("cannot install signal handlers: {0}")]
+    Signals(std::io::Error),
+    #[error("enrollment failed: {0}")]
+    Enroll(rearview_uploader::UploadError),
+}
+
+impl DaemonError {
+    /// Whether starting again later may work (a busy disk, a console that was down).
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            DaemonError::Uploader { source, .. } | DaemonError::Enroll(source) => {
+                source.is_retryable()
+            }
+            DaemonError::Ring { source, .. } => source.is_retryable(),
+            DaemonError::DataDir { .. } | DaemonError::Socket { .. } | DaemonError::Signals(_) => {
+                false
+            }
+        }
+    }
+}
+
+/// How to build the daemon.
+#[derive(Clone, Debug)]
+pub struct Options {
+    pub config: AgentConfig,
+    /// Re-read on SIGHUP.
+    pub config_path: Option<PathBuf>,
+    /// The executable started as `<exe> __worker` (normally `rearviewd` itself).
+    pub worker_exe: PathBuf,
+    /// Enroll with this one-time token at start if not enrolled yet.
+    pub enroll_token: Option<String>,
+}
+
+impl Options {
+    pub fn new(config: AgentConfig, worker_exe: PathBuf) -> Self {
+        Self { config, config_path: None, worker_exe, enroll_token: None }
+    }
+}
+
+impl Daemon {
+    /// Opens state, binds the socket and starts the watchers; nothing is captured until
+    /// [`run`](Self::run) has checked the policy.
+    pub async fn start(opts: Options) -> Result<Daemon, DaemonError> {
+        let config = &opts.config;
+        let data_dir = config.data_dir().to_path_buf();
+        std::fs::create_dir_all(&data_dir)
+            .map_err(|source| DaemonError::DataDir { dir: data_dir.clone(), source })?;
+        let uploader = open_uploader(config.server_url(), &data_dir)?;
+        if let Some(token) = &opts.enroll_token {
+            if !uploader.is_enrolled() {
+                let host = hostname();
+                let id = uploader.enroll(token, &host).await.map_err(DaemonError::Enroll)?;
+                tracing::info!(device = id.device_id, tenant = id.tenant_id, "enrolled");
+            }
+        }
+        let commands = uploader.subscribe();
+        let uploader_running = start_uploader(&uploader);
+        let policy = uploader.policy();
+        let ring_retention = ring_retention(config, policy.as_ref());
+        let ring = open_ring(config, ring_retention)?;
+
+        let (mut clips, problem) = ClipBook::load(&data_dir.join("clips.json"));
+        let errors: Vec<ErrorRecord> = problem
+            .map(|p| {
+                tracing::warn!("{p}");
+                ErrorRecord { at_utc_micros: now_micros(), what: p }
+            })
+            .into_iter()
+            .collect();
+        let mut ring = ring;
+        clips::reconcile_pins(&mut ring, &mut clips);
+
+        let rule = admin::AccessRule::new(config.admin_group());
+        let listener = admin::bind(config.socket_path(), rule.admin_gid()).map_err(|e| {
+            DaemonError::Socket { path: config.socket_path().to_path_buf(), source: e }
+        })?;
+        let (admin_tx, admin_rx) = mpsc::channel(16);
+        tokio::spawn(admin::serve(listener, rule, admin_tx));
+
+        let (sessions_tx, sessions_rx) = watch::channel(SessionsState::default());
+        tokio::spawn(sessions::watch(config.fixed_sessions().to_vec(), sessions_tx));
+
+        let (activity_tx, activity_rx) = mpsc::channel(64);
+        let places = Places {
+            removable_roots: config.removable_roots().to_vec(),
+            watched_folders: config.watched_folders().to_vec(),
+        };
+        if let Err(e) = indicators::spawn(places, activity_tx) {
+            tracing::warn!(error = %e, "file-copy indicators unavailable");
+        }
+
+        let (worker_tx, worker_rx) = crate::worker::inbox();
+        let (completed_tx, completed_rx) = mpsc::unbounded_channel();
+        let cpu = cpu_settings(policy.as_ref());
+        Ok(Daemon {
+            opts,
+            uploader,
+            uploader_running,
+            commands,
+            policy,
+            ring,
+            ring_retention,
+            clips,
+            sessions: HashMap::new(),
+            sessions_rx,
+            worker_tx,
+            worker_rx,
+            admin_rx,
+            activity_rx,
+            completed_tx,
+            completed_rx,
+            cpu: CpuMeter::new(),
+            throttle: Throttle::new(cpu.limit_percent, cpu.base_fps_milli),
+            rate_milli: cpu.base_fps_milli,
+            cpu_percent: None,
+            errors,
+            indicators_seen: 0,
+            draining: false,
+            next_worker: 0,
+        })
+    }
+}
+
+pub(super) fn hostname() -> String {
+    nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .unwrap_or_else(|| "unknown-host".into())
+}
+
+/// Starts the uploader's stream and send loops once enrolled; a failure is logged (the daemon
+/// runs, records and spools without them).
+pub(super) fn start_uploader(uploader: &Arc<Uploader>) -> Option<rearview_uploader::Running> {
+    if !uploader.is_enrolled() {
+        return None;
+    }
+    uploader.start().map_err(|e| tracing::warn!(error = %e, "uploader not started")).ok()
+}
+
+pub(super) fn open_uploader(
+    server: &str,
+    data_dir: &std::path::Path,
+) -> Result<Arc<Uploader>, DaemonError> {
+    Uploader::open(UploaderConfig::new(server, data_dir))
+        .map_err(|source| DaemonError::Uploader { dir: data_dir.to_path_buf(), source })
+}
+
+pub(super) fn ring_retention(config: &AgentConfig, policy: Option<&VerifiedPolicy>) -> Duration {
+    let max = config.ring_max_retention();
+    policy.map(|p| p.payload().capture.ring_retention().min(max)).unwrap_or(max)
+}
+
+pub(super) fn open_ring(config: &AgentConfig, retention: Duration) -> Result<Ring, DaemonError> {
+    let dir = config.ring_dir();
+    let mut rc = RingConfig::new(&dir);
+    rc.retention = retention;
+    rc.max_bytes = config.ring_max_bytes();
+    let (ring, report) = Ring::open(rc).map_err(|source| DaemonError::Ring { dir, source })?;
+    if !report.is_clean() {
+        tracing::warn!(?report, "ring recovered after an unclean stop");
+    }
+    Ok(ring)
+}
