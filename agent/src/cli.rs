@@ -139,6 +139,21 @@ fn utc(micros: i64) -> String {
 
 pub fn format_status(s: &StatusReport) -> String {
     let mut o = String::new();
+    write_identity(&mut o, s);
+    write_machinery(&mut o, s);
+    write_sessions(&mut o, s);
+    let _ = writeln!(o, "Indicators    {} file copies seen", s.indicators_seen);
+    if !s.last_errors.is_empty() {
+        let _ = writeln!(o, "Last errors");
+        for e in &s.last_errors {
+            let _ = writeln!(o, "  {}  {}", utc(e.at_utc_micros), e.what);
+        }
+    }
+    o
+}
+
+/// Agent version, enrollment and the policy in force.
+fn write_identity(o: &mut String, s: &StatusReport) {
     let _ = writeln!(o, "Rearview agent {}", s.agent_version);
     let e = &s.enrollment;
     if e.enrolled {
@@ -172,6 +187,10 @@ pub fn format_status(s: &StatusReport) -> String {
             let _ = writeln!(o, "Policy        none: nobody is recorded");
         }
     }
+}
+
+/// Console, ring, spool, upload budget and CPU.
+fn write_machinery(o: &mut String, s: &StatusReport) {
     let sv = &s.server;
     let _ = writeln!(
         o,
@@ -231,6 +250,10 @@ pub fn format_status(s: &StatusReport) -> String {
             ""
         }
     );
+}
+
+/// One line per graphical session.
+fn write_sessions(o: &mut String, s: &StatusReport) {
     let _ = writeln!(o, "Sessions");
     if s.sessions.is_empty() {
         let _ = writeln!(
@@ -259,14 +282,6 @@ pub fn format_status(s: &StatusReport) -> String {
             );
         }
     }
-    let _ = writeln!(o, "Indicators    {} file copies seen", s.indicators_seen);
-    if !s.last_errors.is_empty() {
-        let _ = writeln!(o, "Last errors");
-        for e in &s.last_errors {
-            let _ = writeln!(o, "  {}  {}", utc(e.at_utc_micros), e.what);
-        }
-    }
-    o
 }
 
 pub fn format_doctor(checks: &[Check]) -> String {

@@ -51,8 +51,8 @@ mod requests;
 mod startup;
 mod workers;
 
-pub use startup::{DaemonError, Options};
 use startup::{hostname, open_ring, ring_retention};
+pub use startup::{DaemonError, Options};
 
 use std::collections::HashMap;
 use std::path::PathBuf;
