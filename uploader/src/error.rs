@@ -15,9 +15,14 @@ pub enum UploadError {
     /// The console answered something this device cannot understand.
     #[error("console answered something unexpected: {0}")]
     Protocol(String),
-    /// A policy or trigger failed verification; it was not used.
+    /// A policy or trigger failed verification; it was not used. `reason` is the verifier's
+    /// own error (the source), which also says whether sending it again later may work.
     #[error("rejected {what}: {reason}")]
-    Rejected { what: String, reason: String },
+    Rejected {
+        what: String,
+        #[source]
+        reason: Box<Refusal>,
+    },
     /// The device is not enrolled yet.
     #[error("this device is not enrolled: run 'rearview enroll --server URL --token T'")]
     NotEnrolled,
@@ -51,17 +56,43 @@ pub enum UploadError {
     NotRecorded { trigger: String, reason: String },
 }
 
+/// Why a policy or trigger was refused: the verifier's error, unchanged.
+#[derive(Debug, thiserror::Error)]
+pub enum Refusal {
+    #[error(transparent)]
+    Policy(#[from] rearview_config::PolicyRejected),
+    #[error(transparent)]
+    Trigger(#[from] rearview_config::TriggerRejected),
+    #[error(transparent)]
+    Envelope(#[from] rearview_config::EnvelopeError),
+}
+
+impl Refusal {
+    /// The verifier's own answer (a trigger before any policy may pass once one is in force).
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Refusal::Policy(e) => e.is_retryable(),
+            Refusal::Trigger(e) => e.is_retryable(),
+            Refusal::Envelope(_) => false,
+        }
+    }
+}
+
 impl UploadError {
     /// Whether the same call may succeed later without any change: the console or network
-    /// came back, or the device's disk has room again.
+    /// came back, the device's disk has room again, or (a refused policy or trigger) the
+    /// verifier says a later attempt may pass.
     pub fn is_retryable(&self) -> bool {
-        matches!(
-            self,
-            UploadError::Unavailable(_)
-                | UploadError::NotRecorded { .. }
-                | UploadError::LocalFile { .. }
-                | UploadError::Database(_)
-        )
+        match self {
+            UploadError::Rejected { reason, .. } => reason.is_retryable(),
+            _ => matches!(
+                self,
+                UploadError::Unavailable(_)
+                    | UploadError::NotRecorded { .. }
+                    | UploadError::LocalFile { .. }
+                    | UploadError::Database(_)
+            ),
+        }
     }
 
     /// Whether the device's own storage failed (not the console, not the network). The send
@@ -112,5 +143,30 @@ impl From<reqwest::Error> for UploadError {
     fn from(e: reqwest::Error) -> Self {
         // Transport failures (connect, timeout, reset, body cut) are all worth retrying.
         UploadError::Unavailable(e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use rearview_config::{TriggerId, TriggerRejected};
+
+    use super::*;
+
+    /// One classification: a trigger that arrived before any policy may be accepted once one
+    /// is in force (config says so), so the uploader says so too, and keeps the cause.
+    #[test]
+    fn a_trigger_refused_for_want_of_a_policy_may_be_retried_and_keeps_its_cause() {
+        let id = TriggerId::new("trg-1").unwrap();
+        let e = UploadError::Rejected {
+            what: "trigger trg-1".into(),
+            reason: Box::new(TriggerRejected::NoPolicy { id }.into()),
+        };
+        assert!(e.is_retryable(), "{e}");
+        let cause = std::error::Error::source(&e).expect("the verifier's error is the source");
+        let refusal = cause.downcast_ref::<Box<Refusal>>().expect("a Refusal");
+        assert!(
+            matches!(**refusal, Refusal::Trigger(TriggerRejected::NoPolicy { .. })),
+            "{refusal:?}"
+        );
     }
 }

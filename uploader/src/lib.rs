@@ -25,7 +25,7 @@ pub mod spool;
 pub mod sse;
 pub mod uploader;
 
-pub use error::UploadError;
+pub use error::{Refusal, UploadError};
 pub use rearview_protocol as wire;
 pub use spool::{SegmentBytes, SpoolStats};
 pub use uploader::{

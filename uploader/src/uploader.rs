@@ -431,7 +431,7 @@ impl Uploader {
             Err(PolicyRejected::VersionNotAbove { .. }) => Ok(None),
             Err(e) => Err(UploadError::Rejected {
                 what: format!("policy v{}", message.version),
-                reason: e.to_string(),
+                reason: Box::new(e.into()),
             }),
         }
     }
@@ -472,7 +472,7 @@ impl Uploader {
             }
             Err(e) => Err(UploadError::Rejected {
                 what: format!("trigger {}", message.trigger_id),
-                reason: e.to_string(),
+                reason: Box::new(e.into()),
             }),
         }
     }
@@ -854,7 +854,7 @@ impl Drop for Running {
 fn envelope(signed: &serde_json::Value) -> Result<SignedEnvelope, UploadError> {
     let bytes = serde_json::to_vec(signed).map_err(|e| UploadError::Protocol(e.to_string()))?;
     SignedEnvelope::from_json(&bytes)
-        .map_err(|e| UploadError::Rejected { what: "envelope".into(), reason: e.to_string() })
+        .map_err(|e| UploadError::Rejected { what: "envelope".into(), reason: Box::new(e.into()) })
 }
 
 fn open_trust(dir: &Path, id: &Identity) -> Result<TrustStore, UploadError> {

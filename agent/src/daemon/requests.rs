@@ -138,9 +138,15 @@ impl Daemon {
         tokio::spawn(async move {
             let response = match up.accept_trigger(&msg).await {
                 Ok(()) => Response::ok(serde_json::json!({ "accepted": trigger_id })),
-                Err(rearview_uploader::UploadError::Rejected { what, reason }) => Response::err(
-                    AdminError::new(ErrorKind::Rejected, format!("{what} refused: {reason}")),
-                ),
+                // The verifier's classification: a trigger before any policy is "try later".
+                Err(rearview_uploader::UploadError::Rejected { what, reason }) => {
+                    let kind = if reason.is_retryable() {
+                        ErrorKind::Unavailable
+                    } else {
+                        ErrorKind::Rejected
+                    };
+                    Response::err(AdminError::new(kind, format!("{what} refused: {reason}")))
+                }
                 Err(
                     e @ (rearview_uploader::UploadError::NotRecorded { .. }
                     | rearview_uploader::UploadError::NotEnrolled),
