@@ -34,6 +34,12 @@ use crate::frame::{Frame, BYTES_PER_PIXEL};
 /// 72 % smaller (325 413 bytes): 67.7 → 42.7 MB/hour, for 13.6 → 19.7 ms per keyframe. For
 /// deltas "up" was 1 % worse than "left" (533 819 against 528 681 bytes over 60 frames), so
 /// deltas keep "left".
+///
+/// zstd's long-distance matcher then found what level 3 misses on those palette keyframes
+/// (a line of text repeated a screen away): 325 413 → 239 395 bytes for the 12, for about
+/// 3 ms more per keyframe (best of three runs of `examples/encode_raw`: 18.0 → 21.0 ms).
+/// Levels 5 and 9 with it gave 217 523 and 194 478 bytes for 23.8 and 26.6 ms: less gain per
+/// millisecond than long-distance matching at level 3 itself, so level 3 stays.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct EncoderConfig {
     /// Tile width in pixels, 8..=128.
@@ -90,7 +96,7 @@ impl Default for EncoderConfig {
             key_predictor: Predictor::Up,
             delta_predictor: Predictor::Left,
             key_palette: true,
-            key_long_distance: false,
+            key_long_distance: true,
         }
     }
 }
