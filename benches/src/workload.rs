@@ -8,7 +8,8 @@
 //! * a small notes window moved across the screen every two seconds (`xdotool windowmove`),
 //! * a clock ticking every second.
 //!
-//! With [`Scene::Video`], a video also plays in a window beside them: `ffplay` showing ffmpeg's
+//! [`Scene::Smooth`] draws the terminals' text antialiased (Xft) instead of in the core bitmap
+//! font. With [`Scene::Video`], a video also plays in a window beside them: `ffplay` showing ffmpeg's
 //! `testsrc2` pattern (moving colour bars, a counter, noise-like gradients) at 640x360, 25 fps,
 //! the shape of a video call or a clip someone watches while working.
 //!
@@ -47,6 +48,9 @@ pub enum Scene {
     Office,
     /// The same with a 640x360 video playing in a window.
     Video,
+    /// The office scene with antialiased text (DejaVu Sans Mono through Xft) instead of the
+    /// core bitmap font: what most real desktops show, and far more colours.
+    Smooth,
 }
 
 /// A running workload; its clients and driver stop on drop.
@@ -87,12 +91,14 @@ impl Workload {
             sleep 0.2; done";
         clients.push(xterm(
             x,
+            scene,
             "log",
             &geometry(cols(w * 45 / 100), rows(h * 45 / 100), w / 50, h / 30),
             &["sh", "-c", log_script],
         )?);
         clients.push(xterm(
             x,
+            scene,
             "editor",
             &geometry(cols(w * 40 / 100), rows(h * 40 / 100), w * 52 / 100, h / 30),
             &["cat"],
@@ -100,12 +106,14 @@ impl Workload {
         let doc_path = doc.path().to_string_lossy().into_owned();
         clients.push(xterm(
             x,
+            scene,
             "document",
             &geometry(cols(w * 45 / 100), rows(h * 45 / 100), w / 50, h * 52 / 100),
             &["less", "-S", &doc_path],
         )?);
         clients.push(xterm(
             x,
+            scene,
             "notes",
             &geometry(40, 8, w * 60 / 100, h * 60 / 100),
             &[
@@ -118,6 +126,7 @@ impl Workload {
             "while :; do printf '\\r %s ' \"$(date '+%a %d %b %H:%M:%S')\"; sleep 1; done";
         clients.push(xterm(
             x,
+            scene,
             "clock",
             &geometry(26, 1, w.saturating_sub(180), 4),
             &["sh", "-c", clock_script],
@@ -196,9 +205,21 @@ fn geometry(cols: u32, rows: u32, x: u32, y: u32) -> String {
     format!("{cols}x{rows}+{x}+{y}")
 }
 
-fn xterm(x: &Xvfb, title: &str, geometry: &str, cmd: &[&str]) -> anyhow::Result<Child> {
+fn xterm(
+    x: &Xvfb,
+    scene: Scene,
+    title: &str,
+    geometry: &str,
+    cmd: &[&str],
+) -> anyhow::Result<Child> {
+    let font: &[&str] = match scene {
+        // Xft: grey-level antialiased glyphs, hundreds of colours on screen.
+        Scene::Smooth => &["-fa", "DejaVu Sans Mono", "-fs", "8"],
+        Scene::Office | Scene::Video => &[],
+    };
     x.command("xterm")
         .args(["-title", title, "-class", "RearviewWorkload", "-geometry", geometry])
+        .args(font)
         .args(["-bg", "#fdfdf5", "-fg", "#202020", "-xrm", "*allowSendEvents: true"])
         .arg("-e")
         .args(cmd)
