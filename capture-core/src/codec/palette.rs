@@ -16,62 +16,77 @@ pub(crate) const MAX_TABLE_BYTES: usize = 1 + 3 * MAX_COLOURS;
 const SLOTS: usize = 1024;
 const EMPTY: u32 = u32::MAX;
 
+/// The colours of a frame, in first-seen order, and how many pixels have each.
+pub(crate) struct Colours {
+    colours: Vec<u32>,
+    counts: Vec<usize>,
+}
+
 /// Finds the colours of `frame` and each pixel's palette index (in first-seen order) into
 /// `indices`; `None` as soon as there are more than [`MAX_COLOURS`].
-pub(crate) fn index_frame(frame: &Frame, indices: &mut Vec<u8>) -> Option<Vec<u32>> {
+pub(crate) fn index_frame(frame: &Frame, indices: &mut Vec<u8>) -> Option<Colours> {
     let (w, h) = (frame.width as usize, frame.height as usize);
     let mut keys = [EMPTY; SLOTS];
     let mut slot_index = [0u8; SLOTS];
-    let mut colours: Vec<u32> = Vec::with_capacity(MAX_COLOURS);
-    indices.clear();
-    indices.reserve(w * h);
-    let mut last = (EMPTY, 0u8);
-    for y in 0..h {
-        for px in frame.row(y as u32)[..w * BYTES_PER_PIXEL].chunks_exact(4) {
-            let key = u32::from_le_bytes([px[0], px[1], px[2], 0]);
-            if key != last.0 {
+    let mut colours = Colours { colours: Vec::with_capacity(MAX_COLOURS), counts: Vec::new() };
+    indices.resize(w * h, 0);
+    // Runs of one colour (most of a screen) cost a compare per pixel and a count per run.
+    let (mut last, mut last_index, mut run) = (EMPTY, 0u8, 0usize);
+    for (y, out) in indices.chunks_exact_mut(w).enumerate() {
+        let row = &frame.row(y as u32)[..w * BYTES_PER_PIXEL];
+        for (px, slot) in row.chunks_exact(4).zip(out.iter_mut()) {
+            let key = u32::from_le_bytes([px[0], px[1], px[2], px[3]]) & 0x00ff_ffff;
+            if key != last {
                 let mut s = (key.wrapping_mul(0x9e37_79b1) >> 22) as usize % SLOTS;
                 while keys[s] != key && keys[s] != EMPTY {
                     s = (s + 1) % SLOTS;
                 }
                 if keys[s] == EMPTY {
-                    if colours.len() == MAX_COLOURS {
+                    if colours.colours.len() == MAX_COLOURS {
                         return None;
                     }
                     keys[s] = key;
-                    slot_index[s] = colours.len() as u8;
-                    colours.push(key);
+                    slot_index[s] = colours.colours.len() as u8;
+                    colours.colours.push(key);
+                    colours.counts.push(0);
                 }
-                last = (key, slot_index[s]);
+                if run > 0 {
+                    colours.counts[last_index as usize] += run;
+                }
+                (last, last_index, run) = (key, slot_index[s], 0);
             }
-            indices.push(last.1);
+            run += 1;
+            *slot = last_index;
         }
+    }
+    if run > 0 {
+        colours.counts[last_index as usize] += run;
     }
     Some(colours)
 }
 
 /// Writes the palette body after the tile map already in `body`: colours most frequent first
 /// (small values for what is common), then each pixel's stored value.
-pub(crate) fn write_body(grid: &Grid, colours: &[u32], indices: &[u8], body: &mut Vec<u8>) {
-    let mut count = [0usize; MAX_COLOURS];
-    for &i in indices {
-        count[i as usize] += 1;
-    }
+pub(crate) fn write_body(grid: &Grid, colours: &Colours, indices: &[u8], body: &mut Vec<u8>) {
+    let Colours { colours, counts } = colours;
     let mut order: Vec<usize> = (0..colours.len()).collect();
-    order.sort_unstable_by(|&a, &b| count[b].cmp(&count[a]).then(a.cmp(&b)));
+    order.sort_unstable_by(|&a, &b| counts[b].cmp(&counts[a]).then(a.cmp(&b)));
     // rank[first-seen index] = stored value of that colour (1-based).
-    let mut rank = [0u8; MAX_COLOURS];
+    let mut rank = [0u8; 256];
     body.push((colours.len() - 1) as u8);
     for (r, &c) in order.iter().enumerate() {
         rank[c] = r as u8 + 1;
         body.extend_from_slice(&colours[c].to_le_bytes()[..3]);
     }
-    let w = grid.width;
-    body.extend(indices[..w].iter().map(|&i| rank[i as usize]));
-    for (row, above) in indices[w..].chunks_exact(w).zip(indices.chunks_exact(w)) {
-        body.extend(
-            row.iter().zip(above).map(|(&i, &a)| if i == a { 0 } else { rank[i as usize] }),
-        );
+    let (w, start) = (grid.width, body.len());
+    body.resize(start + indices.len(), 0);
+    let out = &mut body[start..];
+    for (o, &i) in out[..w].iter_mut().zip(indices) {
+        *o = rank[i as usize];
+    }
+    let below = indices[w..].iter().zip(&indices[..indices.len() - w]);
+    for (o, (&i, &above)) in out[w..].iter_mut().zip(below) {
+        *o = if i == above { 0 } else { rank[i as usize] };
     }
 }
 
