@@ -1,7 +1,8 @@
 //! `codec`: bytes per hour and milliseconds per frame of our lossless codec against anchors (PNG
 //! per frame, zstd per raw frame, x264 through ffmpeg), on the same frames.
 //!
-//! Frames come from the workload generator (a real desktop on Xvfb) or from a file of raw
+//! Frames come from the workload generator (a real desktop on Xvfb; `--scene video` adds a
+//! video playing in a window) or from a file of raw
 //! BGRX frames (`--input`, as `ffmpeg -f x11grab … -f rawvideo -pix_fmt bgr0` writes). Every
 //! lossless entry is checked by decoding and comparing B, G, R of every pixel.
 
@@ -27,6 +28,9 @@ pub struct CodecArgs {
     width: Option<u32>,
     #[arg(long)]
     height: Option<u32>,
+    /// What the recorded workload shows (ignored with `--input`).
+    #[arg(long, value_enum, default_value_t = crate::workload::Scene::Office)]
+    scene: crate::workload::Scene,
     /// Seconds of workload to record (at `--fps`).
     #[arg(long, default_value_t = 120)]
     seconds: u32,
@@ -81,8 +85,15 @@ pub fn run(args: CodecArgs) -> anyhow::Result<()> {
         }
         None => {
             let (w, h) = (args.width.unwrap_or(1920), args.height.unwrap_or(1080));
-            let frames = crate::workload::record_desktop(w, h, u64::from(args.seconds), args.fps)?;
-            (frames, format!("workload {w}x{h}, {} s at {} fps", args.seconds, args.fps))
+            let frames = crate::workload::record_desktop(
+                w,
+                h,
+                u64::from(args.seconds),
+                args.fps,
+                args.scene,
+            )?;
+            let scene = format!("{:?}", args.scene).to_lowercase();
+            (frames, format!("workload {scene} {w}x{h}, {} s at {} fps", args.seconds, args.fps))
         }
     };
     if let Some(path) = &args.save {

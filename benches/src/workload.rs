@@ -8,6 +8,11 @@
 //! * a small notes window moved across the screen every two seconds (`xdotool windowmove`),
 //! * a clock ticking every second.
 //!
+//! [`Scene::Smooth`] draws the terminals' text antialiased (Xft) instead of in the core bitmap
+//! font. With [`Scene::Video`], a video also plays in a window beside them: `ffplay` showing ffmpeg's
+//! `testsrc2` pattern (moving colour bars, a counter, noise-like gradients) at 640x360, 25 fps,
+//! the shape of a video call or a clip someone watches while working.
+//!
 //! Everything follows a fixed script keyed by a tick counter, so two runs show the same kind of
 //! screen (exact pixels differ with timing: the log and clock carry wall-clock time). The screen
 //! is mostly static with local changes, scrolling text and a moving window — the shape of real
@@ -36,6 +41,18 @@ const TICK: Duration = Duration::from_millis(250);
 /// How long clients get to map their windows.
 const STARTUP: Duration = Duration::from_secs(30);
 
+/// What the desktop shows besides the office clients.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Scene {
+    /// Terminals, a document, a moving window, a clock.
+    Office,
+    /// The same with a 640x360 video playing in a window.
+    Video,
+    /// The office scene with antialiased text (DejaVu Sans Mono through Xft) instead of the
+    /// core bitmap font: what most real desktops show, and far more colours.
+    Smooth,
+}
+
 /// A running workload; its clients and driver stop on drop.
 pub struct Workload {
     clients: Vec<Child>,
@@ -54,6 +71,11 @@ struct Windows {
 impl Workload {
     /// Start the clients on `x`, wait until their windows are mapped, start the driver.
     pub fn start(x: &Xvfb) -> anyhow::Result<Workload> {
+        Self::start_scene(x, Scene::Office)
+    }
+
+    /// [`Workload::start`] with a choice of scene.
+    pub fn start_scene(x: &Xvfb, scene: Scene) -> anyhow::Result<Workload> {
         let (w, h) = (x.width(), x.height());
         // The core "fixed" font is 6x13: size terminals in characters from the screen size.
         let cols = |px: u32| (px / 6).max(10);
@@ -69,12 +91,14 @@ impl Workload {
             sleep 0.2; done";
         clients.push(xterm(
             x,
+            scene,
             "log",
             &geometry(cols(w * 45 / 100), rows(h * 45 / 100), w / 50, h / 30),
             &["sh", "-c", log_script],
         )?);
         clients.push(xterm(
             x,
+            scene,
             "editor",
             &geometry(cols(w * 40 / 100), rows(h * 40 / 100), w * 52 / 100, h / 30),
             &["cat"],
@@ -82,12 +106,14 @@ impl Workload {
         let doc_path = doc.path().to_string_lossy().into_owned();
         clients.push(xterm(
             x,
+            scene,
             "document",
             &geometry(cols(w * 45 / 100), rows(h * 45 / 100), w / 50, h * 52 / 100),
             &["less", "-S", &doc_path],
         )?);
         clients.push(xterm(
             x,
+            scene,
             "notes",
             &geometry(40, 8, w * 60 / 100, h * 60 / 100),
             &[
@@ -100,6 +126,7 @@ impl Workload {
             "while :; do printf '\\r %s ' \"$(date '+%a %d %b %H:%M:%S')\"; sleep 1; done";
         clients.push(xterm(
             x,
+            scene,
             "clock",
             &geometry(26, 1, w.saturating_sub(180), 4),
             &["sh", "-c", clock_script],
@@ -114,6 +141,10 @@ impl Workload {
         };
         for name in ["log", "clock"] {
             find_window(x, name)?;
+        }
+        if scene == Scene::Video {
+            workload.clients.push(video(x, w * 52 / 100, h * 48 / 100)?);
+            find_window(x, "video")?;
         }
         let stop = Arc::clone(&workload.stop);
         workload.driver = Some(
@@ -146,12 +177,13 @@ pub fn record_desktop(
     height: u32,
     seconds: u64,
     fps: u32,
+    scene: Scene,
 ) -> anyhow::Result<Vec<Frame>> {
     if fps == 0 {
         bail!("fps must be at least 1");
     }
     let x = Xvfb::start(width, height).context("start Xvfb for the workload")?;
-    let _workload = Workload::start(&x)?;
+    let _workload = Workload::start_scene(&x, scene)?;
     // Let the terminals fill before the first frame.
     std::thread::sleep(Duration::from_secs(1));
     let mut source = X11ShmSource::connect(x.display())?;
@@ -173,9 +205,21 @@ fn geometry(cols: u32, rows: u32, x: u32, y: u32) -> String {
     format!("{cols}x{rows}+{x}+{y}")
 }
 
-fn xterm(x: &Xvfb, title: &str, geometry: &str, cmd: &[&str]) -> anyhow::Result<Child> {
+fn xterm(
+    x: &Xvfb,
+    scene: Scene,
+    title: &str,
+    geometry: &str,
+    cmd: &[&str],
+) -> anyhow::Result<Child> {
+    let font: &[&str] = match scene {
+        // Xft: grey-level antialiased glyphs, hundreds of colours on screen.
+        Scene::Smooth => &["-fa", "DejaVu Sans Mono", "-fs", "8"],
+        Scene::Office | Scene::Video => &[],
+    };
     x.command("xterm")
         .args(["-title", title, "-class", "RearviewWorkload", "-geometry", geometry])
+        .args(font)
         .args(["-bg", "#fdfdf5", "-fg", "#202020", "-xrm", "*allowSendEvents: true"])
         .arg("-e")
         .args(cmd)
@@ -184,6 +228,20 @@ fn xterm(x: &Xvfb, title: &str, geometry: &str, cmd: &[&str]) -> anyhow::Result<
         .stderr(Stdio::null())
         .spawn()
         .context("start xterm (install the Debian package `xterm`)")
+}
+
+/// `ffplay` of a generated 640x360 test video at (`left`, `top`), without border or sound.
+fn video(x: &Xvfb, left: u32, top: u32) -> anyhow::Result<Child> {
+    x.command("ffplay")
+        .env("SDL_AUDIODRIVER", "dummy")
+        .args(["-loglevel", "error", "-an", "-noborder", "-window_title", "video"])
+        .args(["-left", &left.to_string(), "-top", &top.to_string()])
+        .args(["-f", "lavfi", "-i", "testsrc2=size=640x360:rate=25"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("start ffplay (install the Debian package `ffmpeg`)")
 }
 
 fn run(x: &Xvfb, program: &str, args: &[&str]) -> anyhow::Result<String> {

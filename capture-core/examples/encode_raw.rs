@@ -8,12 +8,13 @@
 //! ```
 //!
 //! `KEY_LEVEL`, `DELTA_LEVEL` and `KEY_WINDOW_LOG` in the environment override the zstd levels of the default
-//! [`EncoderConfig`], to weigh size against time on the same frames.
+//! [`EncoderConfig`], to weigh size against time on the same frames; `KEY_PREDICTOR` and
+//! `DELTA_PREDICTOR` (`none`, `left`, `up`) and `KEY_PALETTE` (`0` or `1`) its intra coding, `KEY_LDM` (`0` or `1`) long-distance matching.
 
 use std::io::Read;
 use std::time::{Duration, Instant};
 
-use rearview_capture::codec::{Encoder, EncoderConfig, PacketKind};
+use rearview_capture::codec::{Encoder, EncoderConfig, PacketKind, Predictor};
 use rearview_capture::{Frame, Timestamp};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -33,6 +34,23 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     if let Ok(v) = std::env::var("KEY_WINDOW_LOG") {
         config.key_window_log = v.parse()?;
+    }
+    let predictor = |v: String| match v.as_str() {
+        "none" => Predictor::None,
+        "left" => Predictor::Left,
+        _ => Predictor::Up,
+    };
+    if let Ok(v) = std::env::var("KEY_PREDICTOR") {
+        config.key_predictor = predictor(v);
+    }
+    if let Ok(v) = std::env::var("DELTA_PREDICTOR") {
+        config.delta_predictor = predictor(v);
+    }
+    if let Ok(v) = std::env::var("KEY_LDM") {
+        config.key_long_distance = v != "0";
+    }
+    if let Ok(v) = std::env::var("KEY_PALETTE") {
+        config.key_palette = v != "0";
     }
     let mut enc = Encoder::with_config(width, height, config)?;
     let (mut key_bytes, mut delta_bytes, mut n) = (0usize, 0usize, 0usize);

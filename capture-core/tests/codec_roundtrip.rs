@@ -2,7 +2,7 @@
 //! R of every pixel, for random sequences of frames of odd sizes and padded strides.
 
 use proptest::prelude::*;
-use rearview_capture::codec::{Decoder, Encoder, EncoderConfig, PacketKind};
+use rearview_capture::codec::{Decoder, Encoder, EncoderConfig, PacketKind, Predictor};
 use rearview_capture::{Frame, Timestamp};
 
 fn ts(n: i64) -> Timestamp {
@@ -232,6 +232,10 @@ fn sequence() -> impl Strategy<Value = Vec<Frame>> {
         })
 }
 
+fn predictor() -> impl Strategy<Value = Predictor> {
+    prop::sample::select(vec![Predictor::None, Predictor::Left, Predictor::Up])
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(200))]
     #[test]
@@ -240,18 +244,21 @@ proptest! {
     }
 
     /// Every tuning the encoder accepts gives a stream that decodes bit-exact: tile sizes up to
-    /// the largest (whose rows the encoder's fixed buffers must hold), either predictor.
+    /// the largest (whose rows the encoder's fixed buffers must hold), every predictor.
     #[test]
     fn any_encoder_config_round_trips(
         frames in sequence(),
         key_every in 0usize..4,
         tile_w in 8u8..=128,
         tile_h in 8u8..=128,
-        left_predictor in any::<bool>(),
+        key_predictor in predictor(),
+        delta_predictor in predictor(),
+        key_palette in any::<bool>(),
+        key_long_distance in any::<bool>(),
         key_level in 1i32..=9,
         delta_level in 1i32..=9,
     ) {
-        let config = EncoderConfig { tile_w, tile_h, key_level, delta_level, key_window_log: 0, left_predictor };
+        let config = EncoderConfig { tile_w, tile_h, key_level, delta_level, key_window_log: 0, key_predictor, delta_predictor, key_palette, key_long_distance };
         round_trip_with(&frames, key_every, config);
     }
 }
@@ -283,4 +290,28 @@ fn a_dragged_window_is_sent_as_copies() {
         kinds[1].1,
         kinds[0].1
     );
+}
+
+/// A frame of exactly `colours` colours (up to 301 * 97), in diagonal runs.
+fn striped(colours: u32) -> Frame {
+    frame_with_stride(301, 97, 8, move |x, y| {
+        let c = (y * 301 + x + (x / 3 + y / 5) % 4) % colours;
+        // One colour per c: c / 37 tells blocks of 37 apart, c * 7 the values within one.
+        [(c * 7) as u8, (c / 37) as u8, (c * 3) as u8]
+    })
+}
+
+#[test]
+fn a_few_colour_keyframe_is_a_palette_and_a_many_colour_one_is_not() {
+    for (colours, predictor) in [(1, 3u8), (2, 3), (255, 3), (256, 2), (5000, 2)] {
+        let f = striped(colours);
+        let mut enc = Encoder::new(f.width, f.height).unwrap();
+        let mut packet = Vec::new();
+        assert_eq!(enc.encode(&f, &mut packet).unwrap(), PacketKind::Key);
+        assert_eq!(packet[12], predictor, "{colours} colours");
+        assert!(Decoder::new().decode(&packet).unwrap().same_pixels(&f), "{colours} colours");
+        // Deltas after a palette keyframe decode against it.
+        let kinds = round_trip(&[f.clone(), striped(colours + 1), f], 0);
+        assert_eq!(kinds[1].0, PacketKind::Delta);
+    }
 }

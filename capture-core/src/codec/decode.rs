@@ -1,11 +1,12 @@
 //! The decoder. Every byte it reads is untrusted: each length, mode and vector is checked
 //! against the grid before use, so a bad packet is an error and never a panic.
 
+use super::palette;
 use super::pixels::{forward, inverse, Grid, Rect};
 use super::{
     check_dimensions, CodecError, HEADER_LEN, KIND_DELTA, KIND_KEY, KIND_SAME, MAX_DIMENSION,
     MODE_COPY, MODE_INTRA, MODE_RESIDUAL, MODE_SAME, PREDICTOR_LEFT, PREDICTOR_NONE,
-    SAME_PACKET_LEN, VERSION,
+    PREDICTOR_PALETTE, PREDICTOR_UP, SAME_PACKET_LEN, VERSION,
 };
 use crate::frame::{Frame, Timestamp, BYTES_PER_PIXEL};
 
@@ -96,11 +97,14 @@ impl Decoder {
         }
         let grid = Grid::new(width, height, packet[10], packet[11])?;
         let predictor = packet[12];
-        if predictor != PREDICTOR_LEFT && predictor != PREDICTOR_NONE {
+        if ![PREDICTOR_LEFT, PREDICTOR_NONE, PREDICTOR_UP, PREDICTOR_PALETTE].contains(&predictor) {
             return Err(CodecError::Corrupt("unknown predictor"));
         }
+        if predictor == PREDICTOR_PALETTE && kind != KIND_KEY {
+            return Err(CodecError::Corrupt("palette in a delta packet"));
+        }
         let body_len = read_u32(&packet[13..17]) as usize;
-        if body_len > grid.max_body_len() {
+        if body_len > grid.max_body_len() + palette::MAX_TABLE_BYTES {
             return Err(CodecError::Corrupt("body longer than the frame size allows"));
         }
         self.decompress(&packet[HEADER_LEN..], body_len)?;
@@ -176,6 +180,12 @@ fn apply_body(
     let tiles = grid.tiles();
     let modes = body.get(..tiles).ok_or(CodecError::Corrupt("body shorter than the tile map"))?;
     let keyframe = prev.is_empty();
+    if predictor == PREDICTOR_PALETTE {
+        if !keyframe || modes.iter().any(|&m| m != MODE_INTRA) {
+            return Err(CodecError::Corrupt("palette frame with a tile that is not intra"));
+        }
+        return palette::apply(grid, &body[tiles..], out);
+    }
     let mut moved = 0usize;
     let mut coded_pixels = 0usize;
     for (tile, &mode) in modes.iter().enumerate() {
@@ -250,7 +260,12 @@ fn apply_body(
                     (&planes[0][at..at + n], &planes[1][at..at + n], &planes[2][at..at + n]);
                 at += n;
                 let row = &mut out[y * stride + r.x * 4..y * stride + (r.x + n) * 4];
-                if modes[tile] == MODE_INTRA {
+                if modes[tile] == MODE_INTRA && predictor == PREDICTOR_UP && y > 0 {
+                    // Rows before `y` are final: earlier rows of this tile, or tiles above.
+                    let (done, rest) = out.split_at_mut(y * stride);
+                    let above = &done[(y - 1) * stride + r.x * 4..(y - 1) * stride + (r.x + n) * 4];
+                    add_prediction(&mut rest[r.x * 4..(r.x + n) * 4], above, [p0, p1, p2]);
+                } else if modes[tile] == MODE_INTRA {
                     let mut pred = if dy > 0 && predictor == PREDICTOR_LEFT {
                         let above = (y - 1) * stride + r.x * 4;
                         forward(&out[above..above + 4])
@@ -265,7 +280,7 @@ fn apply_body(
                             p2[i].wrapping_add(pred[2]),
                         ];
                         inverse(t, px);
-                        if predictor == PREDICTOR_LEFT {
+                        if predictor != PREDICTOR_NONE {
                             pred = t;
                         }
                     }
@@ -274,24 +289,26 @@ fn apply_body(
                         return Err(CodecError::Corrupt("residual tile without a source"));
                     };
                     let src = (sy + dy) * stride + sx * 4;
-                    let src = &prev[src..src + n * 4];
-                    for (i, (px, s)) in row.chunks_exact_mut(4).zip(src.chunks_exact(4)).enumerate()
-                    {
-                        let p = forward(s);
-                        inverse(
-                            [
-                                p0[i].wrapping_add(p[0]),
-                                p1[i].wrapping_add(p[1]),
-                                p2[i].wrapping_add(p[2]),
-                            ],
-                            px,
-                        );
-                    }
+                    add_prediction(row, &prev[src..src + n * 4], [p0, p1, p2]);
                 }
             }
         }
     }
     Ok(())
+}
+
+/// Writes each pixel of `row` as its prediction (the pixel of `pred` at the same place) plus
+/// the coded difference from the three planes, in the transformed domain.
+fn add_prediction(row: &mut [u8], pred: &[u8], planes: [&[u8]; 3]) {
+    for (i, (px, s)) in row.chunks_exact_mut(4).zip(pred.chunks_exact(4)).enumerate() {
+        let p = forward(s);
+        let t = [
+            planes[0][i].wrapping_add(p[0]),
+            planes[1][i].wrapping_add(p[1]),
+            planes[2][i].wrapping_add(p[2]),
+        ];
+        inverse(t, px);
+    }
 }
 
 fn copy_rect(grid: &Grid, prev: &[u8], out: &mut [u8], r: Rect, sx: usize, sy: usize) {

@@ -4,14 +4,15 @@
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 
+use super::palette;
 use super::pixels::{
-    differing_bytes, forward, forward_diff, hash_pixels, left_residual_bytes, same_pixels, Grid,
-    Rect,
+    differing_bytes, forward, forward_diff, hash_pixels, left_residual_bytes, residual_bytes,
+    same_pixels, Grid, Rect,
 };
 use super::{
     check_dimensions, CodecError, PacketKind, KIND_DELTA, KIND_KEY, KIND_SAME, MAX_DIMENSION,
     MAX_TILE, MODE_COPY, MODE_INTRA, MODE_RESIDUAL, MODE_SAME, PREDICTOR_LEFT, PREDICTOR_NONE,
-    VERSION,
+    PREDICTOR_PALETTE, PREDICTOR_UP, VERSION,
 };
 use crate::frame::{Frame, BYTES_PER_PIXEL};
 
@@ -25,6 +26,20 @@ use crate::frame::{Frame, BYTES_PER_PIXEL};
 /// took 1.1 ms for 7 % fewer delta bytes than level 3 (0.3 ms). Level 3 for both keeps bytes
 /// per hour near a third of lossless x264 (`libx264rgb -qp 0 -preset veryfast`) on the same
 /// frames, under the target of half.
+///
+/// Keyframes then made half our bytes (issue 18). On the bench's 120-frame 1080p recording
+/// (`rearview-bench codec --input FILE --width 1920 --height 1080`), keyframes coded with the
+/// "up" predictor instead of "left" came out 44 % smaller (1 160 087 → 650 999 bytes for 12,
+/// same zstd level), and as palettes (every keyframe of that desktop has under 256 colours)
+/// 72 % smaller (325 413 bytes): 67.7 → 42.7 MB/hour, for 13.6 → 19.7 ms per keyframe. For
+/// deltas "up" was 1 % worse than "left" (533 819 against 528 681 bytes over 60 frames), so
+/// deltas keep "left".
+///
+/// zstd's long-distance matcher then found what level 3 misses on those palette keyframes
+/// (a line of text repeated a screen away): 325 413 → 239 395 bytes for the 12, for about
+/// 3 ms more per keyframe (best of three runs of `examples/encode_raw`: 18.0 → 21.0 ms).
+/// Levels 5 and 9 with it gave 217 523 and 194 478 bytes for 23.8 and 26.6 ms: less gain per
+/// millisecond than long-distance matching at level 3 itself, so level 3 stays.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct EncoderConfig {
     /// Tile width in pixels, 8..=128.
@@ -38,8 +53,36 @@ pub struct EncoderConfig {
     /// zstd window (log2 bytes) of keyframes, 0 for zstd's default for the level; a window
     /// covering a whole plane lets matches reach across it.
     pub key_window_log: u32,
-    /// Predict intra pixels from their left neighbour (else store them as they are).
-    pub left_predictor: bool,
+    /// Spatial predictor of keyframes (when not a palette).
+    pub key_predictor: Predictor,
+    /// Spatial predictor of intra tiles of deltas.
+    pub delta_predictor: Predictor,
+    /// Send a keyframe of at most 255 colours as a palette (predictor 3) instead.
+    pub key_palette: bool,
+    /// zstd long-distance matching on keyframes: finds repeats a whole screen apart (the same
+    /// line of text in two windows) that the level's own match finder is too short-sighted for.
+    pub key_long_distance: bool,
+}
+
+/// How intra pixels are predicted before the entropy stage (the packet's `predictor` byte).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Predictor {
+    /// Stored as they are.
+    None,
+    /// From the pixel to the left within the tile (the tile's first column from above).
+    Left,
+    /// From the pixel above in the frame (the frame's top row from the left).
+    Up,
+}
+
+impl Predictor {
+    fn byte(self) -> u8 {
+        match self {
+            Predictor::None => PREDICTOR_NONE,
+            Predictor::Left => PREDICTOR_LEFT,
+            Predictor::Up => PREDICTOR_UP,
+        }
+    }
 }
 
 impl Default for EncoderConfig {
@@ -50,7 +93,10 @@ impl Default for EncoderConfig {
             key_level: 3,
             delta_level: 3,
             key_window_log: 0,
-            left_predictor: true,
+            key_predictor: Predictor::Up,
+            delta_predictor: Predictor::Left,
+            key_palette: true,
+            key_long_distance: true,
         }
     }
 }
@@ -78,6 +124,8 @@ pub struct Encoder {
     cur_hashes: Vec<u64>,
     /// The body being built: written in place, every byte of it, so it is never cleared.
     body: Vec<u8>,
+    /// Palette index of every pixel of a keyframe being tried as a palette frame.
+    indices: Vec<u8>,
     compressed: Vec<u8>,
     /// Delta compressor; keyframes get their own context with their own level and window.
     zstd: zstd::bulk::Compressor<'static>,
@@ -111,6 +159,7 @@ impl Encoder {
             hashed: vec![false; grid.tiles_x],
             cur_hashes: vec![0; grid.tiles_x * grid.height],
             body: Vec::new(),
+            indices: Vec::new(),
             compressed: Vec::new(),
             zstd,
             zstd_key: None,
@@ -152,7 +201,23 @@ impl Encoder {
             self.push_dimensions(out);
             return Ok(PacketKind::Same);
         }
-        self.build_body(frame);
+        let colours = match key && self.config.key_palette {
+            true => palette::index_frame(frame, &mut self.indices),
+            false => None,
+        };
+        let predictor = match &colours {
+            Some(colours) => {
+                self.body.clear();
+                self.body.extend_from_slice(&self.modes);
+                palette::write_body(&self.grid, colours, &self.indices, &mut self.body);
+                PREDICTOR_PALETTE
+            }
+            None => {
+                let p = if key { self.config.key_predictor } else { self.config.delta_predictor };
+                self.build_body(frame, p);
+                p.byte()
+            }
+        };
         let zstd = if key {
             if self.zstd_key.is_none() {
                 let mut c =
@@ -162,6 +227,10 @@ impl Encoder {
                         self.config.key_window_log,
                     ))
                     .map_err(CodecError::Zstd)?;
+                }
+                if self.config.key_long_distance {
+                    c.set_parameter(zstd::zstd_safe::CParameter::EnableLongDistanceMatching(true))
+                        .map_err(CodecError::Zstd)?;
                 }
                 self.zstd_key = Some(c);
             }
@@ -178,7 +247,7 @@ impl Encoder {
         self.push_dimensions(out);
         out.push(self.grid.tile_w as u8);
         out.push(self.grid.tile_h as u8);
-        out.push(if self.config.left_predictor { PREDICTOR_LEFT } else { PREDICTOR_NONE });
+        out.push(predictor);
         out.extend_from_slice(&(self.body.len() as u32).to_le_bytes());
         out.extend_from_slice(&self.compressed);
 
@@ -408,7 +477,8 @@ impl Encoder {
         for (tile, partial) in left {
             let r = grid.rect(tile);
             let mut copied = false;
-            let mut best = (cost_intra(frame, r), MODE_INTRA, (0isize, 0isize));
+            let intra = cost_intra(frame, r, self.config.delta_predictor);
+            let mut best = (intra, MODE_INTRA, (0isize, 0isize));
             let here = cost_residual(frame, &self.prev, &grid, r, r.x, r.y, best.0);
             if here < best.0 {
                 best = (here, MODE_RESIDUAL, (0, 0));
@@ -507,7 +577,7 @@ impl Encoder {
         best.into_iter().take(3).map(|v| v.0).collect()
     }
 
-    fn build_body(&mut self, frame: &Frame) {
+    fn build_body(&mut self, frame: &Frame, predictor: Predictor) {
         let grid = self.grid;
         let mut coded = 0usize;
         let mut moved = 0usize;
@@ -564,8 +634,11 @@ impl Encoder {
                         let sy = (y as isize + dyv as isize) as usize;
                         let src = &self.prev[sy * stride + sx * 4..sy * stride + (sx + n) * 4];
                         forward_diff(row, src, o0, o1, o2);
-                    } else if !self.config.left_predictor {
+                    } else if predictor == Predictor::None {
                         forward_diff(row, &[0; 4 * MAX_TILE as usize][..n * 4], o0, o1, o2);
+                    } else if predictor == Predictor::Up && y > 0 {
+                        let above = &frame.row(y as u32 - 1)[r.x * 4..(r.x + n) * 4];
+                        forward_diff(row, above, o0, o1, o2);
                     } else {
                         // First pixel from the one above (0 on the tile's top row), then each
                         // from its left neighbour.
@@ -608,10 +681,14 @@ impl Encoder {
 const MAX_PLACES: usize = 6;
 
 /// Nonzero bytes an intra tile would put in the planes: a cheap stand-in for its coded size.
-fn cost_intra(frame: &Frame, r: Rect) -> usize {
+fn cost_intra(frame: &Frame, r: Rect, predictor: Predictor) -> usize {
     let mut n = 0;
     for y in r.y..r.y + r.h {
         let row = &frame.row(y as u32)[r.x * 4..(r.x + r.w) * 4];
+        if predictor == Predictor::Up && y > 0 {
+            n += residual_bytes(row, &frame.row(y as u32 - 1)[r.x * 4..(r.x + r.w) * 4]);
+            continue;
+        }
         let first = forward(row);
         let pred =
             if y > r.y { forward(&frame.row(y as u32 - 1)[r.x * 4..r.x * 4 + 4]) } else { [0; 3] };

@@ -192,23 +192,28 @@ fn sub_bytes(a: u64, b: u64) -> u64 {
 }
 
 /// Nonzero bytes [`forward`] gives for a run of pixels each predicted by its left neighbour
-/// (the run's first pixel is not counted): the cost model of an intra tile row. `forward` is
-/// linear mod 256, so `forward(p) − forward(q)` is `forward(p − q)`: its G is `g − g'`, and its
-/// B − G and R − G are zero exactly when `b − b'` resp. `r − r'` equal `g − g'`.
+/// (the run's first pixel is not counted): the cost model of an intra tile row.
 pub(crate) fn left_residual_bytes(run: &[u8]) -> usize {
-    const G: u64 = 0x0000_ff00_0000_ff00;
-    const B_AND_R: u64 = 0x00ff_00ff_00ff_00ff;
     if run.len() < 8 {
         return 0;
     }
-    let (cur, left) = (&run[4..], &run[..run.len() - 4]);
-    let (mut total, n) = nonzero_in_words(cur, left, |c, l| {
+    residual_bytes(&run[4..], &run[..run.len() - 4])
+}
+
+/// Nonzero bytes of `forward(cur − pred)` over two runs of BGRX pixels of equal length: what
+/// [`forward_diff`] would write that is not zero. `forward` is linear mod 256, so
+/// `forward(p) − forward(q)` is `forward(p − q)`: its G is `g − g'`, and its B − G and R − G
+/// are zero exactly when `b − b'` resp. `r − r'` equal `g − g'`.
+pub(crate) fn residual_bytes(cur: &[u8], pred: &[u8]) -> usize {
+    const G: u64 = 0x0000_ff00_0000_ff00;
+    const B_AND_R: u64 = 0x00ff_00ff_00ff_00ff;
+    let (mut total, n) = nonzero_in_words(cur, pred, |c, l| {
         let d = sub_bytes(c, l);
         // g − g' copied under b and r of each pixel.
         let g = ((d >> 8) & 0x0000_00ff_0000_00ff) | ((d << 8) & 0x00ff_0000_00ff_0000);
         ((d ^ g) & B_AND_R) | (d & G)
     });
-    if let (Some(c), Some(l)) = (cur.get(n..n + 4), left.get(n..n + 4)) {
+    if let (Some(c), Some(l)) = (cur.get(n..n + 4), pred.get(n..n + 4)) {
         let (p, q) = (forward(c), forward(l));
         total += (p[0] != q[0]) as usize + (p[1] != q[1]) as usize + (p[2] != q[2]) as usize;
     }
