@@ -41,6 +41,11 @@
 //!   need a restart).
 
 mod activity;
+// One module per job; each adds the methods of its job to `Daemon` (the loop above only
+// dispatches): `startup` (opening state, binding the socket), `workers` (sessions and capture
+// workers, the CPU limit, the drain), `intake` (a worker's segment), `collect` (trigger clips
+// into the spool), `requests` (the admin socket), `reports` (status, buffer, clips, health),
+// `activity` (indicators).
 pub mod clips;
 mod collect;
 pub mod doctor;

@@ -7,8 +7,10 @@
 //!
 //! # Layout
 //!
-//! * [`daemon`]: the state-owning loop — gating ([`daemon::gate`]), segments into the sealed
-//!   ring, clips for triggers ([`daemon::clips`]), health, and the `doctor` checks.
+//! * [`daemon`]: the state-owning loop, which only dispatches; one module per job behind it —
+//!   starting, sessions and workers, segment intake, collecting clips ([`daemon::clips`] is the
+//!   clip book), admin requests, reports, indicators — plus gating ([`daemon::gate`]) and the
+//!   `doctor` checks.
 //! * [`admin`]: the local admin socket (peer-credential check, JSON line protocol, client).
 //! * [`status`]: what `status`, `buffer`, `clips` and `doctor` answer (shared with the CLI).
 //! * [`sessions`]: graphical sessions from logind over D-Bus, or a fixed display from config.
