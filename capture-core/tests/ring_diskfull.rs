@@ -3,43 +3,17 @@
 //! nothing stored is lost, the ring reopens, and writing resumes once space returns.
 
 use std::fs;
-use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
 use rearview_capture::ring::{Ring, RingConfig, RingError};
 use rearview_capture::seal::{open, TenantSecretKey};
 use rearview_capture::segment::{SegmentHeader, SegmentId};
+use rearview_testkit::tmpfs::Tmpfs;
 
 #[path = "support/ring.rs"]
 mod ring_support;
 
 use ring_support::{binding, seal_bytes};
-
-struct Mount(PathBuf);
-
-impl Drop for Mount {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
-    }
-}
-
-#[allow(unsafe_code)] // see the SAFETY comment inside
-fn mount_tmpfs(dir: &Path, size: &str) -> Result<Mount, String> {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    if unsafe { libc::geteuid() } != 0 {
-        return Err("not root, cannot mount a tmpfs".into());
-    }
-    let status = Command::new("mount")
-        .args(["-t", "tmpfs", "-o", &format!("size={size},mode=0700"), "rearview-ring-test"])
-        .arg(dir)
-        .status()
-        .map_err(|e| format!("cannot run mount: {e}"))?;
-    if !status.success() {
-        return Err(format!("mount -t tmpfs failed ({status}); no CAP_SYS_ADMIN here?"));
-    }
-    Ok(Mount(dir.to_owned()))
-}
 
 /// The `i`-th segment: 9 s starting at `i` × 10 s.
 fn header(id: SegmentId, i: i64) -> SegmentHeader {
@@ -49,7 +23,7 @@ fn header(id: SegmentId, i: i64) -> SegmentHeader {
 #[test]
 fn disk_full_fails_cleanly_and_recovers() {
     let tmp = tempfile::tempdir().unwrap();
-    let _mount = match mount_tmpfs(tmp.path(), "1m") {
+    let _mount = match Tmpfs::mount(tmp.path(), "1m") {
         Ok(m) => m,
         Err(reason) => {
             eprintln!("SKIPPED disk_full_fails_cleanly_and_recovers: {reason}");

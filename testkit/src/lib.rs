@@ -4,8 +4,10 @@
 //! may (the layering test in `tests/tests/layering.rs` fails if one does).
 //!
 //! * [`xvfb`]: a private X server per test, on a display number it picks itself.
+//! * [`tmpfs`]: a small real filesystem, for disk-full tests (root only).
 //! * [`wait_until`]: the one way tests wait for something that happens elsewhere.
 
+pub mod tmpfs;
 pub mod xvfb;
 
 use std::time::{Duration, Instant};

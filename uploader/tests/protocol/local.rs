@@ -4,7 +4,6 @@
 //! rest of the clip completes; everything else keeps the clip, whole, until the fault clears.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use rearview_uploader::{NewClip, UploadError};
 use serde_json::{json, Value};
@@ -207,27 +206,6 @@ async fn a_spool_database_error_deletes_no_file() {
     assert_eq!(named(&clip).len(), 3);
 }
 
-struct Mount(PathBuf);
-
-impl Drop for Mount {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
-    }
-}
-
-/// A small real filesystem of its own (root only; `Err` says why it could not be mounted).
-fn mount_tmpfs(dir: &Path, size: &str) -> Result<Mount, String> {
-    let status = Command::new("mount")
-        .args(["-t", "tmpfs", "-o", &format!("size={size},mode=0700"), "rearview-spool-test"])
-        .arg(dir)
-        .status()
-        .map_err(|e| format!("cannot run mount: {e}"))?;
-    if !status.success() {
-        return Err(format!("mount -t tmpfs failed ({status}); not root?"));
-    }
-    Ok(Mount(dir.to_owned()))
-}
-
 /// Fills the filesystem of `dir` to the last byte.
 fn fill(dir: &Path) -> PathBuf {
     use std::io::Write;
@@ -252,7 +230,7 @@ fn fill(dir: &Path) -> PathBuf {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_disk_keeps_every_clip_and_they_upload_once_there_is_room() {
     let tmp = tempfile::tempdir().unwrap();
-    let _mount = match mount_tmpfs(tmp.path(), "8m") {
+    let _mount = match rearview_testkit::tmpfs::Tmpfs::mount(tmp.path(), "8m") {
         Ok(m) => m,
         Err(reason) => {
             eprintln!(
