@@ -347,3 +347,37 @@ pub fn format_clips(clips: &[ClipReport]) -> String {
     }
     o
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every section of `rearview status`, once and in its order, also for a bare report.
+    #[test]
+    fn status_prints_every_section_in_order() {
+        let mut s = StatusReport { agent_version: "0.1.0".into(), ..Default::default() };
+        s.last_errors.push(crate::status::ErrorRecord { at_utc_micros: 0, what: "x".into() });
+        let text = format_status(&s);
+        println!("{text}");
+        let starts = [
+            "Rearview agent 0.1.0",
+            "Enrollment    NOT ENROLLED",
+            "Policy        none",
+            "Console       UNREACHABLE",
+            "Ring ",
+            "Spool ",
+            "Upload today ",
+            "CPU ",
+            "Sessions",
+            "  none",
+            "Indicators ",
+            "Last errors",
+            "  1970-01-01T00:00:00Z  x",
+        ];
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), starts.len(), "{text}");
+        for (line, start) in lines.iter().zip(starts) {
+            assert!(line.starts_with(start), "{line:?} should start with {start:?}");
+        }
+    }
+}
