@@ -489,6 +489,28 @@ fn cli_reports_a_running_daemon_and_refuses_a_non_admin() {
     assert!(err.contains("permission denied"), "{err}");
     assert!(out.stdout.is_empty(), "a refused client got output");
     assert!(Client::new(env.socket()).call(&Request::Buffer).is_ok(), "root is still served");
+
+    // Not an envelope, and a policy signed by a key the device does not trust: each refused
+    // with its reason, and the policy in force stays.
+    let not_envelope = Request::ApplyPolicy { envelope: r#"{"version": 9}"#.into() };
+    let err = Client::new(env.socket()).call(&not_envelope).unwrap_err().to_string();
+    assert!(err.contains("not a signed policy envelope"), "{err}");
+    let stranger = SigningKey::generate().unwrap();
+    let mut p = PolicyPayload::new(
+        TenantId::new(TENANT).unwrap(),
+        9,
+        OffsetDateTime::now_utc() - TDuration::minutes(1),
+        OffsetDateTime::now_utc() + TDuration::days(1),
+    );
+    p.capture.enabled = true;
+    let forged = String::from_utf8(sign_policy(&stranger, &p).unwrap().to_json()).unwrap();
+    let err = Client::new(env.socket())
+        .call(&Request::ApplyPolicy { envelope: forged })
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("rejected policy"), "{err}");
+    assert!(!err.contains("v9"), "the refusal names an unverified version: {err}");
+    assert_eq!(env.status().policy.unwrap().version, 1);
     assert!(env.stop().success());
 }
 

@@ -412,11 +412,20 @@ impl Uploader {
         &self,
         message: &PolicyMessage,
     ) -> Result<Option<VerifiedPolicy>, UploadError> {
-        let envelope = envelope(&message.signed)?;
+        self.accept_policy_envelope(&envelope(&message.signed)?)
+    }
+
+    /// [`Uploader::accept_policy`] for an envelope already parsed (the admin socket's path):
+    /// parsed once, verified once; every version named afterwards is the verified one
+    /// (`PolicyMessage::version` is an unauthenticated label and is never read).
+    pub fn accept_policy_envelope(
+        &self,
+        envelope: &SignedEnvelope,
+    ) -> Result<Option<VerifiedPolicy>, UploadError> {
         let mut trust = lock(&self.trust);
         let trust = trust.as_mut().ok_or(UploadError::NotEnrolled)?;
         let before = trust.last_policy_version();
-        match trust.accept_policy(&envelope, OffsetDateTime::now_utc()) {
+        match trust.accept_policy(envelope, OffsetDateTime::now_utc()) {
             Ok(p) => {
                 *lock(&self.limits) = p.payload().limits.clone();
                 lock(&self.live).policy_version = Some(p.version());
@@ -429,10 +438,9 @@ impl Uploader {
                 Ok(Some(p))
             }
             Err(PolicyRejected::VersionNotAbove { .. }) => Ok(None),
-            Err(e) => Err(UploadError::Rejected {
-                what: format!("policy v{}", message.version),
-                reason: Box::new(e.into()),
-            }),
+            Err(e) => {
+                Err(UploadError::Rejected { what: "policy".into(), reason: Box::new(e.into()) })
+            }
         }
     }
 
@@ -443,15 +451,25 @@ impl Uploader {
     /// resend is a replay that is only acknowledged. A refused trigger is neither delivered nor
     /// acknowledged.
     pub async fn accept_trigger(&self, message: &TriggerMessage) -> Result<(), UploadError> {
-        let envelope = envelope(&message.signed)?;
+        self.accept_trigger_envelope(&envelope(&message.signed)?).await.map(|_| ())
+    }
+
+    /// [`Uploader::accept_trigger`] for an envelope already parsed (the admin socket's path).
+    /// Returns the verified trigger id: the id acknowledged and logged is always the signed
+    /// one, never `TriggerMessage::trigger_id` (an unauthenticated label).
+    pub async fn accept_trigger_envelope(
+        &self,
+        envelope: &SignedEnvelope,
+    ) -> Result<String, UploadError> {
         let verdict = {
             let trust = lock(&self.trust);
             let trust = trust.as_ref().ok_or(UploadError::NotEnrolled)?;
-            trust.verify_trigger(&envelope, OffsetDateTime::now_utc())
+            trust.verify_trigger(envelope, OffsetDateTime::now_utc())
         };
         match verdict {
             Ok(t) => {
-                tracing::info!(trigger = %message.trigger_id, "trigger verified");
+                let id = t.payload().id.to_string();
+                tracing::info!(trigger = %id, "trigger verified");
                 self.record(t.clone()).await?;
                 let seen = {
                     let mut trust = lock(&self.trust);
@@ -459,21 +477,21 @@ impl Uploader {
                     trust.mark_trigger_seen(&t, OffsetDateTime::now_utc())
                 };
                 seen.map_err(|e| UploadError::NotRecorded {
-                    trigger: message.trigger_id.clone(),
+                    trigger: id.clone(),
                     reason: e.to_string(),
                 })?;
                 crate::fault::point("trigger:after-seen");
-                tracing::info!(trigger = %message.trigger_id, "trigger accepted");
-                self.client().ack_trigger(&message.trigger_id).await
+                tracing::info!(trigger = %id, "trigger accepted");
+                self.client().ack_trigger(&id).await.map(|()| id)
             }
             // Seen before (a resend after a reconnect): the ack got lost, send it again.
-            Err(TriggerRejected::Replay { .. }) => {
-                self.client().ack_trigger(&message.trigger_id).await
+            Err(TriggerRejected::Replay { id }) => {
+                let id = id.to_string();
+                self.client().ack_trigger(&id).await.map(|()| id)
             }
-            Err(e) => Err(UploadError::Rejected {
-                what: format!("trigger {}", message.trigger_id),
-                reason: Box::new(e.into()),
-            }),
+            Err(e) => {
+                Err(UploadError::Rejected { what: "trigger".into(), reason: Box::new(e.into()) })
+            }
         }
     }
 

@@ -96,12 +96,11 @@ impl Daemon {
     }
 
     pub(super) async fn apply_policy(&mut self, envelope: &str) -> Response {
-        let signed = match serde_json::from_str::<serde_json::Value>(envelope) {
-            Ok(v) => v,
-            Err(e) => return bad_request(format!("policy envelope is not JSON: {e}")),
+        let envelope = match SignedEnvelope::from_json(envelope.as_bytes()) {
+            Ok(e) => e,
+            Err(e) => return bad_request(format!("not a signed policy envelope: {e}")),
         };
-        let version = signed_version(&signed);
-        let result = self.uploader.accept_policy(&PolicyMessage { version, signed });
+        let result = self.uploader.accept_policy_envelope(&envelope);
         // Act on it before answering, so "accepted" means workers already follow it.
         while let Ok(cmd) = self.commands.try_recv() {
             self.command(cmd).await;
@@ -124,20 +123,18 @@ impl Daemon {
         envelope: &str,
         reply: tokio::sync::oneshot::Sender<Response>,
     ) {
-        let signed = match serde_json::from_str::<serde_json::Value>(envelope) {
-            Ok(v) => v,
+        let envelope = match SignedEnvelope::from_json(envelope.as_bytes()) {
+            Ok(e) => e,
             Err(e) => {
-                let _ = reply.send(bad_request(format!("trigger envelope is not JSON: {e}")));
+                let _ = reply.send(bad_request(format!("not a signed trigger envelope: {e}")));
                 return;
             }
         };
-        let trigger_id = trigger_id_of(&signed).unwrap_or_default();
-        let msg = TriggerMessage { trigger_id: trigger_id.clone(), signed };
         let up = self.uploader.clone();
         let tx = self.completed_tx.clone();
         tokio::spawn(async move {
-            let response = match up.accept_trigger(&msg).await {
-                Ok(()) => Response::ok(serde_json::json!({ "accepted": trigger_id })),
+            let response = match up.accept_trigger_envelope(&envelope).await {
+                Ok(trigger_id) => Response::ok(serde_json::json!({ "accepted": trigger_id })),
                 // The verifier's classification: a trigger before any policy is "try later".
                 Err(rearview_uploader::UploadError::Rejected { what, reason }) => {
                     let kind = if reason.is_retryable() {
@@ -154,7 +151,7 @@ impl Daemon {
                 // Recorded and marked seen; only the console's acknowledgement failed (it
                 // resends until it gets one).
                 Err(e) => Response::ok(serde_json::json!({
-                    "accepted": trigger_id, "note": format!("console not told: {e}")
+                    "accepted": signed_trigger_id(&envelope), "note": format!("console not told: {e}")
                 })),
             };
             let _ = tx.send(Completed::Reply { reply, response });
@@ -173,18 +170,9 @@ fn bad_request(message: String) -> Response {
     Response::err(AdminError::new(ErrorKind::BadRequest, message))
 }
 
-/// The version inside a signed policy envelope, for the message wrapper (the trust store
-/// reads the verified payload; this is only a label).
-fn signed_version(signed: &serde_json::Value) -> u64 {
-    payload_json(signed).and_then(|p| p.get("version").and_then(|v| v.as_u64())).unwrap_or(0)
-}
-
-fn trigger_id_of(signed: &serde_json::Value) -> Option<String> {
-    payload_json(signed)?.get("id")?.as_str().map(str::to_string)
-}
-
-fn payload_json(signed: &serde_json::Value) -> Option<serde_json::Value> {
-    let text = serde_json::to_vec(signed).ok()?;
-    let env = rearview_config::SignedEnvelope::from_json(&text).ok()?;
-    serde_json::from_slice(env.payload()).ok()
+/// The trigger id an envelope's payload names, for the answer when the trigger was verified
+/// and recorded but the console's acknowledgement failed (only a verified envelope gets here).
+fn signed_trigger_id(envelope: &SignedEnvelope) -> Option<String> {
+    let payload: serde_json::Value = serde_json::from_slice(envelope.payload()).ok()?;
+    payload.get("id")?.as_str().map(str::to_string)
 }
