@@ -654,8 +654,8 @@ fn admin_requests_are_answered_while_doctor_waits_on_a_silent_console() {
             let Ok(mut conn) = conn else { return };
             let probed_tx = probed_tx.clone();
             std::thread::spawn(move || {
-                let mut head = [0u8; 5];
-                if conn.read_exact(&mut head).is_ok() && &head == b"HEAD " {
+                let mut head = [0u8; 12];
+                if conn.read_exact(&mut head).is_ok() && &head == b"GET /healthz" {
                     let _ = probed_tx.send(());
                 }
                 // Held open, never answered, until the peer gives up.

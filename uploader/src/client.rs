@@ -190,6 +190,21 @@ impl Client {
             ))),
         }
     }
+
+    /// The console's clock, from the `Date` header of its answer to `GET /healthz`, over the
+    /// same connection settings (TLS, trusted CA) as every other request. The whole exchange
+    /// is bounded by `deadline`: a console that accepts and never answers, or answers a byte
+    /// at a time, costs that long and no more. `Ok(None)`: it answered without a readable
+    /// `Date`.
+    pub async fn server_date(
+        &self,
+        deadline: Duration,
+    ) -> Result<Option<rearview_config::time::OffsetDateTime>, UploadError> {
+        let request = self.http.get(format!("{}/healthz", self.base)).timeout(deadline);
+        let answer = request.send().await?;
+        let date = answer.headers().get(reqwest::header::DATE).and_then(|v| v.to_str().ok());
+        Ok(date.and_then(parse_http_date))
+    }
 }
 
 /// Turns a non-success answer into the right error.
@@ -207,5 +222,63 @@ async fn check(resp: reqwest::Response) -> Result<reqwest::Response, UploadError
         Err(UploadError::Unavailable(format!("{status}: {message}")))
     } else {
         Err(UploadError::Refused { status: status.as_u16(), message })
+    }
+}
+
+/// An HTTP date (RFC 9110 IMF-fixdate, `Tue, 01 Dec 2026 15:33:23 GMT`).
+fn parse_http_date(text: &str) -> Option<rearview_config::time::OffsetDateTime> {
+    use rearview_config::time::format_description::well_known::Rfc2822;
+    rearview_config::time::OffsetDateTime::parse(text.trim(), &Rfc2822).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Read, Write};
+
+    use super::*;
+
+    /// A one-request HTTP server on 127.0.0.1 that answers with `head`; returns its URL.
+    fn answer_once(head: &'static str) -> String {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let url = format!("http://{}", listener.local_addr().expect("addr"));
+        std::thread::spawn(move || {
+            if let Ok((mut conn, _)) = listener.accept() {
+                let mut buf = [0u8; 1024];
+                let _ = conn.read(&mut buf);
+                let _ = conn.write_all(head.as_bytes());
+            }
+        });
+        url
+    }
+
+    #[tokio::test]
+    async fn the_console_clock_is_read_from_its_date_header() {
+        let url = answer_once(
+            "HTTP/1.1 404 Not Found\r\nDate: Tue, 01 Dec 2026 15:33:23 GMT\r\n\
+             Content-Length: 0\r\nConnection: close\r\n\r\n",
+        );
+        let client = Client::new(&ClientConfig::new(url), None).unwrap();
+        let date = client.server_date(Duration::from_secs(5)).await.unwrap().unwrap();
+        assert_eq!(date.unix_timestamp(), 1_796_139_203);
+    }
+
+    #[tokio::test]
+    async fn an_answer_without_a_date_is_none_and_a_silent_console_an_error_in_time() {
+        let url =
+            answer_once("HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok");
+        let client = Client::new(&ClientConfig::new(url), None).unwrap();
+        assert_eq!(client.server_date(Duration::from_secs(5)).await.unwrap(), None);
+
+        // Accepts, reads, never answers.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        std::thread::spawn(move || {
+            let held: Vec<_> = listener.incoming().take(1).collect();
+            std::thread::sleep(Duration::from_secs(30));
+            drop(held);
+        });
+        let client = Client::new(&ClientConfig::new(url), None).unwrap();
+        let err = client.server_date(Duration::from_millis(500)).await.unwrap_err();
+        assert!(err.is_retryable(), "{err}");
     }
 }

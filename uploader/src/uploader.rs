@@ -319,6 +319,15 @@ impl Uploader {
         lock(&self.client).clone()
     }
 
+    /// The console's clock as its `Date` header gives it, through this device's client
+    /// (see [`Client::server_date`]); for `rearview doctor`'s clock-skew check.
+    pub async fn console_clock(
+        &self,
+        deadline: Duration,
+    ) -> Result<Option<OffsetDateTime>, UploadError> {
+        self.client().server_date(deadline).await
+    }
+
     pub fn identity(&self) -> Option<Identity> {
         lock(&self.identity).clone()
     }

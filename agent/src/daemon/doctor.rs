@@ -5,13 +5,11 @@
 //! console probe may wait up to [`PROBE_DEADLINE`]) in a task of its own, so the loop keeps
 //! sealing segments and recording triggers meanwhile.
 
-use std::io::{Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use rearview_config::time::format_description::well_known::Rfc2822;
 use rearview_config::time::OffsetDateTime;
 use rearview_uploader::Uploader;
 
@@ -112,9 +110,9 @@ impl Doctor {
     /// Runs the checks, in the order `rearview doctor` prints them.
     pub async fn run(self) -> Vec<Check> {
         let Doctor { sessions: mut out, policy, data_dir, server, uploader } = self;
-        let probe = tokio::task::spawn_blocking(move || probe_date(&server, PROBE_DEADLINE));
         let files = tokio::task::spawn_blocking(move || file_checks(&data_dir));
-        let probe = probe.await.unwrap_or_else(|e| Err(format!("probe failed: {e}")));
+        let probe =
+            uploader.console_clock(PROBE_DEADLINE).await.map_err(|e| format!("{server}: {e}"));
         let (disk, perms) = match files.await {
             Ok(v) => v,
             Err(e) => {
@@ -194,8 +192,7 @@ fn console_checks(
             out.push(check(
                 "clock skew",
                 false,
-                "not measured: the console sent no Date header or is only reachable over https"
-                    .into(),
+                "not measured: the console's answer had no Date header".into(),
                 "compare `date -u` with the console's clock by hand",
             ));
             out.push(check(
@@ -222,47 +219,4 @@ fn console_checks(
     }
 
     out
-}
-
-/// The console's clock from an HTTP `Date` header (plain http only; `Ok(None)` otherwise),
-/// giving up after `deadline` in all: a console that accepts and never answers, or answers a
-/// byte at a time, costs doctor that long and no more.
-fn probe_date(server: &str, deadline: Duration) -> Result<Option<OffsetDateTime>, String> {
-    let until = Instant::now() + deadline;
-    let Some(rest) = server.strip_prefix("http://") else { return Ok(None) };
-    let authority = rest.split('/').next().unwrap_or(rest);
-    let addr =
-        if authority.contains(':') { authority.to_string() } else { format!("{authority}:80") };
-    let addrs: Vec<_> = std::net::ToSocketAddrs::to_socket_addrs(&addr)
-        .map_err(|e| format!("cannot resolve {authority}: {e}"))?
-        .collect();
-    let first = addrs.first().ok_or_else(|| format!("{authority} has no address"))?;
-    let left = || until.saturating_duration_since(Instant::now()).max(Duration::from_millis(1));
-    let mut stream =
-        std::net::TcpStream::connect_timeout(first, left().min(Duration::from_secs(3)))
-            .map_err(|e| format!("cannot connect to {addr}: {e}"))?;
-    let _ = stream.set_write_timeout(Some(left()));
-    let request = format!("HEAD / HTTP/1.0\r\nHost: {authority}\r\n\r\n");
-    stream.write_all(request.as_bytes()).map_err(|e| e.to_string())?;
-    let mut head = Vec::new();
-    let mut buf = [0u8; 4096];
-    while head.len() < 16 * 1024 && Instant::now() < until {
-        let _ = stream.set_read_timeout(Some(left()));
-        match stream.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => head.extend_from_slice(&buf[..n]),
-            Err(e) if head.is_empty() => {
-                return Err(format!("{addr} accepted but did not answer ({e})"));
-            }
-            Err(_) => break,
-        }
-    }
-    if head.is_empty() {
-        return Err(format!("{addr} accepted but did not answer within {} s", deadline.as_secs()));
-    }
-    let text = String::from_utf8_lossy(&head);
-    Ok(text
-        .lines()
-        .find_map(|l| l.strip_prefix("Date:").or_else(|| l.strip_prefix("date:")))
-        .and_then(|v| OffsetDateTime::parse(v.trim(), &Rfc2822).ok()))
 }
