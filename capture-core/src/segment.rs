@@ -48,8 +48,10 @@
 //!
 //! event record (event_count times, in arrival order):
 //! len                u32    length of the JSON, <= MAX_EVENT_LEN
-//! json               ...    one crate::InputEvent as serde JSON: self-describing, so adding
-//!                           an event kind does not need a new segment version
+//! json               ...    one crate::InputEvent as serde JSON (schema, units and clocks:
+//!                           crate::event); self-describing, so adding an event kind does not
+//!                           need a new segment version: a reader keeps kinds it does not know
+//!                           as raw JSON (InputKind::Other) and still reads the whole segment
 //! ```
 
 mod wire;
@@ -114,6 +116,8 @@ pub enum SegmentError {
     TrailingBytes(usize),
     #[error("event record {index} is not a valid input event: {source}")]
     BadEvent { index: usize, source: serde_json::Error },
+    #[error("event record {index}: {source}")]
+    BadEventKind { index: usize, source: crate::event::KindError },
     #[error("decoded frame {index} is {got_width}x{got_height}, the header says {width}x{height}")]
     FrameSize { index: usize, width: u32, height: u32, got_width: u32, got_height: u32 },
     #[error("codec: {0}")]
@@ -581,8 +585,9 @@ impl<'a> Segment<'a> {
                 return Err(WireError::TooLong { field: "event", len, max: MAX_EVENT_LEN }.into());
             }
             let json = r.bytes("event", len)?;
-            let event = serde_json::from_slice(json)
+            let event: InputEvent = serde_json::from_slice(json)
                 .map_err(|source| SegmentError::BadEvent { index, source })?;
+            event.kind.check().map_err(|source| SegmentError::BadEventKind { index, source })?;
             events.push(event);
         }
         if r.remaining() != 0 {

@@ -116,6 +116,50 @@ fn frames_and_events_roundtrip() {
     assert!(seg.events() == events().as_slice());
 }
 
+/// Replaces the first `from` in `bytes` with `to` (same length), as a newer device's writer
+/// or a damaged file would have written it.
+fn patched(bytes: &[u8], from: &str, to: &str) -> Vec<u8> {
+    assert_eq!(from.len(), to.len());
+    let at = bytes.windows(from.len()).position(|w| w == from.as_bytes()).expect("present");
+    let mut out = bytes.to_vec();
+    out[at..at + to.len()].copy_from_slice(to.as_bytes());
+    out
+}
+
+/// A newer device adds an event kind: an older reader keeps every frame and every event,
+/// holds the unknown one as it came, and writes it back byte for byte.
+#[test]
+fn an_unknown_event_kind_keeps_the_segment() {
+    let (bytes, _) = build(3);
+    let newer = patched(&bytes, r#""type":"wheel""#, r#""type":"swipe""#);
+    let seg = Segment::parse(&newer).expect("a segment with an unknown event kind parses");
+    assert_eq!(seg.frames().len(), 3);
+    assert_eq!(seg.decode_frames().filter(|f| f.is_ok()).count(), 3);
+    assert_eq!(seg.events().len(), events().len());
+    let unknown = &seg.events()[4];
+    assert_eq!(unknown.kind.tag(), "swipe");
+    let InputKind::Other(raw) = &unknown.kind else { panic!("{unknown:?}") };
+    assert_eq!(raw["dy"], -2);
+    assert_eq!(unknown.at, at(5));
+    let json = serde_json::to_string(unknown).unwrap();
+    assert!(json.contains(r#""type":"swipe""#) && json.contains(r#""dy":-2"#), "{json}");
+    assert!(seg.events()[..4] == events()[..4]);
+    assert!(!format!("{unknown:?}").contains("dy"), "Debug shows only the tag");
+}
+
+/// A known kind with a broken field is damage, not a newer kind: refused, naming the event.
+#[test]
+fn a_known_event_kind_with_broken_fields_is_refused() {
+    let (bytes, _) = build(3);
+    let broken = patched(&bytes, r#""key":"KeyA","text""#, r#""kez":"KeyA","text""#);
+    match Segment::parse(&broken) {
+        Err(e @ SegmentError::BadEventKind { index: 1, .. }) => {
+            assert!(e.to_string().contains("\"key_press\" has missing or mistyped"), "{e}");
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
 #[test]
 fn a_segment_decodes_alone_after_a_previous_one() {
     // A second segment of the same monitor starts with its own keyframe.
