@@ -110,10 +110,24 @@
 //! # Untrusted input
 //!
 //! [`Decoder::decode`] takes bytes from anywhere. It checks dimensions against its limits
-//! (16384x16384 unless [`Decoder::with_max_dimensions`] says less), `body_len` against the
-//! largest body those dimensions allow (planes or palette), decompresses into a buffer of exactly `body_len` bytes
-//! (zstd fails rather than write past it), and checks every mode, vector and length against the
-//! grid. Any failure is a [`CodecError`]; it never panics, and a failed packet leaves the
+//! (16384x16384 unless [`Decoder::with_max_dimensions`] says less), then `body_len` against the
+//! largest body the declared grid allows:
+//!
+//! ```text
+//! body_len <= 5 * tiles_x * tiles_y          a mode byte and a vector for every tile
+//!           + 3 * width * height             every pixel coded, three planes
+//!           + 1 + 3 * 255                    room for a palette's count and colours
+//! ```
+//!
+//! (the palette body, `tiles + 1 + 3 * colours + width * height`, is always within it). It
+//! decompresses into a buffer of exactly `body_len` bytes (zstd fails rather than write past
+//! it) and checks every mode, vector and length against the grid.
+//!
+//! zstd frames are written with a window of at most 2^27 bytes (128 MiB; keyframes use
+//! long-distance matching, which asks for that window), zstd's default limit for decoders: a
+//! reader that decompresses in streaming mode must allow `windowLogMax` 27; one that
+//! decompresses the whole body in one call into a `body_len` buffer, as this decoder does,
+//! needs no window buffer of its own. A body never needs a dictionary. Any failure is a [`CodecError`]; it never panics, and a failed packet leaves the
 //! decoder's reference frame as it was.
 
 mod decode;
@@ -122,7 +136,7 @@ mod palette;
 mod pixels;
 
 pub use decode::Decoder;
-pub use encode::{Encoder, EncoderConfig, Predictor};
+pub use encode::{Encoder, EncoderConfig, Predictor, MAX_WINDOW_LOG};
 
 /// Format version written in byte 0 of every packet.
 pub const VERSION: u8 = 1;

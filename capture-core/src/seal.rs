@@ -30,6 +30,14 @@
 //!
 //! The length prefixes keep `("ab", "c")` and `("a", "bc")` apart.
 //!
+//! The sealed file does not carry `tenant` or `device` (only `segment_id`): an opener takes
+//! them from where the file came from, never from the file. On the console they are the
+//! tenant and the enrolled device whose token uploaded it; in an evidence package, the clip
+//! manifest's `tenant_id` and `device_id` (the ones the device's signature covers). A file
+//! passed off under another device or tenant then fails to open (AEAD authentication error),
+//! and after opening, the plaintext segment header (see [`crate::segment`]) repeats tenant,
+//! device and segment id, which an opener checks against the same values.
+//!
 //! # Sealed file format, version 1
 //!
 //! ```text
@@ -40,7 +48,8 @@
 //! 5      2     kem_id       0x0020 DHKEM(X25519, HKDF-SHA256), big-endian as in RFC 9180
 //! 7      2     kdf_id       0x0001 HKDF-SHA256
 //! 9      2     aead_id      0x0002 AES-256-GCM
-//! 11     8     key_id       first 8 bytes of SHA-256(tenant public key): tells the opener
+//! 11     8     key_id       first 8 bytes of SHA-256 of the tenant public key's raw 32
+//!                           bytes (the X25519 key itself, not its hex or base64 text): tells the opener
 //!                           which tenant key generation to use, and gives a clear "sealed to
 //!                           another key" error instead of a bare authentication failure
 //! 19     16    segment_id   in clear so a sealed file names itself; also bound in `info`

@@ -13,7 +13,16 @@
 //! # Format, version 1
 //!
 //! All integers little-endian. `str` is `u16 length || UTF-8 bytes`, at most
-//! [`MAX_NAME_LEN`] bytes. Nothing may follow the last event.
+//! [`MAX_NAME_LEN`] bytes. Nothing may follow the last event. The limits a reader enforces:
+//!
+//! ```text
+//! MAX_NAME_LEN     256 bytes                  any str field
+//! MAX_FRAMES       6,000                      frame records (10 s at 60 fps, with margin)
+//! MAX_EVENTS       100,000                    event records
+//! MAX_PACKET_LEN   16384 * 16384 * 4 + 4096   one codec packet (a raw 16384² BGRX frame + slack)
+//! MAX_EVENT_LEN    65,536 bytes               one event's JSON
+//! dimensions       1..=16384 on each side
+//! ```
 //!
 //! ```text
 //! field              size   purpose

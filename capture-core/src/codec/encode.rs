@@ -16,6 +16,10 @@ use super::{
 };
 use crate::frame::{Frame, BYTES_PER_PIXEL};
 
+/// Largest zstd window (log2 bytes) a stream uses: zstd's default decoder limit, which the
+/// format docs promise readers.
+pub const MAX_WINDOW_LOG: u32 = 27;
+
 /// Tuning of an [`Encoder`]. Any value the checks accept yields a valid stream; the defaults
 /// are what the codec benchmark measured best on a 1080p desktop within the encode budget of
 /// 5 ms per frame (issue 2).
@@ -51,7 +55,7 @@ pub struct EncoderConfig {
     /// zstd level of deltas.
     pub delta_level: i32,
     /// zstd window (log2 bytes) of keyframes, 0 for zstd's default for the level; a window
-    /// covering a whole plane lets matches reach across it.
+    /// covering a whole plane lets matches reach across it. At most [`MAX_WINDOW_LOG`].
     pub key_window_log: u32,
     /// Spatial predictor of keyframes (when not a palette).
     pub key_predictor: Predictor,
@@ -223,8 +227,9 @@ impl Encoder {
                 let mut c =
                     zstd::bulk::Compressor::new(self.config.key_level).map_err(CodecError::Zstd)?;
                 if self.config.key_window_log > 0 {
+                    // Never above what the format docs promise a reader (2^27 bytes).
                     c.set_parameter(zstd::zstd_safe::CParameter::WindowLog(
-                        self.config.key_window_log,
+                        self.config.key_window_log.min(MAX_WINDOW_LOG),
                     ))
                     .map_err(CodecError::Zstd)?;
                 }
