@@ -25,6 +25,8 @@ use std::time::Duration;
 use crate::event::{InputEvent, InputKind};
 use crate::frame::Timestamp;
 
+// The X11 keymap in it is only used by the `x11` source; the key names are for everyone.
+#[cfg_attr(not(feature = "x11"), allow(dead_code))]
 pub mod keys;
 #[cfg(feature = "rdev")]
 pub mod rdev;

@@ -46,6 +46,7 @@
 pub mod chain;
 pub mod custody;
 pub mod keys;
+pub mod package;
 pub mod record;
 
 pub use keys::{Fingerprint, PublicKey, Signer, SignerError};

@@ -98,3 +98,68 @@ pub fn verify(
         Err(RecordError::BadSignature { kind: kind.into(), key: console.fingerprint().to_string() })
     }
 }
+
+/// The enrollment record (`device.json`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EnrollmentRecord {
+    pub tenant: String,
+    pub device: String,
+    /// Base64 of the device's 32-byte Ed25519 public key.
+    pub device_public_key: String,
+    pub enrolled_utc: String,
+    pub enrolled_by: String,
+}
+
+/// The clip's window, UTC microseconds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Window {
+    pub from_utc_micros: i64,
+    pub to_utc_micros: i64,
+}
+
+/// Who asked for the capture and who approved it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApprovalRef {
+    pub id: String,
+    pub requested_by: String,
+    pub approved_by: String,
+}
+
+/// The trigger a clip answers.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TriggerRef {
+    pub id: String,
+    pub reason: String,
+    pub approval: Option<ApprovalRef>,
+}
+
+/// A segment as the console received it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReceivedSegment {
+    pub id: String,
+    pub sha256: String,
+    pub received_utc: String,
+}
+
+/// A part of the window the clip lacks, and why.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MissingSpan {
+    pub from_utc_micros: i64,
+    pub to_utc_micros: i64,
+    pub reason: String,
+}
+
+/// The clip record (`clip-record.json`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClipRecord {
+    pub clip: String,
+    pub tenant: String,
+    pub device: String,
+    pub user: String,
+    pub manifest_sha256: String,
+    pub window: Window,
+    pub trigger: Option<TriggerRef>,
+    pub segments: Vec<ReceivedSegment>,
+    pub missing: Vec<MissingSpan>,
+    pub completed_utc: String,
+}

@@ -1,0 +1,149 @@
+//! The evidence package: one folder that carries a clip and everything needed to check it
+//! offline, written by `rearview-console clip export --evidence DIR CLIP_ID` and checked by
+//! `rearview-verify DIR`.
+//!
+//! # Layout
+//!
+//! ```text
+//! DIR/README.txt              what each file is and how to check it, for the recipient
+//! DIR/SHA256SUMS              `sha256sum -c` format: "<64 hex>  <path>\n" for every other file,
+//!                             sorted by path; nothing unlisted may be in DIR
+//! DIR/manifest.json           the clip manifest as the device sent it
+//! DIR/segments/<id>.rvsl      each sealed segment exactly as received (<id>: 32 hex)
+//! DIR/chain.jsonl             the device-signed chain entries covering the clip (crate::chain)
+//! DIR/absent.jsonl            device-signed absence notes (may be empty)
+//! DIR/device.json             the enrollment record: device id and key (crate::record)
+//! DIR/device.json.sig         the console's signature over it
+//! DIR/console.pub             the console's public key, base64, one line
+//! DIR/clip-record.json        the console's clip record (crate::record)
+//! DIR/clip-record.json.sig    the console's signature over it
+//! DIR/custody.jsonl           the clip's custody log (crate::custody)
+//! DIR/custody.sig             the console's signed head of that log
+//!
+//! with --open (needs the tenant secret key; plaintext evidence, handle accordingly):
+//! DIR/open/frames.jsonl       one line per decoded frame: {"segment": id, "index": n,
+//!                             "monitor": u32, "utc_micros": i64, "mono_micros": u64,
+//!                             "kind": "K"|"D"|"S", "width", "height",
+//!                             "bgrx_sha256": SHA-256 of the decoded BGRX pixels, rows packed
+//!                             (width * 4 bytes each), "file": path}
+//! DIR/open/frames/<id>-<n>.png  each frame as RGB PNG (n: index in its segment, 5 digits)
+//! DIR/open/events.jsonl       one line per input/window event: {"segment": id, "event": …}
+//! ```
+//!
+//! The files under `open/` are listed in `SHA256SUMS` like the others. A recipient without the
+//! tenant key checks everything but the pixels; with it, `rearview-verify` decodes every frame
+//! itself and compares.
+
+/// The files every package has, besides `segments/` (and `open/` when opened).
+pub const REQUIRED: [&str; 12] = [
+    README,
+    SUMS,
+    MANIFEST,
+    CHAIN,
+    ABSENT,
+    DEVICE,
+    DEVICE_SIG,
+    CONSOLE_KEY,
+    CLIP_RECORD,
+    CLIP_RECORD_SIG,
+    CUSTODY,
+    CUSTODY_SIG,
+];
+
+pub const README: &str = "README.txt";
+pub const SUMS: &str = "SHA256SUMS";
+pub const MANIFEST: &str = "manifest.json";
+pub const SEGMENTS: &str = "segments";
+pub const CHAIN: &str = "chain.jsonl";
+pub const ABSENT: &str = "absent.jsonl";
+pub const DEVICE: &str = "device.json";
+pub const DEVICE_SIG: &str = "device.json.sig";
+pub const CONSOLE_KEY: &str = "console.pub";
+pub const CLIP_RECORD: &str = "clip-record.json";
+pub const CLIP_RECORD_SIG: &str = "clip-record.json.sig";
+pub const CUSTODY: &str = "custody.jsonl";
+pub const CUSTODY_SIG: &str = "custody.sig";
+pub const OPEN_FRAMES: &str = "open/frames.jsonl";
+pub const OPEN_EVENTS: &str = "open/events.jsonl";
+
+/// Record kinds of the two signed records (see [`crate::record`]).
+pub const ENROLLMENT_KIND: &str = "enrollment";
+pub const CLIP_KIND: &str = "clip";
+
+/// A segment's file in the package.
+pub fn segment_path(id: &str) -> String {
+    format!("{SEGMENTS}/{id}.rvsl")
+}
+
+/// `SHA256SUMS` for `(path, bytes-hash)` pairs, sorted by path.
+pub fn sums(files: &[(String, String)]) -> String {
+    let mut files: Vec<&(String, String)> = files.iter().collect();
+    files.sort();
+    files.iter().map(|(path, hash)| format!("{hash}  {path}\n")).collect()
+}
+
+/// Why `SHA256SUMS` cannot be read.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{SUMS} line {line}: {why}")]
+pub struct SumsError {
+    pub line: usize,
+    pub why: String,
+}
+
+/// Parses `SHA256SUMS` into `(path, hash)` pairs; refuses paths that leave the folder.
+pub fn parse_sums(text: &str) -> Result<Vec<(String, String)>, SumsError> {
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let bad = |why: &str| SumsError { line: i + 1, why: why.into() };
+        let (hash, path) = line.split_once("  ").ok_or_else(|| bad("not \"<hash>  <path>\""))?;
+        if hash.len() != 64
+            || !hash.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        {
+            return Err(bad("the hash is not 64 lowercase hex digits"));
+        }
+        let safe = !path.is_empty()
+            && !path.starts_with('/')
+            && path.split('/').all(|part| !part.is_empty() && part != "." && part != "..");
+        if !safe {
+            return Err(bad("the path is not a plain relative path inside the package"));
+        }
+        out.push((path.to_string(), hash.to_string()));
+    }
+    Ok(out)
+}
+
+/// The recipient's `README.txt`.
+pub fn readme(clip: &str, console_fingerprint: &str, opened: bool) -> String {
+    let open_part = if opened {
+        "\nopen/ holds the decoded frames (PNG) and input events: plaintext evidence of what a\n\
+         person saw and typed. Handle it as such. rearview-verify --tenant-key FILE decodes\n\
+         every frame again from the sealed segments and checks these files against them.\n"
+    } else {
+        ""
+    };
+    format!(
+        "Rearview evidence package for clip {clip}\n\
+         =========================================\n\n\
+         This folder is a screen and input recording (a \"clip\") taken from one device, with\n\
+         everything needed to check, without trusting the console that exported it, that it\n\
+         came from that device, in that order, unaltered, with every gap explained.\n\n\
+         To check it: rearview-verify THIS_FOLDER   (exit status 0 only if everything holds)\n\
+         With the tenant secret key it also decodes every frame: add --tenant-key FILE.\n\
+         Compare the console key fingerprint it prints with {console_fingerprint}, obtained\n\
+         from the organisation out of band (or pass --console-key FINGERPRINT).\n\n\
+         Files:\n\
+         SHA256SUMS            SHA-256 of every other file (sha256sum -c SHA256SUMS)\n\
+         manifest.json         what the device said the clip holds\n\
+         segments/*.rvsl       the sealed segments as the device sent them (HPKE, RFC 9180)\n\
+         chain.jsonl           the device's signed chain of segments and gaps\n\
+         absent.jsonl          the device's signed notes for segments it no longer held\n\
+         device.json(.sig)     the device's key, as enrolled, signed by the console\n\
+         console.pub           the console's public key (Ed25519, base64)\n\
+         clip-record.json(.sig) the console's record of the clip, signed\n\
+         custody.jsonl         who received, opened, exported this clip, and when (hash chain)\n\
+         custody.sig           the console's signature over the end of that log\n\
+         {open_part}\n\
+         Formats: the Rearview source, crates rearview-evidence (chain, records, custody,\n\
+         this layout) and rearview-capture (sealed segments, segment and codec formats).\n"
+    )
+}
