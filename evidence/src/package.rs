@@ -147,3 +147,85 @@ pub fn readme(clip: &str, console_fingerprint: &str, opened: bool) -> String {
          this layout) and rearview-capture (sealed segments, segment and codec formats).\n"
     )
 }
+
+/// Everything a package holds (see the layout above), ready to write. Records and signatures
+/// are the bytes as stored: the console signed those bytes.
+pub struct Contents<'a> {
+    pub clip: &'a str,
+    pub manifest: &'a [u8],
+    /// `(segment id, sealed bytes)`.
+    pub segments: &'a [(String, Vec<u8>)],
+    pub chain: &'a [crate::chain::Entry],
+    pub absent: &'a [crate::chain::Absence],
+    pub enrollment: &'a [u8],
+    pub enrollment_sig: &'a [u8],
+    pub console_key: &'a crate::PublicKey,
+    pub clip_record: &'a [u8],
+    pub clip_record_sig: &'a [u8],
+    pub custody: &'a [u8],
+    pub custody_head: &'a crate::custody::CustodyHead,
+}
+
+/// Writes a package into `dir` (created, 0700; files 0600: sealed evidence, still personal
+/// data), then `SHA256SUMS` over every file in it (including an `open/` written before).
+pub fn write(dir: &std::path::Path, c: &Contents<'_>) -> std::io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true).mode(0o700);
+    builder.create(dir.join(SEGMENTS))?;
+    let json_lines = |items: &mut dyn Iterator<Item = serde_json::Result<String>>| {
+        items.map(|l| l.map(|l| l + "\n")).collect::<serde_json::Result<String>>()
+    };
+    let chain = json_lines(&mut c.chain.iter().map(serde_json::to_string))?;
+    let absent = json_lines(&mut c.absent.iter().map(serde_json::to_string))?;
+    let head = serde_json::to_vec(c.custody_head)?;
+    let readme =
+        readme(c.clip, &c.console_key.fingerprint().to_string(), dir.join("open").is_dir());
+    let key = format!("{}\n", c.console_key.to_base64());
+    let mut files: Vec<(String, &[u8])> = vec![
+        (README.into(), readme.as_bytes()),
+        (MANIFEST.into(), c.manifest),
+        (CHAIN.into(), chain.as_bytes()),
+        (ABSENT.into(), absent.as_bytes()),
+        (DEVICE.into(), c.enrollment),
+        (DEVICE_SIG.into(), c.enrollment_sig),
+        (CONSOLE_KEY.into(), key.as_bytes()),
+        (CLIP_RECORD.into(), c.clip_record),
+        (CLIP_RECORD_SIG.into(), c.clip_record_sig),
+        (CUSTODY.into(), c.custody),
+        (CUSTODY_SIG.into(), &head),
+    ];
+    for (id, bytes) in c.segments {
+        files.push((segment_path(id), bytes));
+    }
+    for (name, bytes) in &files {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(dir.join(name))?;
+        std::io::Write::write_all(&mut f, bytes)?;
+        f.sync_all()?;
+    }
+    write_sums(dir)
+}
+
+/// (Re)writes `SHA256SUMS` over every file under `dir` but itself.
+pub fn write_sums(dir: &std::path::Path) -> std::io::Result<()> {
+    let mut listed = Vec::new();
+    let mut todo = vec![std::path::PathBuf::new()];
+    while let Some(rel) = todo.pop() {
+        for entry in std::fs::read_dir(dir.join(&rel))? {
+            let entry = entry?;
+            let path = rel.join(entry.file_name());
+            if entry.file_type()?.is_dir() {
+                todo.push(path);
+            } else if path != std::path::Path::new(SUMS) {
+                let bytes = std::fs::read(dir.join(&path))?;
+                listed.push((path.to_string_lossy().into_owned(), crate::sha256_hex(&bytes)));
+            }
+        }
+    }
+    std::fs::write(dir.join(SUMS), sums(&listed))
+}

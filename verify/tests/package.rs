@@ -182,13 +182,9 @@ fn custody_append(p: &mut Parts, action: &str) {
     p.custody_head = hash;
 }
 
-fn jsonl<T: serde::Serialize>(items: &[T]) -> Vec<u8> {
-    items.iter().map(|i| serde_json::to_string(i).unwrap() + "\n").collect::<String>().into_bytes()
-}
-
 /// Writes the package, every file, and SHA256SUMS over them.
 fn write(p: &Parts, dir: &Path) {
-    let device_record = serde_json::to_vec(&EnrollmentRecord {
+    let enrollment = serde_json::to_vec(&EnrollmentRecord {
         tenant: TENANT.into(),
         device: DEVICE.into(),
         device_public_key: p.device.public_key().to_base64(),
@@ -199,51 +195,28 @@ fn write(p: &Parts, dir: &Path) {
     let clip_record = serde_json::to_vec_pretty(&p.record).unwrap();
     let sig =
         |kind, bytes: &[u8]| serde_json::to_vec(&record::sign(&p.console, kind, bytes)).unwrap();
-    let head = custody::sign_head(&p.console, CLIP, p.custody_entries, &p.custody_head).unwrap();
-    let mut files: Vec<(String, Vec<u8>)> = vec![
-        (
-            pkg::README.into(),
-            pkg::readme(CLIP, &p.console.public_key().fingerprint().to_string(), false)
-                .into_bytes(),
-        ),
-        (pkg::MANIFEST.into(), p.manifest.clone()),
-        (pkg::CHAIN.into(), jsonl(&p.chain)),
-        (pkg::ABSENT.into(), jsonl(&p.absent)),
-        (pkg::DEVICE_SIG.into(), sig(pkg::ENROLLMENT_KIND, &device_record)),
-        (pkg::DEVICE.into(), device_record),
-        (pkg::CONSOLE_KEY.into(), format!("{}\n", p.console.public_key().to_base64()).into_bytes()),
-        (pkg::CLIP_RECORD_SIG.into(), sig(pkg::CLIP_KIND, &clip_record)),
-        (pkg::CLIP_RECORD.into(), clip_record),
-        (pkg::CUSTODY.into(), p.custody.clone().into_bytes()),
-        (pkg::CUSTODY_SIG.into(), serde_json::to_vec(&head).unwrap()),
-    ];
-    for (id, bytes) in &p.segments {
-        files.push((pkg::segment_path(id), bytes.clone()));
-    }
-    std::fs::create_dir_all(dir.join(pkg::SEGMENTS)).unwrap();
-    for (name, bytes) in &files {
-        std::fs::write(dir.join(name), bytes).unwrap();
-    }
-    resum(dir);
+    let custody_head =
+        custody::sign_head(&p.console, CLIP, p.custody_entries, &p.custody_head).unwrap();
+    let contents = pkg::Contents {
+        clip: CLIP,
+        manifest: &p.manifest,
+        segments: &p.segments,
+        chain: &p.chain,
+        absent: &p.absent,
+        enrollment_sig: &sig(pkg::ENROLLMENT_KIND, &enrollment),
+        enrollment: &enrollment,
+        console_key: &p.console.public_key(),
+        clip_record_sig: &sig(pkg::CLIP_KIND, &clip_record),
+        clip_record: &clip_record,
+        custody: p.custody.as_bytes(),
+        custody_head: &custody_head,
+    };
+    pkg::write(dir, &contents).unwrap();
 }
 
 /// Rewrites SHA256SUMS over what the folder holds now (what a careful forger does).
 fn resum(dir: &Path) {
-    let mut listed = Vec::new();
-    let mut todo = vec![PathBuf::new()];
-    while let Some(rel) = todo.pop() {
-        for e in std::fs::read_dir(dir.join(&rel)).unwrap() {
-            let e = e.unwrap();
-            let path = rel.join(e.file_name());
-            if e.file_type().unwrap().is_dir() {
-                todo.push(path);
-            } else if path != Path::new(pkg::SUMS) {
-                let bytes = std::fs::read(dir.join(&path)).unwrap();
-                listed.push((path.to_string_lossy().into_owned(), sha256_hex(&bytes)));
-            }
-        }
-    }
-    std::fs::write(dir.join(pkg::SUMS), pkg::sums(&listed)).unwrap();
+    pkg::write_sums(dir).unwrap();
 }
 
 fn key_file(p: &Parts, dir: &Path) -> PathBuf {
