@@ -6,6 +6,7 @@ use clap::{Parser, Subcommand};
 mod agent;
 mod capture;
 mod codec;
+mod evidence;
 
 mod protocol;
 mod ring;
@@ -31,6 +32,8 @@ enum Bench {
     },
     /// Our lossless codec against PNG, zstd and x264 on a recorded desktop.
     Codec(codec::CodecArgs),
+    /// Checking an evidence package: without the tenant key (signatures, chain, custody) and with it (every frame).
+    Evidence(evidence::EvidenceArgs),
     /// Console under a fleet: trigger push latency, ingest throughput, console peak RSS.
     Protocol(protocol::ProtocolArgs),
     /// Sealing and ring writes per segment, and their CPU cost as a share of encoding.
@@ -43,6 +46,7 @@ fn main() -> anyhow::Result<()> {
         Bench::Agent(args) => agent::run(args),
         Bench::Capture { json } => capture::run(json),
         Bench::Codec(args) => codec::run(args),
+        Bench::Evidence(args) => evidence::run(args),
         Bench::Protocol(args) => protocol::run(args),
         Bench::Ring(args) => ring::run(args),
     }
