@@ -55,7 +55,7 @@ pub struct ExportSummary {
 }
 
 fn io(path: &Path) -> impl Fn(std::io::Error) -> ConsoleError + '_ {
-    move |e| ConsoleError::Io(format!("{}: {e}", path.display()))
+    move |e| ConsoleError::io(path, e)
 }
 
 /// The person `token` names, if they may export clips (investigator role).
@@ -106,7 +106,7 @@ pub fn export_clip(
         ConsoleError::Config(format!("no clip {clip_id}; 'clip list' shows them"))
     })?;
     let manifest: ClipManifest = serde_json::from_str(&json)
-        .map_err(|e| ConsoleError::Database(format!("clip {clip_id} manifest: {e}")))?;
+        .map_err(|e| ConsoleError::corrupt(format!("clip {clip_id} manifest"), e))?;
     let key = load_sealing_key(data)?;
 
     if out.exists() && std::fs::read_dir(out).map_err(io(out))?.next().is_some() {
@@ -198,13 +198,12 @@ impl Opened<'_> {
             };
             let plain = open(self.key, &binding, &sealed)
                 .map_err(|e| ConsoleError::Keys(format!("segment {}: {e}", seg.sha256)))?;
-            let segment = Segment::parse(&plain).map_err(|e| {
-                ConsoleError::Io(format!("segment {} does not parse: {e}", seg.sha256))
-            })?;
+            let segment = Segment::parse(&plain)
+                .map_err(|e| ConsoleError::corrupt(format!("segment {}", seg.sha256), e))?;
             let monitor = segment.header().context.monitor.id;
             for frame in segment.decode_frames() {
-                let frame =
-                    frame.map_err(|e| ConsoleError::Io(format!("segment {}: {e}", seg.sha256)))?;
+                let frame = frame
+                    .map_err(|e| ConsoleError::corrupt(format!("segment {}", seg.sha256), e))?;
                 let utc_ms = frame.captured_at.utc_micros / 1000;
                 let name = format!("{utc_ms:014}-m{monitor}.png");
                 let mut rgb = Vec::with_capacity(frame.width as usize * frame.height as usize * 3);
@@ -219,9 +218,10 @@ impl Opened<'_> {
                 }));
             }
             for event in segment.events() {
-                events.push(
-                    serde_json::to_value(event).map_err(|e| ConsoleError::Io(e.to_string()))?,
-                );
+                events
+                    .push(serde_json::to_value(event).map_err(|e| {
+                        ConsoleError::corrupt(format!("segment {}", seg.sha256), e)
+                    })?);
             }
             segments += 1;
         }
@@ -245,7 +245,10 @@ fn write_png(path: &Path, rgb: &[u8], width: u32, height: u32) -> Result<(), Con
         image::ExtendedColorType::Rgb8,
         image::ImageFormat::Png,
     )
-    .map_err(|e| ConsoleError::Io(format!("{}: {e}", path.display())))?;
+    .map_err(|e| ConsoleError::Io {
+        what: format!("{}: png", path.display()),
+        source: std::io::Error::other(e),
+    })?;
     w.flush().map_err(io(path))
 }
 

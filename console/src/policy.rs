@@ -54,9 +54,8 @@ pub fn default_rules() -> Vec<IndicatorRule> {
 
 pub fn rules(state: &AppState) -> Result<Vec<IndicatorRule>, ApiError> {
     match state.store.meta_get("indicator_rules")? {
-        Some(json) => serde_json::from_str(&json).map_err(|e| {
-            ApiError::from(crate::error::ConsoleError::Database(format!("indicator_rules: {e}")))
-        }),
+        Some(json) => serde_json::from_str(&json)
+            .map_err(|e| ApiError::from(crate::error::ConsoleError::corrupt("indicator_rules", e))),
         None => Ok(default_rules()),
     }
 }
@@ -102,9 +101,8 @@ impl Bounds {
         if settings.is_null() {
             return Ok(Bounds::default());
         }
-        serde_json::from_value(settings.clone()).map_err(|e| {
-            ApiError::from(crate::error::ConsoleError::Database(format!("capture_settings: {e}")))
-        })
+        serde_json::from_value(settings.clone())
+            .map_err(|e| ApiError::from(crate::error::ConsoleError::corrupt("capture_settings", e)))
     }
 
     /// One segment, in ms: how far a clip's segments may reach beyond its window (the ring cuts
@@ -204,7 +202,7 @@ pub fn bundle_for(state: &AppState, _device_id: &str) -> Result<PolicyMessage, A
 fn capture_settings(state: &AppState) -> Result<serde_json::Value, ApiError> {
     match state.store.meta_get("capture_settings")? {
         Some(json) => serde_json::from_str(&json).map_err(|e| {
-            ApiError::from(crate::error::ConsoleError::Database(format!("capture_settings: {e}")))
+            ApiError::from(crate::error::ConsoleError::corrupt("capture_settings", e))
         }),
         None => Ok(serde_json::json!({})),
     }
@@ -459,9 +457,10 @@ pub fn pending_triggers(
     rows.into_iter()
         .map(|(trigger_id, json)| {
             let signed = serde_json::from_str(&json).map_err(|e| {
-                ApiError::from(crate::error::ConsoleError::Database(format!(
-                    "trigger {trigger_id}: {e}"
-                )))
+                ApiError::from(crate::error::ConsoleError::corrupt(
+                    format!("trigger {trigger_id}"),
+                    e,
+                ))
             })?;
             Ok(TriggerMessage { trigger_id, signed })
         })

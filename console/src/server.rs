@@ -64,8 +64,7 @@ pub fn init_with_approver(
              two different people: give another --approver name"
         )));
     }
-    crate::private::create_dir(data)
-        .map_err(|e| ConsoleError::Io(format!("create {}: {e}", data.display())))?;
+    crate::private::create_dir(data).map_err(|e| ConsoleError::io(data, e))?;
     if data.join("console.db").exists() || data.join("keys").exists() {
         return Err(ConsoleError::Config(format!(
             "{} already holds a tenant; use another directory or 'serve' this one",
@@ -215,7 +214,7 @@ impl ServerHandle {
         self.ticker.abort();
         match self.task.await {
             Ok(r) => r,
-            Err(e) => Err(ConsoleError::Io(format!("server task: {e}"))),
+            Err(e) => Err(ConsoleError::Task { what: "server task", source: e }),
         }
     }
 
@@ -225,7 +224,7 @@ impl ServerHandle {
         self.ticker.abort();
         match self.task.await {
             Ok(r) => r,
-            Err(e) => Err(ConsoleError::Io(format!("server task: {e}"))),
+            Err(e) => Err(ConsoleError::Task { what: "server task", source: e }),
         }
     }
 
@@ -233,7 +232,7 @@ impl ServerHandle {
     pub async fn wait(&mut self) -> Result<(), ConsoleError> {
         match (&mut self.task).await {
             Ok(r) => r,
-            Err(e) => Err(ConsoleError::Io(format!("server task: {e}"))),
+            Err(e) => Err(ConsoleError::Task { what: "server task", source: e }),
         }
     }
 }
@@ -273,9 +272,13 @@ impl Server {
         let app = api::router(state.clone());
 
         let listener = std::net::TcpListener::bind(config.listen)
-            .map_err(|e| ConsoleError::Io(format!("bind {}: {e}", config.listen)))?;
-        listener.set_nonblocking(true).map_err(|e| ConsoleError::Io(e.to_string()))?;
-        let addr = listener.local_addr().map_err(|e| ConsoleError::Io(e.to_string()))?;
+            .map_err(|e| ConsoleError::Io { what: format!("bind {}", config.listen), source: e })?;
+        listener
+            .set_nonblocking(true)
+            .map_err(|e| ConsoleError::Io { what: "listening socket".into(), source: e })?;
+        let addr = listener
+            .local_addr()
+            .map_err(|e| ConsoleError::Io { what: "listening socket".into(), source: e })?;
         let handle = axum_server::Handle::new();
         let service = app.into_make_service();
         let limit =
@@ -292,7 +295,10 @@ impl Server {
                 (
                     "https",
                     tokio::spawn(async move {
-                        server.serve(service).await.map_err(|e| ConsoleError::Io(e.to_string()))
+                        server
+                            .serve(service)
+                            .await
+                            .map_err(|e| ConsoleError::Io { what: "serving".into(), source: e })
                     }),
                 )
             }
@@ -303,7 +309,10 @@ impl Server {
                 (
                     "http",
                     tokio::spawn(async move {
-                        server.serve(service).await.map_err(|e| ConsoleError::Io(e.to_string()))
+                        server
+                            .serve(service)
+                            .await
+                            .map_err(|e| ConsoleError::Io { what: "serving".into(), source: e })
                     }),
                 )
             }

@@ -247,8 +247,7 @@ impl Store {
     /// private to the console's user (see [`crate::private`]), also when an older version
     /// left them readable.
     pub fn open(data: &Path) -> Result<Store, ConsoleError> {
-        let io =
-            |path: &Path, e: std::io::Error| ConsoleError::Io(format!("{}: {e}", path.display()));
+        let io = ConsoleError::io;
         private::create_dir(data).map_err(|e| io(data, e))?;
         let db = data.join("console.db");
         // SQLite gives a new database its default mode (0644 less the umask), and the WAL and
@@ -258,8 +257,7 @@ impl Store {
             let path = data.join(side);
             private::tighten_file(&path).map_err(|e| io(&path, e))?;
         }
-        let mut conn = Connection::open(&db)
-            .map_err(|e| ConsoleError::Database(format!("open {}: {e}", data.display())))?;
+        let mut conn = Connection::open(&db)?;
         conn.execute_batch(
             "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON;",
         )?;
@@ -325,13 +323,13 @@ impl Store {
                 r.get(0)
             })?;
         v.parse()
-            .map_err(|_| ConsoleError::Database(format!("policy_version is not a number: {v}")))
+            .map_err(|_| ConsoleError::corrupt("policy_version", format!("{v:?} is not a number")))
     }
 
     pub fn policy_version(&self) -> Result<u64, ConsoleError> {
         match self.meta_get("policy_version")? {
             Some(v) => v.parse().map_err(|_| {
-                ConsoleError::Database(format!("policy_version is not a number: {v}"))
+                ConsoleError::corrupt("policy_version", format!("{v:?} is not a number"))
             }),
             None => Ok(0),
         }

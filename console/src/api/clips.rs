@@ -80,7 +80,7 @@ fn with_manifest(
     (cursor, mut v, json): (i64, ClipView, String),
 ) -> Result<(i64, ClipView), ApiError> {
     v.manifest = serde_json::from_str(&json)
-        .map_err(|e| ApiError::from(ConsoleError::Database(format!("clip {}: {e}", v.id))))?;
+        .map_err(|e| ApiError::from(ConsoleError::corrupt(format!("clip {}", v.id), e)))?;
     Ok((cursor, v))
 }
 

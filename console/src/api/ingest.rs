@@ -280,7 +280,7 @@ pub async fn put_manifest(
         }
         Some((_, json, _)) => {
             let stored: ClipManifest = serde_json::from_str(&json).map_err(|e| {
-                ApiError::from(crate::error::ConsoleError::Database(format!("clip {clip_id}: {e}")))
+                ApiError::from(crate::error::ConsoleError::corrupt(format!("clip {clip_id}"), e))
             })?;
             // Asked first: giving up lost segments names fewer of them, like a late re-send
             // of an older open version, but covers each dropped one with a missing range. It

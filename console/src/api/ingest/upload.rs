@@ -107,7 +107,7 @@ pub async fn put_segment(
     let path = state.store.blob_path(&device.id, &sha256);
     tokio::task::spawn_blocking(move || incoming.publish(&path))
         .await
-        .map_err(|e| ApiError::from(ConsoleError::Io(format!("blob writer: {e}"))))??;
+        .map_err(|e| ApiError::from(ConsoleError::Task { what: "blob writer", source: e }))??;
     state.store.conn().execute(
         "INSERT OR IGNORE INTO segments (device_id, sha256, size, stored_ms) VALUES (?1, ?2, ?3, ?4)",
         params![device.id, sha256, size as i64, now_ms()],
@@ -211,9 +211,7 @@ impl Incoming {
 
     /// Renames the file to `path` (creating its directory): the blob appears whole or not at all.
     fn publish(self, path: &FsPath) -> Result<(), ApiError> {
-        let io = |e: std::io::Error| {
-            ApiError::from(ConsoleError::Io(format!("{}: {e}", path.display())))
-        };
+        let io = |e: std::io::Error| ApiError::from(ConsoleError::io(path, e));
         let done = path
             .parent()
             .ok_or_else(|| ApiError::bad_request("bad blob path"))
@@ -232,7 +230,7 @@ enum Stop {
     TooLong {
         limit: u64,
     },
-    Io(String),
+    Io(std::io::Error),
 }
 
 /// Streams `body` into a new file in `dir` while hashing it, refusing more than `limit` bytes.
@@ -242,17 +240,13 @@ async fn receive(dir: &FsPath, body: Body, limit: u64) -> Result<Incoming, ApiEr
     // when a client cuts the connection, hyper drops this future mid-await, and without the
     // guard the writer thread would finish and leave the partial file behind.
     let file = {
-        let io =
-            |e: std::io::Error| ApiError::from(ConsoleError::Io(format!("{}: {e}", tmp.display())));
+        let io = |e: std::io::Error| ApiError::from(ConsoleError::io(&tmp, e));
         crate::private::create_dir(dir).map_err(io)?;
         crate::private::create_new_file(&tmp).map_err(io)?
     };
     let mut part = PartFile { tmp: tmp.clone(), armed: true };
     let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(QUEUE);
-    let writer = {
-        let tmp = tmp.clone();
-        tokio::task::spawn_blocking(move || write_hashing(file, &tmp, rx, limit))
-    };
+    let writer = tokio::task::spawn_blocking(move || write_hashing(file, rx, limit));
     let mut stream = body.into_data_stream();
     let mut cut = None;
     while let Some(chunk) = stream.next().await {
@@ -270,8 +264,9 @@ async fn receive(dir: &FsPath, body: Body, limit: u64) -> Result<Incoming, ApiEr
         }
     }
     drop(tx);
-    let written =
-        writer.await.map_err(|e| ApiError::from(ConsoleError::Io(format!("blob writer: {e}"))))?;
+    let written = writer
+        .await
+        .map_err(|e| ApiError::from(ConsoleError::Task { what: "blob writer", source: e }))?;
     let fail = |e: ApiError| {
         let _ = std::fs::remove_file(&tmp);
         Err(e)
@@ -279,7 +274,7 @@ async fn receive(dir: &FsPath, body: Body, limit: u64) -> Result<Incoming, ApiEr
     match (written, cut) {
         (Err(Stop::TooLong { limit }), _) if limit >= MAX_SEGMENT_BYTES as u64 => fail(too_large()),
         (Err(Stop::TooLong { limit }), _) => fail(longer_than_named(limit)),
-        (Err(Stop::Io(e)), _) => fail(ApiError::from(ConsoleError::Io(e))),
+        (Err(Stop::Io(e)), _) => fail(ApiError::from(ConsoleError::io(&tmp, e))),
         (Ok(_), Some(cut)) => {
             fail(ApiError::bad_request(format!("segment upload cut short: {cut}")))
         }
@@ -308,11 +303,10 @@ impl Drop for PartFile {
 /// The writing thread: appends every chunk to `tmp` and to the hash, then fsyncs.
 fn write_hashing(
     mut file: std::fs::File,
-    tmp: &FsPath,
     mut rx: tokio::sync::mpsc::Receiver<Bytes>,
     limit: u64,
 ) -> Result<(String, u64), Stop> {
-    let io = |e: std::io::Error| Stop::Io(format!("{}: {e}", tmp.display()));
+    let io = Stop::Io;
     let mut hash = ring::digest::Context::new(&ring::digest::SHA256);
     let mut size = 0u64;
     while let Some(chunk) = rx.blocking_recv() {
