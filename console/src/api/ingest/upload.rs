@@ -26,12 +26,11 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use futures_util::StreamExt;
 use rearview_protocol::{ErrorBody, SegmentAck, MAX_SEGMENT_BYTES};
-use rusqlite::params;
 
 use crate::auth::Device;
 use crate::error::{ApiError, ConsoleError};
 use crate::state::AppState;
-use crate::store::{is_sha256_hex, now_ms};
+use crate::store::{is_sha256_hex, now_ms, Tx};
 
 /// Seconds a device is told to wait after a 429 (one upload of an ordinary segment).
 const RETRY_AFTER_SECS: u64 = 1;
@@ -61,35 +60,24 @@ pub async fn put_segment(
     if announced.is_some_and(|n| n > MAX_SEGMENT_BYTES as u64) {
         return Err(too_large());
     }
-    let (named_size, stored) = {
-        let conn = state.store.conn();
-        // NULL: named by an older console, which kept no size; the protocol bound applies.
-        let named: Option<Option<i64>> = conn.query_row(
-            "SELECT COUNT(*) > 0, MAX(COALESCE(cs.size, ?3)) FROM clip_segments cs
-             JOIN clips c ON c.id = cs.clip_id WHERE cs.sha256 = ?1 AND c.device_id = ?2",
-            params![sha256, device.id, MAX_SEGMENT_BYTES as i64],
-            |r| Ok(if r.get::<_, bool>(0)? { Some(r.get(1)?) } else { None }),
-        )?;
-        let stored: bool = conn.query_row(
-            "SELECT EXISTS (SELECT 1 FROM segments WHERE device_id = ?1 AND sha256 = ?2)",
-            params![device.id, sha256],
-            |r| r.get(0),
-        )?;
-        (named, stored)
+    let known = {
+        let (device_id, sha256) = (device.id.clone(), sha256.clone());
+        state.store.read(move |tx| known_segment(tx, &device_id, &sha256)).await?
     };
+    let (named_size, stored) = (known.named_size, known.stored);
     let Some(named_size) = named_size else {
         discard(body);
         return Err(ApiError::conflict(format!(
             "no clip manifest of this device names segment {sha256}: send the manifest first"
         )));
     };
-    let named_size = named_size.map_or(MAX_SEGMENT_BYTES as u64, |n| n.max(0) as u64);
+    let named_size = named_size.max(0) as u64;
     if announced.is_some_and(|n| n > named_size) {
         return Err(longer_than_named(named_size));
     }
     if stored {
         discard(body);
-        return Ok(Json(acknowledge(&state, &device, sha256, false)?).into_response());
+        return Ok(Json(acknowledged(&state, device, sha256, None).await?).into_response());
     }
     let Some(_permit) = state.ingest.try_upload(&device.id) else {
         discard(body);
@@ -108,47 +96,47 @@ pub async fn put_segment(
     tokio::task::spawn_blocking(move || incoming.publish(&path))
         .await
         .map_err(|e| ApiError::from(ConsoleError::Task { what: "blob writer", source: e }))??;
-    state.store.conn().execute(
-        "INSERT OR IGNORE INTO segments (device_id, sha256, size, stored_ms) VALUES (?1, ?2, ?3, ?4)",
-        params![device.id, sha256, size as i64, now_ms()],
-    )?;
-    Ok(Json(acknowledge(&state, &device, sha256, true)?).into_response())
+    Ok(Json(acknowledged(&state, device, sha256, Some(size)).await?).into_response())
 }
 
-/// The answer for a stored segment: which of the device's clips it completed (audited).
-fn acknowledge(
+/// What the store knows of a segment a device offers.
+struct KnownSegment {
+    /// The largest size a manifest of the device names for it; `None`: none names it.
+    named_size: Option<i64>,
+    stored: bool,
+}
+
+fn known_segment(tx: &Tx<'_>, device_id: &str, sha256: &str) -> Result<KnownSegment, ApiError> {
+    // A name an older console kept without its size: the protocol bound applies.
+    let named_size = tx.named_segment_size(device_id, sha256, MAX_SEGMENT_BYTES as i64)?;
+    Ok(KnownSegment { named_size, stored: tx.segment_stored(device_id, sha256)? })
+}
+
+/// Records the segment (when `stored_size` says it was just stored) and answers which of the
+/// device's clips it completed, in one transaction with their `clip.complete` lines.
+async fn acknowledged(
     state: &AppState,
-    device: &Device,
+    device: Device,
     sha256: String,
-    newly_stored: bool,
+    stored_size: Option<u64>,
 ) -> Result<SegmentAck, ApiError> {
-    let conn = state.store.conn();
-    let clips: Vec<String> = {
-        let mut stmt = conn.prepare_cached(
-            "SELECT c.id FROM clips c JOIN clip_segments cs ON cs.clip_id = c.id
-             WHERE cs.sha256 = ?1 AND c.device_id = ?2 AND c.complete_ms IS NULL",
-        )?;
-        let rows = stmt
-            .query_map(params![sha256, device.id], |r| r.get(0))?
-            .collect::<Result<Vec<String>, _>>()?;
-        rows
-    };
-    let mut completed_clips = Vec::new();
-    for clip in clips {
-        if super::status(&conn, &device.id, &clip)?.complete {
-            completed_clips.push(clip);
+    let answer = move |tx: &Tx<'_>| {
+        if let Some(size) = stored_size {
+            tx.insert_segment(&device.id, &sha256, size, now_ms())?;
         }
-    }
-    drop(conn);
-    for clip in &completed_clips {
-        state.store.audit(
-            &format!("device:{}", device.id),
-            "clip.complete",
-            &format!("clip:{clip}"),
-            serde_json::Value::Null,
-        )?;
-    }
-    Ok(SegmentAck { sha256, newly_stored, completed_clips })
+        let mut completed_clips = Vec::new();
+        for clip in tx.incomplete_clips_naming(&device.id, &sha256)? {
+            if super::status(tx, &device.id, &clip)?.complete {
+                completed_clips.push(clip);
+            }
+        }
+        Ok::<_, ApiError>(SegmentAck {
+            sha256,
+            newly_stored: stored_size.is_some(),
+            completed_clips,
+        })
+    };
+    state.store.write(answer).await
 }
 
 fn too_large() -> ApiError {
