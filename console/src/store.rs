@@ -364,3 +364,66 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 pub fn is_sha256_hex(s: &str) -> bool {
     s.len() == 64 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::ConsoleError;
+
+    fn store() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        (dir, store)
+    }
+
+    /// A write whose closure fails leaves nothing of what it did, audit line included.
+    #[test]
+    fn a_write_that_fails_is_rolled_back_whole() {
+        let (_dir, store) = store();
+        let failed: Result<(), ConsoleError> = store.write_now(|tx| {
+            tx.meta_set("k", "v")?;
+            tx.audit("test", "k.set", "k", serde_json::Value::Null)?;
+            Err(ConsoleError::Invalid("no".into()))
+        });
+        assert!(failed.is_err());
+        let (value, audit) = store
+            .read_now(|tx| {
+                let page = crate::api::page::PageRequest { limit: 10, after: None };
+                Ok::<_, ConsoleError>((tx.meta_get("k")?, tx.audit_page(page)?.len()))
+            })
+            .unwrap();
+        assert_eq!(value, None);
+        assert_eq!(audit, 0);
+    }
+
+    /// A savepoint that fails undoes its own part only.
+    #[test]
+    fn a_failed_savepoint_keeps_the_rest_of_the_transaction() {
+        let (_dir, store) = store();
+        store
+            .write_now(|tx| {
+                tx.meta_set("kept", "1")?;
+                let part: Result<(), ConsoleError> = tx.savepoint(|sp| {
+                    sp.meta_set("undone", "1")?;
+                    Err(ConsoleError::Invalid("no".into()))
+                });
+                assert!(part.is_err());
+                Ok::<_, ConsoleError>(())
+            })
+            .unwrap();
+        let read = |key: &'static str| store.read_now(move |tx| tx.meta_get(key)).unwrap();
+        assert_eq!(read("kept").as_deref(), Some("1"));
+        assert_eq!(read("undone"), None);
+    }
+
+    /// Reads on the pool see what a committed write wrote, from another thread.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn pool_reads_see_committed_writes() {
+        let (_dir, store) = store();
+        store.write(|tx| tx.meta_set("k", "v")).await.unwrap();
+        let reads = (0..8).map(|_| store.read(|tx| tx.meta_get("k")));
+        for value in futures_util::future::join_all(reads).await {
+            assert_eq!(value.unwrap().as_deref(), Some("v"));
+        }
+    }
+}
