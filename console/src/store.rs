@@ -1,7 +1,7 @@
 //! The console's metadata in one SQLite file (`DATA/console.db`, WAL), and the blob directory.
 //!
 //! All SQL of the console lives here, one module per subject ([`meta`], [`audit`], [`people`],
-//! [`approvals`], [`devices`], [`triggers`], [`clips`]; [`schema`] holds the tables and the
+//! [`approvals`], [`devices`], [`triggers`], [`clips`]; `schema` holds the tables and the
 //! migrations). Nothing else sees a connection: callers pass a closure to [`Store::read`] or
 //! [`Store::write`], which runs it on the blocking pool with a [`Tx`] — one transaction — and
 //! the closure calls the methods `Tx` has per operation.
@@ -19,6 +19,15 @@
 //! Closures run on tokio's blocking pool (`spawn_blocking`), never on an async task;
 //! [`Store::write_now`]/[`Store::read_now`] run them on the calling thread, for the commands that
 //! are not a server (`init`, `clip export`, `clip list`).
+//!
+//! # A second backend
+//!
+//! What callers see is backend-neutral: `read`/`write` with a closure, and the methods of [`Tx`]
+//! (typed rows in, typed rows out, [`ConsoleError`] classified). What is SQLite's is the inside:
+//! the connections here and each method's body in the subject modules. PostgreSQL (issue 14)
+//! comes in there and nowhere else: `Tx` over either backend, each method written once per
+//! backend, the writer/readers replaced by that backend's pool. No trait or enum exists yet: with
+//! one backend it would only be a second name for the same thing.
 //!
 //! # Tables
 //!
