@@ -101,5 +101,5 @@ async fn current_policy(
     person: Person,
 ) -> Result<Json<PolicyMessage>, ApiError> {
     person.require(&[Role::Admin, Role::Approver, Role::Investigator])?;
-    policy::bundle_for(&state, "").map(Json)
+    policy::bundle_for(&state).await.map(Json)
 }

@@ -16,7 +16,6 @@ use std::sync::Arc;
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use rand::RngCore;
-use rusqlite::OptionalExtension;
 
 use crate::error::{ApiError, ConsoleError};
 use crate::state::AppState;
@@ -126,7 +125,10 @@ impl FromRequestParts<Arc<AppState>> for Person {
         state: &Arc<AppState>,
     ) -> Result<Self, Self::Rejection> {
         let hash = bearer_token_hash(parts, "rvp_", "a person's API token")?;
-        person_by_hash(&state.store, &hash)?
+        state
+            .store
+            .read(move |tx| tx.person_by_token_hash(&hash))
+            .await?
             .ok_or_else(|| ApiError::unauthorized("unknown API token"))
     }
 }
@@ -138,28 +140,8 @@ pub fn person_by_token(store: &Store, token: &str) -> Result<Option<Person>, Con
     if !token.starts_with("rvp_") {
         return Ok(None);
     }
-    person_by_hash(store, &sha256_hex(token.trim().as_bytes()))
-}
-
-/// The person whose token hashes to `hash`, with their effective (active) roles.
-pub fn person_by_hash(store: &Store, hash: &str) -> Result<Option<Person>, ConsoleError> {
-    let conn = store.conn();
-    let row: Option<(i64, String)> = conn
-        .query_row("SELECT id, name FROM people WHERE token_sha256 = ?1", [hash], |r| {
-            Ok((r.get(0)?, r.get(1)?))
-        })
-        .optional()?;
-    let Some((id, name)) = row else { return Ok(None) };
-    let mut stmt = conn
-        .prepare_cached("SELECT role FROM role_grants WHERE person_id = ?1 AND state = 'active'")?;
-    let mut roles: Vec<Role> = stmt
-        .query_map([id], |r| r.get::<_, String>(0))?
-        .collect::<Result<Vec<_>, _>>()?
-        .iter()
-        .filter_map(|r| Role::parse(r))
-        .collect();
-    roles.sort();
-    Ok(Some(Person { id, name, roles }))
+    let hash = sha256_hex(token.trim().as_bytes());
+    store.read_now(|tx| tx.person_by_token_hash(&hash))
 }
 
 /// An authenticated device.
@@ -176,15 +158,8 @@ impl FromRequestParts<Arc<AppState>> for Device {
         state: &Arc<AppState>,
     ) -> Result<Self, Self::Rejection> {
         let hash = bearer_token_hash(parts, "rvd_", "a device token")?;
-        let conn = state.store.conn();
-        let id: Option<String> = conn
-            .query_row("SELECT id FROM devices WHERE token_sha256 = ?1", [&hash], |r| r.get(0))
-            .optional()?;
+        let id = state.store.write(move |tx| tx.device_seen(&hash, now_ms())).await?;
         let id = id.ok_or_else(|| ApiError::unauthorized("unknown device token"))?;
-        conn.execute(
-            "UPDATE devices SET last_seen_ms = ?1 WHERE id = ?2",
-            rusqlite::params![now_ms(), id],
-        )?;
         Ok(Device { id })
     }
 }

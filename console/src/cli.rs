@@ -346,26 +346,7 @@ pub async fn run_api(command: Command) -> anyhow::Result<()> {
         Command::Init { .. } | Command::Serve { .. } => bail!("init and serve are run by main"),
         Command::Clip(ClipCommand::List { data }) => {
             let store = crate::store::Store::open(&data)?;
-            let conn = store.conn();
-            let mut stmt = conn.prepare(
-                "SELECT id, device_id, user, mode, trigger_id, alert_id, start_ms, end_ms, complete_ms,
-                        (SELECT COUNT(*) FROM clip_segments cs WHERE cs.clip_id = clips.id),
-                        COALESCE(json_extract(manifest_json, '$.open'), 0),
-                        (SELECT MAX(json_extract(value, '$.end_ms')) FROM json_each(manifest_json, '$.segments'))
-                 FROM clips ORDER BY created_ms",
-            )?;
-            let rows = stmt
-                .query_map([], |r| {
-                    Ok(json!({
-                        "id": r.get::<_, String>(0)?, "device_id": r.get::<_, String>(1)?, "user": r.get::<_, String>(2)?,
-                        "mode": r.get::<_, String>(3)?, "trigger_id": r.get::<_, Option<String>>(4)?,
-                        "alert_id": r.get::<_, Option<i64>>(5)?, "start_ms": r.get::<_, i64>(6)?, "end_ms": r.get::<_, i64>(7)?,
-                        "complete": r.get::<_, Option<i64>>(8)?.is_some(), "segments": r.get::<_, i64>(9)?,
-                        // An open clip's window still runs; its segments so far reach this far.
-                        "open": r.get::<_, bool>(10)?, "covered_until_ms": r.get::<_, Option<i64>>(11)?,
-                    }))
-                })?
-                .collect::<Result<Vec<_>, _>>()?;
+            let rows = store.read_now(|tx| tx.clip_summaries())?;
             Value::Array(rows)
         }
         Command::Clip(ClipCommand::Export { id, data, out, token }) => {

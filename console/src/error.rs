@@ -1,17 +1,75 @@
 //! Errors of the console library, and how API errors become HTTP answers.
+//!
+//! A failure keeps its type up to the edge, where [`ApiError::from`] picks the answer from it:
+//!
+//! ```text
+//! ConsoleError                        HTTP   retry?
+//! Constraint (UNIQUE, CHECK, FOREIGN   409    no: the database refuses this change; the
+//!   KEY, NOT NULL, a trigger's RAISE)         answer carries its reason
+//! Conflict { what }                    409    no
+//! NotFound { what }                    404    no
+//! Invalid(..)                          400    no
+//! Denied(..)                           403    no
+//! Unavailable (busy, locked, full,     503    yes (Retry-After): the database will take
+//!   read-only, I/O, cannot open)              the same request later
+//! Io { .. }, Task(..)                  503    yes
+//! Database, Corrupt, Keys, Config,     500    no: a bug or a damaged store; the log says which
+//!   Signing
+//! ```
+//!
+//! SQLite errors are sorted once, in `From<rusqlite::Error>`; every caller gets the same
+//! classification ([`ConsoleError::is_retryable`]).
 
-use axum::http::StatusCode;
+use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use rearview_protocol::ErrorBody;
+use rusqlite::ErrorCode;
 
-/// Failures of the console's own machinery (storage, keys, startup).
+/// Seconds a caller is told to wait before retrying a 503.
+pub const RETRY_AFTER_SECS: u64 = 1;
+
+/// Failures of the console's own machinery (storage, keys, startup) and the refusals its store
+/// makes.
 #[derive(Debug, thiserror::Error)]
 pub enum ConsoleError {
+    /// The database refused the change because it breaks one of its rules; permanent for this
+    /// request (the same request would be refused again).
+    #[error("refused by the database: {0}")]
+    Constraint(#[source] rusqlite::Error),
+    /// The database cannot serve now (busy, locked, disk full, read-only, I/O error); the same
+    /// request may succeed later.
+    #[error("database unavailable, try again: {0}")]
+    Unavailable(#[source] rusqlite::Error),
+    /// Any other database failure: a query the console got wrong, or a damaged file.
     #[error("database: {0}")]
-    Database(String),
-    #[error("i/o: {0}")]
-    Io(String),
+    Database(#[source] rusqlite::Error),
+    /// A stored value the console cannot read back (`what` names it).
+    #[error("stored {what} cannot be read: {why}")]
+    Corrupt { what: String, why: String },
+    /// What the request names does not exist.
+    #[error("{what}")]
+    NotFound { what: String },
+    /// The request conflicts with what is stored (taken, already done, changed meanwhile).
+    #[error("{what}")]
+    Conflict { what: String },
+    /// The request itself is wrong; the message names the field.
+    #[error("{0}")]
+    Invalid(String),
+    /// A file or directory (`what`) could not be read or written.
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A blocking task (store call, blob writer, server) panicked or was cancelled.
+    #[error("{what}: {source}")]
+    Task {
+        what: &'static str,
+        #[source]
+        source: tokio::task::JoinError,
+    },
     #[error("tenant keys: {0}")]
     Keys(String),
     #[error("{0}")]
@@ -27,13 +85,51 @@ pub enum ConsoleError {
 impl ConsoleError {
     /// Whether trying the same thing again may work (a busy database, a full disk freed).
     pub fn is_retryable(&self) -> bool {
-        matches!(self, ConsoleError::Database(_) | ConsoleError::Io(_))
+        matches!(
+            self,
+            ConsoleError::Unavailable(_) | ConsoleError::Io { .. } | ConsoleError::Task { .. }
+        )
+    }
+
+    /// An I/O failure on the file or directory `path`.
+    pub fn io(path: &std::path::Path, source: std::io::Error) -> ConsoleError {
+        ConsoleError::Io { what: path.display().to_string(), source }
+    }
+
+    /// A stored value (`what`) that does not parse.
+    pub fn corrupt(what: impl Into<String>, why: impl std::fmt::Display) -> ConsoleError {
+        ConsoleError::Corrupt { what: what.into(), why: why.to_string() }
+    }
+
+    /// The HTTP status this error answers with (see the module docs).
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ConsoleError::Constraint(_) | ConsoleError::Conflict { .. } => StatusCode::CONFLICT,
+            ConsoleError::NotFound { .. } => StatusCode::NOT_FOUND,
+            ConsoleError::Invalid(_) => StatusCode::BAD_REQUEST,
+            ConsoleError::Denied(_) => StatusCode::FORBIDDEN,
+            e if e.is_retryable() => StatusCode::SERVICE_UNAVAILABLE,
+            _ => StatusCode::INTERNAL_SERVER_ERROR,
+        }
     }
 }
 
 impl From<rusqlite::Error> for ConsoleError {
     fn from(e: rusqlite::Error) -> Self {
-        ConsoleError::Database(e.to_string())
+        match e.sqlite_error_code() {
+            Some(ErrorCode::ConstraintViolation) => ConsoleError::Constraint(e),
+            Some(
+                ErrorCode::DatabaseBusy
+                | ErrorCode::DatabaseLocked
+                | ErrorCode::DiskFull
+                | ErrorCode::ReadOnly
+                | ErrorCode::SystemIoFailure
+                | ErrorCode::CannotOpen
+                | ErrorCode::OutOfMemory
+                | ErrorCode::FileLockingProtocolFailed,
+            ) => ConsoleError::Unavailable(e),
+            _ => ConsoleError::Database(e),
+        }
     }
 }
 
@@ -67,26 +163,70 @@ impl ApiError {
 
 impl From<ConsoleError> for ApiError {
     fn from(e: ConsoleError) -> Self {
-        tracing::error!(error = ?e.to_string(), "request failed inside the console");
-        let status = if e.is_retryable() {
-            StatusCode::SERVICE_UNAVAILABLE
-        } else if matches!(e, ConsoleError::Denied(_)) {
-            StatusCode::FORBIDDEN
+        let status = e.status();
+        if status.is_server_error() {
+            tracing::error!(error = ?e.to_string(), "request failed inside the console");
         } else {
-            StatusCode::INTERNAL_SERVER_ERROR
-        };
+            tracing::info!(error = ?e.to_string(), "request refused");
+        }
         ApiError::new(status, e.to_string())
-    }
-}
-
-impl From<rusqlite::Error> for ApiError {
-    fn from(e: rusqlite::Error) -> Self {
-        ApiError::from(ConsoleError::from(e))
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.status, Json(ErrorBody { error: self.message })).into_response()
+        let retry = self.status == StatusCode::SERVICE_UNAVAILABLE;
+        let mut response = (self.status, Json(ErrorBody { error: self.message })).into_response();
+        if retry {
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
+        }
+        response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A real UNIQUE failure of SQLite: 409 naming the constraint, not retryable.
+    #[test]
+    fn a_unique_failure_is_a_409_naming_the_constraint() {
+        let db = rusqlite::Connection::open_in_memory().unwrap();
+        db.execute_batch(
+            "CREATE TABLE people (name TEXT UNIQUE); INSERT INTO people VALUES ('a');",
+        )
+        .unwrap();
+        let e = ConsoleError::from(db.execute("INSERT INTO people VALUES ('a')", []).unwrap_err());
+        assert!(matches!(e, ConsoleError::Constraint(_)), "{e:?}");
+        assert!(!e.is_retryable());
+        let api = ApiError::from(e);
+        assert_eq!(api.status, StatusCode::CONFLICT);
+        assert!(api.message.contains("UNIQUE constraint failed: people.name"), "{}", api.message);
+    }
+
+    /// A database another connection holds locked: a retryable 503 with Retry-After.
+    #[test]
+    fn a_locked_database_is_a_retryable_503() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db");
+        let holder = rusqlite::Connection::open(&path).unwrap();
+        holder.execute_batch("CREATE TABLE t (x); BEGIN EXCLUSIVE;").unwrap();
+        let other = rusqlite::Connection::open(&path).unwrap();
+        other.busy_timeout(std::time::Duration::ZERO).unwrap();
+        let e = ConsoleError::from(other.execute("INSERT INTO t VALUES (1)", []).unwrap_err());
+        assert!(matches!(e, ConsoleError::Unavailable(_)), "{e:?}");
+        assert!(e.is_retryable());
+        let response = ApiError::from(e).into_response();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(response.headers()[header::RETRY_AFTER], "1");
+    }
+
+    /// A query the console got wrong is its own bug: 500, not "try again".
+    #[test]
+    fn a_wrong_query_is_a_500() {
+        let db = rusqlite::Connection::open_in_memory().unwrap();
+        let e = ConsoleError::from(db.execute("INSERT INTO nowhere VALUES (1)", []).unwrap_err());
+        assert!(matches!(e, ConsoleError::Database(_)), "{e:?}");
+        assert_eq!(e.status(), StatusCode::INTERNAL_SERVER_ERROR);
     }
 }

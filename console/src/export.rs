@@ -35,7 +35,6 @@ use std::path::{Path, PathBuf};
 use rearview_capture::seal::{open, SealBinding, SealedHeader};
 use rearview_capture::segment::Segment;
 use rearview_protocol::ClipManifest;
-use rusqlite::OptionalExtension;
 
 use crate::auth::{person_by_token, Person, Role};
 use crate::error::ConsoleError;
@@ -54,8 +53,19 @@ pub struct ExportSummary {
     pub complete: bool,
 }
 
+/// One audit line of the export (which changes nothing in the database but the log).
+fn audit(
+    store: &Store,
+    actor: &str,
+    action: &str,
+    target: &str,
+    details: serde_json::Value,
+) -> Result<(), ConsoleError> {
+    store.write_now(|tx| tx.audit(actor, action, target, details))
+}
+
 fn io(path: &Path) -> impl Fn(std::io::Error) -> ConsoleError + '_ {
-    move |e| ConsoleError::Io(format!("{}: {e}", path.display()))
+    move |e| ConsoleError::io(path, e)
 }
 
 /// The person `token` names, if they may export clips (investigator role).
@@ -92,21 +102,12 @@ pub fn export_clip(
     let store = Store::open(data)?;
     let person = investigator(&store, token)?;
     let tenant = store
-        .meta_get("tenant_id")?
+        .read_now(|tx| tx.meta_get("tenant_id"))?
         .ok_or_else(|| ConsoleError::Config(format!("{} holds no tenant", data.display())))?;
-    let row: Option<(String, String, Option<i64>)> = store
-        .conn()
-        .query_row(
-            "SELECT device_id, manifest_json, complete_ms FROM clips WHERE id = ?1",
-            [clip_id],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-        )
-        .optional()?;
-    let (device, json, complete_ms) = row.ok_or_else(|| {
+    let clip = store.read_now(|tx| tx.stored_clip(clip_id))?.ok_or_else(|| {
         ConsoleError::Config(format!("no clip {clip_id}; 'clip list' shows them"))
     })?;
-    let manifest: ClipManifest = serde_json::from_str(&json)
-        .map_err(|e| ConsoleError::Database(format!("clip {clip_id} manifest: {e}")))?;
+    let (device, manifest, complete) = (clip.device_id, clip.manifest, clip.complete);
     let key = load_sealing_key(data)?;
 
     if out.exists() && std::fs::read_dir(out).map_err(io(out))?.next().is_some() {
@@ -117,17 +118,18 @@ pub fn export_clip(
     }
     let actor = person.actor();
     let target = format!("clip:{clip_id}");
-    store.audit(&actor, "clip.export.begin", &target, serde_json::json!({ "out": out }))?;
+    audit(&store, &actor, "clip.export.begin", &target, serde_json::json!({ "out": out }))?;
     let opened = Opened { store: &store, tenant: &tenant, device: &device, key: &key };
     match opened.write(&manifest, out) {
         Ok(written) => {
-            store.audit(
+            audit(
+                &store,
                 &actor,
                 "clip.export",
                 &target,
                 serde_json::json!({
                     "out": out, "segments": written.segments, "frames": written.frames,
-                    "events": written.events, "complete": complete_ms.is_some(),
+                    "events": written.events, "complete": complete,
                 }),
             )?;
             Ok(ExportSummary {
@@ -136,13 +138,13 @@ pub fn export_clip(
                 segments: written.segments,
                 frames: written.frames,
                 events: written.events,
-                complete: complete_ms.is_some(),
+                complete,
             })
         }
         Err(e) => {
             let details = serde_json::json!({ "out": out, "error": e.to_string() });
-            if let Err(audit) = store.audit(&actor, "clip.export.failed", &target, details) {
-                tracing::warn!(error = %audit, "failed export not audited");
+            if let Err(e) = audit(&store, &actor, "clip.export.failed", &target, details) {
+                tracing::warn!(error = %e, "failed export not audited");
             }
             Err(e)
         }
@@ -198,13 +200,12 @@ impl Opened<'_> {
             };
             let plain = open(self.key, &binding, &sealed)
                 .map_err(|e| ConsoleError::Keys(format!("segment {}: {e}", seg.sha256)))?;
-            let segment = Segment::parse(&plain).map_err(|e| {
-                ConsoleError::Io(format!("segment {} does not parse: {e}", seg.sha256))
-            })?;
+            let segment = Segment::parse(&plain)
+                .map_err(|e| ConsoleError::corrupt(format!("segment {}", seg.sha256), e))?;
             let monitor = segment.header().context.monitor.id;
             for frame in segment.decode_frames() {
-                let frame =
-                    frame.map_err(|e| ConsoleError::Io(format!("segment {}: {e}", seg.sha256)))?;
+                let frame = frame
+                    .map_err(|e| ConsoleError::corrupt(format!("segment {}", seg.sha256), e))?;
                 let utc_ms = frame.captured_at.utc_micros / 1000;
                 let name = format!("{utc_ms:014}-m{monitor}.png");
                 let mut rgb = Vec::with_capacity(frame.width as usize * frame.height as usize * 3);
@@ -219,9 +220,10 @@ impl Opened<'_> {
                 }));
             }
             for event in segment.events() {
-                events.push(
-                    serde_json::to_value(event).map_err(|e| ConsoleError::Io(e.to_string()))?,
-                );
+                events
+                    .push(serde_json::to_value(event).map_err(|e| {
+                        ConsoleError::corrupt(format!("segment {}", seg.sha256), e)
+                    })?);
             }
             segments += 1;
         }
@@ -245,7 +247,10 @@ fn write_png(path: &Path, rgb: &[u8], width: u32, height: u32) -> Result<(), Con
         image::ExtendedColorType::Rgb8,
         image::ImageFormat::Png,
     )
-    .map_err(|e| ConsoleError::Io(format!("{}: {e}", path.display())))?;
+    .map_err(|e| ConsoleError::Io {
+        what: format!("{}: png", path.display()),
+        source: std::io::Error::other(e),
+    })?;
     w.flush().map_err(io(path))
 }
 

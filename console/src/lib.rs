@@ -17,8 +17,11 @@
 //!   and triggers, segments streamed to disk), [`api::clips`] (clip review), [`api::devices`]
 //!   (health, activity/indicators), [`api::page`] (how every list is paged).
 //! * [`policy`]: the signed bundle, triggers and indicator rules.
-//! * [`auth`]: tokens and roles; [`store`]: the database and blob layout; [`push`]: the hub that
-//!   wakes device streams; [`tenant`]: keys and signing; [`private`]: the modes of everything
+//! * [`store`]: the database and blob layout, and all of the console's SQL, one module per
+//!   subject; handlers pass it closures it runs on the blocking pool, one transaction each (a
+//!   change and its audit line commit together). [`error`]: what fails, and which HTTP answer
+//!   and retry advice each failure gets.
+//! * [`auth`]: tokens and roles; [`push`]: the hub that wakes device streams; [`tenant`]: keys and signing; [`private`]: the modes of everything
 //!   the console writes (0700/0600 whatever the umask).
 //! * [`client`]: the admin HTTP client the CLI uses; [`cli`]: the subcommands;
 //!   [`export`]: opening a clip into PNG frames and JSON Lines events.

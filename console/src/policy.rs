@@ -25,16 +25,16 @@ use rearview_config::{
     CaptureSettings, IndicatorKind, Principal, WindowBounds, MAX_EVENT_AHEAD, MAX_TEXT_LEN,
 };
 use rearview_protocol::{PolicyMessage, TriggerMessage};
-use rusqlite::params;
 use serde::{Deserialize, Serialize};
 
 use crate::api::approvals::{self, Approval};
-use crate::api::page::{Page, PageQuery, MAX_LIMIT};
+use crate::api::page::{Page, PageQuery};
 use crate::auth::{Person, Role};
 use crate::error::ApiError;
 use crate::push::Push;
 use crate::state::AppState;
-use crate::store::now_ms;
+use crate::store::triggers::{NewAlert, TriggerRow};
+use crate::store::{now_ms, Tx};
 
 /// A console-side rule: activity of this kind from an approved user issues a trigger.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -52,11 +52,10 @@ pub fn default_rules() -> Vec<IndicatorRule> {
     vec![IndicatorRule { kind: "removable_media_copy".into(), before_secs: 300, after_secs: 60 }]
 }
 
-pub fn rules(state: &AppState) -> Result<Vec<IndicatorRule>, ApiError> {
-    match state.store.meta_get("indicator_rules")? {
-        Some(json) => serde_json::from_str(&json).map_err(|e| {
-            ApiError::from(crate::error::ConsoleError::Database(format!("indicator_rules: {e}")))
-        }),
+pub fn rules(tx: &Tx<'_>) -> Result<Vec<IndicatorRule>, ApiError> {
+    match tx.meta_get("indicator_rules")? {
+        Some(json) => serde_json::from_str(&json)
+            .map_err(|e| ApiError::from(crate::error::ConsoleError::corrupt("indicator_rules", e))),
         None => Ok(default_rules()),
     }
 }
@@ -76,8 +75,8 @@ pub fn approval_of<'a>(in_force: &'a [Approval], user: &str) -> Option<&'a Appro
 }
 
 /// True when `user` has an approval in force now.
-pub fn has_approval(state: &AppState, user: &str) -> Result<bool, ApiError> {
-    Ok(approval_of(&approvals::in_force(state)?, user).is_some())
+pub fn has_approval(tx: &Tx<'_>, user: &str) -> Result<bool, ApiError> {
+    Ok(approval_of(&approvals::in_force(tx)?, user).is_some())
 }
 
 /// The parts of the admin's capture settings that bound what devices accept, so the console
@@ -102,9 +101,8 @@ impl Bounds {
         if settings.is_null() {
             return Ok(Bounds::default());
         }
-        serde_json::from_value(settings.clone()).map_err(|e| {
-            ApiError::from(crate::error::ConsoleError::Database(format!("capture_settings: {e}")))
-        })
+        serde_json::from_value(settings.clone())
+            .map_err(|e| ApiError::from(crate::error::ConsoleError::corrupt("capture_settings", e)))
     }
 
     /// One segment, in ms: how far a clip's segments may reach beyond its window (the ring cuts
@@ -137,8 +135,8 @@ impl Bounds {
 }
 
 /// The policy's bounds as they are now.
-pub fn bounds(state: &AppState) -> Result<Bounds, ApiError> {
-    Bounds::of(&capture_settings(state)?)
+pub fn bounds(tx: &Tx<'_>) -> Result<Bounds, ApiError> {
+    Bounds::of(&capture_settings(tx)?)
 }
 
 /// Checks indicator rules against `bounds`: each names a known kind once, with a window the
@@ -165,46 +163,50 @@ fn check_rules(rules: &[IndicatorRule], bounds: &Bounds) -> Result<(), String> {
     Ok(())
 }
 
-/// Policy changed: raise the version and tell every connected device.
-pub fn changed(state: &AppState) -> Result<u64, ApiError> {
-    let version = state.store.bump_policy_version()?;
-    state.hub.policy_changed();
-    Ok(version)
-}
-
-/// The current signed bundle (the same for every device).
-pub fn bundle_for(state: &AppState, _device_id: &str) -> Result<PolicyMessage, ApiError> {
-    let version = state.store.policy_version()?;
-    let mut cache = state.policy_cache.lock().unwrap_or_else(|p| p.into_inner());
-    if let Some(m) = cache.as_ref().filter(|m| m.version == version) {
-        return Ok(m.clone());
-    }
-    let stored: Option<PolicyMessage> =
-        state.store.meta_get("policy_bundle")?.and_then(|json| serde_json::from_str(&json).ok());
-    let message = match stored.filter(|m| m.version == version) {
-        Some(m) => m,
-        None => {
-            // A record the rules refuse is left out (and flagged), never allowed to hold up the
-            // bundle: revocations and other users' approvals must still reach devices.
-            let users = approvals::bundle_users(state)?;
-            let settings = capture_settings(state)?;
-            let signed = state.tenant.sign_policy(version, users, &settings)?;
-            let m = PolicyMessage { version, signed };
-            let json =
-                serde_json::to_string(&m).map_err(|e| ApiError::bad_request(e.to_string()))?;
-            state.store.meta_set("policy_bundle", &json)?;
-            state.store.meta_set("policy_signed_ms", &now_ms().to_string())?;
-            m
+/// The current signed bundle (the same for every device): from the cache when it holds the
+/// current version, else as stored, else signed now (and stored, in one transaction with the
+/// records [`approvals::bundle_users`] leaves out and their audit lines).
+pub async fn bundle_for(state: &Arc<AppState>) -> Result<PolicyMessage, ApiError> {
+    let version = state.store.read(|tx| tx.policy_version()).await?;
+    {
+        let cache = state.policy_cache.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(m) = cache.as_ref().filter(|m| m.version == version) {
+            return Ok(m.clone());
         }
-    };
-    *cache = Some(message.clone());
+    }
+    let signer = state.clone();
+    let message = state.store.write(move |tx| stored_or_signed(tx, &signer)).await?;
+    let mut cache = state.policy_cache.lock().unwrap_or_else(|p| p.into_inner());
+    if cache.as_ref().is_none_or(|m| m.version < message.version) {
+        *cache = Some(message.clone());
+    }
     Ok(message)
 }
 
-fn capture_settings(state: &AppState) -> Result<serde_json::Value, ApiError> {
-    match state.store.meta_get("capture_settings")? {
+/// The bundle of the version `tx` sees: as stored, or signed now and stored.
+fn stored_or_signed(tx: &Tx<'_>, state: &AppState) -> Result<PolicyMessage, ApiError> {
+    let version = tx.policy_version()?;
+    let stored: Option<PolicyMessage> =
+        tx.meta_get("policy_bundle")?.and_then(|json| serde_json::from_str(&json).ok());
+    if let Some(m) = stored.filter(|m| m.version == version) {
+        return Ok(m);
+    }
+    // A record the rules refuse is left out (and flagged), never allowed to hold up the
+    // bundle: revocations and other users' approvals must still reach devices.
+    let users = approvals::bundle_users(tx)?;
+    let settings = capture_settings(tx)?;
+    let signed = state.tenant.sign_policy(version, users, &settings)?;
+    let m = PolicyMessage { version, signed };
+    let json = serde_json::to_string(&m).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    tx.meta_set("policy_bundle", &json)?;
+    tx.meta_set("policy_signed_ms", &now_ms().to_string())?;
+    Ok(m)
+}
+
+fn capture_settings(tx: &Tx<'_>) -> Result<serde_json::Value, ApiError> {
+    match tx.meta_get("capture_settings")? {
         Some(json) => serde_json::from_str(&json).map_err(|e| {
-            ApiError::from(crate::error::ConsoleError::Database(format!("capture_settings: {e}")))
+            ApiError::from(crate::error::ConsoleError::corrupt("capture_settings", e))
         }),
         None => Ok(serde_json::json!({})),
     }
@@ -254,14 +256,20 @@ pub struct TriggerContext {
 /// to send once that transaction is committed.
 pub struct Written {
     pub issued: Issued,
-    pub pushes: Vec<(String, TriggerMessage)>,
+    pub pushes: Vec<TriggerPush>,
+}
+
+/// A signed trigger for one device, to push once it is committed.
+pub struct TriggerPush {
+    pub device_id: String,
+    pub message: TriggerMessage,
 }
 
 impl TriggerContext {
-    pub fn load(state: &AppState) -> Result<TriggerContext, ApiError> {
+    pub fn load(tx: &Tx<'_>) -> Result<TriggerContext, ApiError> {
         Ok(TriggerContext {
-            bounds: bounds(state)?,
-            in_force: approvals::in_force(state)?,
+            bounds: bounds(tx)?,
+            in_force: approvals::in_force(tx)?,
             now: now_ms(),
         })
     }
@@ -325,17 +333,17 @@ impl TriggerContext {
     }
 
     /// Opens the alert and signs and stores one trigger per target device, with its audit line,
-    /// all on `conn` (the caller's transaction): a trigger refused while signing leaves no
+    /// all in `tx` (the caller's transaction): a trigger refused while signing leaves no
     /// alert behind.
     pub fn write(
         &self,
-        conn: &rusqlite::Connection,
+        tx: &Tx<'_>,
         tenant: &crate::tenant::Tenant,
         actor: &str,
         req: &TriggerRequest,
     ) -> Result<Written, ApiError> {
         self.check(req)?;
-        let devices = target_devices(conn, req)?;
+        let devices = target_devices(tx, req)?;
         if devices.is_empty() {
             return Err(ApiError::conflict("no enrolled device to send the trigger to"));
         }
@@ -345,39 +353,38 @@ impl TriggerContext {
         let window_end = req.event_time.saturating_add(i64::from(req.after) * 1000);
         let expires_ms = window_end.max(now) + 15 * 60 * 1000;
         let source = if actor.starts_with("rule:") { actor } else { "manual" };
-        conn.execute(
-            "INSERT INTO alerts (user, reason, source, created_by, created_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![req.user, req.reason, source, actor, now],
-        )?;
-        let alert_id = conn.last_insert_rowid();
+        let alert_id = tx.insert_alert(&NewAlert {
+            user: &req.user,
+            reason: &req.reason,
+            source,
+            created_by: actor,
+            created_ms: now,
+        })?;
         let mut trigger_ids = Vec::new();
         let mut pushes = Vec::new();
         for device in &devices {
             let trigger_id = format!("trg-{}", hex::encode(rand::random::<[u8; 12]>()));
             let signed = tenant.sign_trigger(&trigger_id, alert_id, device, req, expires_ms)?;
-            conn.execute(
-                "INSERT INTO triggers (id, alert_id, device_id, user, event_time_ms, before_secs, after_secs, reason,
-                                       issued_ms, expires_ms, signed_json)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
-                params![
-                    trigger_id,
-                    alert_id,
-                    device,
-                    req.user,
-                    req.event_time,
-                    req.before,
-                    req.after,
-                    req.reason,
-                    now,
-                    expires_ms,
-                    signed.to_string()
-                ],
-            )?;
+            tx.insert_trigger(&TriggerRow {
+                id: &trigger_id,
+                alert_id,
+                device_id: device,
+                user: &req.user,
+                event_time_ms: req.event_time,
+                before_secs: req.before,
+                after_secs: req.after,
+                reason: &req.reason,
+                issued_ms: now,
+                expires_ms,
+                signed_json: &signed.to_string(),
+            })?;
             trigger_ids.push(trigger_id.clone());
-            pushes.push((device.clone(), TriggerMessage { trigger_id, signed }));
+            pushes.push(TriggerPush {
+                device_id: device.clone(),
+                message: TriggerMessage { trigger_id, signed },
+            });
         }
-        crate::store::audit_in(
-            conn,
+        tx.audit(
             actor,
             "trigger.issue",
             &format!("alert:{alert_id}"),
@@ -389,83 +396,52 @@ impl TriggerContext {
 }
 
 /// Tells the target devices about triggers whose transaction is committed.
-pub fn push_triggers(state: &AppState, pushes: Vec<(String, TriggerMessage)>) {
-    for (device, msg) in pushes {
-        state.hub.send(&device, Push::Trigger(msg));
+pub fn push_triggers(state: &AppState, pushes: Vec<TriggerPush>) {
+    for p in pushes {
+        state.hub.send(&p.device_id, Push::Trigger(p.message));
     }
 }
 
 /// Checks, signs and stores one trigger per target device and opens the alert, in one
 /// transaction; then pushes.
-pub fn issue_trigger(
-    state: &AppState,
-    actor: &str,
-    req: &TriggerRequest,
+pub async fn issue_trigger(
+    state: &Arc<AppState>,
+    actor: String,
+    req: TriggerRequest,
 ) -> Result<Issued, ApiError> {
-    let ctx = TriggerContext::load(state)?;
-    let written = {
-        let mut conn = state.store.conn();
-        let tx = conn.transaction()?;
-        let written = ctx.write(&tx, &state.tenant, actor, req)?;
-        tx.commit()?;
-        written
-    };
+    let signer = state.clone();
+    let written = state
+        .store
+        .write(move |tx| TriggerContext::load(tx)?.write(tx, &signer.tenant, &actor, &req))
+        .await?;
     push_triggers(state, written.pushes);
     Ok(written.issued)
 }
 
-fn target_devices(
-    conn: &rusqlite::Connection,
-    req: &TriggerRequest,
-) -> Result<Vec<String>, ApiError> {
+fn target_devices(tx: &Tx<'_>, req: &TriggerRequest) -> Result<Vec<String>, ApiError> {
     if let Some(d) = &req.device {
-        let exists: bool =
-            conn.query_row("SELECT EXISTS (SELECT 1 FROM devices WHERE id = ?1)", [d], |r| {
-                r.get(0)
-            })?;
-        return if exists {
+        return if tx.device_exists(d)? {
             Ok(vec![d.clone()])
         } else {
             Err(ApiError::not_found(format!("no device {d}")))
         };
     }
-    let mut stmt = conn.prepare("SELECT id, users_json FROM devices ORDER BY id")?;
-    let all: Vec<(String, String)> =
-        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<Result<_, _>>()?;
+    let all = tx.device_users()?;
     let seen: Vec<String> = all
         .iter()
-        .filter(|(_, users)| {
-            serde_json::from_str::<Vec<String>>(users)
-                .map(|u| u.iter().any(|u| same_principal(u, &req.user)))
-                .unwrap_or(false)
-        })
-        .map(|(id, _)| id.clone())
+        .filter(|d| d.users.iter().any(|u| same_principal(u, &req.user)))
+        .map(|d| d.id.clone())
         .collect();
-    Ok(if seen.is_empty() { all.into_iter().map(|(id, _)| id).collect() } else { seen })
+    Ok(if seen.is_empty() { all.into_iter().map(|d| d.id).collect() } else { seen })
 }
 
 /// Triggers for `device_id` that it has not acknowledged and that have not expired.
-pub fn pending_triggers(
+pub async fn pending_triggers(
     state: &AppState,
     device_id: &str,
 ) -> Result<Vec<TriggerMessage>, ApiError> {
-    let conn = state.store.conn();
-    let mut stmt = conn.prepare_cached(
-        "SELECT id, signed_json FROM triggers WHERE device_id = ?1 AND acked_ms IS NULL AND expires_ms > ?2 ORDER BY issued_ms",
-    )?;
-    let rows: Vec<(String, String)> = stmt
-        .query_map(params![device_id, now_ms()], |r| Ok((r.get(0)?, r.get(1)?)))?
-        .collect::<Result<_, _>>()?;
-    rows.into_iter()
-        .map(|(trigger_id, json)| {
-            let signed = serde_json::from_str(&json).map_err(|e| {
-                ApiError::from(crate::error::ConsoleError::Database(format!(
-                    "trigger {trigger_id}: {e}"
-                )))
-            })?;
-            Ok(TriggerMessage { trigger_id, signed })
-        })
-        .collect()
+    let device_id = device_id.to_owned();
+    Ok(state.store.read(move |tx| tx.pending_triggers(&device_id, now_ms())).await?)
 }
 
 // ---- HTTP handlers ----
@@ -476,7 +452,7 @@ pub async fn post_trigger(
     Json(req): Json<TriggerRequest>,
 ) -> Result<Json<Issued>, ApiError> {
     person.require(&[Role::Admin])?;
-    issue_trigger(&state, &person.actor(), &req).map(Json)
+    issue_trigger(&state, person.actor(), req).await.map(Json)
 }
 
 pub async fn get_settings(
@@ -484,7 +460,7 @@ pub async fn get_settings(
     person: Person,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     person.require(&[Role::Admin, Role::Approver, Role::Investigator])?;
-    capture_settings(&state).map(Json)
+    state.store.read(capture_settings).await.map(Json)
 }
 
 pub async fn put_settings(
@@ -494,15 +470,23 @@ pub async fn put_settings(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     person.require(&[Role::Admin])?;
     state.tenant.validate_settings(&settings)?;
-    // Rules over the new bounds would issue only triggers every device refuses.
-    check_rules(&rules(&state)?, &Bounds::of(&settings)?).map_err(|why| {
-        ApiError::bad_request(format!(
-            "settings refused: {why}; change the rules first (PUT /api/v1/rules)"
-        ))
-    })?;
-    state.store.meta_set("capture_settings", &settings.to_string())?;
-    state.store.audit(&person.actor(), "policy.settings", "policy", settings.clone())?;
-    changed(&state)?;
+    let new_bounds = Bounds::of(&settings)?;
+    let stored = settings.clone();
+    state
+        .store
+        .write(move |tx| {
+            // Rules over the new bounds would issue only triggers every device refuses.
+            check_rules(&rules(tx)?, &new_bounds).map_err(|why| {
+                ApiError::bad_request(format!(
+                    "settings refused: {why}; change the rules first (PUT /api/v1/rules)"
+                ))
+            })?;
+            tx.meta_set("capture_settings", &stored.to_string())?;
+            tx.audit(&person.actor(), "policy.settings", "policy", stored)?;
+            Ok::<_, ApiError>(tx.bump_policy_version()?)
+        })
+        .await?;
+    state.hub.policy_changed();
     Ok(Json(settings))
 }
 
@@ -511,7 +495,7 @@ pub async fn get_rules(
     person: Person,
 ) -> Result<Json<Vec<IndicatorRule>>, ApiError> {
     person.require(&[Role::Admin, Role::Approver, Role::Investigator])?;
-    rules(&state).map(Json)
+    state.store.read(rules).await.map(Json)
 }
 
 pub async fn put_rules(
@@ -520,11 +504,18 @@ pub async fn put_rules(
     Json(rules): Json<Vec<IndicatorRule>>,
 ) -> Result<Json<Vec<IndicatorRule>>, ApiError> {
     person.require(&[Role::Admin])?;
-    check_rules(&rules, &bounds(&state)?).map_err(ApiError::bad_request)?;
     let json = serde_json::to_string(&rules).map_err(|e| ApiError::bad_request(e.to_string()))?;
-    state.store.meta_set("indicator_rules", &json)?;
-    state.store.audit(&person.actor(), "policy.rules", "rules", serde_json::json!(rules))?;
-    Ok(Json(rules))
+    let audited = serde_json::json!(rules);
+    state
+        .store
+        .write(move |tx| {
+            check_rules(&rules, &bounds(tx)?).map_err(ApiError::bad_request)?;
+            tx.meta_set("indicator_rules", &json)?;
+            tx.audit(&person.actor(), "policy.rules", "rules", audited)?;
+            Ok::<_, ApiError>(rules)
+        })
+        .await
+        .map(Json)
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -547,35 +538,6 @@ pub async fn list_alerts(
 ) -> Result<Page<AlertView>, ApiError> {
     person.require(&[Role::Admin, Role::Investigator])?;
     let page = q.parse()?;
-    let conn = state.store.conn();
-    let mut stmt = conn.prepare(
-        "SELECT id, user, reason, source, created_by, created_ms FROM alerts
-         WHERE ?1 IS NULL OR id > ?1 ORDER BY id LIMIT ?2",
-    )?;
-    let mut alerts: Vec<(i64, AlertView)> = stmt
-        .query_map(params![page.after, page.sql_limit()], |r| {
-            Ok((
-                r.get(0)?,
-                AlertView {
-                    id: r.get(0)?,
-                    user: r.get(1)?,
-                    reason: r.get(2)?,
-                    source: r.get(3)?,
-                    created_by: r.get(4)?,
-                    created_ms: r.get(5)?,
-                    clips: vec![],
-                },
-            ))
-        })?
-        .collect::<Result<_, _>>()?;
-    let mut clips = conn.prepare_cached(
-        "SELECT id FROM clips WHERE alert_id = ?1 ORDER BY created_ms, id LIMIT ?2",
-    )?;
-    for (_, a) in &mut alerts {
-        // An alert's clips are one per device that held the window; bounded like a page.
-        a.clips = clips
-            .query_map(params![a.id, MAX_LIMIT as i64], |r| r.get(0))?
-            .collect::<Result<_, _>>()?;
-    }
+    let alerts = state.store.read(move |tx| tx.alerts_page(page)).await?;
     Ok(Page::from_rows(alerts, page))
 }

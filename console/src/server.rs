@@ -12,8 +12,6 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use rusqlite::params;
-
 use crate::api;
 use crate::api::ingest::{IngestLimits, IngestState};
 use crate::api::roles::{Granter, INIT};
@@ -21,7 +19,7 @@ use crate::auth::Role;
 use crate::error::ConsoleError;
 use crate::push::Hub;
 use crate::state::AppState;
-use crate::store::{now_ms, Store};
+use crate::store::{now_ms, Store, Tx};
 use crate::tenant::Tenant;
 
 /// What `init` produced. Each token is shown once and stored only as a hash.
@@ -64,8 +62,7 @@ pub fn init_with_approver(
              two different people: give another --approver name"
         )));
     }
-    crate::private::create_dir(data)
-        .map_err(|e| ConsoleError::Io(format!("create {}: {e}", data.display())))?;
+    crate::private::create_dir(data).map_err(|e| ConsoleError::io(data, e))?;
     if data.join("console.db").exists() || data.join("keys").exists() {
         return Err(ConsoleError::Config(format!(
             "{} already holds a tenant; use another directory or 'serve' this one",
@@ -74,37 +71,33 @@ pub fn init_with_approver(
     }
     let tenant = Tenant::create(data, tenant_id)?;
     let store = Store::open(data)?;
-    store.meta_set("tenant_id", tenant_id)?;
-    store.bump_policy_version()?;
-    let state = AppState {
-        store,
-        tenant,
-        hub: Hub::default(),
-        policy_cache: Mutex::new(None),
-        stream_ping: conn::stream_ping(ServerConfig::IDLE_TIMEOUT),
-        ingest: IngestState::default(),
-    };
     let granter = Granter { name: INIT, actor: INIT, confirms: true };
-    let person = |name: &str, role: Role| {
-        api::people::create_person(&state, granter, name, &[role])
+    let person = |tx: &Tx<'_>, name: &str, role: Role| {
+        api::people::create_person(tx, granter, name, &[role], store.event_ms())
             .map_err(|e| ConsoleError::Config(format!("{name:?}: {}", e.message)))
     };
-    let admin = person(admin_name, Role::Admin)?;
-    let approver = person(approver_name, Role::Approver)?;
-    state.store.audit(
-        INIT,
-        "tenant.create",
-        tenant_id,
-        serde_json::json!({ "admin": admin.name, "approver": approver.name }),
-    )?;
+    // The tenant, its first two people and their audit lines: all of them, or none.
+    let (admin, approver) = store.write_now(|tx| {
+        tx.meta_set("tenant_id", tenant_id)?;
+        tx.bump_policy_version()?;
+        let admin = person(tx, admin_name, Role::Admin)?;
+        let approver = person(tx, approver_name, Role::Approver)?;
+        tx.audit(
+            INIT,
+            "tenant.create",
+            tenant_id,
+            serde_json::json!({ "admin": admin.name, "approver": approver.name }),
+        )?;
+        Ok::<_, ConsoleError>((admin, approver))
+    })?;
     Ok(InitOutput {
         tenant_id: tenant_id.to_owned(),
         admin_name: admin.name,
         admin_token: admin.token,
         approver_name: approver.name,
         approver_token: approver.token,
-        sealing_public_key: state.tenant.sealing_public_hex.clone(),
-        signing_key_id: state.tenant.signing_key_id(),
+        sealing_public_key: tenant.sealing_public_hex.clone(),
+        signing_key_id: tenant.signing_key_id(),
     })
 }
 
@@ -215,7 +208,7 @@ impl ServerHandle {
         self.ticker.abort();
         match self.task.await {
             Ok(r) => r,
-            Err(e) => Err(ConsoleError::Io(format!("server task: {e}"))),
+            Err(e) => Err(ConsoleError::Task { what: "server task", source: e }),
         }
     }
 
@@ -225,7 +218,7 @@ impl ServerHandle {
         self.ticker.abort();
         match self.task.await {
             Ok(r) => r,
-            Err(e) => Err(ConsoleError::Io(format!("server task: {e}"))),
+            Err(e) => Err(ConsoleError::Task { what: "server task", source: e }),
         }
     }
 
@@ -233,7 +226,7 @@ impl ServerHandle {
     pub async fn wait(&mut self) -> Result<(), ConsoleError> {
         match (&mut self.task).await {
             Ok(r) => r,
-            Err(e) => Err(ConsoleError::Io(format!("server task: {e}"))),
+            Err(e) => Err(ConsoleError::Task { what: "server task", source: e }),
         }
     }
 }
@@ -253,7 +246,7 @@ impl Server {
         config.check()?;
         config.ingest.validate().map_err(ConsoleError::Config)?;
         let store = Store::open(&config.data)?;
-        let tenant_id = store.meta_get("tenant_id")?.ok_or_else(|| {
+        let tenant_id = store.read_now(|tx| tx.meta_get("tenant_id"))?.ok_or_else(|| {
             ConsoleError::Config(format!(
                 "{} holds no tenant: run 'rearview-console init --data {}' first",
                 config.data.display(),
@@ -273,9 +266,13 @@ impl Server {
         let app = api::router(state.clone());
 
         let listener = std::net::TcpListener::bind(config.listen)
-            .map_err(|e| ConsoleError::Io(format!("bind {}: {e}", config.listen)))?;
-        listener.set_nonblocking(true).map_err(|e| ConsoleError::Io(e.to_string()))?;
-        let addr = listener.local_addr().map_err(|e| ConsoleError::Io(e.to_string()))?;
+            .map_err(|e| ConsoleError::Io { what: format!("bind {}", config.listen), source: e })?;
+        listener
+            .set_nonblocking(true)
+            .map_err(|e| ConsoleError::Io { what: "listening socket".into(), source: e })?;
+        let addr = listener
+            .local_addr()
+            .map_err(|e| ConsoleError::Io { what: "listening socket".into(), source: e })?;
         let handle = axum_server::Handle::new();
         let service = app.into_make_service();
         let limit =
@@ -292,7 +289,10 @@ impl Server {
                 (
                     "https",
                     tokio::spawn(async move {
-                        server.serve(service).await.map_err(|e| ConsoleError::Io(e.to_string()))
+                        server
+                            .serve(service)
+                            .await
+                            .map_err(|e| ConsoleError::Io { what: "serving".into(), source: e })
                     }),
                 )
             }
@@ -303,7 +303,10 @@ impl Server {
                 (
                     "http",
                     tokio::spawn(async move {
-                        server.serve(service).await.map_err(|e| ConsoleError::Io(e.to_string()))
+                        server
+                            .serve(service)
+                            .await
+                            .map_err(|e| ConsoleError::Io { what: "serving".into(), source: e })
                     }),
                 )
             }
@@ -356,58 +359,56 @@ fn tls_config(
 /// down must still raise the version, or the stored bundle (which devices refuse for carrying an
 /// expired approval) would be served on.
 async fn tick(state: Arc<AppState>) {
-    let meta_ms = |key: &str| -> Option<i64> {
-        state.store.meta_get(key).ok().flatten().and_then(|v| v.parse().ok())
+    let mut last = match state.store.read(signed_or_handled_ms).await {
+        Ok(ms) => ms.unwrap_or_else(now_ms),
+        Err(e) => {
+            tracing::warn!(error = ?e.to_string(), "could not read when the policy was signed");
+            now_ms()
+        }
     };
-    let mut last =
-        meta_ms("policy_signed_ms").max(meta_ms("expiries_handled_ms")).unwrap_or_else(now_ms);
     let mut interval = tokio::time::interval(Duration::from_secs(1));
     loop {
         interval.tick().await;
         let now = now_ms();
-        let expired = match expired_between(&state, last, now) {
-            Ok(expired) => expired,
+        match state.store.write(move |tx| expire_in(tx, last, now)).await {
+            Ok(true) => state.hub.policy_changed(),
+            Ok(false) => {}
             Err(e) => {
-                tracing::warn!(error = ?e.to_string(), "could not look for expired approvals; trying again");
+                // Nothing recorded: the next tick tries the same window again.
+                tracing::warn!(error = ?e.to_string(), "could not handle expired approvals; trying again");
                 continue;
-            }
-        };
-        let stale = now - meta_ms("policy_signed_ms").unwrap_or(now) > 24 * 3600 * 1000;
-        if !expired.is_empty() || stale {
-            if let Err(e) = crate::policy::changed(&state) {
-                // Nothing recorded yet: the next tick tries the same window again.
-                tracing::warn!(error = ?e.message, "could not raise the policy version");
-                continue;
-            }
-        }
-        for (id, user, mode) in &expired {
-            let target = format!("approval:{id}");
-            let details = serde_json::json!({ "user": user, "mode": mode });
-            if let Err(e) = state.store.audit("console", "approval.expire", &target, details) {
-                tracing::warn!(error = ?e.to_string(), "approval expiry not audited");
-            }
-        }
-        if !expired.is_empty() {
-            // A restart must not announce these expiries again.
-            if let Err(e) = state.store.meta_set("expiries_handled_ms", &now.to_string()) {
-                tracing::warn!(error = ?e.to_string(), "could not record the expiries handled");
             }
         }
         last = now;
     }
 }
 
-/// Approvals (id, user, mode) in force until an expiry in `(after, until]`.
-fn expired_between(
-    state: &AppState,
-    after: i64,
-    until: i64,
-) -> rusqlite::Result<Vec<(i64, String, String)>> {
-    let conn = state.store.conn();
-    let mut stmt = conn.prepare_cached(
-        "SELECT id, user, mode FROM approvals
-         WHERE state = 'approved' AND expires_ms > ?1 AND expires_ms <= ?2 ORDER BY id",
-    )?;
-    let rows = stmt.query_map(params![after, until], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
-    rows.collect()
+/// When the stored bundle was signed or the last expiries were handled, whichever is later.
+fn signed_or_handled_ms(tx: &Tx<'_>) -> Result<Option<i64>, ConsoleError> {
+    let ms = |key: &str| -> Result<Option<i64>, ConsoleError> {
+        Ok(tx.meta_get(key)?.and_then(|v| v.parse().ok()))
+    };
+    Ok(ms("policy_signed_ms")?.max(ms("expiries_handled_ms")?))
+}
+
+/// One tick in `tx`: approvals that expired in `(last, now]` are audited (`approval.expire`)
+/// and recorded as handled, and the policy version is raised for them or for a bundle signed
+/// over a day ago, all together or not at all. True when the version was raised.
+fn expire_in(tx: &Tx<'_>, last: i64, now: i64) -> Result<bool, ConsoleError> {
+    let expired = tx.approvals_expiring(last, now)?;
+    let signed = tx.meta_get("policy_signed_ms")?.and_then(|v| v.parse::<i64>().ok());
+    let stale = now - signed.unwrap_or(now) > 24 * 3600 * 1000;
+    if expired.is_empty() && !stale {
+        return Ok(false);
+    }
+    tx.bump_policy_version()?;
+    for a in &expired {
+        let details = serde_json::json!({ "user": a.user, "mode": a.mode });
+        tx.audit("console", "approval.expire", &format!("approval:{}", a.id), details)?;
+    }
+    if !expired.is_empty() {
+        // A restart must not announce these expiries again.
+        tx.meta_set("expiries_handled_ms", &now.to_string())?;
+    }
+    Ok(true)
 }

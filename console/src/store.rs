@@ -1,5 +1,34 @@
 //! The console's metadata in one SQLite file (`DATA/console.db`, WAL), and the blob directory.
 //!
+//! All SQL of the console lives here, one module per subject ([`meta`], [`audit`], [`people`],
+//! [`approvals`], [`devices`], [`triggers`], [`clips`]; `schema` holds the tables and the
+//! migrations). Nothing else sees a connection: callers pass a closure to [`Store::read`] or
+//! [`Store::write`], which runs it on the blocking pool with a [`Tx`] — one transaction — and
+//! the closure calls the methods `Tx` has per operation.
+//!
+//! # Connections
+//!
+//! ```text
+//! writer    one connection behind a mutex; every write is one BEGIN IMMEDIATE transaction,
+//!           committed when the closure returns Ok, rolled back when it returns Err (so a
+//!           change and its audit line are written together or not at all)
+//! readers   up to READERS connections (PRAGMA query_only), each read one deferred
+//!           transaction: one consistent snapshot, and never waiting for the writer (WAL)
+//! ```
+//!
+//! Closures run on tokio's blocking pool (`spawn_blocking`), never on an async task;
+//! [`Store::write_now`]/[`Store::read_now`] run them on the calling thread, for the commands that
+//! are not a server (`init`, `clip export`, `clip list`).
+//!
+//! # A second backend
+//!
+//! What callers see is backend-neutral: `read`/`write` with a closure, and the methods of [`Tx`]
+//! (typed rows in, typed rows out, [`ConsoleError`] classified). What is SQLite's is the inside:
+//! the connections here and each method's body in the subject modules. PostgreSQL (issue 14)
+//! comes in there and nowhere else: `Tx` over either backend, each method written once per
+//! backend, the writer/readers replaced by that backend's pool. No trait or enum exists yet: with
+//! one backend it would only be a second name for the same thing.
+//!
 //! # Tables
 //!
 //! ```text
@@ -73,182 +102,85 @@
 //! "already have it", what another device uploaded.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 
-use rusqlite::{params, Connection, OptionalExtension};
+use rusqlite::{Connection, TransactionBehavior};
 
 use crate::error::ConsoleError;
 use crate::private;
 
-const SCHEMA: &str = r#"
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS people (
-    id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE, name_key TEXT NOT NULL,
-    token_sha256 TEXT NOT NULL UNIQUE, created_ms INTEGER NOT NULL);
-CREATE TABLE IF NOT EXISTS role_grants (
-    id INTEGER PRIMARY KEY, person_id INTEGER NOT NULL REFERENCES people (id), role TEXT NOT NULL,
-    granted_by TEXT NOT NULL, granted_ms INTEGER NOT NULL, state TEXT NOT NULL,
-    confirmed_by TEXT, confirmed_ms INTEGER, UNIQUE (person_id, role));
-CREATE TABLE IF NOT EXISTS enrollment_tokens (
-    token_sha256 TEXT PRIMARY KEY, created_by TEXT NOT NULL, created_ms INTEGER NOT NULL,
-    expires_ms INTEGER NOT NULL, used_ms INTEGER, device_id TEXT);
-CREATE TABLE IF NOT EXISTS devices (
-    id TEXT PRIMARY KEY, public_key TEXT NOT NULL, token_sha256 TEXT NOT NULL UNIQUE,
-    hostname TEXT NOT NULL, enrolled_ms INTEGER NOT NULL, last_seen_ms INTEGER NOT NULL,
-    policy_version INTEGER NOT NULL DEFAULT 0, health_json TEXT NOT NULL DEFAULT '{}',
-    users_json TEXT NOT NULL DEFAULT '[]');
-CREATE TABLE IF NOT EXISTS approvals (
-    id INTEGER PRIMARY KEY, user TEXT NOT NULL, mode TEXT NOT NULL, justification TEXT NOT NULL,
-    requested_by TEXT NOT NULL, requested_ms INTEGER NOT NULL, expires_ms INTEGER NOT NULL,
-    state TEXT NOT NULL, decided_by TEXT, decided_ms INTEGER, revoked_by TEXT, revoked_ms INTEGER,
-    approver_granted_by TEXT, approver_granted_ms INTEGER, approver_confirmed_by TEXT,
-    approver_confirmed_ms INTEGER, excluded_reason TEXT, excluded_ms INTEGER);
-CREATE TABLE IF NOT EXISTS alerts (
-    id INTEGER PRIMARY KEY, user TEXT NOT NULL, reason TEXT NOT NULL, source TEXT NOT NULL,
-    created_by TEXT NOT NULL, created_ms INTEGER NOT NULL);
-CREATE TABLE IF NOT EXISTS triggers (
-    id TEXT PRIMARY KEY, alert_id INTEGER NOT NULL, device_id TEXT NOT NULL, user TEXT NOT NULL,
-    event_time_ms INTEGER NOT NULL, before_secs INTEGER NOT NULL, after_secs INTEGER NOT NULL,
-    reason TEXT NOT NULL, issued_ms INTEGER NOT NULL, expires_ms INTEGER NOT NULL,
-    signed_json TEXT NOT NULL, acked_ms INTEGER);
-CREATE INDEX IF NOT EXISTS triggers_device ON triggers (device_id, acked_ms);
-CREATE TABLE IF NOT EXISTS activity (
-    id INTEGER PRIMARY KEY, device_id TEXT NOT NULL, user TEXT NOT NULL, kind TEXT NOT NULL,
-    time_ms INTEGER NOT NULL, details_json TEXT NOT NULL, received_ms INTEGER NOT NULL,
-    outcome TEXT);
-CREATE INDEX IF NOT EXISTS activity_device_time ON activity (device_id, received_ms);
-CREATE TABLE IF NOT EXISTS clips (
-    id TEXT PRIMARY KEY, device_id TEXT NOT NULL, trigger_id TEXT, alert_id INTEGER,
-    user TEXT NOT NULL, mode TEXT NOT NULL, start_ms INTEGER NOT NULL, end_ms INTEGER NOT NULL,
-    manifest_json TEXT NOT NULL, created_ms INTEGER NOT NULL, complete_ms INTEGER);
-CREATE INDEX IF NOT EXISTS clips_alert ON clips (alert_id);
-CREATE INDEX IF NOT EXISTS clips_trigger ON clips (trigger_id);
-CREATE TABLE IF NOT EXISTS clip_segments (
-    clip_id TEXT NOT NULL, sha256 TEXT NOT NULL, size INTEGER, PRIMARY KEY (clip_id, sha256));
-CREATE INDEX IF NOT EXISTS clip_segments_hash ON clip_segments (sha256);
-CREATE TABLE IF NOT EXISTS segments (
-    device_id TEXT NOT NULL, sha256 TEXT NOT NULL, size INTEGER NOT NULL,
-    stored_ms INTEGER NOT NULL, PRIMARY KEY (device_id, sha256));
-CREATE TABLE IF NOT EXISTS audit (
-    id INTEGER PRIMARY KEY, time_ms INTEGER NOT NULL, actor TEXT NOT NULL, action TEXT NOT NULL,
-    target TEXT NOT NULL, details_json TEXT NOT NULL);
-"#;
+pub mod approvals;
+pub mod audit;
+pub mod clips;
+pub mod devices;
+pub mod meta;
+pub mod people;
+mod schema;
+pub mod triggers;
 
-fn has_column(conn: &Connection, table: &str, column: &str) -> Result<bool, ConsoleError> {
-    Ok(conn.query_row(
-        "SELECT EXISTS (SELECT 1 FROM pragma_table_info(?1) WHERE name = ?2)",
-        params![table, column],
-        |r| r.get(0),
-    )?)
-}
-
-/// Brings a database made by an older console up to [`SCHEMA`] (see "Migrations").
-fn migrate(conn: &mut Connection) -> Result<(), ConsoleError> {
-    let tx = conn.transaction()?;
-    for (column, kind) in [
-        ("revoked_by", "TEXT"),
-        ("revoked_ms", "INTEGER"),
-        ("approver_granted_by", "TEXT"),
-        ("approver_granted_ms", "INTEGER"),
-        ("approver_confirmed_by", "TEXT"),
-        ("approver_confirmed_ms", "INTEGER"),
-        ("excluded_reason", "TEXT"),
-        ("excluded_ms", "INTEGER"),
-    ] {
-        if !has_column(&tx, "approvals", column)? {
-            tx.execute_batch(&format!("ALTER TABLE approvals ADD COLUMN {column} {kind};"))?;
-        }
-    }
-    if !has_column(&tx, "people", "name_key")? {
-        tx.execute_batch("ALTER TABLE people ADD COLUMN name_key TEXT NOT NULL DEFAULT '';")?;
-        let names: Vec<(i64, String)> = tx
-            .prepare("SELECT id, name FROM people")?
-            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
-            .collect::<Result<_, _>>()?;
-        for (id, name) in names {
-            tx.execute(
-                "UPDATE people SET name_key = ?1 WHERE id = ?2",
-                params![rearview_config::canonical_name(&name), id],
-            )?;
-        }
-    }
-    if has_column(&tx, "people", "roles")? {
-        let people: Vec<(i64, String, String, i64)> = tx
-            .prepare("SELECT id, name, roles, created_ms FROM people ORDER BY id")?
-            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
-            .collect::<Result<_, _>>()?;
-        for (id, name, roles, created_ms) in people {
-            let mut migrated = Vec::new();
-            for role in roles.split(',').map(str::trim).filter(|r| !r.is_empty()) {
-                // A role this console does not know grants nothing; the audit line keeps it.
-                if crate::auth::Role::parse(role).is_none() {
-                    continue;
-                }
-                tx.execute(
-                    "INSERT INTO role_grants (person_id, role, granted_by, granted_ms, state,
-                                              confirmed_by, confirmed_ms)
-                     VALUES (?1, ?2, ?3, ?4, 'active', ?3, ?4) ON CONFLICT DO NOTHING",
-                    params![id, role, LEGACY, created_ms],
-                )?;
-                migrated.push(role);
-            }
-            audit_in(
-                &tx,
-                "console",
-                "role.migrate",
-                &name,
-                serde_json::json!({ "roles_column": roles, "granted": migrated, "granted_by": LEGACY }),
-            )?;
-        }
-        tx.execute_batch("ALTER TABLE people DROP COLUMN roles;")?;
-        // Decisions taken before grants were recorded: the decider's (now legacy) grant.
-        tx.execute_batch(
-            "UPDATE approvals SET
-                 (approver_granted_by, approver_granted_ms, approver_confirmed_by, approver_confirmed_ms) =
-                 (SELECT g.granted_by, g.granted_ms, g.confirmed_by, g.confirmed_ms
-                  FROM role_grants g JOIN people p ON p.id = g.person_id
-                  WHERE p.name = approvals.decided_by AND g.role = 'approver' AND g.state = 'active')
-             WHERE decided_by IS NOT NULL AND approver_granted_by IS NULL;",
-        )?;
-        // The stored bundle was signed under the old rules: the next one is signed under the
-        // new ones (records that break them left out), and devices take it as a newer version.
-        tx.execute_batch(
-            "UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'policy_version';",
-        )?;
-    }
-    for (table, column, kind) in
-        [("activity", "outcome", "TEXT"), ("clip_segments", "size", "INTEGER")]
-    {
-        if !has_column(&tx, table, column)? {
-            tx.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} {kind};"))?;
-        }
-    }
-    // Not unique: an older console may hold two people whose names differ only in case; the
-    // console refuses new ones (api::people) and treats such pairs as one person everywhere.
-    tx.execute_batch("CREATE INDEX IF NOT EXISTS people_name_key ON people (name_key);")?;
-    tx.commit()?;
-    Ok(())
-}
+use audit::audit_in;
 
 /// The granter and confirmer named by grants carried over from a console before grants.
 pub const LEGACY: &str = "legacy";
 
-/// The metadata database. One connection behind a mutex: every statement is short, and one
-/// writer is what SQLite wants anyway.
+/// Most read connections open at once (reads beyond wait for one).
+const READERS: usize = 4;
+
+/// How long a statement waits for a lock another process holds before the database is
+/// "unavailable" (a retryable 503).
+const BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// The metadata database and the blob directory. Cheap to clone: clones share the connections.
+#[derive(Clone)]
 pub struct Store {
-    conn: Mutex<Connection>,
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    db: PathBuf,
+    writer: Mutex<Connection>,
+    readers: Mutex<Readers>,
+    /// Signalled when a read connection is given back.
+    reader_free: std::sync::Condvar,
     blob_dir: PathBuf,
     /// The last time handed out by [`Store::event_ms`].
     last_event_ms: Mutex<i64>,
 }
 
+/// The read connections: idle ones, and how many exist (at most [`READERS`]).
+#[derive(Default)]
+struct Readers {
+    idle: Vec<Connection>,
+    open: usize,
+}
+
+/// One transaction of the store, for the operations of its subject modules. Only this module
+/// and its children reach the connection inside.
+pub struct Tx<'c> {
+    conn: &'c Connection,
+}
+
+/// A poisoned lock still guards a usable connection: SQLite statements are atomic, and an
+/// open transaction is rolled back when its guard drops during the panic.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn connect(db: &Path) -> Result<Connection, ConsoleError> {
+    let conn = Connection::open(db)?;
+    conn.execute_batch(
+        "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON;",
+    )?;
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    Ok(conn)
+}
+
 impl Store {
     /// Opens (creating if needed) the database and blob directory under `data`, all of them
     /// private to the console's user (see [`crate::private`]), also when an older version
-    /// left them readable.
+    /// left them readable; brings the schema up to date (see "Migrations").
     pub fn open(data: &Path) -> Result<Store, ConsoleError> {
-        let io =
-            |path: &Path, e: std::io::Error| ConsoleError::Io(format!("{}: {e}", path.display()));
+        let io = ConsoleError::io;
         private::create_dir(data).map_err(|e| io(data, e))?;
         let db = data.join("console.db");
         // SQLite gives a new database its default mode (0644 less the umask), and the WAL and
@@ -258,24 +190,102 @@ impl Store {
             let path = data.join(side);
             private::tighten_file(&path).map_err(|e| io(&path, e))?;
         }
-        let mut conn = Connection::open(&db)
-            .map_err(|e| ConsoleError::Database(format!("open {}: {e}", data.display())))?;
-        conn.execute_batch(
-            "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON;",
-        )?;
-        conn.busy_timeout(std::time::Duration::from_secs(5))?;
-        conn.execute_batch(SCHEMA)?;
-        migrate(&mut conn)?;
-        let last_event_ms: i64 = conn.query_row(
-            "SELECT MAX(COALESCE((SELECT MAX(granted_ms) FROM role_grants), 0),
-                        COALESCE((SELECT MAX(confirmed_ms) FROM role_grants), 0),
-                        COALESCE((SELECT MAX(requested_ms) FROM approvals), 0))",
-            [],
-            |r| r.get(0),
-        )?;
+        let mut conn = connect(&db)?;
+        conn.execute_batch(schema::SCHEMA)?;
+        schema::migrate(&mut conn)?;
+        let last_event_ms = Tx { conn: &conn }.last_event_ms()?;
         let blob_dir = data.join("blobs");
         private::create_dir(&blob_dir).map_err(|e| io(&blob_dir, e))?;
-        Ok(Store { conn: Mutex::new(conn), blob_dir, last_event_ms: Mutex::new(last_event_ms) })
+        Ok(Store {
+            inner: Arc::new(Inner {
+                db,
+                writer: Mutex::new(conn),
+                readers: Mutex::new(Readers::default()),
+                reader_free: std::sync::Condvar::new(),
+                blob_dir,
+                last_event_ms: Mutex::new(last_event_ms),
+            }),
+        })
+    }
+
+    /// Runs `f` in one write transaction on the blocking pool: committed when it returns Ok,
+    /// rolled back when it returns Err.
+    pub async fn write<T, E, F>(&self, f: F) -> Result<T, E>
+    where
+        F: FnOnce(&Tx<'_>) -> Result<T, E> + Send + 'static,
+        T: Send + 'static,
+        E: From<ConsoleError> + Send + 'static,
+    {
+        let store = self.clone();
+        blocking(move || store.write_now(f)).await
+    }
+
+    /// Runs `f` in one read transaction (a snapshot) on the blocking pool.
+    pub async fn read<T, E, F>(&self, f: F) -> Result<T, E>
+    where
+        F: FnOnce(&Tx<'_>) -> Result<T, E> + Send + 'static,
+        T: Send + 'static,
+        E: From<ConsoleError> + Send + 'static,
+    {
+        let store = self.clone();
+        blocking(move || store.read_now(f)).await
+    }
+
+    /// [`Store::write`] on the calling thread (for commands that are not the server).
+    pub fn write_now<T, E: From<ConsoleError>>(
+        &self,
+        f: impl FnOnce(&Tx<'_>) -> Result<T, E>,
+    ) -> Result<T, E> {
+        let mut conn = lock(&self.inner.writer);
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(ConsoleError::from)?;
+        let out = f(&Tx { conn: &tx })?;
+        tx.commit().map_err(ConsoleError::from)?;
+        Ok(out)
+    }
+
+    /// [`Store::read`] on the calling thread.
+    pub fn read_now<T, E: From<ConsoleError>>(
+        &self,
+        f: impl FnOnce(&Tx<'_>) -> Result<T, E>,
+    ) -> Result<T, E> {
+        let mut conn = self.reader()?;
+        let out = {
+            let tx = conn.transaction().map_err(ConsoleError::from)?;
+            let out = f(&Tx { conn: &tx });
+            // A read changes nothing; ending it releases the snapshot.
+            drop(tx);
+            out
+        };
+        lock(&self.inner.readers).idle.push(conn);
+        self.inner.reader_free.notify_one();
+        out
+    }
+
+    /// An idle read connection, a new one while fewer than [`READERS`] exist, else the next
+    /// one given back.
+    fn reader(&self) -> Result<Connection, ConsoleError> {
+        let inner = &self.inner;
+        let mut readers = lock(&inner.readers);
+        loop {
+            if let Some(conn) = readers.idle.pop() {
+                return Ok(conn);
+            }
+            if readers.open < READERS {
+                readers.open += 1;
+                drop(readers);
+                let made = connect(&inner.db).and_then(|conn| {
+                    conn.execute_batch("PRAGMA query_only=ON;")?;
+                    Ok(conn)
+                });
+                if made.is_err() {
+                    lock(&inner.readers).open -= 1;
+                }
+                return made;
+            }
+            readers = inner.reader_free.wait(readers).unwrap_or_else(|p| p.into_inner());
+        }
     }
 
     /// The time of an event whose order against others of its kind decides something: role
@@ -284,95 +294,68 @@ impl Store {
     /// approver held the role before the request was filed" never hinges on two events sharing
     /// a millisecond.
     pub fn event_ms(&self) -> i64 {
-        let mut last = self.last_event_ms.lock().unwrap_or_else(|p| p.into_inner());
+        let mut last = lock(&self.inner.last_event_ms);
         *last = now_ms().max(last.saturating_add(1));
         *last
     }
 
-    /// The connection, for the queries of the modules that own each table.
-    pub fn conn(&self) -> MutexGuard<'_, Connection> {
-        // A panic while holding the lock cannot leave SQLite inconsistent (statements are
-        // atomic), so a poisoned lock is still safe to use.
-        self.conn.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    pub fn meta_get(&self, key: &str) -> Result<Option<String>, ConsoleError> {
-        Ok(self
-            .conn()
-            .query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
-            .optional()?)
-    }
-
-    pub fn meta_set(&self, key: &str, value: &str) -> Result<(), ConsoleError> {
-        self.conn().execute(
-            "INSERT INTO meta (key, value) VALUES (?1, ?2)
-             ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-            params![key, value],
-        )?;
-        Ok(())
-    }
-
-    /// Raises the policy version by one and returns the new value.
-    pub fn bump_policy_version(&self) -> Result<u64, ConsoleError> {
-        let conn = self.conn();
-        conn.execute(
-            "INSERT INTO meta (key, value) VALUES ('policy_version', '1')
-             ON CONFLICT (key) DO UPDATE SET value = CAST(value AS INTEGER) + 1",
-            [],
-        )?;
-        let v: String =
-            conn.query_row("SELECT value FROM meta WHERE key = 'policy_version'", [], |r| {
-                r.get(0)
-            })?;
-        v.parse()
-            .map_err(|_| ConsoleError::Database(format!("policy_version is not a number: {v}")))
-    }
-
-    pub fn policy_version(&self) -> Result<u64, ConsoleError> {
-        match self.meta_get("policy_version")? {
-            Some(v) => v.parse().map_err(|_| {
-                ConsoleError::Database(format!("policy_version is not a number: {v}"))
-            }),
-            None => Ok(0),
-        }
-    }
-
-    /// Appends one line to the audit log.
-    pub fn audit(
-        &self,
-        actor: &str,
-        action: &str,
-        target: &str,
-        details: serde_json::Value,
-    ) -> Result<(), ConsoleError> {
-        audit_in(&self.conn(), actor, action, target, details)
-    }
-
     pub fn blob_path(&self, device_id: &str, sha256: &str) -> PathBuf {
-        self.blob_dir.join(device_id).join(&sha256[..2]).join(sha256)
+        self.inner.blob_dir.join(device_id).join(&sha256[..2]).join(sha256)
     }
 
     /// Where uploads in flight are written (same file system as the blobs, so a rename
     /// publishes one atomically).
     pub fn incoming_dir(&self) -> PathBuf {
-        self.blob_dir.join(".incoming")
+        self.inner.blob_dir.join(".incoming")
     }
 }
 
-/// Appends one line to the audit log on `conn`, so it can be part of the transaction that
-/// does what it records (an alert and its triggers are audited, or none of them exist).
-pub fn audit_in(
-    conn: &Connection,
-    actor: &str,
-    action: &str,
-    target: &str,
-    details: serde_json::Value,
-) -> Result<(), ConsoleError> {
-    conn.execute(
-        "INSERT INTO audit (time_ms, actor, action, target, details_json) VALUES (?1, ?2, ?3, ?4, ?5)",
-        params![now_ms(), actor, action, target, details.to_string()],
-    )?;
-    Ok(())
+impl Tx<'_> {
+    /// One page of a list: `sql` takes the cursor as `?1` and the row limit as `?2`, and
+    /// `row` makes an item of a row whose first column is its cursor.
+    fn page_of<T>(
+        &self,
+        sql: &str,
+        page: crate::api::page::PageRequest,
+        mut row: impl FnMut(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+    ) -> Result<Vec<(i64, T)>, ConsoleError> {
+        let mut stmt = self.conn.prepare_cached(sql)?;
+        let rows = stmt
+            .query_map(rusqlite::params![page.after, page.sql_limit()], |r| {
+                Ok((r.get(0)?, row(r)?))
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(rows)
+    }
+
+    /// Runs `f` inside a savepoint of this transaction: what it changed is kept when it returns
+    /// Ok and undone when it returns Err, and the rest of the transaction goes on either way.
+    pub fn savepoint<T, E: From<ConsoleError>>(
+        &self,
+        f: impl FnOnce(&Tx<'_>) -> Result<T, E>,
+    ) -> Result<T, E> {
+        self.conn.execute_batch("SAVEPOINT part;").map_err(ConsoleError::from)?;
+        let out = f(self);
+        let end = if out.is_ok() { "RELEASE part;" } else { "ROLLBACK TO part; RELEASE part;" };
+        self.conn.execute_batch(end).map_err(ConsoleError::from)?;
+        out
+    }
+}
+
+/// A JSON column as a value; text that does not parse (a device sent it) reads as null.
+fn json_or_null(text: &str) -> serde_json::Value {
+    serde_json::from_str(text).unwrap_or(serde_json::Value::Null)
+}
+
+/// Runs `f` on tokio's blocking pool.
+async fn blocking<T, E>(f: impl FnOnce() -> Result<T, E> + Send + 'static) -> Result<T, E>
+where
+    T: Send + 'static,
+    E: From<ConsoleError> + Send + 'static,
+{
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|source| ConsoleError::Task { what: "store call", source })?
 }
 
 /// Wall-clock time, Unix milliseconds.
@@ -389,4 +372,67 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 /// True for a 64-character lowercase hex string (a SHA-256 name); guards paths built from it.
 pub fn is_sha256_hex(s: &str) -> bool {
     s.len() == 64 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::ConsoleError;
+
+    fn store() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        (dir, store)
+    }
+
+    /// A write whose closure fails leaves nothing of what it did, audit line included.
+    #[test]
+    fn a_write_that_fails_is_rolled_back_whole() {
+        let (_dir, store) = store();
+        let failed: Result<(), ConsoleError> = store.write_now(|tx| {
+            tx.meta_set("k", "v")?;
+            tx.audit("test", "k.set", "k", serde_json::Value::Null)?;
+            Err(ConsoleError::Invalid("no".into()))
+        });
+        assert!(failed.is_err());
+        let (value, audit) = store
+            .read_now(|tx| {
+                let page = crate::api::page::PageRequest { limit: 10, after: None };
+                Ok::<_, ConsoleError>((tx.meta_get("k")?, tx.audit_page(page)?.len()))
+            })
+            .unwrap();
+        assert_eq!(value, None);
+        assert_eq!(audit, 0);
+    }
+
+    /// A savepoint that fails undoes its own part only.
+    #[test]
+    fn a_failed_savepoint_keeps_the_rest_of_the_transaction() {
+        let (_dir, store) = store();
+        store
+            .write_now(|tx| {
+                tx.meta_set("kept", "1")?;
+                let part: Result<(), ConsoleError> = tx.savepoint(|sp| {
+                    sp.meta_set("undone", "1")?;
+                    Err(ConsoleError::Invalid("no".into()))
+                });
+                assert!(part.is_err());
+                Ok::<_, ConsoleError>(())
+            })
+            .unwrap();
+        let read = |key: &'static str| store.read_now(move |tx| tx.meta_get(key)).unwrap();
+        assert_eq!(read("kept").as_deref(), Some("1"));
+        assert_eq!(read("undone"), None);
+    }
+
+    /// Reads on the pool see what a committed write wrote, from another thread.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn pool_reads_see_committed_writes() {
+        let (_dir, store) = store();
+        store.write(|tx| tx.meta_set("k", "v")).await.unwrap();
+        let reads = (0..8).map(|_| store.read(|tx| tx.meta_get("k")));
+        for value in futures_util::future::join_all(reads).await {
+            assert_eq!(value.unwrap().as_deref(), Some("v"));
+        }
+    }
 }

@@ -401,13 +401,14 @@ fn an_older_database_gains_the_revocation_columns() {
     .unwrap();
     drop(db);
     let store = rearview_console::store::Store::open(dir.path()).unwrap();
-    let row: (String, Option<String>) = store
-        .conn()
+    let db = rusqlite::Connection::open(dir.path().join("console.db")).unwrap();
+    let row: (String, Option<String>) = db
         .query_row("SELECT decided_by, revoked_by FROM approvals WHERE id = 1", [], |r| {
             Ok((r.get(0)?, r.get(1)?))
         })
         .unwrap();
     assert_eq!(row, ("rita".to_string(), None));
+    drop(db);
     drop(store);
     // Opening again is a no-op.
     rearview_console::store::Store::open(dir.path()).unwrap();

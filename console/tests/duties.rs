@@ -452,9 +452,9 @@ async fn an_older_database_keeps_its_roles_but_names_equal_in_canonical_form_are
     assert_eq!(audit.iter().map(|(_, a, _)| a.as_str()).collect::<Vec<_>>(), ["role.migrate"]);
     server.shutdown().await.unwrap();
     // Opening again migrates nothing twice.
-    let store = rearview_console::store::Store::open(dir.path()).unwrap();
-    let grants: i64 =
-        store.conn().query_row("SELECT COUNT(*) FROM role_grants", [], |r| r.get(0)).unwrap();
+    drop(rearview_console::store::Store::open(dir.path()).unwrap());
+    let db = rusqlite::Connection::open(dir.path().join("console.db")).unwrap();
+    let grants: i64 = db.query_row("SELECT COUNT(*) FROM role_grants", [], |r| r.get(0)).unwrap();
     assert_eq!(grants, 6);
 }
 

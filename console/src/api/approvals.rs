@@ -40,15 +40,15 @@ use rearview_config::{
     canonical_name, validate_approval, ApprovalRecord, CaptureMode, Principal, RoleGrant,
     UserScope, ValidationError,
 };
-use rusqlite::{params, OptionalExtension};
 use serde::{Deserialize, Serialize};
 
 use crate::api::page::{Page, PageQuery};
-use crate::api::roles::{self, GrantState};
+use crate::api::roles::GrantState;
 use crate::auth::{Person, Role};
 use crate::error::ApiError;
 use crate::state::AppState;
-use crate::store::now_ms;
+use crate::store::approvals::NewApprovalRow;
+use crate::store::{now_ms, Tx};
 use crate::tenant::ms_to_time;
 
 /// The capture modes of a policy.
@@ -109,80 +109,34 @@ pub struct ApproverGrant {
     pub confirmed_ms: i64,
 }
 
-const SELECT: &str = "SELECT id, user, mode, justification, requested_by, requested_ms, expires_ms,
-    state, decided_by, decided_ms, revoked_by, revoked_ms, approver_granted_by,
-    approver_granted_ms, approver_confirmed_by, approver_confirmed_ms, excluded_reason,
-    excluded_ms FROM approvals";
-
-fn row_to_approval(r: &rusqlite::Row<'_>) -> rusqlite::Result<Approval> {
-    let grant = match (r.get(12)?, r.get(13)?, r.get(14)?, r.get(15)?) {
-        (Some(granted_by), Some(granted_ms), Some(confirmed_by), Some(confirmed_ms)) => {
-            Some(ApproverGrant { granted_by, granted_ms, confirmed_by, confirmed_ms })
-        }
-        _ => None,
-    };
-    let mut a = Approval {
-        id: r.get(0)?,
-        user: r.get(1)?,
-        mode: r.get(2)?,
-        justification: r.get(3)?,
-        requested_by: r.get(4)?,
-        requested_ms: r.get(5)?,
-        expires_ms: r.get(6)?,
-        state: r.get(7)?,
-        decided_by: r.get(8)?,
-        decided_ms: r.get(9)?,
-        revoked_by: r.get(10)?,
-        revoked_ms: r.get(11)?,
-        approver_grant: grant,
-        excluded: r.get(16)?,
-        excluded_ms: r.get(17)?,
-    };
-    if (a.state == "pending" || a.state == "approved") && a.expires_ms <= now_ms() {
-        a.state = "expired".into();
-    }
-    Ok(a)
-}
-
 /// Approvals in force now (approved, not revoked, not expired, not excluded), newest decision
 /// first. A user may appear more than once (two approvals, or `Alice` and `alice`); the
 /// bundle keeps the newest that can be signed.
-pub fn in_force(state: &AppState) -> Result<Vec<Approval>, ApiError> {
-    let conn = state.store.conn();
-    let mut stmt = conn.prepare(&format!(
-        "{SELECT} WHERE state = 'approved' AND expires_ms > ?1 AND excluded_reason IS NULL
-         ORDER BY decided_ms DESC, id DESC"
-    ))?;
-    let rows = stmt.query_map([now_ms()], row_to_approval)?.collect::<Result<Vec<_>, _>>()?;
-    Ok(rows)
+pub fn in_force(tx: &Tx<'_>) -> Result<Vec<Approval>, ApiError> {
+    Ok(tx.approvals_in_force(now_ms())?)
 }
 
 /// The bundle's users: for each user (canonical form) the newest approval in force that can be
 /// signed, ordered by name; every record that cannot is flagged ([`exclude`]).
-pub fn bundle_users(state: &AppState) -> Result<Vec<UserScope>, ApiError> {
+pub fn bundle_users(tx: &Tx<'_>) -> Result<Vec<UserScope>, ApiError> {
     let mut seen = std::collections::HashSet::new();
     let mut users = Vec::new();
-    for a in in_force(state)? {
+    for a in in_force(tx)? {
         match user_scope(&a) {
             Ok(scope) => {
                 if seen.insert(canonical_name(&a.user)) {
                     users.push(scope);
                 }
             }
-            Err(reason) => exclude(state, &a, &reason)?,
+            Err(reason) => exclude(tx, &a, &reason)?,
         }
     }
     users.sort_by(|a, b| a.principal.as_str().cmp(b.principal.as_str()));
     Ok(users)
 }
 
-fn get(state: &AppState, id: i64) -> Result<Approval, ApiError> {
-    state
-        .store
-        .conn()
-        .query_row(&format!("{SELECT} WHERE id = ?1"), [id], row_to_approval)
-        .optional()?
-        .ok_or_else(|| ApiError::not_found(format!("no approval request {id}")))
+fn get(tx: &Tx<'_>, id: i64) -> Result<Approval, ApiError> {
+    tx.approval(id)?.ok_or_else(|| ApiError::not_found(format!("no approval request {id}")))
 }
 
 /// A rule of [`validate_approval`] broken, in words that name the field.
@@ -263,17 +217,12 @@ pub fn user_scope(a: &Approval) -> Result<UserScope, String> {
     Ok(scope)
 }
 
-/// Flags `a` as left out of the bundle, and audits that once (a record already flagged is left
-/// as it is).
-pub fn exclude(state: &AppState, a: &Approval, reason: &str) -> Result<(), ApiError> {
-    let changed = state.store.conn().execute(
-        "UPDATE approvals SET excluded_reason = ?1, excluded_ms = ?2
-         WHERE id = ?3 AND excluded_reason IS NULL",
-        params![reason, now_ms(), a.id],
-    )?;
-    if changed == 1 {
+/// Flags `a` as left out of the bundle, and audits that once in the same transaction (a record
+/// already flagged is left as it is).
+pub fn exclude(tx: &Tx<'_>, a: &Approval, reason: &str) -> Result<(), ApiError> {
+    if tx.exclude_approval(a.id, reason, now_ms())? {
         tracing::warn!(approval = a.id, user = %a.user, %reason, "approval left out of the policy bundle");
-        state.store.audit(
+        tx.audit(
             "console",
             "approval.exclude",
             &format!("approval:{}", a.id),
@@ -312,27 +261,30 @@ pub async fn request(
         return Err(ApiError::bad_request("ttl_secs must be between 60 and 31622400 (366 days)"));
     }
     let now = state.store.event_ms();
-    let id = {
-        let conn = state.store.conn();
-        conn.execute(
-            "INSERT INTO approvals (user, mode, justification, requested_by, requested_ms, expires_ms, state)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'pending')",
-            params![user, req.mode, req.justification, person.name, now, now + req.ttl_secs * 1000],
+    let user = user.to_owned();
+    let file = move |tx: &Tx<'_>| {
+        let id = tx.insert_approval(&NewApprovalRow {
+            user: &user,
+            mode: &req.mode,
+            justification: &req.justification,
+            requested_by: &person.name,
+            requested_ms: now,
+            expires_ms: now + req.ttl_secs * 1000,
+        })?;
+        tx.audit(
+            &person.actor(),
+            "approval.request",
+            &format!("approval:{id}"),
+            serde_json::json!({ "user": user, "mode": req.mode, "justification": req.justification }),
         )?;
-        conn.last_insert_rowid()
+        get(tx, id)
     };
-    state.store.audit(
-        &person.actor(),
-        "approval.request",
-        &format!("approval:{id}"),
-        serde_json::json!({ "user": user, "mode": req.mode, "justification": req.justification }),
-    )?;
-    get(&state, id).map(Json)
+    state.store.write(file).await.map(Json)
 }
 
 /// The decider's active approver grant, as it is copied onto the approval.
-fn approver_grant(state: &AppState, person: &Person) -> Result<Option<ApproverGrant>, ApiError> {
-    let g = roles::grant_of(&state.store.conn(), person.id, Role::Approver)?;
+fn approver_grant(tx: &Tx<'_>, person: &Person) -> Result<Option<ApproverGrant>, ApiError> {
+    let g = tx.grant_of(person.id, Role::Approver)?;
     Ok(g.filter(|g| g.state == GrantState::Active).and_then(|g| {
         Some(ApproverGrant {
             granted_by: g.granted_by,
@@ -385,16 +337,29 @@ async fn decide(
     state: Arc<AppState>,
     person: Person,
     id: i64,
-    to: &str,
+    to: &'static str,
     comment: String,
 ) -> Result<Json<Approval>, ApiError> {
-    let approval = get(&state, id)?;
+    let decided = state.store.write(move |tx| decide_in(tx, &person, id, to, &comment)).await?;
+    state.hub.policy_changed();
+    Ok(Json(decided))
+}
+
+/// [`decide`]'s checks and change, with its audit line and the new policy version, in `tx`.
+fn decide_in(
+    tx: &Tx<'_>,
+    person: &Person,
+    id: i64,
+    to: &str,
+    comment: &str,
+) -> Result<Approval, ApiError> {
+    let approval = get(tx, id)?;
     let mut grant = None;
     let allowed_from = match to {
         "approved" | "rejected" => {
             person.require(&[Role::Approver])?;
-            grant = approver_grant(&state, &person)?;
-            may_decide(&approval, &person, grant.as_ref())?;
+            grant = approver_grant(tx, person)?;
+            may_decide(&approval, person, grant.as_ref())?;
             "pending"
         }
         _ => {
@@ -411,34 +376,14 @@ async fn decide(
     let now = now_ms();
     // A revocation keeps who approved: the record must still say who let capture happen.
     let changed = match (to, &grant) {
-        ("revoked", _) => state.store.conn().execute(
-            "UPDATE approvals SET state = ?1, revoked_by = ?2, revoked_ms = ?3
-             WHERE id = ?4 AND state = ?5 AND expires_ms > ?3",
-            params![to, person.name, now, id, allowed_from],
-        )?,
+        ("revoked", _) => tx.revoke_approval(id, &person.name, now)?,
         (_, None) => {
             // may_decide refuses a decider without a grant; this only guards the invariant.
             return Err(ApiError::forbidden(format!("{} holds no approver grant", person.name)));
         }
-        (_, Some(g)) => state.store.conn().execute(
-            "UPDATE approvals SET state = ?1, decided_by = ?2, decided_ms = ?3,
-                 approver_granted_by = ?6, approver_granted_ms = ?7, approver_confirmed_by = ?8,
-                 approver_confirmed_ms = ?9
-             WHERE id = ?4 AND state = ?5 AND expires_ms > ?3",
-            params![
-                to,
-                person.name,
-                now,
-                id,
-                allowed_from,
-                g.granted_by,
-                g.granted_ms,
-                g.confirmed_by,
-                g.confirmed_ms
-            ],
-        )?,
+        (_, Some(g)) => tx.decide_approval(id, to, &person.name, now, g)?,
     };
-    if changed != 1 {
+    if !changed {
         return Err(ApiError::conflict(format!(
             "approval {id} changed meanwhile or expired; reload it"
         )));
@@ -454,9 +399,9 @@ async fn decide(
         "rejected" => "approval.reject",
         _ => "approval.revoke",
     };
-    state.store.audit(&person.actor(), action, &format!("approval:{id}"), details)?;
-    crate::policy::changed(&state)?;
-    get(&state, id).map(Json)
+    tx.audit(&person.actor(), action, &format!("approval:{id}"), details)?;
+    tx.bump_policy_version()?;
+    get(tx, id)
 }
 
 pub async fn approve(
@@ -494,11 +439,6 @@ pub async fn list(
 ) -> Result<Page<Approval>, ApiError> {
     person.require(&[Role::Admin, Role::Approver, Role::Investigator])?;
     let page = q.parse()?;
-    let conn = state.store.conn();
-    let mut stmt =
-        conn.prepare(&format!("{SELECT} WHERE ?1 IS NULL OR id > ?1 ORDER BY id LIMIT ?2"))?;
-    let rows = stmt
-        .query_map(params![page.after, page.sql_limit()], |r| Ok((r.get(0)?, row_to_approval(r)?)))?
-        .collect::<Result<Vec<_>, _>>()?;
+    let rows = state.store.read(move |tx| tx.approvals_page(page)).await?;
     Ok(Page::from_rows(rows, page))
 }

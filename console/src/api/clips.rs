@@ -14,13 +14,13 @@ use std::sync::Arc;
 use axum::extract::{Path, Query, State};
 use axum::Json;
 use rearview_protocol::ClipManifest;
-use rusqlite::{params, OptionalExtension};
 use serde::{Deserialize, Serialize};
 
 use crate::api::page::{page_request, Page};
 use crate::auth::{Person, Role};
-use crate::error::{ApiError, ConsoleError};
+use crate::error::ApiError;
 use crate::state::AppState;
+use crate::store::clips::ClipFilter;
 
 /// A clip as people see it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -37,51 +37,6 @@ pub struct ClipView {
     pub complete: bool,
     pub complete_ms: Option<i64>,
     pub manifest: ClipManifest,
-}
-
-const COLUMNS: &str = "rowid, id, device_id, user, mode, trigger_id, alert_id, start_ms, end_ms, \
-                       created_ms, complete_ms, manifest_json";
-
-/// A row of [`COLUMNS`] as (cursor, clip, stored manifest text).
-fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(i64, ClipView, String)> {
-    let complete_ms: Option<i64> = r.get(10)?;
-    Ok((
-        r.get(0)?,
-        ClipView {
-            id: r.get(1)?,
-            device_id: r.get(2)?,
-            user: r.get(3)?,
-            mode: r.get(4)?,
-            trigger_id: r.get(5)?,
-            alert_id: r.get(6)?,
-            start_ms: r.get(7)?,
-            end_ms: r.get(8)?,
-            created_ms: r.get(9)?,
-            complete: complete_ms.is_some(),
-            complete_ms,
-            manifest: ClipManifest {
-                clip_id: String::new(),
-                trigger_id: None,
-                mode: String::new(),
-                user: String::new(),
-                device_id: String::new(),
-                start_ms: 0,
-                end_ms: 0,
-                segments: vec![],
-                missing: vec![],
-                open: false,
-            },
-        },
-        r.get(11)?,
-    ))
-}
-
-fn with_manifest(
-    (cursor, mut v, json): (i64, ClipView, String),
-) -> Result<(i64, ClipView), ApiError> {
-    v.manifest = serde_json::from_str(&json)
-        .map_err(|e| ApiError::from(ConsoleError::Database(format!("clip {}: {e}", v.id))))?;
-    Ok((cursor, v))
 }
 
 /// `GET /api/v1/clips` filters, as text (bad values get a message naming them).
@@ -132,29 +87,8 @@ pub async fn list(
             )))
         }
     };
-    let conn = state.store.conn();
-    let mut stmt = conn.prepare_cached(&format!(
-        "SELECT {COLUMNS} FROM clips
-         WHERE (?1 IS NULL OR rowid > ?1) AND (?2 IS NULL OR alert_id = ?2)
-           AND (?3 IS NULL OR trigger_id = ?3) AND (?4 IS NULL OR user = ?4 COLLATE NOCASE)
-           AND (?5 IS NULL OR device_id = ?5) AND (?6 IS NULL OR (complete_ms IS NOT NULL) = ?6)
-         ORDER BY rowid LIMIT ?7"
-    ))?;
-    let rows = stmt
-        .query_map(
-            params![
-                page.after,
-                alert,
-                q.trigger,
-                q.user.as_deref().map(str::trim),
-                q.device,
-                complete,
-                page.sql_limit()
-            ],
-            row,
-        )?
-        .collect::<Result<Vec<_>, _>>()?;
-    let rows = rows.into_iter().map(with_manifest).collect::<Result<Vec<_>, _>>()?;
+    let filter = ClipFilter { alert, trigger: q.trigger, user: q.user, device: q.device, complete };
+    let rows = state.store.read(move |tx| tx.clips_page(page, &filter)).await?;
     Ok(Page::from_rows(rows, page))
 }
 
@@ -165,13 +99,12 @@ pub async fn get(
     Path(id): Path<String>,
 ) -> Result<Json<ClipView>, ApiError> {
     person.require(&[Role::Investigator, Role::Admin])?;
-    let found = state
-        .store
-        .conn()
-        .query_row(&format!("SELECT {COLUMNS} FROM clips WHERE id = ?1"), [&id], row)
-        .optional()?;
+    let found = {
+        let id = id.clone();
+        state.store.read(move |tx| tx.clip(&id)).await?
+    };
     match found {
-        Some(found) => with_manifest(found).map(|(_, v)| Json(v)),
+        Some(clip) => Ok(Json(clip)),
         None => Err(ApiError::not_found(format!("no clip {id}"))),
     }
 }

@@ -13,7 +13,6 @@ use axum::Json;
 use rearview_protocol::{
     ActivityAck, ActivityBatch, ActivityEvent, ActivityOutcome, ActivityResult, HealthReport,
 };
-use rusqlite::params;
 use serde::{Deserialize, Serialize};
 
 use crate::api::page::{Page, PageQuery};
@@ -21,7 +20,8 @@ use crate::auth::{Device, Person, Role};
 use crate::error::ApiError;
 use crate::policy::{self, IndicatorRule};
 use crate::state::AppState;
-use crate::store::now_ms;
+use crate::store::devices::{ActivityRow, HealthRow};
+use crate::store::{now_ms, Tx};
 
 /// At most this many events per activity batch.
 const MAX_ACTIVITY_BATCH: usize = 1000;
@@ -38,10 +38,16 @@ pub async fn health(
     if health.len() > 256 * 1024 {
         return Err(ApiError::bad_request("health report larger than 256 KiB"));
     }
-    state.store.conn().execute(
-        "UPDATE devices SET health_json = ?1, users_json = ?2, policy_version = ?3, last_seen_ms = ?4 WHERE id = ?5",
-        params![health, users, report.policy_version as i64, now_ms(), device.id],
-    )?;
+    let row = move |tx: &Tx<'_>| {
+        let h = HealthRow {
+            health_json: &health,
+            users_json: &users,
+            policy_version: report.policy_version as i64,
+            seen_ms: now_ms(),
+        };
+        tx.set_health(&device.id, &h)
+    };
+    state.store.write(row).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -54,21 +60,6 @@ fn event_refusal(e: &ActivityEvent) -> Option<String> {
     } else {
         None
     }
-}
-
-/// Events of `device_id` received since `since_ms` that issued a trigger (the rate limit's
-/// count; the database holds it, so it holds across restarts and replicas).
-fn triggered_since(
-    conn: &rusqlite::Connection,
-    device_id: &str,
-    since_ms: i64,
-) -> Result<u32, ApiError> {
-    let n: i64 = conn.query_row(
-        "SELECT COUNT(*) FROM activity WHERE device_id = ?1 AND received_ms > ?2 AND outcome = ?3",
-        params![device_id, since_ms, ActivityOutcome::Triggered.as_str()],
-        |r| r.get(0),
-    )?;
-    Ok(u32::try_from(n).unwrap_or(u32::MAX))
 }
 
 /// `POST /api/v1/device/activity` (a device; trusts nothing of the batch but that the device
@@ -87,89 +78,105 @@ pub async fn activity(
             "at most {MAX_ACTIVITY_BATCH} events per batch"
         )));
     }
-    let rules = policy::rules(&state)?;
-    let ctx = policy::TriggerContext::load(&state)?;
     let limit = state.ingest.limits.indicator_triggers_per_minute;
-    let now = ctx.now;
-    let mut results = Vec::with_capacity(batch.events.len());
-    let mut pushes = Vec::new();
-    let mut rate_limited = 0usize;
-    {
-        let mut conn = state.store.conn();
-        let mut tx = conn.transaction()?;
-        let mut budget = limit.saturating_sub(triggered_since(&tx, &device.id, now - 60_000)?);
-        for e in &batch.events {
-            if let Some(why) = event_refusal(e) {
-                results.push(ActivityResult {
-                    outcome: ActivityOutcome::Invalid,
-                    trigger_ids: vec![],
-                    reason: Some(why),
-                });
-                continue;
-            }
-            tx.execute(
-                "INSERT INTO activity (device_id, user, kind, time_ms, details_json, received_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                params![device.id, e.user, e.kind, e.time_ms, e.details.to_string(), now],
-            )?;
-            let activity_id = tx.last_insert_rowid();
-            let mut result = ActivityResult {
-                outcome: ActivityOutcome::Stored,
-                trigger_ids: vec![],
-                reason: None,
-            };
-            if let Some(rule) = rules.iter().find(|r: &&IndicatorRule| r.kind == e.kind) {
-                if policy::approval_of(&ctx.in_force, &e.user).is_none() {
-                    tracing::info!(user = ?e.user, kind = ?e.kind, "indicator for a user without approval: no trigger");
-                    result.outcome = ActivityOutcome::NotApproved;
-                } else if budget == 0 {
-                    result.outcome = ActivityOutcome::RateLimited;
-                    rate_limited += 1;
-                } else {
-                    let req = trigger_request(&device, rule, e, activity_id);
-                    // A refused trigger rolls back its alert, and only its alert.
-                    let sp = tx.savepoint()?;
-                    match ctx.write(&sp, &state.tenant, &format!("rule:{}", rule.kind), &req) {
-                        Ok(written) => {
-                            sp.commit()?;
-                            budget -= 1;
-                            result.outcome = ActivityOutcome::Triggered;
-                            result.trigger_ids = written.issued.trigger_ids;
-                            pushes.extend(written.pushes);
-                        }
-                        Err(err) if err.status.is_client_error() => {
-                            drop(sp);
-                            result.outcome = ActivityOutcome::TriggerRefused;
-                            result.reason = Some(err.message);
-                        }
-                        Err(err) => return Err(err),
-                    }
-                }
-            }
-            tx.execute(
-                "UPDATE activity SET outcome = ?1 WHERE id = ?2",
-                params![result.outcome.as_str(), activity_id],
-            )?;
-            results.push(result);
-        }
-        if rate_limited > 0 {
-            crate::store::audit_in(
-                &tx,
-                &format!("device:{}", device.id),
-                "indicator.rate_limited",
-                &format!("device:{}", device.id),
-                serde_json::json!({ "count": rate_limited, "limit_per_minute": limit }),
-            )?;
-        }
-        tx.commit()?;
-    }
-    if rate_limited > 0 {
-        tracing::warn!(device = ?device.id, count = rate_limited, limit_per_minute = limit,
+    let taken = {
+        let state = state.clone();
+        let device = device.clone();
+        state.clone().store.write(move |tx| take_activity(tx, &state, &device, &batch)).await?
+    };
+    if taken.rate_limited > 0 {
+        tracing::warn!(device = ?device.id, count = taken.rate_limited, limit_per_minute = limit,
                        "indicators over the device's rate limit: no triggers for them");
     }
-    policy::push_triggers(&state, pushes);
+    policy::push_triggers(&state, taken.pushes);
+    let results = taken.results;
     let accepted = results.iter().filter(|r| r.outcome != ActivityOutcome::Invalid).count();
     let triggers_issued = results.iter().flat_map(|r| r.trigger_ids.iter().cloned()).collect();
-    Ok(Json(ActivityAck { accepted, triggers_issued, rate_limited, results }))
+    Ok(Json(ActivityAck { accepted, triggers_issued, rate_limited: taken.rate_limited, results }))
+}
+
+/// What [`take_activity`] did with a batch.
+struct Taken {
+    results: Vec<ActivityResult>,
+    /// Triggers to push once the transaction is committed.
+    pushes: Vec<policy::TriggerPush>,
+    rate_limited: usize,
+}
+
+/// Stores `batch` event by event in `tx`, issuing the triggers its rules ask for (each in a
+/// savepoint: a refused trigger rolls back its alert, and only its alert).
+fn take_activity(
+    tx: &Tx<'_>,
+    state: &AppState,
+    device: &Device,
+    batch: &ActivityBatch,
+) -> Result<Taken, ApiError> {
+    let rules = policy::rules(tx)?;
+    let ctx = policy::TriggerContext::load(tx)?;
+    let limit = state.ingest.limits.indicator_triggers_per_minute;
+    let now = ctx.now;
+    let mut taken = Taken {
+        results: Vec::with_capacity(batch.events.len()),
+        pushes: Vec::new(),
+        rate_limited: 0,
+    };
+    let mut budget = limit.saturating_sub(tx.triggered_since(&device.id, now - 60_000)?);
+    for e in &batch.events {
+        if let Some(why) = event_refusal(e) {
+            taken.results.push(ActivityResult {
+                outcome: ActivityOutcome::Invalid,
+                trigger_ids: vec![],
+                reason: Some(why),
+            });
+            continue;
+        }
+        let activity_id = tx.insert_activity(&ActivityRow {
+            device_id: &device.id,
+            user: &e.user,
+            kind: &e.kind,
+            time_ms: e.time_ms,
+            details_json: &e.details.to_string(),
+            received_ms: now,
+        })?;
+        let mut result =
+            ActivityResult { outcome: ActivityOutcome::Stored, trigger_ids: vec![], reason: None };
+        if let Some(rule) = rules.iter().find(|r: &&IndicatorRule| r.kind == e.kind) {
+            if policy::approval_of(&ctx.in_force, &e.user).is_none() {
+                tracing::info!(user = ?e.user, kind = ?e.kind, "indicator for a user without approval: no trigger");
+                result.outcome = ActivityOutcome::NotApproved;
+            } else if budget == 0 {
+                result.outcome = ActivityOutcome::RateLimited;
+                taken.rate_limited += 1;
+            } else {
+                let req = trigger_request(device, rule, e, activity_id);
+                let actor = format!("rule:{}", rule.kind);
+                match tx.savepoint(|sp| ctx.write(sp, &state.tenant, &actor, &req)) {
+                    Ok(written) => {
+                        budget -= 1;
+                        result.outcome = ActivityOutcome::Triggered;
+                        result.trigger_ids = written.issued.trigger_ids;
+                        taken.pushes.extend(written.pushes);
+                    }
+                    Err(err) if err.status.is_client_error() => {
+                        result.outcome = ActivityOutcome::TriggerRefused;
+                        result.reason = Some(err.message);
+                    }
+                    Err(err) => return Err(err),
+                }
+            }
+        }
+        tx.set_activity_outcome(activity_id, result.outcome)?;
+        taken.results.push(result);
+    }
+    if taken.rate_limited > 0 {
+        tx.audit(
+            &format!("device:{}", device.id),
+            "indicator.rate_limited",
+            &format!("device:{}", device.id),
+            serde_json::json!({ "count": taken.rate_limited, "limit_per_minute": limit }),
+        )?;
+    }
+    Ok(taken)
 }
 
 /// The trigger `rule` asks for around event `e` of `device`.
@@ -220,36 +227,14 @@ pub async fn list(
 ) -> Result<Page<DeviceView>, ApiError> {
     person.require(&[Role::Admin, Role::Investigator])?;
     let page = q.parse()?;
-    let current = state.store.policy_version()?;
-    let conn = state.store.conn();
-    let mut stmt = conn.prepare(
-        "SELECT rowid, id, hostname, enrolled_ms, last_seen_ms, policy_version, health_json,
-                (SELECT COUNT(*) FROM activity a WHERE a.device_id = devices.id AND a.outcome = ?3)
-         FROM devices WHERE ?1 IS NULL OR rowid > ?1 ORDER BY rowid LIMIT ?2",
-    )?;
-    let rows = stmt
-        .query_map(
-            params![page.after, page.sql_limit(), ActivityOutcome::RateLimited.as_str()],
-            |r| {
-                let id: String = r.get(1)?;
-                let health: String = r.get(6)?;
-                Ok((
-                    r.get(0)?,
-                    DeviceView {
-                        connected: state.hub.is_connected(&id),
-                        id,
-                        hostname: r.get(2)?,
-                        enrolled_ms: r.get(3)?,
-                        last_seen_ms: r.get(4)?,
-                        policy_version: r.get(5)?,
-                        current_policy_version: current,
-                        health: serde_json::from_str(&health).unwrap_or(serde_json::Value::Null),
-                        indicators_over_limit: r.get(7)?,
-                    },
-                ))
-            },
-        )?
-        .collect::<Result<Vec<_>, _>>()?;
+    let (current, mut rows) = state
+        .store
+        .read(move |tx| Ok::<_, ApiError>((tx.policy_version()?, tx.devices_page(page)?)))
+        .await?;
+    for (_, d) in &mut rows {
+        d.connected = state.hub.is_connected(&d.id);
+        d.current_policy_version = current;
+    }
     Ok(Page::from_rows(rows, page))
 }
 
@@ -275,28 +260,7 @@ pub async fn list_activity(
 ) -> Result<Page<ActivityView>, ApiError> {
     person.require(&[Role::Admin, Role::Investigator])?;
     let page = q.parse()?;
-    let conn = state.store.conn();
-    let mut stmt = conn.prepare(
-        "SELECT id, device_id, user, kind, time_ms, details_json, outcome FROM activity
-         WHERE ?1 IS NULL OR id < ?1 ORDER BY id DESC LIMIT ?2",
-    )?;
-    let rows = stmt
-        .query_map(params![page.after, page.sql_limit()], |r| {
-            let details: String = r.get(5)?;
-            Ok((
-                r.get(0)?,
-                ActivityView {
-                    id: r.get(0)?,
-                    device_id: r.get(1)?,
-                    user: r.get(2)?,
-                    kind: r.get(3)?,
-                    time_ms: r.get(4)?,
-                    details: serde_json::from_str(&details).unwrap_or(serde_json::Value::Null),
-                    outcome: r.get(6)?,
-                },
-            ))
-        })?
-        .collect::<Result<Vec<_>, _>>()?;
+    let rows = state.store.read(move |tx| tx.activity_page(page)).await?;
     Ok(Page::from_rows(rows, page))
 }
 
@@ -305,11 +269,11 @@ pub async fn ack_trigger(
     device: Device,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    let changed = state.store.conn().execute(
-        "UPDATE triggers SET acked_ms = COALESCE(acked_ms, ?1) WHERE id = ?2 AND device_id = ?3",
-        params![now_ms(), id, device.id],
-    )?;
-    if changed == 0 {
+    let acked = {
+        let id = id.clone();
+        state.store.write(move |tx| tx.ack_trigger(&id, &device.id, now_ms())).await?
+    };
+    if !acked {
         return Err(ApiError::not_found(format!("no trigger {id} for this device")));
     }
     Ok(StatusCode::NO_CONTENT)

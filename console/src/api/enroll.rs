@@ -2,17 +2,16 @@
 
 use std::sync::Arc;
 
+use crate::auth::new_token;
+use crate::error::ApiError;
+use crate::state::AppState;
+use crate::store::devices::{NewDevice, TokenRefusal};
+use crate::store::{now_ms, sha256_hex};
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use rand::RngCore;
 use rearview_protocol::{enroll_proof_message, EnrollRequest, EnrollResponse};
-use rusqlite::{params, OptionalExtension};
-
-use crate::auth::new_token;
-use crate::error::ApiError;
-use crate::state::AppState;
-use crate::store::{now_ms, sha256_hex};
 
 pub async fn enroll(
     State(state): State<Arc<AppState>>,
@@ -39,49 +38,32 @@ pub async fn enroll(
     let device_token = new_token("rvd");
     let token_hash = sha256_hex(req.token.as_bytes());
     let now = now_ms();
-    {
-        let mut conn = state.store.conn();
-        let tx = conn.transaction()?;
-        // Consume the token and create the device in one transaction, so two devices racing
-        // with the same token cannot both succeed.
-        let consumed = tx.execute(
-            "UPDATE enrollment_tokens SET used_ms = ?1, device_id = ?2
-             WHERE token_sha256 = ?3 AND used_ms IS NULL AND expires_ms > ?1",
-            params![now, device_id, token_hash],
-        )?;
-        if consumed != 1 {
-            let row: Option<(i64, Option<i64>)> = tx
-                .query_row(
-                    "SELECT expires_ms, used_ms FROM enrollment_tokens WHERE token_sha256 = ?1",
-                    [&token_hash],
-                    |r| Ok((r.get(0)?, r.get(1)?)),
-                )
-                .optional()?;
-            return Err(match row {
-                None => ApiError::unauthorized("unknown enrollment token"),
-                Some((_, Some(_))) => ApiError::new(
-                    StatusCode::GONE,
-                    "enrollment token was already used; ask an admin for a new one",
-                ),
-                Some(_) => ApiError::new(
-                    StatusCode::GONE,
-                    "enrollment token has expired; ask an admin for a new one",
-                ),
-            });
+    let record = {
+        let device_id = device_id.clone();
+        let token_sha256 = sha256_hex(device_token.as_bytes());
+        move |tx: &crate::store::Tx<'_>| -> Result<(), ApiError> {
+            // Consume the token and create the device in one transaction, so two devices racing
+            // with the same token cannot both succeed, and a refused device keeps the token.
+            if let Err(why) = tx.use_enrollment_token(&token_hash, &device_id, now)? {
+                return Err(refused(why));
+            }
+            tx.insert_device(&NewDevice {
+                id: &device_id,
+                public_key: &req.public_key,
+                token_sha256: &token_sha256,
+                hostname: &hostname,
+                enrolled_ms: now,
+            })?;
+            tx.audit(
+                &format!("device:{device_id}"),
+                "device.enroll",
+                &device_id,
+                serde_json::json!({ "hostname": hostname, "public_key": req.public_key }),
+            )?;
+            Ok(())
         }
-        tx.execute(
-            "INSERT INTO devices (id, public_key, token_sha256, hostname, enrolled_ms, last_seen_ms)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?5)",
-            params![device_id, req.public_key, sha256_hex(device_token.as_bytes()), hostname, now],
-        )?;
-        tx.commit()?;
-    }
-    state.store.audit(
-        &format!("device:{device_id}"),
-        "device.enroll",
-        &device_id,
-        serde_json::json!({ "hostname": hostname, "public_key": req.public_key }),
-    )?;
+    };
+    state.store.write(record).await?;
     Ok(Json(EnrollResponse {
         device_id,
         tenant_id: state.tenant.id.clone(),
@@ -90,4 +72,18 @@ pub async fn enroll(
         signing_key_id: state.tenant.signing_key_id(),
         sealing_public_key: state.tenant.sealing_public_hex.clone(),
     }))
+}
+
+fn refused(why: TokenRefusal) -> ApiError {
+    match why {
+        TokenRefusal::Unknown => ApiError::unauthorized("unknown enrollment token"),
+        TokenRefusal::Used => ApiError::new(
+            StatusCode::GONE,
+            "enrollment token was already used; ask an admin for a new one",
+        ),
+        TokenRefusal::Expired => ApiError::new(
+            StatusCode::GONE,
+            "enrollment token has expired; ask an admin for a new one",
+        ),
+    }
 }

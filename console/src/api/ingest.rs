@@ -20,17 +20,16 @@ pub mod upload;
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
-use axum::body::Bytes;
-use axum::extract::{Path, State};
-use axum::Json;
-use rearview_protocol::{ClipManifest, ClipStatus, MAX_SEGMENT_BYTES};
-use rusqlite::{params, OptionalExtension};
-
 use crate::api::approvals::MODES;
 use crate::auth::Device;
 use crate::error::ApiError;
 use crate::state::AppState;
-use crate::store::{is_sha256_hex, now_ms};
+use crate::store::clips::{NewClip, StoredClip};
+use crate::store::{is_sha256_hex, now_ms, Tx};
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::Json;
+use rearview_protocol::{ClipManifest, ClipStatus, MAX_SEGMENT_BYTES};
 
 pub use upload::put_segment;
 
@@ -139,58 +138,20 @@ fn validate(manifest: &ClipManifest, clip_id: &str, device: &Device) -> Result<(
     Ok(())
 }
 
-/// Hashes of `clip_id` (of `device_id`) not yet stored.
-fn missing(
-    conn: &rusqlite::Connection,
-    device_id: &str,
-    clip_id: &str,
-) -> Result<Vec<String>, ApiError> {
-    let mut stmt = conn.prepare_cached(
-        "SELECT cs.sha256 FROM clip_segments cs
-         LEFT JOIN segments s ON s.device_id = ?1 AND s.sha256 = cs.sha256
-         WHERE cs.clip_id = ?2 AND s.sha256 IS NULL ORDER BY cs.sha256",
-    )?;
-    let rows = stmt
-        .query_map(params![device_id, clip_id], |r| r.get(0))?
-        .collect::<Result<Vec<String>, _>>()?;
-    Ok(rows)
-}
-
-/// The clip's status; marks it complete (once) when it is closed and nothing is missing.
-fn status(
-    conn: &rusqlite::Connection,
-    device_id: &str,
-    clip_id: &str,
-) -> Result<ClipStatus, ApiError> {
-    let missing = missing(conn, device_id, clip_id)?;
-    let open: bool = conn.query_row(
-        "SELECT COALESCE(json_extract(manifest_json, '$.open'), 0) FROM clips WHERE id = ?1",
-        [clip_id],
-        |r| r.get(0),
-    )?;
-    let complete = missing.is_empty() && !open;
-    if complete {
-        conn.execute(
-            "UPDATE clips SET complete_ms = ?1 WHERE id = ?2 AND complete_ms IS NULL",
-            params![now_ms(), clip_id],
+/// The clip's status; marks it complete (once, audited as `clip.complete` in the same
+/// transaction) when it is closed and nothing is missing.
+fn status(tx: &Tx<'_>, device_id: &str, clip_id: &str) -> Result<ClipStatus, ApiError> {
+    let missing = tx.missing_segments(device_id, clip_id)?;
+    let complete = missing.is_empty() && !tx.clip_is_open(clip_id)?;
+    if complete && tx.mark_complete(clip_id, now_ms())? {
+        tx.audit(
+            &format!("device:{device_id}"),
+            "clip.complete",
+            &format!("clip:{clip_id}"),
+            serde_json::Value::Null,
         )?;
     }
     Ok(ClipStatus { clip_id: clip_id.to_owned(), complete, missing })
-}
-
-/// Names `manifest`'s segments as the clip's, with their sizes (already named ones are kept).
-fn name_segments(tx: &rusqlite::Transaction<'_>, manifest: &ClipManifest) -> Result<(), ApiError> {
-    let mut insert = tx.prepare_cached(
-        "INSERT OR IGNORE INTO clip_segments (clip_id, sha256, size) VALUES (?1, ?2, ?3)",
-    )?;
-    for s in &manifest.segments {
-        insert.execute(params![manifest.clip_id, s.sha256, s.size as i64])?;
-    }
-    Ok(())
-}
-
-fn manifest_json(manifest: &ClipManifest) -> Result<String, ApiError> {
-    serde_json::to_string(manifest).map_err(|e| ApiError::bad_request(format!("manifest: {e}")))
 }
 
 /// What a manifest request changed, for the audit log.
@@ -214,36 +175,34 @@ enum ManifestChange {
 /// open clip may do anyway) it changes about the incomplete `stored`; see
 /// [`ClipManifest::gives_up_lost`]. `None`: not such a revision (a complete clip never is).
 fn lost_on_device(
-    tx: &rusqlite::Transaction<'_>,
+    tx: &Tx<'_>,
     device_id: &str,
-    stored: &ClipManifest,
+    stored: &StoredClip,
     next: &ClipManifest,
-    complete: bool,
 ) -> Result<Option<Vec<String>>, ApiError> {
-    if complete {
+    if stored.complete {
         return Ok(None);
     }
     let kept: HashSet<&str> = next.segments.iter().map(|s| s.sha256.as_str()).collect();
     let dropped: Vec<String> = stored
+        .manifest
         .segments
         .iter()
         .filter(|s| !kept.contains(s.sha256.as_str()))
         .map(|s| s.sha256.clone())
         .collect();
-    let mut is_held = tx.prepare_cached(
-        "SELECT EXISTS (SELECT 1 FROM segments WHERE device_id = ?1 AND sha256 = ?2)",
-    )?;
     let mut held = HashSet::new();
     for sha in &dropped {
-        if is_held.query_row(params![device_id, sha], |r| r.get::<_, bool>(0))? {
+        if tx.segment_stored(device_id, sha)? {
             held.insert(sha.as_str());
         }
     }
-    Ok(stored.gives_up_lost(next, |sha| held.contains(sha)).then_some(dropped))
+    Ok(stored.manifest.gives_up_lost(next, |sha| held.contains(sha)).then_some(dropped))
 }
 
 /// `PUT /api/v1/device/clips/{clip_id}` (a device, about its own clips only): stores a new
 /// manifest or extends an open one, after [`checks::check_manifest`]; trusts nothing in it.
+/// The change, its audit lines and the clip's completion are one transaction.
 pub async fn put_manifest(
     State(state): State<Arc<AppState>>,
     device: Device,
@@ -254,100 +213,45 @@ pub async fn put_manifest(
         ApiError::bad_request(format!("manifest is not a valid clip manifest: {e}"))
     })?;
     validate(&manifest, &clip_id, &device)?;
-    let bounds = crate::policy::bounds(&state)?;
     let now = now_ms();
-    let check = |conn: &rusqlite::Connection| {
-        checks::check_manifest(conn, &bounds, &device.id, &manifest, now)
+    let taken = {
+        let device = device.clone();
+        state.store.write(move |tx| take_manifest(tx, &device, &manifest, now)).await?
     };
-    let mut conn = state.store.conn();
-    let tx = conn.transaction()?;
-    let existing: Option<(String, String, bool)> = tx
-        .query_row(
-            "SELECT device_id, manifest_json, complete_ms IS NOT NULL FROM clips WHERE id = ?1",
-            [&clip_id],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-        )
-        .optional()?;
-    let was_complete = existing.as_ref().is_some_and(|(_, _, complete)| *complete);
-    let change = match existing {
+    match taken {
+        Ok(status) => Ok(Json(status)),
+        Err(why) => {
+            tracing::warn!(device = ?device.id, clip = ?clip_id, reason = ?why, "clip manifest refused");
+            Err(ApiError::conflict(format!("clip {clip_id} refused: {why}")))
+        }
+    }
+}
+
+/// Judges and stores `manifest` in `tx`, with its audit lines: the clip's status, or why the
+/// checks refused it (audited as `clip.refused`; nothing else changes then).
+fn take_manifest(
+    tx: &Tx<'_>,
+    device: &Device,
+    manifest: &ClipManifest,
+    now: i64,
+) -> Result<Result<ClipStatus, String>, ApiError> {
+    let clip_id = &manifest.clip_id;
+    let bounds = crate::policy::bounds(tx)?;
+    let check = || checks::check_manifest(tx, &bounds, &device.id, manifest, now);
+    let change = match tx.stored_clip(clip_id)? {
         // Clip ids are one namespace across devices. Taken by another device is a conflict of
         // this clip alone (the device sets it aside), not a refusal of the device (which would
         // hold up everything it has to send); the answer says nothing about the owner.
-        Some((owner, ..)) if owner != device.id => {
+        Some(stored) if stored.device_id != device.id => {
             return Err(ApiError::conflict(format!(
                 "clip id {clip_id} is already taken; a clip needs an id of its own"
             )));
         }
-        Some((_, json, _)) => {
-            let stored: ClipManifest = serde_json::from_str(&json).map_err(|e| {
-                ApiError::from(crate::error::ConsoleError::Database(format!("clip {clip_id}: {e}")))
-            })?;
-            // Asked first: giving up lost segments names fewer of them, like a late re-send
-            // of an older open version, but covers each dropped one with a missing range. It
-            // changes nothing the checks judged (user, mode, trigger, window), so they are not
-            // asked again.
-            if let Some(lost) = lost_on_device(&tx, &device.id, &stored, &manifest, was_complete)? {
-                tx.execute(
-                    "UPDATE clips SET manifest_json = ?1 WHERE id = ?2",
-                    params![manifest_json(&manifest)?, clip_id],
-                )?;
-                name_segments(&tx, &manifest)?;
-                let mut unname = tx.prepare_cached(
-                    "DELETE FROM clip_segments WHERE clip_id = ?1 AND sha256 = ?2",
-                )?;
-                for sha in &lost {
-                    unname.execute(params![clip_id, sha])?;
-                }
-                ManifestChange::Lost { lost, closed: stored.open && !manifest.open }
-            } else if stored == manifest || stored.supersedes(&manifest) {
-                // A repeat, or a late re-send of an older open version: nothing changes.
-                ManifestChange::None
-            } else if stored.extended_by(&manifest) {
-                match check(&tx)? {
-                    checks::Verdict::Refused(why) => ManifestChange::Refused(why),
-                    checks::Verdict::Accepted { .. } => {
-                        tx.execute(
-                            "UPDATE clips SET manifest_json = ?1 WHERE id = ?2",
-                            params![manifest_json(&manifest)?, clip_id],
-                        )?;
-                        name_segments(&tx, &manifest)?;
-                        ManifestChange::Extended {
-                            added: manifest.segments.len() - stored.segments.len(),
-                            closed: !manifest.open,
-                        }
-                    }
-                }
-            } else if stored.open {
-                return Err(ApiError::conflict(format!(
-                    "clip {clip_id} is open: an update may only add segments and close it, \
-                     keeping its other fields and every segment already named"
-                )));
-            } else {
-                return Err(ApiError::conflict(format!(
-                    "clip {clip_id} already has a different manifest; a closed clip's manifest cannot change"
-                )));
-            }
-        }
-        None => match check(&tx)? {
+        Some(stored) => revise(tx, &device.id, &stored, manifest, check)?,
+        None => match check()? {
             checks::Verdict::Refused(why) => ManifestChange::Refused(why),
             checks::Verdict::Accepted { alert_id } => {
-                tx.execute(
-                    "INSERT INTO clips (id, device_id, trigger_id, alert_id, user, mode, start_ms, end_ms, manifest_json, created_ms)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-                    params![
-                        clip_id,
-                        device.id,
-                        manifest.trigger_id,
-                        alert_id,
-                        manifest.user,
-                        manifest.mode,
-                        manifest.start_ms,
-                        manifest.end_ms,
-                        manifest_json(&manifest)?,
-                        now
-                    ],
-                )?;
-                name_segments(&tx, &manifest)?;
+                tx.insert_clip(&NewClip { manifest, alert_id, created_ms: now })?;
                 ManifestChange::Created
             }
         },
@@ -355,49 +259,91 @@ pub async fn put_manifest(
     let actor = format!("device:{}", device.id);
     let target = format!("clip:{clip_id}");
     if let ManifestChange::Refused(why) = change {
-        drop(tx);
-        drop(conn);
-        tracing::warn!(device = ?device.id, clip = ?clip_id, reason = ?why, "clip manifest refused");
-        state.store.audit(
+        tx.audit(
             &actor,
             "clip.refused",
             &target,
             serde_json::json!({ "reason": why, "user": manifest.user, "mode": manifest.mode,
                                 "trigger": manifest.trigger_id }),
         )?;
-        return Err(ApiError::conflict(format!("clip {clip_id} refused: {why}")));
+        return Ok(Err(why));
     }
-    let status = status(&tx, &device.id, &clip_id)?;
-    tx.commit()?;
-    drop(conn);
-    match change {
-        ManifestChange::None | ManifestChange::Refused(_) => {}
-        ManifestChange::Created => state.store.audit(
-            &actor,
+    audit_change(tx, &actor, &target, manifest, change)?;
+    Ok(Ok(status(tx, &device.id, clip_id)?))
+}
+
+/// What `manifest` does to the clip `stored` of `device_id` (stored in `tx`), or the conflict.
+fn revise(
+    tx: &Tx<'_>,
+    device_id: &str,
+    stored: &StoredClip,
+    manifest: &ClipManifest,
+    check: impl FnOnce() -> Result<checks::Verdict, ApiError>,
+) -> Result<ManifestChange, ApiError> {
+    let clip_id = &manifest.clip_id;
+    let old = &stored.manifest;
+    // Asked first: giving up lost segments names fewer of them, like a late re-send of an
+    // older open version, but covers each dropped one with a missing range. It changes
+    // nothing the checks judged (user, mode, trigger, window), so they are not asked again.
+    if let Some(lost) = lost_on_device(tx, device_id, stored, manifest)? {
+        tx.update_manifest(manifest, &lost)?;
+        return Ok(ManifestChange::Lost { lost, closed: old.open && !manifest.open });
+    }
+    if old == manifest || old.supersedes(manifest) {
+        // A repeat, or a late re-send of an older open version: nothing changes.
+        return Ok(ManifestChange::None);
+    }
+    if old.extended_by(manifest) {
+        return Ok(match check()? {
+            checks::Verdict::Refused(why) => ManifestChange::Refused(why),
+            checks::Verdict::Accepted { .. } => {
+                tx.update_manifest(manifest, &[])?;
+                ManifestChange::Extended {
+                    added: manifest.segments.len() - old.segments.len(),
+                    closed: !manifest.open,
+                }
+            }
+        });
+    }
+    Err(ApiError::conflict(if old.open {
+        format!(
+            "clip {clip_id} is open: an update may only add segments and close it, \
+             keeping its other fields and every segment already named"
+        )
+    } else {
+        format!(
+            "clip {clip_id} already has a different manifest; a closed clip's manifest cannot change"
+        )
+    }))
+}
+
+/// The audit line of `change` (none for a repeat, nor for segments added to a clip still
+/// open: one every few seconds; its closing is audited, with the final count).
+fn audit_change(
+    tx: &Tx<'_>,
+    actor: &str,
+    target: &str,
+    manifest: &ClipManifest,
+    change: ManifestChange,
+) -> Result<(), ApiError> {
+    let (action, details) = match change {
+        ManifestChange::None
+        | ManifestChange::Refused(_)
+        | ManifestChange::Extended { closed: false, .. } => return Ok(()),
+        ManifestChange::Created => (
             "clip.manifest",
-            &target,
             serde_json::json!({ "user": manifest.user, "segments": manifest.segments.len(), "trigger": manifest.trigger_id, "open": manifest.open }),
-        )?,
-        // Segments added to an open clip are not audited one by one (one every few seconds);
-        // its closing is, with the final count.
-        ManifestChange::Extended { closed: false, .. } => {}
-        ManifestChange::Lost { lost, closed } => state.store.audit(
-            &actor,
+        ),
+        ManifestChange::Lost { lost, closed } => (
             "clip.segments_lost",
-            &target,
             serde_json::json!({ "lost": lost, "closed": closed, "segments": manifest.segments.len(), "missing_ranges": manifest.missing.len() }),
-        )?,
-        ManifestChange::Extended { added, closed: true } => state.store.audit(
-            &actor,
+        ),
+        ManifestChange::Extended { added, closed: true } => (
             "clip.closed",
-            &target,
             serde_json::json!({ "segments": manifest.segments.len(), "added": added, "missing_ranges": manifest.missing.len() }),
-        )?,
-    }
-    if status.complete && !was_complete {
-        state.store.audit(&actor, "clip.complete", &target, serde_json::Value::Null)?;
-    }
-    Ok(Json(status))
+        ),
+    };
+    Ok(tx.audit(actor, action, target, details)?)
 }
 
 pub async fn get_status(
@@ -405,16 +351,13 @@ pub async fn get_status(
     device: Device,
     Path(clip_id): Path<String>,
 ) -> Result<Json<ClipStatus>, ApiError> {
-    let conn = state.store.conn();
-    let owner: Option<String> = conn
-        .query_row("SELECT device_id FROM clips WHERE id = ?1", [&clip_id], |r| r.get(0))
-        .optional()?;
-    match owner {
-        Some(o) if o == device.id => Ok(Json(status(&conn, &device.id, &clip_id)?)),
+    let answer = move |tx: &Tx<'_>| match tx.clip_owner(&clip_id)? {
+        Some(o) if o == device.id => status(tx, &device.id, &clip_id),
         // Same answer whether the clip is another device's or does not exist: a device learns
         // nothing about other devices' clips.
         _ => Err(ApiError::not_found(format!("no clip {clip_id} from this device"))),
-    }
+    };
+    state.store.write(answer).await.map(Json)
 }
 
 /// Removes uploads a stopped console left in flight (`serve` calls it before taking any).

@@ -11,7 +11,6 @@ use std::sync::Arc;
 use axum::extract::{Query, State};
 use axum::Json;
 use rearview_config::{canonical_name, Principal};
-use rusqlite::{params, OptionalExtension};
 use serde::{Deserialize, Serialize};
 
 use crate::api::page::{Page, PageQuery};
@@ -19,7 +18,9 @@ use crate::api::roles::{self, Grant, GrantState, Granter};
 use crate::auth::{new_token, Person, Role};
 use crate::error::ApiError;
 use crate::state::AppState;
-use crate::store::{audit_in, now_ms, sha256_hex, LEGACY};
+pub use crate::store::audit::AuditEntry;
+use crate::store::people::NewPersonRow;
+use crate::store::{now_ms, sha256_hex, Tx, LEGACY};
 
 /// Longest person name, in bytes.
 const MAX_NAME_LEN: usize = 128;
@@ -72,13 +73,15 @@ fn person_name(name: &str) -> Result<&str, ApiError> {
     Ok(name)
 }
 
-/// Creates a person, their token and their role grants, in one transaction with the audit
-/// lines. `granter` grants the roles (`init` passes one that confirms its approver at once).
+/// Creates a person, their token and their role grants, in `tx` with the audit lines, at
+/// `now` (an [`crate::store::Store::event_ms`]). `granter` grants the roles (`init` passes one
+/// that confirms its approver at once).
 pub fn create_person(
-    state: &AppState,
+    tx: &Tx<'_>,
     granter: Granter<'_>,
     name: &str,
     roles: &[Role],
+    now: i64,
 ) -> Result<CreatedPerson, ApiError> {
     let name = person_name(name)?;
     let mut roles = roles.to_vec();
@@ -88,29 +91,19 @@ pub fn create_person(
         return Err(ApiError::bad_request("a person needs at least one role"));
     }
     let token = new_token("rvp");
-    let now = state.store.event_ms();
     let key = canonical_name(name);
-    let mut conn = state.store.conn();
-    let tx = conn.transaction()?;
-    let existing: Option<String> = tx
-        .query_row(
-            "SELECT name FROM people WHERE name_key = ?1 OR name = ?2",
-            params![key, name],
-            |r| r.get(0),
-        )
-        .optional()?;
-    if let Some(existing) = existing {
+    if let Some(existing) = tx.person_with_name(name, &key)? {
         return Err(ApiError::conflict(format!(
             "a person named {existing:?} already exists; {name:?} is the same name in canonical form (case and spaces do not count)"
         )));
     }
-    tx.execute(
-        "INSERT INTO people (name, name_key, token_sha256, created_ms) VALUES (?1, ?2, ?3, ?4)",
-        params![name, key, sha256_hex(token.as_bytes()), now],
-    )?;
-    let id = tx.last_insert_rowid();
-    audit_in(
-        &tx,
+    let id = tx.insert_person(&NewPersonRow {
+        name,
+        name_key: &key,
+        token_sha256: &sha256_hex(token.as_bytes()),
+        created_ms: now,
+    })?;
+    tx.audit(
         granter.actor,
         "person.create",
         name,
@@ -119,13 +112,12 @@ pub fn create_person(
     let mut active = Vec::new();
     let mut pending = Vec::new();
     for role in roles {
-        let g = roles::grant_in(&tx, id, name, role, granter, now)?;
+        let g = roles::grant_in(tx, id, name, role, granter, now)?;
         match g.state {
             GrantState::Active => active.push(role),
             GrantState::Pending => pending.push(role),
         }
     }
-    tx.commit()?;
     Ok(CreatedPerson { id, name: name.to_owned(), roles: active, pending, token })
 }
 
@@ -137,9 +129,16 @@ pub async fn create(
     Json(req): Json<NewPerson>,
 ) -> Result<Json<CreatedPerson>, ApiError> {
     person.require(&[Role::Admin])?;
-    let actor = person.actor();
-    let granter = Granter { name: &person.name, actor: &actor, confirms: false };
-    create_person(&state, granter, &req.name, &req.roles).map(Json)
+    let now = state.store.event_ms();
+    let created = state
+        .store
+        .write(move |tx| {
+            let actor = person.actor();
+            let granter = Granter { name: &person.name, actor: &actor, confirms: false };
+            create_person(tx, granter, &req.name, &req.roles, now)
+        })
+        .await?;
+    Ok(Json(created))
 }
 
 /// `GET /api/v1/people`: admins, and approvers (who must see pending grants to confirm them).
@@ -149,29 +148,7 @@ pub async fn list(
     person: Person,
 ) -> Result<Json<Vec<PersonView>>, ApiError> {
     person.require(&[Role::Admin, Role::Approver])?;
-    let conn = state.store.conn();
-    let mut stmt = conn.prepare("SELECT id, name, created_ms FROM people ORDER BY id")?;
-    let rows = stmt
-        .query_map([], |r| {
-            Ok(PersonView {
-                id: r.get(0)?,
-                name: r.get(1)?,
-                roles: String::new(),
-                created_ms: r.get(2)?,
-                grants: Vec::new(),
-            })
-        })?
-        .collect::<Result<Vec<_>, _>>()?;
-    rows.into_iter()
-        .map(|mut p| {
-            p.grants = roles::grants_of(&conn, p.id)?;
-            let active: Vec<Role> =
-                p.grants.iter().filter(|g| g.state == GrantState::Active).map(|g| g.role).collect();
-            p.roles = Role::join(&active);
-            Ok(p)
-        })
-        .collect::<Result<Vec<_>, ApiError>>()
-        .map(Json)
+    Ok(Json(state.store.read(|tx| tx.people()).await?))
 }
 
 #[derive(Debug, Deserialize)]
@@ -205,27 +182,20 @@ pub async fn create_enrollment_token(
     let token = new_token("rve");
     let now = now_ms();
     let expires_ms = now + req.ttl_secs * 1000;
-    state.store.conn().execute(
-        "INSERT INTO enrollment_tokens (token_sha256, created_by, created_ms, expires_ms) VALUES (?1, ?2, ?3, ?4)",
-        params![sha256_hex(token.as_bytes()), person.name, now, expires_ms],
-    )?;
-    state.store.audit(
-        &person.actor(),
-        "enrollment_token.create",
-        &sha256_hex(token.as_bytes())[..12],
-        serde_json::json!({ "expires_ms": expires_ms }),
-    )?;
+    let hash = sha256_hex(token.as_bytes());
+    state
+        .store
+        .write(move |tx| {
+            tx.insert_enrollment_token(&hash, &person.name, now, expires_ms)?;
+            tx.audit(
+                &person.actor(),
+                "enrollment_token.create",
+                &hash[..12],
+                serde_json::json!({ "expires_ms": expires_ms }),
+            )
+        })
+        .await?;
     Ok(Json(EnrollmentToken { token, expires_ms }))
-}
-
-#[derive(Debug, Serialize, Deserialize)]
-pub struct AuditEntry {
-    pub id: i64,
-    pub time_ms: i64,
-    pub actor: String,
-    pub action: String,
-    pub target: String,
-    pub details: serde_json::Value,
 }
 
 /// `GET /api/v1/audit` (admin, approver): oldest first, in pages (see [`crate::api::page`];
@@ -237,26 +207,6 @@ pub async fn audit(
 ) -> Result<Page<AuditEntry>, ApiError> {
     person.require(&[Role::Admin, Role::Approver])?;
     let page = q.parse()?;
-    let conn = state.store.conn();
-    let mut stmt = conn.prepare(
-        "SELECT id, time_ms, actor, action, target, details_json FROM audit
-         WHERE ?1 IS NULL OR id > ?1 ORDER BY id LIMIT ?2",
-    )?;
-    let rows = stmt
-        .query_map(params![page.after, page.sql_limit()], |r| {
-            let details: String = r.get(5)?;
-            Ok((
-                r.get(0)?,
-                AuditEntry {
-                    id: r.get(0)?,
-                    time_ms: r.get(1)?,
-                    actor: r.get(2)?,
-                    action: r.get(3)?,
-                    target: r.get(4)?,
-                    details: serde_json::from_str(&details).unwrap_or(serde_json::Value::Null),
-                },
-            ))
-        })?
-        .collect::<Result<Vec<_>, _>>()?;
+    let rows: Vec<(i64, AuditEntry)> = state.store.read(move |tx| tx.audit_page(page)).await?;
     Ok(Page::from_rows(rows, page))
 }

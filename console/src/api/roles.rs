@@ -27,13 +27,12 @@ use std::sync::Arc;
 use axum::extract::{Path, State};
 use axum::Json;
 use rearview_config::canonical_name;
-use rusqlite::{params, Connection, OptionalExtension};
 use serde::{Deserialize, Serialize};
 
 use crate::auth::{Person, Role};
 use crate::error::ApiError;
 use crate::state::AppState;
-use crate::store::audit_in;
+use crate::store::Tx;
 
 /// The granter and confirmer of the roles `init` gives.
 pub const INIT: &str = "console:init";
@@ -49,7 +48,7 @@ pub enum GrantState {
 }
 
 impl GrantState {
-    fn as_str(self) -> &'static str {
+    pub fn as_str(self) -> &'static str {
         match self {
             GrantState::Pending => "pending",
             GrantState::Active => "active",
@@ -72,45 +71,6 @@ pub struct Grant {
     pub confirmed_ms: Option<i64>,
 }
 
-const SELECT: &str = "SELECT p.name, g.role, g.state, g.granted_by, g.granted_ms, g.confirmed_by,
-    g.confirmed_ms FROM role_grants g JOIN people p ON p.id = g.person_id";
-
-fn row_to_grant(r: &rusqlite::Row<'_>) -> rusqlite::Result<Option<Grant>> {
-    let role: String = r.get(1)?;
-    let state: String = r.get(2)?;
-    let state = match state.as_str() {
-        "active" => GrantState::Active,
-        "pending" => GrantState::Pending,
-        // Anything else grants nothing, like an unknown role.
-        _ => return Ok(None),
-    };
-    let Some(role) = Role::parse(&role) else { return Ok(None) };
-    Ok(Some(Grant {
-        person: r.get(0)?,
-        role,
-        state,
-        granted_by: r.get(3)?,
-        granted_ms: r.get(4)?,
-        confirmed_by: r.get(5)?,
-        confirmed_ms: r.get(6)?,
-    }))
-}
-
-/// Every grant of `person_id`, by role.
-pub fn grants_of(conn: &Connection, person_id: i64) -> Result<Vec<Grant>, ApiError> {
-    let mut stmt =
-        conn.prepare_cached(&format!("{SELECT} WHERE g.person_id = ?1 ORDER BY g.role"))?;
-    let rows = stmt.query_map([person_id], row_to_grant)?.collect::<Result<Vec<_>, _>>()?;
-    Ok(rows.into_iter().flatten().collect())
-}
-
-/// The grant of `role` to `person_id`, pending or active.
-pub fn grant_of(conn: &Connection, person_id: i64, role: Role) -> Result<Option<Grant>, ApiError> {
-    let mut stmt =
-        conn.prepare_cached(&format!("{SELECT} WHERE g.person_id = ?1 AND g.role = ?2"))?;
-    Ok(stmt.query_row(params![person_id, role.as_str()], row_to_grant).optional()?.flatten())
-}
-
 /// Who grants, and whether the grant needs no second person because the console itself makes
 /// it (`init`).
 #[derive(Debug, Clone, Copy)]
@@ -127,7 +87,7 @@ pub struct Granter<'a> {
 /// its audit line: active at once, except an approver grant, which stays pending unless
 /// `granter.confirms`. A second grant of the same role is 409.
 pub fn grant_in(
-    conn: &Connection,
+    tx: &Tx<'_>,
     person_id: i64,
     person_name: &str,
     role: Role,
@@ -143,25 +103,7 @@ pub fn grant_in(
         GrantState::Active => (Some(granter.name.to_owned()), Some(now)),
         GrantState::Pending => (None, None),
     };
-    let inserted = conn.execute(
-        "INSERT INTO role_grants (person_id, role, granted_by, granted_ms, state, confirmed_by, confirmed_ms)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT (person_id, role) DO NOTHING",
-        params![person_id, role.as_str(), granter.name, now, state.as_str(), confirmed_by, confirmed_ms],
-    )?;
-    if inserted == 0 {
-        return Err(ApiError::conflict(format!(
-            "{person_name} already holds or waits for the role {}",
-            role.as_str()
-        )));
-    }
-    audit_in(
-        conn,
-        granter.actor,
-        "role.grant",
-        person_name,
-        serde_json::json!({ "role": role.as_str(), "state": state.as_str() }),
-    )?;
-    Ok(Grant {
+    let grant = Grant {
         person: person_name.to_owned(),
         role,
         state,
@@ -169,7 +111,20 @@ pub fn grant_in(
         granted_ms: now,
         confirmed_by,
         confirmed_ms,
-    })
+    };
+    if !tx.insert_grant(person_id, &grant)? {
+        return Err(ApiError::conflict(format!(
+            "{person_name} already holds or waits for the role {}",
+            role.as_str()
+        )));
+    }
+    tx.audit(
+        granter.actor,
+        "role.grant",
+        person_name,
+        serde_json::json!({ "role": role.as_str(), "state": state.as_str() }),
+    )?;
+    Ok(grant)
 }
 
 fn parse_role(role: &str) -> Result<Role, ApiError> {
@@ -178,10 +133,8 @@ fn parse_role(role: &str) -> Result<Role, ApiError> {
     })
 }
 
-fn person_name(conn: &Connection, id: i64) -> Result<String, ApiError> {
-    conn.query_row("SELECT name FROM people WHERE id = ?1", [id], |r| r.get(0))
-        .optional()?
-        .ok_or_else(|| ApiError::not_found(format!("no person {id}")))
+fn person_name(tx: &Tx<'_>, id: i64) -> Result<String, ApiError> {
+    tx.person_name(id)?.ok_or_else(|| ApiError::not_found(format!("no person {id}")))
 }
 
 /// `POST /api/v1/people/{id}/roles/{role}`: grants a role to an existing person.
@@ -197,13 +150,15 @@ pub async fn grant(
     person.require(&[Role::Admin])?;
     let role = parse_role(&role)?;
     let now = state.store.event_ms();
-    let mut conn = state.store.conn();
-    let tx = conn.transaction()?;
-    let name = person_name(&tx, id)?;
-    let actor = person.actor();
-    let granter = Granter { name: &person.name, actor: &actor, confirms: false };
-    let grant = grant_in(&tx, id, &name, role, granter, now)?;
-    tx.commit()?;
+    let grant = state
+        .store
+        .write(move |tx| {
+            let name = person_name(tx, id)?;
+            let actor = person.actor();
+            let granter = Granter { name: &person.name, actor: &actor, confirms: false };
+            grant_in(tx, id, &name, role, granter, now)
+        })
+        .await?;
     Ok(Json(grant))
 }
 
@@ -225,10 +180,14 @@ pub async fn confirm(
         )));
     }
     let now = state.store.event_ms();
-    let mut conn = state.store.conn();
-    let tx = conn.transaction()?;
-    let name = person_name(&tx, id)?;
-    let g = grant_of(&tx, id, Role::Approver)?
+    state.store.write(move |tx| confirm_in(tx, &person, id, now)).await.map(Json)
+}
+
+/// [`confirm`]'s checks and change, in one transaction with its audit line.
+fn confirm_in(tx: &Tx<'_>, person: &Person, id: i64, now: i64) -> Result<Grant, ApiError> {
+    let name = person_name(tx, id)?;
+    let g = tx
+        .grant_of(id, Role::Approver)?
         .ok_or_else(|| ApiError::not_found(format!("{name} has no approver grant to confirm")))?;
     if g.state == GrantState::Active {
         return Err(ApiError::conflict(format!("{name} is an approver already")));
@@ -246,26 +205,19 @@ pub async fn confirm(
             person.name
         )));
     }
-    let changed = tx.execute(
-        "UPDATE role_grants SET state = 'active', confirmed_by = ?1, confirmed_ms = ?2
-         WHERE person_id = ?3 AND role = 'approver' AND state = 'pending'",
-        params![person.name, now, id],
-    )?;
-    if changed != 1 {
+    if !tx.confirm_approver(id, &person.name, now)? {
         return Err(ApiError::conflict(format!("{name}'s grant changed meanwhile; reload it")));
     }
-    audit_in(
-        &tx,
+    tx.audit(
         &person.actor(),
         "role.confirm",
         &name,
         serde_json::json!({ "role": "approver", "granted_by": g.granted_by, "granted_ms": g.granted_ms }),
     )?;
-    tx.commit()?;
-    Ok(Json(Grant {
+    Ok(Grant {
         state: GrantState::Active,
         confirmed_by: Some(person.name.clone()),
         confirmed_ms: Some(now),
         ..g
-    }))
+    })
 }

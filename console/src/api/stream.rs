@@ -17,11 +17,13 @@ use crate::policy;
 use crate::push::Push;
 use crate::state::AppState;
 
+/// `GET /api/v1/device/policy`: the bundle, the same for every device (the extractor only
+/// authenticates the caller as one).
 pub async fn policy(
     State(state): State<Arc<AppState>>,
-    device: Device,
+    _device: Device,
 ) -> Result<Json<PolicyMessage>, ApiError> {
-    policy::bundle_for(&state, &device.id).map(Json)
+    policy::bundle_for(&state).await.map(Json)
 }
 
 fn policy_event(p: &PolicyMessage) -> Option<Event> {
@@ -34,18 +36,18 @@ fn trigger_event(t: &TriggerMessage) -> Option<Event> {
 
 /// Sends the current policy and every unacknowledged trigger; used on connect and after lag.
 async fn send_all(
-    state: &AppState,
+    state: &Arc<AppState>,
     device_id: &str,
     tx: &mpsc::Sender<Result<Event, Infallible>>,
 ) -> Result<(), ()> {
     let mut events = Vec::new();
-    match policy::bundle_for(state, device_id) {
+    match policy::bundle_for(state).await {
         Ok(p) => events.extend(policy_event(&p)),
         Err(e) => {
             tracing::warn!(device = ?device_id, error = ?e.message, "cannot build policy for stream")
         }
     }
-    match policy::pending_triggers(state, device_id) {
+    match policy::pending_triggers(state, device_id).await {
         Ok(ts) => events.extend(ts.iter().filter_map(trigger_event)),
         Err(e) => {
             tracing::warn!(device = ?device_id, error = ?e.message, "cannot list triggers for stream")
@@ -79,7 +81,7 @@ pub async fn stream(
             let event = match push {
                 Ok(Push::Policy(p)) => policy_event(&p),
                 Ok(Push::Trigger(t)) => trigger_event(&t),
-                Ok(Push::PolicyChanged) => match policy::bundle_for(&state, &id) {
+                Ok(Push::PolicyChanged) => match policy::bundle_for(&state).await {
                     Ok(p) => policy_event(&p),
                     Err(e) => {
                         tracing::warn!(device = ?id, error = ?e.message, "cannot build policy for stream");

@@ -27,12 +27,11 @@
 //! valid when the approval is later revoked or expires (the device may learn of a revocation
 //! late, and evidence already recorded is kept), but nothing recorded after it ended is taken.
 
-use rearview_config::MAX_EVENT_AHEAD;
-use rearview_protocol::ClipManifest;
-use rusqlite::{params, OptionalExtension};
-
 use crate::error::ApiError;
 use crate::policy::{same_principal, Bounds};
+use crate::store::Tx;
+use rearview_config::MAX_EVENT_AHEAD;
+use rearview_protocol::ClipManifest;
 
 /// The console's verdict on a manifest.
 pub enum Verdict {
@@ -46,7 +45,7 @@ const ALL: &str = "all-activities";
 
 /// Checks `m` (already [`super::validate`]d) of `device_id` at console time `now`.
 pub fn check_manifest(
-    conn: &rusqlite::Connection,
+    tx: &Tx<'_>,
     bounds: &Bounds,
     device_id: &str,
     m: &ClipManifest,
@@ -75,7 +74,7 @@ pub fn check_manifest(
     }
     let first_recorded = m.segments.iter().map(|s| s.start_ms).min();
     let alert_id = match &m.trigger_id {
-        Some(t) => match trigger_verdict(conn, t, device_id, m, slack)? {
+        Some(t) => match trigger_verdict(tx, t, device_id, m, slack)? {
             Ok(alert) => Some(alert),
             Err(why) => return Ok(Verdict::Refused(why)),
         },
@@ -92,7 +91,7 @@ pub fn check_manifest(
         (None, Some(_)) => None,
     };
     if let Some(at) = at {
-        if !approved_at(conn, &m.user, m.mode == ALL, at, slack)? {
+        if !approved_at(tx, &m.user, m.mode == ALL, at, slack)? {
             let mode = if m.mode == ALL { ALL } else { "capture" };
             return Ok(Verdict::Refused(format!(
                 "{:?} had no {mode} approval in force at {at} (the clip's first recording): \
@@ -106,23 +105,17 @@ pub fn check_manifest(
 
 /// The trigger's alert, or why `m` does not answer trigger `t`.
 fn trigger_verdict(
-    conn: &rusqlite::Connection,
+    tx: &Tx<'_>,
     t: &str,
     device_id: &str,
     m: &ClipManifest,
     slack: i64,
 ) -> Result<Result<i64, String>, ApiError> {
-    let row: Option<(String, String, i64, i64, i64, i64)> = conn
-        .query_row(
-            "SELECT device_id, user, event_time_ms, before_secs, after_secs, alert_id
-             FROM triggers WHERE id = ?1",
-            [t],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?)),
-        )
-        .optional()?;
-    let Some((_, user, event, before, after, alert)) = row.filter(|r| r.0 == device_id) else {
+    let Some(w) = tx.trigger_window(t)?.filter(|w| w.device_id == device_id) else {
         return Ok(Err(format!("trigger {t} was not issued to this device")));
     };
+    let (user, event, alert) = (w.user, w.event_time_ms, w.alert_id);
+    let (before, after) = (w.before_secs, w.after_secs);
     if !same_principal(&user, &m.user) {
         return Ok(Err(format!("trigger {t} is for {user:?}, not {:?}", m.user)));
     }
@@ -184,22 +177,7 @@ fn untriggered_refusal(bounds: &Bounds, m: &ClipManifest, slack: i64, now: i64) 
 
 /// Whether `user` had an approval (of mode all-activities when `all`) in force at `at`, give
 /// or take `slack`: decided by then, and not revoked or expired before it.
-fn approved_at(
-    conn: &rusqlite::Connection,
-    user: &str,
-    all: bool,
-    at: i64,
-    slack: i64,
-) -> Result<bool, ApiError> {
-    let mut stmt = conn.prepare_cached(
-        "SELECT user, mode FROM approvals
-         WHERE state IN ('approved', 'revoked') AND decided_ms IS NOT NULL
-           AND decided_ms <= ?1 AND MIN(expires_ms, COALESCE(revoked_ms, expires_ms)) > ?2",
-    )?;
-    let rows = stmt
-        .query_map(params![at.saturating_add(slack), at.saturating_sub(slack)], |r| {
-            Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
-        })?
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok(rows.iter().any(|(u, mode)| same_principal(u, user) && (!all || mode == ALL)))
+fn approved_at(tx: &Tx<'_>, user: &str, all: bool, at: i64, slack: i64) -> Result<bool, ApiError> {
+    let rows = tx.approved_between(at.saturating_add(slack), at.saturating_sub(slack))?;
+    Ok(rows.iter().any(|a| same_principal(&a.user, user) && (!all || a.mode == ALL)))
 }

@@ -26,12 +26,11 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use futures_util::StreamExt;
 use rearview_protocol::{ErrorBody, SegmentAck, MAX_SEGMENT_BYTES};
-use rusqlite::params;
 
 use crate::auth::Device;
 use crate::error::{ApiError, ConsoleError};
 use crate::state::AppState;
-use crate::store::{is_sha256_hex, now_ms};
+use crate::store::{is_sha256_hex, now_ms, Tx};
 
 /// Seconds a device is told to wait after a 429 (one upload of an ordinary segment).
 const RETRY_AFTER_SECS: u64 = 1;
@@ -61,35 +60,24 @@ pub async fn put_segment(
     if announced.is_some_and(|n| n > MAX_SEGMENT_BYTES as u64) {
         return Err(too_large());
     }
-    let (named_size, stored) = {
-        let conn = state.store.conn();
-        // NULL: named by an older console, which kept no size; the protocol bound applies.
-        let named: Option<Option<i64>> = conn.query_row(
-            "SELECT COUNT(*) > 0, MAX(COALESCE(cs.size, ?3)) FROM clip_segments cs
-             JOIN clips c ON c.id = cs.clip_id WHERE cs.sha256 = ?1 AND c.device_id = ?2",
-            params![sha256, device.id, MAX_SEGMENT_BYTES as i64],
-            |r| Ok(if r.get::<_, bool>(0)? { Some(r.get(1)?) } else { None }),
-        )?;
-        let stored: bool = conn.query_row(
-            "SELECT EXISTS (SELECT 1 FROM segments WHERE device_id = ?1 AND sha256 = ?2)",
-            params![device.id, sha256],
-            |r| r.get(0),
-        )?;
-        (named, stored)
+    let known = {
+        let (device_id, sha256) = (device.id.clone(), sha256.clone());
+        state.store.read(move |tx| known_segment(tx, &device_id, &sha256)).await?
     };
+    let (named_size, stored) = (known.named_size, known.stored);
     let Some(named_size) = named_size else {
         discard(body);
         return Err(ApiError::conflict(format!(
             "no clip manifest of this device names segment {sha256}: send the manifest first"
         )));
     };
-    let named_size = named_size.map_or(MAX_SEGMENT_BYTES as u64, |n| n.max(0) as u64);
+    let named_size = named_size.max(0) as u64;
     if announced.is_some_and(|n| n > named_size) {
         return Err(longer_than_named(named_size));
     }
     if stored {
         discard(body);
-        return Ok(Json(acknowledge(&state, &device, sha256, false)?).into_response());
+        return Ok(Json(acknowledged(&state, device, sha256, None).await?).into_response());
     }
     let Some(_permit) = state.ingest.try_upload(&device.id) else {
         discard(body);
@@ -107,48 +95,48 @@ pub async fn put_segment(
     let path = state.store.blob_path(&device.id, &sha256);
     tokio::task::spawn_blocking(move || incoming.publish(&path))
         .await
-        .map_err(|e| ApiError::from(ConsoleError::Io(format!("blob writer: {e}"))))??;
-    state.store.conn().execute(
-        "INSERT OR IGNORE INTO segments (device_id, sha256, size, stored_ms) VALUES (?1, ?2, ?3, ?4)",
-        params![device.id, sha256, size as i64, now_ms()],
-    )?;
-    Ok(Json(acknowledge(&state, &device, sha256, true)?).into_response())
+        .map_err(|e| ApiError::from(ConsoleError::Task { what: "blob writer", source: e }))??;
+    Ok(Json(acknowledged(&state, device, sha256, Some(size)).await?).into_response())
 }
 
-/// The answer for a stored segment: which of the device's clips it completed (audited).
-fn acknowledge(
+/// What the store knows of a segment a device offers.
+struct KnownSegment {
+    /// The largest size a manifest of the device names for it; `None`: none names it.
+    named_size: Option<i64>,
+    stored: bool,
+}
+
+fn known_segment(tx: &Tx<'_>, device_id: &str, sha256: &str) -> Result<KnownSegment, ApiError> {
+    // A name an older console kept without its size: the protocol bound applies.
+    let named_size = tx.named_segment_size(device_id, sha256, MAX_SEGMENT_BYTES as i64)?;
+    Ok(KnownSegment { named_size, stored: tx.segment_stored(device_id, sha256)? })
+}
+
+/// Records the segment (when `stored_size` says it was just stored) and answers which of the
+/// device's clips it completed, in one transaction with their `clip.complete` lines.
+async fn acknowledged(
     state: &AppState,
-    device: &Device,
+    device: Device,
     sha256: String,
-    newly_stored: bool,
+    stored_size: Option<u64>,
 ) -> Result<SegmentAck, ApiError> {
-    let conn = state.store.conn();
-    let clips: Vec<String> = {
-        let mut stmt = conn.prepare_cached(
-            "SELECT c.id FROM clips c JOIN clip_segments cs ON cs.clip_id = c.id
-             WHERE cs.sha256 = ?1 AND c.device_id = ?2 AND c.complete_ms IS NULL",
-        )?;
-        let rows = stmt
-            .query_map(params![sha256, device.id], |r| r.get(0))?
-            .collect::<Result<Vec<String>, _>>()?;
-        rows
-    };
-    let mut completed_clips = Vec::new();
-    for clip in clips {
-        if super::status(&conn, &device.id, &clip)?.complete {
-            completed_clips.push(clip);
+    let answer = move |tx: &Tx<'_>| {
+        if let Some(size) = stored_size {
+            tx.insert_segment(&device.id, &sha256, size, now_ms())?;
         }
-    }
-    drop(conn);
-    for clip in &completed_clips {
-        state.store.audit(
-            &format!("device:{}", device.id),
-            "clip.complete",
-            &format!("clip:{clip}"),
-            serde_json::Value::Null,
-        )?;
-    }
-    Ok(SegmentAck { sha256, newly_stored, completed_clips })
+        let mut completed_clips = Vec::new();
+        for clip in tx.incomplete_clips_naming(&device.id, &sha256)? {
+            if super::status(tx, &device.id, &clip)?.complete {
+                completed_clips.push(clip);
+            }
+        }
+        Ok::<_, ApiError>(SegmentAck {
+            sha256,
+            newly_stored: stored_size.is_some(),
+            completed_clips,
+        })
+    };
+    state.store.write(answer).await
 }
 
 fn too_large() -> ApiError {
@@ -211,9 +199,7 @@ impl Incoming {
 
     /// Renames the file to `path` (creating its directory): the blob appears whole or not at all.
     fn publish(self, path: &FsPath) -> Result<(), ApiError> {
-        let io = |e: std::io::Error| {
-            ApiError::from(ConsoleError::Io(format!("{}: {e}", path.display())))
-        };
+        let io = |e: std::io::Error| ApiError::from(ConsoleError::io(path, e));
         let done = path
             .parent()
             .ok_or_else(|| ApiError::bad_request("bad blob path"))
@@ -232,7 +218,7 @@ enum Stop {
     TooLong {
         limit: u64,
     },
-    Io(String),
+    Io(std::io::Error),
 }
 
 /// Streams `body` into a new file in `dir` while hashing it, refusing more than `limit` bytes.
@@ -242,17 +228,13 @@ async fn receive(dir: &FsPath, body: Body, limit: u64) -> Result<Incoming, ApiEr
     // when a client cuts the connection, hyper drops this future mid-await, and without the
     // guard the writer thread would finish and leave the partial file behind.
     let file = {
-        let io =
-            |e: std::io::Error| ApiError::from(ConsoleError::Io(format!("{}: {e}", tmp.display())));
+        let io = |e: std::io::Error| ApiError::from(ConsoleError::io(&tmp, e));
         crate::private::create_dir(dir).map_err(io)?;
         crate::private::create_new_file(&tmp).map_err(io)?
     };
     let mut part = PartFile { tmp: tmp.clone(), armed: true };
     let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(QUEUE);
-    let writer = {
-        let tmp = tmp.clone();
-        tokio::task::spawn_blocking(move || write_hashing(file, &tmp, rx, limit))
-    };
+    let writer = tokio::task::spawn_blocking(move || write_hashing(file, rx, limit));
     let mut stream = body.into_data_stream();
     let mut cut = None;
     while let Some(chunk) = stream.next().await {
@@ -270,8 +252,9 @@ async fn receive(dir: &FsPath, body: Body, limit: u64) -> Result<Incoming, ApiEr
         }
     }
     drop(tx);
-    let written =
-        writer.await.map_err(|e| ApiError::from(ConsoleError::Io(format!("blob writer: {e}"))))?;
+    let written = writer
+        .await
+        .map_err(|e| ApiError::from(ConsoleError::Task { what: "blob writer", source: e }))?;
     let fail = |e: ApiError| {
         let _ = std::fs::remove_file(&tmp);
         Err(e)
@@ -279,7 +262,7 @@ async fn receive(dir: &FsPath, body: Body, limit: u64) -> Result<Incoming, ApiEr
     match (written, cut) {
         (Err(Stop::TooLong { limit }), _) if limit >= MAX_SEGMENT_BYTES as u64 => fail(too_large()),
         (Err(Stop::TooLong { limit }), _) => fail(longer_than_named(limit)),
-        (Err(Stop::Io(e)), _) => fail(ApiError::from(ConsoleError::Io(e))),
+        (Err(Stop::Io(e)), _) => fail(ApiError::from(ConsoleError::io(&tmp, e))),
         (Ok(_), Some(cut)) => {
             fail(ApiError::bad_request(format!("segment upload cut short: {cut}")))
         }
@@ -308,11 +291,10 @@ impl Drop for PartFile {
 /// The writing thread: appends every chunk to `tmp` and to the hash, then fsyncs.
 fn write_hashing(
     mut file: std::fs::File,
-    tmp: &FsPath,
     mut rx: tokio::sync::mpsc::Receiver<Bytes>,
     limit: u64,
 ) -> Result<(String, u64), Stop> {
-    let io = |e: std::io::Error| Stop::Io(format!("{}: {e}", tmp.display()));
+    let io = Stop::Io;
     let mut hash = ring::digest::Context::new(&ring::digest::SHA256);
     let mut size = 0u64;
     while let Some(chunk) = rx.blocking_recv() {

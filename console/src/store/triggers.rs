@@ -1,0 +1,163 @@
+//! `alerts` and `triggers`: an alert opened by a person or an indicator rule, and the signed
+//! trigger sent to each of its devices, until the device acknowledges it (see
+//! [`crate::policy`]).
+
+use rearview_protocol::TriggerMessage;
+use rusqlite::{params, OptionalExtension};
+
+use super::Tx;
+use crate::api::page::{PageRequest, MAX_LIMIT};
+use crate::error::ConsoleError;
+use crate::policy::AlertView;
+
+/// A new alert as stored.
+pub struct NewAlert<'a> {
+    pub user: &'a str,
+    pub reason: &'a str,
+    /// `manual` or `rule:<kind>`.
+    pub source: &'a str,
+    pub created_by: &'a str,
+    pub created_ms: i64,
+}
+
+/// A signed trigger as stored.
+pub struct TriggerRow<'a> {
+    pub id: &'a str,
+    pub alert_id: i64,
+    pub device_id: &'a str,
+    pub user: &'a str,
+    pub event_time_ms: i64,
+    pub before_secs: u32,
+    pub after_secs: u32,
+    pub reason: &'a str,
+    pub issued_ms: i64,
+    pub expires_ms: i64,
+    pub signed_json: &'a str,
+}
+
+/// What a clip answering a trigger is checked against.
+pub struct TriggerWindow {
+    pub device_id: String,
+    pub user: String,
+    pub event_time_ms: i64,
+    pub before_secs: i64,
+    pub after_secs: i64,
+    pub alert_id: i64,
+}
+
+impl Tx<'_> {
+    /// Opens an alert; its id.
+    pub fn insert_alert(&self, a: &NewAlert<'_>) -> Result<i64, ConsoleError> {
+        self.conn.execute(
+            "INSERT INTO alerts (user, reason, source, created_by, created_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![a.user, a.reason, a.source, a.created_by, a.created_ms],
+        )?;
+        Ok(self.conn.last_insert_rowid())
+    }
+
+    pub fn insert_trigger(&self, t: &TriggerRow<'_>) -> Result<(), ConsoleError> {
+        self.conn.execute(
+            "INSERT INTO triggers (id, alert_id, device_id, user, event_time_ms, before_secs, after_secs, reason,
+                                   issued_ms, expires_ms, signed_json)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+            params![
+                t.id,
+                t.alert_id,
+                t.device_id,
+                t.user,
+                t.event_time_ms,
+                t.before_secs,
+                t.after_secs,
+                t.reason,
+                t.issued_ms,
+                t.expires_ms,
+                t.signed_json
+            ],
+        )?;
+        Ok(())
+    }
+
+    /// Marks trigger `id` of `device_id` acknowledged (once); false when the device has no
+    /// such trigger.
+    pub fn ack_trigger(&self, id: &str, device_id: &str, now: i64) -> Result<bool, ConsoleError> {
+        let changed = self.conn.execute(
+            "UPDATE triggers SET acked_ms = COALESCE(acked_ms, ?1) WHERE id = ?2 AND device_id = ?3",
+            params![now, id, device_id],
+        )?;
+        Ok(changed > 0)
+    }
+
+    /// Triggers for `device_id` that it has not acknowledged and that have not expired by
+    /// `now`, oldest first.
+    pub fn pending_triggers(
+        &self,
+        device_id: &str,
+        now: i64,
+    ) -> Result<Vec<TriggerMessage>, ConsoleError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT id, signed_json FROM triggers WHERE device_id = ?1 AND acked_ms IS NULL AND expires_ms > ?2 ORDER BY issued_ms",
+        )?;
+        let rows: Vec<(String, String)> = stmt
+            .query_map(params![device_id, now], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<Result<_, _>>()?;
+        rows.into_iter()
+            .map(|(trigger_id, json)| {
+                let signed = serde_json::from_str(&json)
+                    .map_err(|e| ConsoleError::corrupt(format!("trigger {trigger_id}"), e))?;
+                Ok(TriggerMessage { trigger_id, signed })
+            })
+            .collect()
+    }
+
+    /// Trigger `id` as a clip answering it is checked against.
+    pub fn trigger_window(&self, id: &str) -> Result<Option<TriggerWindow>, ConsoleError> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT device_id, user, event_time_ms, before_secs, after_secs, alert_id
+                 FROM triggers WHERE id = ?1",
+                [id],
+                |r| {
+                    Ok(TriggerWindow {
+                        device_id: r.get(0)?,
+                        user: r.get(1)?,
+                        event_time_ms: r.get(2)?,
+                        before_secs: r.get(3)?,
+                        after_secs: r.get(4)?,
+                        alert_id: r.get(5)?,
+                    })
+                },
+            )
+            .optional()?)
+    }
+
+    /// A page of alerts, oldest first, each with its cursor (its id) and its clips.
+    pub fn alerts_page(&self, page: PageRequest) -> Result<Vec<(i64, AlertView)>, ConsoleError> {
+        let mut alerts = self.page_of(
+            "SELECT id, user, reason, source, created_by, created_ms FROM alerts
+             WHERE ?1 IS NULL OR id > ?1 ORDER BY id LIMIT ?2",
+            page,
+            |r| {
+                Ok(AlertView {
+                    id: r.get(0)?,
+                    user: r.get(1)?,
+                    reason: r.get(2)?,
+                    source: r.get(3)?,
+                    created_by: r.get(4)?,
+                    created_ms: r.get(5)?,
+                    clips: vec![],
+                })
+            },
+        )?;
+        let mut clips = self.conn.prepare_cached(
+            "SELECT id FROM clips WHERE alert_id = ?1 ORDER BY created_ms, id LIMIT ?2",
+        )?;
+        for (_, a) in &mut alerts {
+            // An alert's clips are one per device that held the window; bounded like a page.
+            a.clips = clips
+                .query_map(params![a.id, MAX_LIMIT as i64], |r| r.get(0))?
+                .collect::<Result<_, _>>()?;
+        }
+        Ok(alerts)
+    }
+}
