@@ -69,9 +69,7 @@ use rearview_capture::seal::{seal, SealBinding, TenantPublicKey};
 use rearview_capture::segment::{Segment, SegmentId};
 use rearview_config::time::OffsetDateTime;
 use rearview_config::{AgentConfig, CaptureMode, VerifiedPolicy, VerifiedTrigger};
-use rearview_uploader::wire::{
-    ActivityEvent, HealthReport, MissingRange, PolicyMessage, TriggerMessage,
-};
+use rearview_protocol::{ActivityEvent, HealthReport, MissingRange, PolicyMessage, TriggerMessage};
 use rearview_uploader::{Command, NewClip, NewSegment, SegmentBytes, Uploader, UploaderConfig};
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::{mpsc, watch};

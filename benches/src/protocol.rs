@@ -24,11 +24,11 @@ use anyhow::{bail, Context};
 use clap::Args;
 use futures_util::StreamExt;
 use rearview_console::client::AdminClient;
-use rearview_uploader::client::{Client, ClientConfig};
-use rearview_uploader::sse::SseParser;
-use rearview_uploader::wire::{
+use rearview_protocol::{
     enroll_proof_message, ClipManifest, EnrollRequest, ManifestSegment, TriggerMessage,
 };
+use rearview_uploader::client::{Client, ClientConfig};
+use rearview_uploader::sse::SseParser;
 use serde_json::{json, Value};
 use tokio::sync::oneshot;
 

@@ -1,4 +1,4 @@
-//! The HTTP client for the device endpoints of [`crate::wire`].
+//! The HTTP client for the device endpoints of [`rearview_protocol`].
 
 use std::time::Duration;
 
@@ -7,7 +7,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::error::UploadError;
-use crate::wire::{
+use rearview_protocol::{
     ActivityAck, ActivityBatch, ClipManifest, ClipStatus, EnrollRequest, EnrollResponse, ErrorBody,
     HealthReport, PolicyMessage, SegmentAck,
 };

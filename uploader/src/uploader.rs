@@ -52,7 +52,7 @@ use crate::client::{Client, ClientConfig};
 use crate::error::UploadError;
 use crate::spool::{Enqueued, SegmentBytes, Spool, SpoolStats};
 use crate::sse::SseParser;
-use crate::wire::{
+use rearview_protocol::{
     enroll_proof_message, ActivityAck, ActivityBatch, ActivityEvent, ClipManifest, EnrollRequest,
     HealthReport, ManifestSegment, MissingRange, PolicyMessage, TriggerMessage, MAX_SEGMENT_BYTES,
 };

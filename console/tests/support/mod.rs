@@ -104,7 +104,7 @@ pub async fn enroll(url: &str, admin: &AdminClient) -> (String, String) {
         .unwrap();
     assert_eq!(r.status(), 401);
     let proof =
-        hex::encode(pair.sign(&rearview_uploader::wire::enroll_proof_message(token, &pk)).as_ref());
+        hex::encode(pair.sign(&rearview_protocol::enroll_proof_message(token, &pk)).as_ref());
     let r: Value = reqwest::Client::new()
         .post(format!("{url}/api/v1/enroll"))
         .json(&json!({"token": token, "public_key": pk, "proof": proof, "hostname": "h"}))

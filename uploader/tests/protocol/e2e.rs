@@ -1,4 +1,4 @@
-use rearview_uploader::wire::ActivityEvent;
+use rearview_protocol::ActivityEvent;
 use rearview_uploader::{Command, NewClip};
 use serde_json::{json, Value};
 
@@ -104,7 +104,7 @@ async fn enroll_policy_trigger_clip_complete() {
     // Health reaches the device list.
     device
         .uploader
-        .report_health(rearview_uploader::wire::HealthReport {
+        .report_health(rearview_protocol::HealthReport {
             state: "capturing".into(),
             policy_version: p2.version(),
             users: vec![USER.into()],
@@ -323,7 +323,7 @@ async fn open_clip_is_sent_as_segments_close_and_completes_when_closed() {
     // The window ends while the console is down: the closed clip waits in the spool.
     console.stop().await;
     let mut closed = base.clone();
-    closed.missing = vec![rearview_uploader::wire::MissingRange {
+    closed.missing = vec![rearview_protocol::MissingRange {
         start_ms: closed.end_ms - 500,
         end_ms: closed.end_ms,
         reason: "capture stopped".into(),

@@ -5,7 +5,7 @@ use rearview_config::{
     sign_trigger, AlertId, DeviceId, IndicatorKind, Principal, SigningKey, TenantId, TriggerId,
     TriggerPayload, TriggerReason,
 };
-use rearview_uploader::wire::{ClipManifest, ManifestSegment, TriggerMessage};
+use rearview_protocol::{ClipManifest, ManifestSegment, TriggerMessage};
 use rearview_uploader::{Command, UploadError, Uploader};
 use serde_json::{json, Value};
 
@@ -361,7 +361,7 @@ async fn requester_cannot_approve_own_request_and_roles_are_enforced() {
 }
 
 /// The signed bundle the console serves now, as the device would fetch it.
-async fn current_policy(console: &TestConsole) -> rearview_uploader::wire::PolicyMessage {
+async fn current_policy(console: &TestConsole) -> rearview_protocol::PolicyMessage {
     let m: Value = console.admin.get("/api/v1/policy").await.unwrap();
     serde_json::from_value(m).unwrap()
 }
@@ -415,7 +415,7 @@ async fn forged_policies_are_refused_and_the_policy_in_force_stays() {
         now + rearview_config::time::Duration::hours(1),
     );
     p.capture.enabled = true;
-    let foreign = rearview_uploader::wire::PolicyMessage {
+    let foreign = rearview_protocol::PolicyMessage {
         version: v1 + 2,
         signed: serde_json::to_value(rearview_config::sign_policy(&other_key, &p).unwrap())
             .unwrap(),
@@ -429,7 +429,7 @@ async fn forged_policies_are_refused_and_the_policy_in_force_stays() {
         .unwrap();
     let trigger = stored_trigger(&console, issued["trigger_ids"][0].as_str().unwrap());
     let as_policy =
-        rearview_uploader::wire::PolicyMessage { version: v1 + 3, signed: trigger.signed.clone() };
+        rearview_protocol::PolicyMessage { version: v1 + 3, signed: trigger.signed.clone() };
 
     for (what, forged, reason) in [
         ("altered payload", altered, "signature does not verify"),

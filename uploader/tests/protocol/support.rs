@@ -199,7 +199,7 @@ pub async fn next_command(
 pub async fn accept_recording(
     uploader: &Uploader,
     rx: &mut tokio::sync::mpsc::UnboundedReceiver<Command>,
-    message: &rearview_uploader::wire::TriggerMessage,
+    message: &rearview_protocol::TriggerMessage,
 ) -> (Result<(), rearview_uploader::UploadError>, bool) {
     let accept = uploader.accept_trigger(message);
     tokio::pin!(accept);
