@@ -27,7 +27,7 @@ async fn malformed_oversized_mismatched_and_unauthenticated_uploads_change_nothi
     let (dev, device_id) = enroll(&url, &admin).await;
     // The console takes clips only of approved users, recorded while approved.
     approve_alice(&url, &admin, &out.approver_token).await;
-    let t0 = rearview_uploader::now_ms();
+    let t0 = support::now_ms();
     let http = reqwest::Client::new();
     let seg = vec![7u8; 1000];
     let sha = hex::encode(ring::digest::digest(&ring::digest::SHA256, &seg).as_ref());
@@ -167,7 +167,7 @@ async fn open_clips_grow_then_close_and_only_then_complete() {
     let admin = AdminClient::new(&url, &out.admin_token, None).unwrap();
     let (dev, device_id) = enroll(&url, &admin).await;
     approve_alice(&url, &admin, &out.approver_token).await;
-    let t0 = rearview_uploader::now_ms();
+    let t0 = support::now_ms();
     let http = reqwest::Client::new();
     let segs: Vec<Vec<u8>> = (1..=3u8).map(|i| vec![i; 1000]).collect();
     let entries: Vec<Value> = segs

@@ -80,6 +80,10 @@
 
 use serde::{Deserialize, Serialize};
 
+pub mod time;
+
+pub use time::UnixMillis;
+
 /// The message a device signs (with its own key) to prove it holds the key it enrolls.
 pub fn enroll_proof_message(token: &str, public_key_hex: &str) -> Vec<u8> {
     format!("rearview-enroll-v1\n{token}\n{public_key_hex}").into_bytes()

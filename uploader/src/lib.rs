@@ -31,8 +31,8 @@ pub use uploader::{
     UploaderConfig,
 };
 
-/// Wall-clock time, Unix milliseconds.
+/// Wall-clock time, Unix milliseconds ([`rearview_protocol::UnixMillis::now`], the one clock
+/// of the wire).
 pub fn now_ms() -> i64 {
-    let d = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+    rearview_protocol::UnixMillis::now().millis()
 }

@@ -1,5 +1,10 @@
-//! What the console's test binaries share: a tenant initialised in a temp directory and served
-//! on a free loopback port, people, approvals and devices enrolled by hand.
+//! What the console's test binaries share, and the one in-process console launcher of the
+//! workspace: a tenant initialised in a temp directory and served on a free loopback port,
+//! people, approvals and devices enrolled by hand. `tests/tests/protocol.rs` mounts this module
+//! too (as `console_support`), for the tests that need the uploader as well.
+//!
+//! * [`approvals`], [`duties`], [`device_trust`]: each of those test files' console helpers,
+//!   here because their device halves (in `tests/tests/protocol`) use them too.
 
 // Each test binary uses some of these helpers, none uses all.
 #![allow(dead_code)]
@@ -7,6 +12,15 @@
 use rearview_console::client::AdminClient;
 use rearview_console::{InitOutput, Server, ServerConfig, ServerHandle};
 use serde_json::{json, Value};
+
+pub mod approvals;
+pub mod device_trust;
+pub mod duties;
+
+/// Wall-clock time, Unix milliseconds: the clock of the wire.
+pub fn now_ms() -> i64 {
+    rearview_protocol::UnixMillis::now().millis()
+}
 
 /// `init` of tenant `tenant-a` (first admin `ivan`) and `serve` on 127.0.0.1:0; returns the
 /// directory (keep it alive), the server and the admin token.

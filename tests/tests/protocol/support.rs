@@ -1,5 +1,6 @@
-//! What the protocol tests share: a real console on 127.0.0.1 (restartable on the same port),
-//! people with roles, and a fault-injecting TCP proxy between device and console.
+//! What the protocol tests share: a real console on 127.0.0.1 (started by the one in-process
+//! launcher, `console_support`, and restartable on the same port), people with roles, test
+//! devices, and a fault-injecting TCP proxy between device and console.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -28,13 +29,8 @@ pub struct TestConsole {
 
 impl TestConsole {
     pub async fn start() -> TestConsole {
-        let dir = tempfile::tempdir().unwrap();
         // The first approver (rita) is made by init: a second person with her own token.
-        let out =
-            rearview_console::init_with_approver(dir.path(), "tenant-a", "ivan", "rita").unwrap();
-        let server = Server::start(ServerConfig::plain(dir.path(), "127.0.0.1:0".parse().unwrap()))
-            .await
-            .unwrap();
+        let (dir, server, out) = crate::console_support::start_with("rita").await;
         let addr = server.addr();
         let admin = AdminClient::new(&server.url(), &out.admin_token, None).unwrap();
         let approver = AdminClient::new(&server.url(), &out.approver_token, None).unwrap();
