@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use rearview_console::client::AdminClient;
 use rearview_console::{Server, ServerConfig};
+use rearview_testkit::console::InitTokens;
 use serde_json::{json, Value};
 
 mod support;
@@ -393,8 +394,8 @@ fn cli_out_of_process() {
     let out = std::process::Command::new(exe).args(["init", "--data"]).arg(&data).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let stdout = String::from_utf8(out.stdout).unwrap();
-    let token = support::labelled_token(&stdout, "admin token (admin): ");
-    let approver = support::labelled_token(&stdout, "approver token (approver): ");
+    let tokens = InitTokens::parse(&stdout).unwrap();
+    let (token, approver) = (tokens.admin_token, tokens.approver_token);
     assert!(token.starts_with("rvp_") && approver.starts_with("rvp_"), "{stdout}");
 
     let mut serve = std::process::Command::new(exe)

@@ -51,9 +51,7 @@ impl Drop for Child {
 }
 
 fn init(exe: &str, data: &Path) -> String {
-    let out = std::process::Command::new(exe).args(["init", "--data"]).arg(data).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    support::labelled_token(&String::from_utf8(out.stdout).unwrap(), "admin token (admin): ")
+    rearview_testkit::console::init(exe.as_ref(), data, &[]).unwrap().admin_token
 }
 
 /// The server treats only loopback addresses (`IpAddr::is_loopback`) as safe for plain HTTP;

@@ -288,11 +288,12 @@ async fn segment_bodies_are_streamed_to_a_temp_file_while_hashed() {
     let half = b.len() / 2;
     let mut s = start_upload(&c.url, &dev, &sha(&b), b.len(), &b[..half]).await;
     // Half the body is on the console's disk before the rest is sent.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while !incoming_files(&c).iter().any(|(_, len)| *len > 0) {
-        assert!(tokio::time::Instant::now() < deadline, "no temp file grows in blobs/.incoming");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    rearview_testkit::eventually(
+        "no temp file grows in blobs/.incoming",
+        Duration::from_secs(10),
+        || incoming_files(&c).iter().any(|(_, len)| *len > 0),
+    )
+    .await;
     s.write_all(&b[half..]).await.unwrap();
     let (status, _, body) = read_answer(&mut s).await.expect("an answer");
     assert_eq!(status, 200, "{body}");
@@ -371,11 +372,10 @@ async fn concurrent_uploads_of_one_device_are_capped_with_429() {
         held.push(start_upload(&c.url, &dev, &sha(b), b.len(), &b[..1000]).await);
     }
     // Wait until the console holds them (their temp files exist).
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while incoming_files(&c).len() < cap {
-        assert!(tokio::time::Instant::now() < deadline, "uploads not in flight");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    rearview_testkit::eventually("the uploads in flight", Duration::from_secs(10), || {
+        incoming_files(&c).len() >= cap
+    })
+    .await;
     let r = c.put_segment(&dev, &segs[cap]).await;
     assert_eq!(r.status(), 429);
     assert!(r.headers().get("retry-after").is_some(), "{:?}", r.headers());
@@ -699,9 +699,7 @@ fn names_a_device_sends_cannot_forge_log_lines() {
     let exe = env!("CARGO_BIN_EXE_rearview-console");
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let out = std::process::Command::new(exe).args(["init", "--data"]).arg(&data).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let token = support::labelled_token(&String::from_utf8(out.stdout).unwrap(), "admin token");
+    let token = rearview_testkit::console::init(exe.as_ref(), &data, &[]).unwrap().admin_token;
     let mut serve = std::process::Command::new(exe)
         .args(["serve", "--listen", "127.0.0.1:0", "--data"])
         .arg(&data)

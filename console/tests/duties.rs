@@ -17,6 +17,7 @@ use std::path::Path;
 
 use rearview_console::client::AdminClient;
 use rearview_console::{Server, ServerConfig};
+use rearview_testkit::console;
 use serde_json::{json, Value};
 
 mod support;
@@ -301,18 +302,13 @@ fn cli_init_makes_two_people_and_person_grant_and_confirm_work() {
     let exe = env!("CARGO_BIN_EXE_rearview-console");
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let out = std::process::Command::new(exe)
-        .args(["init", "--admin", "ivan", "--approver", "rita", "--data"])
-        .arg(&data)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let stdout = String::from_utf8(out.stdout).unwrap();
-    let ivan = support::labelled_token(&stdout, "admin token (ivan): ");
-    let rita = support::labelled_token(&stdout, "approver token (rita): ");
-    assert!(ivan.starts_with("rvp_") && rita.starts_with("rvp_") && ivan != rita, "{stdout}");
+    let tokens =
+        console::init(exe.as_ref(), &data, &["--admin", "ivan", "--approver", "rita"]).unwrap();
+    assert_eq!((tokens.admin_name.as_str(), tokens.approver_name.as_str()), ("ivan", "rita"));
+    let (ivan, rita) = (tokens.admin_token, tokens.approver_token);
+    assert!(ivan.starts_with("rvp_") && rita.starts_with("rvp_") && ivan != rita, "{ivan} {rita}");
 
-    let (mut serve, _url) = support::serve_binary(exe, &data);
+    let serve = console::ServedConsole::start(exe.as_ref(), &data, &[]).unwrap();
     let run = |token: &str, args: &[&str]| {
         std::process::Command::new(exe)
             .args(args)
@@ -347,6 +343,5 @@ fn cli_init_makes_two_people_and_person_grant_and_confirm_work() {
         roles,
         [("ivan", "admin"), ("rita", "approver"), ("vera", "approver"), ("ingrid", "investigator")]
     );
-    let _ = serve.kill();
-    let _ = serve.wait();
+    drop(serve);
 }

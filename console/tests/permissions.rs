@@ -122,8 +122,8 @@ async fn the_data_directory_is_private_whatever_the_umask() {
             under_umask(umask, &["init", "--data", data.to_str().unwrap()]).output().unwrap();
         assert!(init.status.success(), "{}", String::from_utf8_lossy(&init.stderr));
         let stdout = String::from_utf8_lossy(&init.stdout);
-        let admin_token = support::labelled_token(&stdout, "admin token");
-        let approver_token = support::labelled_token(&stdout, "approver token");
+        let tokens = rearview_testkit::console::InitTokens::parse(&stdout).unwrap();
+        let (admin_token, approver_token) = (tokens.admin_token, tokens.approver_token);
 
         let (_serving, url) = serve(umask, &data);
         upload_a_clip(&url, &admin_token, &approver_token).await;

@@ -49,35 +49,6 @@ pub async fn start_configured(
     (dir, server, out)
 }
 
-/// The token on the line `init` labels `label` (`admin token (NAME): rvp_…`).
-pub fn labelled_token(init_stdout: &str, label: &str) -> String {
-    let line = init_stdout
-        .lines()
-        .find(|l| l.starts_with(label))
-        .unwrap_or_else(|| panic!("no line {label:?} in {init_stdout}"));
-    line.rsplit(' ').next().unwrap().trim().to_owned()
-}
-
-/// `rearview-console serve --listen 127.0.0.1:0 --data DATA` run as the binary `exe`; the child
-/// (kill it when done) and the URL it printed.
-pub fn serve_binary(exe: &str, data: &std::path::Path) -> (std::process::Child, String) {
-    let mut serve = std::process::Command::new(exe)
-        .args(["serve", "--listen", "127.0.0.1:0", "--data"])
-        .arg(data)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(serve.stdout.take().unwrap()),
-        &mut line,
-    )
-    .unwrap();
-    let url = line.trim().strip_prefix("listening on ").expect("serve started").to_owned();
-    (serve, url)
-}
-
 /// A new person with `role` (not `approver`: that grant waits for a second person, so tests
 /// take init's approver), as a client of the console at `url`.
 pub async fn person(url: &str, admin: &AdminClient, name: &str, role: &str) -> AdminClient {

@@ -72,11 +72,10 @@ async fn the_uploader_keeps_a_clip_answered_429() {
     let m = one_segment("k-held", &dev, "alice", "all-activities", (now, now + 1000), &held);
     c.expect(&dev, &m, 200).await;
     let mut s = start_upload(&c.url, &dev, &sha(&held), held.len(), &held[..10]).await;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while incoming_files(&c).is_empty() {
-        assert!(tokio::time::Instant::now() < deadline, "upload not in flight");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    rearview_testkit::eventually("the held upload in flight", Duration::from_secs(10), || {
+        !incoming_files(&c).is_empty()
+    })
+    .await;
     let (clip, segs) = spooled_clip("k-next", "alice", now, bytes(51, 1000));
     up.enqueue_clip(clip, segs).unwrap();
     let err = up.send_pending().await.unwrap_err();

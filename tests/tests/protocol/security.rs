@@ -506,7 +506,8 @@ async fn trigger_for_one_device_reaches_only_that_device() {
     assert!(err.to_string().contains(&format!("it is for device {b_id}, this is {a_id}")), "{err}");
     assert!(a_commands.try_recv().is_err());
     // B acknowledges once its clip is recorded (next_command recorded it), in its own time.
-    eventually(10, "B acknowledged its trigger", || acked(&console, &for_b)).await;
+    eventually("B acknowledged its trigger", Duration::from_secs(10), || acked(&console, &for_b))
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -572,7 +573,10 @@ async fn device_enrolls_syncs_policy_and_uploads_over_tls() {
     up.enqueue_clip(new_clip("tls-clip", None, 2), segs.into_iter().map(|(s, _)| s).collect())
         .unwrap();
     let probe = up.clone();
-    eventually(20, "clip sent over TLS", || probe.status().unwrap().spool.sent_clips == 1).await;
+    eventually("clip sent over TLS", Duration::from_secs(20), || {
+        probe.status().unwrap().spool.sent_clips == 1
+    })
+    .await;
     let clip: Value = admin.get("/api/v1/clips/tls-clip").await.unwrap();
     assert_eq!(clip["complete"], json!(true));
     let _: Value =

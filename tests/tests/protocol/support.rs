@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use rearview_console::client::AdminClient;
 use rearview_console::{Server, ServerConfig, ServerHandle};
+pub use rearview_testkit::eventually;
 use rearview_uploader::{Command, NewClip, NewSegment, SegmentBytes, Uploader, UploaderConfig};
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -210,15 +211,6 @@ pub async fn accept_recording(
                 }
             }
         }
-    }
-}
-
-/// Waits until `f` holds, up to `secs`.
-pub async fn eventually<F: FnMut() -> bool>(secs: u64, what: &str, mut f: F) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
-    while !f() {
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for: {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
