@@ -24,7 +24,7 @@ use clap::Args;
 use futures_util::StreamExt;
 use rearview_console::client::AdminClient;
 use rearview_protocol::{
-    enroll_proof_message, ClipManifest, EnrollRequest, ManifestSegment, TriggerMessage,
+    enroll_proof_message, CaptureMode, ClipManifest, EnrollRequest, ManifestSegment, TriggerMessage,
 };
 use rearview_testkit::console::{self, InitTokens, ServedConsole};
 use rearview_testkit::procfs::ProcStatus;
@@ -309,7 +309,7 @@ async fn run_async(args: ProtocolArgs) -> anyhow::Result<()> {
                 let manifest = ClipManifest {
                     clip_id: format!("bench-{n}-{c}"),
                     trigger_id: None,
-                    mode: "all-activities".into(),
+                    mode: CaptureMode::AllActivities,
                     user: "bench-user".into(),
                     device_id: id.clone(),
                     start_ms: t,

@@ -31,6 +31,9 @@
 //!
 //! # Device endpoints
 //!
+//! Each path is a constant of [`paths`], which both the console's router and the device's
+//! client use.
+//!
 //! ```text
 //! POST /api/v1/enroll                         EnrollRequest → EnrollResponse
 //! GET  /api/v1/device/policy                  → PolicyMessage (newest signed bundle)
@@ -80,8 +83,11 @@
 
 use serde::{Deserialize, Serialize};
 
+pub mod kinds;
+pub mod paths;
 pub mod time;
 
+pub use kinds::{ActivityKind, CaptureMode, ClipState, HealthState, IndicatorKind};
 pub use time::UnixMillis;
 
 /// The message a device signs (with its own key) to prove it holds the key it enrolls.
@@ -177,7 +183,7 @@ pub struct ClipManifest {
     /// The trigger this clip answers; `None` for all-activities uploads.
     pub trigger_id: Option<String>,
     /// `specific-activities` or `all-activities`.
-    pub mode: String,
+    pub mode: CaptureMode,
     /// Principal name of the captured user.
     pub user: String,
     /// Must be the authenticated device's id.
@@ -303,8 +309,8 @@ pub struct SegmentAck {
 /// What a device says about itself.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct HealthReport {
-    /// e.g. `capturing`, `idle`, `paused: cpu limit`.
-    pub state: String,
+    /// `capturing`, `idle`, `paused: cpu limit`, or a newer device's state.
+    pub state: HealthState,
     /// Policy version the device is running.
     pub policy_version: u64,
     /// Principal names with a graphical session on the device (where triggers for them go).
@@ -323,8 +329,8 @@ pub struct HealthReport {
 pub struct ActivityEvent {
     /// Principal name.
     pub user: String,
-    /// Indicator kind, e.g. `file_copied_to_removable_media`.
-    pub kind: String,
+    /// Indicator kind, e.g. `removable_media_copy`, or a newer device's kind.
+    pub kind: ActivityKind,
     /// When it happened, Unix ms.
     pub time_ms: i64,
     /// Kind-specific details (file, size, destination, …).

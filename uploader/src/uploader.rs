@@ -53,8 +53,9 @@ use crate::error::UploadError;
 use crate::spool::{Enqueued, SegmentBytes, Spool, SpoolStats};
 use crate::sse::SseParser;
 use rearview_protocol::{
-    enroll_proof_message, ActivityAck, ActivityBatch, ActivityEvent, ClipManifest, EnrollRequest,
-    HealthReport, ManifestSegment, MissingRange, PolicyMessage, TriggerMessage, MAX_SEGMENT_BYTES,
+    enroll_proof_message, ActivityAck, ActivityBatch, ActivityEvent, CaptureMode, ClipManifest,
+    EnrollRequest, HealthReport, ManifestSegment, MissingRange, PolicyMessage, TriggerMessage,
+    MAX_SEGMENT_BYTES,
 };
 
 /// Where the uploader keeps its state and how it reaches the console.
@@ -197,8 +198,8 @@ pub struct NewSegment {
 pub struct NewClip {
     pub clip_id: String,
     pub trigger_id: Option<String>,
-    /// `specific-activities` or `all-activities`.
-    pub mode: String,
+    /// Which approval the clip is taken under (and whether it needs a trigger).
+    pub mode: CaptureMode,
     pub user: String,
     pub start_ms: i64,
     pub end_ms: i64,

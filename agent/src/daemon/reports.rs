@@ -2,6 +2,7 @@
 //! report the console gets every [`HEALTH_EVERY`].
 
 use super::*;
+use rearview_protocol::HealthState;
 
 impl Daemon {
     pub(super) fn send_health(&self) {
@@ -10,11 +11,11 @@ impl Daemon {
         }
         let report = self.status_report();
         let state = if report.cpu.paused {
-            "paused: cpu limit".to_string()
+            HealthState::PausedCpuLimit
         } else if report.sessions.iter().any(|s| s.capture == "capturing") {
-            "capturing".to_string()
+            HealthState::Capturing
         } else {
-            "idle".to_string()
+            HealthState::Idle
         };
         let health = HealthReport {
             state,

@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use axum::extract::{Path, Query, State};
 use axum::Json;
-use rearview_protocol::ClipManifest;
+use rearview_protocol::{CaptureMode, ClipManifest};
 use rusqlite::{params, OptionalExtension};
 use serde::{Deserialize, Serialize};
 
@@ -62,7 +62,8 @@ fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(i64, ClipView, String)> {
             manifest: ClipManifest {
                 clip_id: String::new(),
                 trigger_id: None,
-                mode: String::new(),
+                // A placeholder, as every field here: `with_manifest` puts the stored one.
+                mode: CaptureMode::SpecificActivities,
                 user: String::new(),
                 device_id: String::new(),
                 start_ms: 0,

@@ -49,7 +49,7 @@ pub async fn health(
 fn event_refusal(e: &ActivityEvent) -> Option<String> {
     if e.user.is_empty() || e.user.len() > 256 {
         Some("user must be 1 to 256 bytes".into())
-    } else if e.kind.is_empty() || e.kind.len() > 128 {
+    } else if e.kind.as_str().is_empty() || e.kind.as_str().len() > 128 {
         Some("kind must be 1 to 128 bytes".into())
     } else {
         None
@@ -109,7 +109,7 @@ pub async fn activity(
             }
             tx.execute(
                 "INSERT INTO activity (device_id, user, kind, time_ms, details_json, received_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                params![device.id, e.user, e.kind, e.time_ms, e.details.to_string(), now],
+                params![device.id, e.user, e.kind.as_str(), e.time_ms, e.details.to_string(), now],
             )?;
             let activity_id = tx.last_insert_rowid();
             let mut result = ActivityResult {
@@ -117,7 +117,7 @@ pub async fn activity(
                 trigger_ids: vec![],
                 reason: None,
             };
-            if let Some(rule) = rules.iter().find(|r: &&IndicatorRule| r.kind == e.kind) {
+            if let Some(rule) = rules.iter().find(|r: &&IndicatorRule| r.kind == e.kind.as_str()) {
                 if policy::approval_of(&ctx.in_force, &e.user).is_none() {
                     tracing::info!(user = ?e.user, kind = ?e.kind, "indicator for a user without approval: no trigger");
                     result.outcome = ActivityOutcome::NotApproved;
@@ -191,7 +191,7 @@ fn trigger_request(
             .map(str::to_owned)
             .unwrap_or_else(|| format!("activity {activity_id}")),
         device: Some(device.id.clone()),
-        indicator: Some(e.kind.clone()),
+        indicator: Some(e.kind.to_string()),
     }
 }
 

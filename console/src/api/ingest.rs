@@ -23,10 +23,10 @@ use std::sync::{Arc, Mutex};
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::Json;
+use rearview_protocol::kinds::capture_mode_name;
 use rearview_protocol::{ClipManifest, ClipStatus, MAX_SEGMENT_BYTES};
 use rusqlite::{params, OptionalExtension};
 
-use crate::api::approvals::MODES;
 use crate::auth::Device;
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -107,9 +107,6 @@ fn validate(manifest: &ClipManifest, clip_id: &str, device: &Device) -> Result<(
             "manifest names device {} but you are {}",
             manifest.device_id, device.id
         )));
-    }
-    if !MODES.contains(&manifest.mode.as_str()) {
-        return Err(ApiError::bad_request("mode must be specific-activities or all-activities"));
     }
     if manifest.user.is_empty() || manifest.user.len() > 256 {
         return Err(ApiError::bad_request("user must be 1 to 256 characters"));
@@ -340,7 +337,7 @@ pub async fn put_manifest(
                         manifest.trigger_id,
                         alert_id,
                         manifest.user,
-                        manifest.mode,
+                        capture_mode_name(manifest.mode),
                         manifest.start_ms,
                         manifest.end_ms,
                         manifest_json(&manifest)?,

@@ -31,7 +31,7 @@ fn spooled_clip(id: &str, user: &str, at: i64, bytes: Vec<u8>) -> (NewClip, Vec<
     let clip = NewClip {
         clip_id: id.into(),
         trigger_id: None,
-        mode: "all-activities".into(),
+        mode: rearview_protocol::CaptureMode::AllActivities,
         user: user.into(),
         start_ms: at,
         end_ms: at + 1000,

@@ -108,7 +108,7 @@ async fn enroll_policy_trigger_clip_complete() {
     device
         .uploader
         .report_health(rearview_protocol::HealthReport {
-            state: "capturing".into(),
+            state: rearview_protocol::HealthState::Capturing,
             policy_version: p2.version(),
             users: vec![USER.into()],
             ..Default::default()
@@ -152,13 +152,13 @@ async fn indicator_reaches_console_and_rule_issues_trigger() {
         .report_activity(vec![
             ActivityEvent {
                 user: "mallory".into(),
-                kind: "removable_media_copy".into(),
+                kind: rearview_protocol::IndicatorKind::RemovableMediaCopy.into(),
                 time_ms: now,
                 details: json!({"file": "x.txt"}),
             },
             ActivityEvent {
                 user: USER.into(),
-                kind: "removable_media_copy".into(),
+                kind: rearview_protocol::IndicatorKind::RemovableMediaCopy.into(),
                 time_ms: now,
                 details: json!({"file": "roadmap.docx", "size": 12345, "destination": "/media/usb"}),
             },

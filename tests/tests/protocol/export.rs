@@ -115,7 +115,7 @@ async fn console_with_a_sealed_clip() -> Exportable {
         NewClip {
             clip_id: "clip-x".into(),
             trigger_id: None,
-            mode: "all-activities".into(),
+            mode: rearview_protocol::CaptureMode::AllActivities,
             user: "alice".into(),
             start_ms: t0,
             end_ms: t0 + 6000,

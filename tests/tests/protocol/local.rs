@@ -311,7 +311,7 @@ async fn the_console_lets_a_device_give_up_only_segments_it_does_not_hold() {
     let manifest = |segments: &[usize], missing: &[usize]| ClipManifest {
         clip_id: "clip-rules".into(),
         trigger_id: None,
-        mode: "all-activities".into(),
+        mode: rearview_protocol::CaptureMode::AllActivities,
         user: USER.into(),
         device_id: identity["device_id"].as_str().unwrap().into(),
         start_ms: t0,

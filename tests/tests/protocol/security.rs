@@ -181,7 +181,7 @@ async fn device_cannot_touch_another_devices_clips() {
         ClipManifest {
             clip_id: "clip-a".into(),
             trigger_id: None,
-            mode: "all-activities".into(),
+            mode: rearview_protocol::CaptureMode::AllActivities,
             user: USER.into(),
             device_id: a_id.clone(),
             start_ms: t,

@@ -238,11 +238,15 @@ pub fn segments(n: usize, size: usize, start_ms: i64) -> Vec<(NewSegment, Vec<u8
 /// approves first) and an untriggered clip's window against the policy's bounds.
 pub fn new_clip(clip_id: &str, trigger_id: Option<String>, n: usize) -> NewClip {
     let start = rearview_uploader::now_ms() - 10_000;
-    let mode = if trigger_id.is_some() { "specific-activities" } else { "all-activities" };
+    let mode = if trigger_id.is_some() {
+        rearview_protocol::CaptureMode::SpecificActivities
+    } else {
+        rearview_protocol::CaptureMode::AllActivities
+    };
     NewClip {
         clip_id: clip_id.to_owned(),
         trigger_id,
-        mode: mode.into(),
+        mode,
         user: USER.into(),
         start_ms: start,
         end_ms: start + (n as i64 + 20) * 1000,
