@@ -2,6 +2,14 @@
 //! exchange, in one crate that both take and that takes neither of them, so the console
 //! (`rearview-console`) and the device (`rearview-uploader`) cannot drift apart.
 //!
+//! # Layout
+//!
+//! * this file: the messages ([`ClipManifest`], [`HealthReport`], …) and size limits.
+//! * [`paths`]: every device endpoint's path, mounted by the console, called by the device.
+//! * [`kinds`]: the fixed sets of values that travel as strings ([`CaptureMode`],
+//!   [`ActivityKind`], [`HealthState`], [`ClipState`]), as enums with the same bytes.
+//! * [`time`]: [`UnixMillis`], the wire's instant, and the one clock both ends read.
+//!
 //! # Transport and authentication
 //!
 //! HTTPS (HTTP/1.1) with JSON bodies, except segment uploads, which are the raw sealed bytes.

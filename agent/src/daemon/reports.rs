@@ -2,6 +2,7 @@
 //! report the console gets every [`HEALTH_EVERY`].
 
 use super::*;
+use rearview_protocol::kinds::capture_mode_name;
 use rearview_protocol::HealthState;
 
 impl Daemon {
@@ -120,7 +121,7 @@ impl Daemon {
                     active: t.session.active,
                     locked: t.session.locked,
                     capture,
-                    mode: t.gate.mode().map(|m| gate::mode_name(m).to_string()),
+                    mode: t.gate.mode().map(|m| capture_mode_name(m).to_string()),
                     worker_pid: t.worker.as_ref().map(|w| w.pid()),
                     monitors: t.status.monitors,
                     fps: f64::from(t.status.fps_milli) / 1000.0,
