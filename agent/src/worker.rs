@@ -40,7 +40,7 @@
 //! # Bounds
 //!
 //! A segment may be at most [`MAX_SEGMENT_PLAINTEXT`] bytes: sealed, it must still fit the
-//! console's limit for one segment ([`rearview_uploader::wire::MAX_SEGMENT_BYTES`]), or it could
+//! console's limit for one segment ([`rearview_protocol::MAX_SEGMENT_BYTES`]), or it could
 //! never be sent. The worker cuts its segments early to stay below it. A length beyond the
 //! bound for its kind, an unknown kind or an unparsable status breaks the protocol: the
 //! daemon's reader stops, kills the worker and reports why ([`WorkerEvent::Ended`]).
@@ -67,7 +67,7 @@ pub mod run;
 /// Largest plaintext segment a worker may send: what seals into the largest segment the
 /// console accepts.
 pub const MAX_SEGMENT_PLAINTEXT: usize =
-    rearview_uploader::wire::MAX_SEGMENT_BYTES - rearview_capture::seal::OVERHEAD;
+    rearview_protocol::MAX_SEGMENT_BYTES - rearview_capture::seal::OVERHEAD;
 /// Largest status message body (JSON of a few fields and one error line).
 pub const MAX_STATUS_JSON: usize = 64 * 1024;
 /// Largest message a worker may send (kind byte and the largest segment).

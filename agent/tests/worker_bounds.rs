@@ -16,7 +16,7 @@ use rearview_agent::worker::{
 /// Largest plaintext segment a worker may send: once sealed it must still fit what the
 /// console accepts.
 const MAX_PLAINTEXT: usize =
-    rearview_uploader::wire::MAX_SEGMENT_BYTES - rearview_capture::seal::OVERHEAD;
+    rearview_protocol::MAX_SEGMENT_BYTES - rearview_capture::seal::OVERHEAD;
 
 /// The segment in `item`, if it carries one.
 fn segment_len(item: &FromWorker) -> Option<usize> {

@@ -24,6 +24,7 @@ use rearview_config::time::{Duration as TDuration, OffsetDateTime};
 use rearview_config::{
     sign_policy, Approval, CaptureMode, PolicyPayload, Principal, SigningKey, TenantId, UserScope,
 };
+use rearview_testkit::procfs::ProcStatus;
 use rearview_testkit::xvfb::Xvfb;
 
 #[derive(clap::Args)]
@@ -96,15 +97,8 @@ fn children(parent: u32) -> Vec<u32> {
 }
 
 fn hwm_mb(pid: u32) -> f64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmHWM:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        })
-        .map(|kb| kb / 1024.0)
-        .unwrap_or(0.0)
+    let kib = ProcStatus::read(pid).ok().and_then(|status| status.kib("VmHWM"));
+    kib.map_or(0.0, |kib| kib as f64 / 1024.0)
 }
 
 pub fn run(args: AgentArgs) -> anyhow::Result<()> {

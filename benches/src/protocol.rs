@@ -14,9 +14,8 @@
 //! 5. **console_rss**: the child's `VmHWM` (peak resident set) from `/proc`.
 
 use std::collections::HashMap;
-use std::io::BufRead;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -24,11 +23,13 @@ use anyhow::{bail, Context};
 use clap::Args;
 use futures_util::StreamExt;
 use rearview_console::client::AdminClient;
+use rearview_protocol::{
+    enroll_proof_message, CaptureMode, ClipManifest, EnrollRequest, ManifestSegment, TriggerMessage,
+};
+use rearview_testkit::console::{self, InitTokens, ServedConsole};
+use rearview_testkit::procfs::ProcStatus;
 use rearview_uploader::client::{Client, ClientConfig};
 use rearview_uploader::sse::SseParser;
-use rearview_uploader::wire::{
-    enroll_proof_message, ClipManifest, EnrollRequest, ManifestSegment, TriggerMessage,
-};
 use serde_json::{json, Value};
 use tokio::sync::oneshot;
 
@@ -61,16 +62,10 @@ struct Arrivals {
 
 type Waiters = Arc<Mutex<Arrivals>>;
 
+/// The console process (killed on drop, before its data directory goes).
 struct ConsoleChild {
-    child: Child,
+    served: ServedConsole,
     _dir: tempfile::TempDir,
-}
-
-impl Drop for ConsoleChild {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 fn console_binary() -> anyhow::Result<PathBuf> {
@@ -112,37 +107,15 @@ fn raise_nofile(want: u64) -> anyhow::Result<u64> {
     }
 }
 
-/// The console, its URL and the (admin, approver) tokens init printed.
-fn start_console() -> anyhow::Result<(ConsoleChild, String, (String, String))> {
+/// The console child, serving a tenant `init` made in a temp directory (the test kit's
+/// launcher), and the tokens `init` printed.
+fn start_console() -> anyhow::Result<(ConsoleChild, InitTokens)> {
     let bin = console_binary()?;
     let dir = tempfile::tempdir()?;
     let data = dir.path().join("data");
-    let out = Command::new(&bin).args(["init", "--data"]).arg(&data).output()?;
-    if !out.status.success() {
-        bail!("console init: {}", String::from_utf8_lossy(&out.stderr));
-    }
-    let stdout = String::from_utf8(out.stdout)?;
-    let token = |label: &str| -> anyhow::Result<String> {
-        let line = stdout.lines().find(|l| l.starts_with(label));
-        let token = line.and_then(|l| l.rsplit(' ').next());
-        Ok(token.with_context(|| format!("no {label:?} line from init"))?.to_owned())
-    };
-    let tokens = (token("admin token (admin): ")?, token("approver token (approver): ")?);
-    let mut child = Command::new(&bin)
-        .args(["serve", "--listen", "127.0.0.1:0", "--data"])
-        .arg(&data)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()?;
-    let mut line = String::new();
-    std::io::BufReader::new(child.stdout.take().context("no stdout")?).read_line(&mut line)?;
-    let url = line
-        .trim()
-        .strip_prefix("listening on ")
-        .context("serve did not print its address")?
-        .to_owned();
-    Ok((ConsoleChild { child, _dir: dir }, url, tokens))
+    let tokens = console::init(&bin, &data, &[])?;
+    let served = ServedConsole::start(&bin, &data, &[("RUST_LOG", "warn")])?;
+    Ok((ConsoleChild { served, _dir: dir }, tokens))
 }
 
 async fn enroll(url: &str, admin: &AdminClient) -> anyhow::Result<(Client, String)> {
@@ -210,10 +183,8 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 }
 
 fn peak_rss_mb(pid: u32) -> anyhow::Result<f64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:")).context("no VmHWM")?;
-    let kb: f64 = line.split_whitespace().nth(1).context("VmHWM value")?.parse()?;
-    Ok(kb / 1024.0)
+    let kib = ProcStatus::read(pid)?.kib("VmHWM").context("no VmHWM in /proc/PID/status")?;
+    Ok(kib as f64 / 1024.0)
 }
 
 pub fn run(args: ProtocolArgs) -> anyhow::Result<()> {
@@ -234,9 +205,10 @@ async fn run_async(args: ProtocolArgs) -> anyhow::Result<()> {
             eprintln!("{msg}");
         }
     };
-    let (console, url, (token, approver_token)) = start_console()?;
-    let admin = AdminClient::new(&url, &token, None)?;
-    let approver = AdminClient::new(&url, &approver_token, None)?;
+    let (console, tokens) = start_console()?;
+    let url = console.served.url.clone();
+    let admin = AdminClient::new(&url, &tokens.admin_token, None)?;
+    let approver = AdminClient::new(&url, &tokens.approver_token, None)?;
     let _: Value =
         admin.put("/api/v1/policy/settings", &json!({"capture": {"enabled": true}})).await?;
     let req: Value = admin
@@ -337,7 +309,7 @@ async fn run_async(args: ProtocolArgs) -> anyhow::Result<()> {
                 let manifest = ClipManifest {
                     clip_id: format!("bench-{n}-{c}"),
                     trigger_id: None,
-                    mode: "all-activities".into(),
+                    mode: CaptureMode::AllActivities,
                     user: "bench-user".into(),
                     device_id: id.clone(),
                     start_ms: t,
@@ -374,7 +346,7 @@ async fn run_async(args: ProtocolArgs) -> anyhow::Result<()> {
     .into_iter()
     .sum::<u64>();
     let mb_per_s = bytes as f64 / 1e6 / start.elapsed().as_secs_f64();
-    let rss = peak_rss_mb(console.child.id())?;
+    let rss = peak_rss_mb(console.served.child.id())?;
     let result = json!({
         "bench": "protocol",
         "devices": args.devices,

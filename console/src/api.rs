@@ -46,7 +46,7 @@ use std::sync::Arc;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
-use rearview_protocol::{PolicyMessage, MAX_MANIFEST_BYTES};
+use rearview_protocol::{paths, PolicyMessage, MAX_MANIFEST_BYTES};
 
 use crate::auth::{Person, Role};
 use crate::error::ApiError;
@@ -59,10 +59,9 @@ const MAX_JSON_BYTES: usize = 1024 * 1024;
 pub fn router(state: Arc<AppState>) -> Router {
     // Segment bodies are streamed to disk, and bounded, by the handler itself (see
     // `ingest::upload`), so no body limit layer buffers or caps them here.
-    let segments =
-        Router::new().route("/api/v1/device/segments/{sha256}", put(ingest::put_segment));
+    let segments = Router::new().route(paths::SEGMENT, put(ingest::put_segment));
     let manifests = Router::new()
-        .route("/api/v1/device/clips/{clip_id}", put(ingest::put_manifest).get(ingest::get_status))
+        .route(paths::CLIP, put(ingest::put_manifest).get(ingest::get_status))
         .layer(DefaultBodyLimit::max(MAX_MANIFEST_BYTES));
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
@@ -84,12 +83,12 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/v1/clips", get(clips::list))
         .route("/api/v1/clips/{id}", get(clips::get))
         .route("/api/v1/devices", get(devices::list))
-        .route("/api/v1/enroll", post(enroll::enroll))
-        .route("/api/v1/device/policy", get(stream::policy))
-        .route("/api/v1/device/stream", get(stream::stream))
-        .route("/api/v1/device/triggers/{id}/ack", post(devices::ack_trigger))
-        .route("/api/v1/device/health", post(devices::health))
-        .route("/api/v1/device/activity", post(devices::activity))
+        .route(paths::ENROLL, post(enroll::enroll))
+        .route(paths::POLICY, get(stream::policy))
+        .route(paths::STREAM, get(stream::stream))
+        .route(paths::TRIGGER_ACK, post(devices::ack_trigger))
+        .route(paths::HEALTH, post(devices::health))
+        .route(paths::ACTIVITY, post(devices::activity))
         .layer(DefaultBodyLimit::max(MAX_JSON_BYTES))
         .merge(segments)
         .merge(manifests)

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use rearview_console::client::AdminClient;
 use rearview_console::{Server, ServerConfig};
+use rearview_testkit::console::InitTokens;
 use serde_json::{json, Value};
 
 mod support;
@@ -27,7 +28,7 @@ async fn malformed_oversized_mismatched_and_unauthenticated_uploads_change_nothi
     let (dev, device_id) = enroll(&url, &admin).await;
     // The console takes clips only of approved users, recorded while approved.
     approve_alice(&url, &admin, &out.approver_token).await;
-    let t0 = rearview_uploader::now_ms();
+    let t0 = support::now_ms();
     let http = reqwest::Client::new();
     let seg = vec![7u8; 1000];
     let sha = hex::encode(ring::digest::digest(&ring::digest::SHA256, &seg).as_ref());
@@ -167,7 +168,7 @@ async fn open_clips_grow_then_close_and_only_then_complete() {
     let admin = AdminClient::new(&url, &out.admin_token, None).unwrap();
     let (dev, device_id) = enroll(&url, &admin).await;
     approve_alice(&url, &admin, &out.approver_token).await;
-    let t0 = rearview_uploader::now_ms();
+    let t0 = support::now_ms();
     let http = reqwest::Client::new();
     let segs: Vec<Vec<u8>> = (1..=3u8).map(|i| vec![i; 1000]).collect();
     let entries: Vec<Value> = segs
@@ -393,8 +394,8 @@ fn cli_out_of_process() {
     let out = std::process::Command::new(exe).args(["init", "--data"]).arg(&data).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let stdout = String::from_utf8(out.stdout).unwrap();
-    let token = support::labelled_token(&stdout, "admin token (admin): ");
-    let approver = support::labelled_token(&stdout, "approver token (approver): ");
+    let tokens = InitTokens::parse(&stdout).unwrap();
+    let (token, approver) = (tokens.admin_token, tokens.approver_token);
     assert!(token.starts_with("rvp_") && approver.starts_with("rvp_"), "{stdout}");
 
     let mut serve = std::process::Command::new(exe)

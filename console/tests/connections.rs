@@ -8,7 +8,6 @@
 use std::time::Duration;
 
 use rearview_console::{Server, ServerConfig};
-use rearview_uploader::{Uploader, UploaderConfig};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -161,16 +160,9 @@ async fn connections_beyond_the_cap_are_refused_and_push_streams_count_and_stay_
     let (dir, server, admin_token) = support::start().await;
     let admin =
         rearview_console::client::AdminClient::new(&server.url(), &admin_token, None).unwrap();
-    let t: serde_json::Value =
-        admin.post("/api/v1/enrollment-tokens", &serde_json::json!({})).await.unwrap();
-    let state = tempfile::tempdir().unwrap();
-    let up = Uploader::open(UploaderConfig::new(server.url(), state.path())).unwrap();
-    up.enroll(t["token"].as_str().unwrap(), "host").await.unwrap();
+    let (token, _) = support::enroll(&server.url(), &admin).await;
     server.shutdown().await.unwrap();
-    let identity: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(state.path().join("identity.json")).unwrap())
-            .unwrap();
-    let token = identity["device_token"].as_str().unwrap();
+    let token = token.as_str();
     let idle = Duration::from_secs(2);
     let mut config = ServerConfig::plain(dir.path(), "127.0.0.1:0".parse().unwrap());
     config.header_read_timeout = Duration::from_secs(600);

@@ -6,196 +6,22 @@
 //! Devices are enrolled with raw HTTP (a key pair made here), so manifests and uploads can be
 //! forged the way a hostile device would; uploads that must stay open mid-body are written on a
 //! raw TCP socket.
+//!
+//! What the real uploader does with the console's answers is in
+//! `tests/tests/protocol/device_trust.rs`.
 
 use std::io::{BufRead, Read};
-use std::sync::Arc;
 use std::time::Duration;
 
 use rearview_console::client::AdminClient;
-use rearview_console::{IngestLimits, Server, ServerConfig, ServerHandle};
-use rearview_uploader::{now_ms, NewClip, NewSegment, SegmentBytes, Uploader, UploaderConfig};
+use rearview_console::IngestLimits;
 use serde_json::{json, Value};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::io::AsyncWriteExt;
 
 mod support;
 
-/// A console in a temp directory with its first admin (ivan) and an approver (rita).
-struct Console {
-    dir: tempfile::TempDir,
-    server: ServerHandle,
-    url: String,
-    admin: AdminClient,
-    admin_token: String,
-    approver: AdminClient,
-    http: reqwest::Client,
-}
-
-/// An enrolled device: its token and id.
-struct Device {
-    token: String,
-    id: String,
-}
-
-impl Console {
-    async fn start() -> Console {
-        Console::start_with(IngestLimits::default()).await
-    }
-
-    async fn start_with(ingest: IngestLimits) -> Console {
-        let dir = tempfile::tempdir().unwrap();
-        let out =
-            rearview_console::init_with_approver(dir.path(), "tenant-a", "ivan", "rita").unwrap();
-        let server = Server::start(ServerConfig {
-            ingest,
-            ..ServerConfig::plain(dir.path(), "127.0.0.1:0".parse().unwrap())
-        })
-        .await
-        .unwrap();
-        let url = server.url();
-        let admin = AdminClient::new(&url, &out.admin_token, None).unwrap();
-        let approver = AdminClient::new(&url, &out.approver_token, None).unwrap();
-        Console {
-            dir,
-            server,
-            url,
-            admin,
-            admin_token: out.admin_token,
-            approver,
-            http: reqwest::Client::new(),
-        }
-    }
-
-    /// A user's approval in force (see [`support::approve`]); its id.
-    async fn approve(&self, user: &str, mode: &str) -> i64 {
-        support::approve(&self.admin, &self.approver, user, mode).await
-    }
-
-    async fn settings(&self, settings: Value) {
-        let _: Value = self.admin.put("/api/v1/policy/settings", &settings).await.unwrap();
-    }
-
-    async fn enroll(&self) -> Device {
-        enroll_at(&self.url, &self.admin).await
-    }
-
-    /// `PUT /api/v1/device/clips/{id}`: the status and the JSON answer.
-    async fn put_manifest(&self, dev: &Device, manifest: &Value) -> (u16, Value) {
-        let id = manifest["clip_id"].as_str().unwrap();
-        let r = self
-            .http
-            .put(format!("{}/api/v1/device/clips/{id}", self.url))
-            .bearer_auth(&dev.token)
-            .json(manifest)
-            .send()
-            .await
-            .unwrap();
-        let status = r.status().as_u16();
-        (status, r.json().await.unwrap_or(Value::Null))
-    }
-
-    /// Sends `manifest` as `dev`, asserts the answer's status is `want`; the answer.
-    async fn expect(&self, dev: &Device, manifest: &Value, want: u16) -> Value {
-        let (status, body) = self.put_manifest(dev, manifest).await;
-        assert_eq!(status, want, "{}: {body}", manifest["clip_id"]);
-        body
-    }
-
-    async fn put_segment(&self, dev: &Device, bytes: &[u8]) -> reqwest::Response {
-        self.http
-            .put(format!("{}/api/v1/device/segments/{}", self.url, sha(bytes)))
-            .bearer_auth(&dev.token)
-            .body(bytes.to_vec())
-            .send()
-            .await
-            .unwrap()
-    }
-
-    async fn activity(&self, dev: &Device, events: Value) -> (u16, Value) {
-        let r = self
-            .http
-            .post(format!("{}/api/v1/device/activity", self.url))
-            .bearer_auth(&dev.token)
-            .json(&json!({ "events": events }))
-            .send()
-            .await
-            .unwrap();
-        let status = r.status().as_u16();
-        (status, r.json().await.unwrap_or(Value::Null))
-    }
-
-    /// `POST /api/v1/triggers` as the admin: the status and the answer (or the refusal).
-    async fn trigger(&self, body: Value) -> (u16, String, Value) {
-        match self.admin.post::<_, Value>("/api/v1/triggers", &body).await {
-            Ok(v) => (200, String::new(), v),
-            Err(e) => (e.status, e.message, Value::Null),
-        }
-    }
-
-    async fn audit_actions(&self, target: &str) -> Vec<(String, Value)> {
-        let audit: Vec<Value> = self.admin.get("/api/v1/audit?limit=1000").await.unwrap();
-        audit
-            .into_iter()
-            .filter(|a| a["target"] == json!(target))
-            .map(|a| (a["action"].as_str().unwrap().to_owned(), a["details"].clone()))
-            .collect()
-    }
-
-    fn db(&self) -> rusqlite::Connection {
-        rusqlite::Connection::open(self.dir.path().join("console.db")).unwrap()
-    }
-}
-
-/// Enrolls a device by hand (see [`support::enroll`]).
-async fn enroll_at(url: &str, admin: &AdminClient) -> Device {
-    let (token, id) = support::enroll(url, admin).await;
-    Device { token, id }
-}
-
-fn sha(bytes: &[u8]) -> String {
-    hex::encode(ring::digest::digest(&ring::digest::SHA256, bytes).as_ref())
-}
-
-/// A segment entry of a manifest for `bytes` recorded over `[start, end)`.
-fn seg(bytes: &[u8], start: i64, end: i64) -> Value {
-    json!({"sha256": sha(bytes), "size": bytes.len(), "start_ms": start, "end_ms": end})
-}
-
-/// A closed manifest of `dev`.
-fn manifest(
-    clip_id: &str,
-    dev: &Device,
-    user: &str,
-    mode: &str,
-    trigger: Option<&str>,
-    window: (i64, i64),
-    segments: Vec<Value>,
-) -> Value {
-    json!({
-        "clip_id": clip_id, "trigger_id": trigger, "mode": mode, "user": user,
-        "device_id": dev.id, "start_ms": window.0, "end_ms": window.1,
-        "segments": segments, "missing": [],
-    })
-}
-
-/// An untriggered clip of `dev` whose one segment, `bytes`, was recorded over its whole window.
-fn one_segment(
-    clip_id: &str,
-    dev: &Device,
-    user: &str,
-    mode: &str,
-    window: (i64, i64),
-    bytes: &[u8],
-) -> Value {
-    manifest(clip_id, dev, user, mode, None, window, vec![seg(bytes, window.0, window.1)])
-}
-
-/// Distinct bytes standing in for a sealed segment (the console never opens one).
-fn bytes(tag: u8, len: usize) -> Vec<u8> {
-    (0..len).map(|i| tag.wrapping_add((i % 251) as u8)).collect()
-}
-
-// ---- finding 6: device-supplied clip fields ----------------------------------------------
+use support::device_trust::*;
+use support::now_ms;
 
 #[tokio::test]
 async fn clip_of_a_user_without_approval_is_refused_audited_and_stores_nothing() {
@@ -370,53 +196,6 @@ async fn untriggered_clips_of_the_policys_local_rules_are_accepted_within_the_ru
     c.server.shutdown().await.unwrap();
 }
 
-/// A real uploader enrolled with `c`, in its own state directory (keep it alive), and the same
-/// device as raw HTTP sees it (its id, and its token from the uploader's identity file).
-async fn uploader_device(c: &Console) -> (tempfile::TempDir, Arc<Uploader>, Device) {
-    let t: Value = c.admin.post("/api/v1/enrollment-tokens", &json!({})).await.unwrap();
-    let state = tempfile::tempdir().unwrap();
-    let up = Uploader::open(UploaderConfig::new(c.url.clone(), state.path())).unwrap();
-    let identity = up.enroll(t["token"].as_str().unwrap(), "host").await.unwrap();
-    let file: Value =
-        serde_json::from_str(&std::fs::read_to_string(state.path().join("identity.json")).unwrap())
-            .unwrap();
-    let token = file["device_token"].as_str().unwrap().to_owned();
-    (state, up, Device { token, id: identity.device_id.clone() })
-}
-
-/// An all-activities clip of `user` for the spool: one segment, `bytes`, over `[at, at + 1 s)`.
-fn spooled_clip(id: &str, user: &str, at: i64, bytes: Vec<u8>) -> (NewClip, Vec<NewSegment>) {
-    let clip = NewClip {
-        clip_id: id.into(),
-        trigger_id: None,
-        mode: "all-activities".into(),
-        user: user.into(),
-        start_ms: at,
-        end_ms: at + 1000,
-        missing: vec![],
-        open: false,
-    };
-    (clip, vec![NewSegment { start_ms: at, end_ms: at + 1000, bytes: SegmentBytes::Bytes(bytes) }])
-}
-
-/// A clip the console refuses is set aside by the real uploader, and the clip after it is
-/// still sent.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_uploader_sets_a_refused_clip_aside_and_sends_the_next() {
-    let c = Console::start().await;
-    c.approve("alice", "all-activities").await;
-    let (_state, up, _) = uploader_device(&c).await;
-    let now = now_ms();
-    let (m1, s1) = spooled_clip("u-mallory", "mallory", now, bytes(7, 500));
-    let (m2, s2) = spooled_clip("u-alice", "alice", now, bytes(8, 500));
-    up.enqueue_clip(m1, s1).unwrap();
-    up.enqueue_clip(m2, s2).unwrap();
-    up.send_pending().await.unwrap();
-    assert_eq!(up.clip_state("u-mallory").unwrap().as_deref(), Some("refused"));
-    assert_eq!(up.clip_state("u-alice").unwrap().as_deref(), Some("sent"));
-    c.server.shutdown().await.unwrap();
-}
-
 #[tokio::test]
 async fn an_indicator_flood_is_rate_limited_counted_and_reported() {
     let limit = 3u32;
@@ -464,53 +243,6 @@ async fn an_indicator_flood_is_rate_limited_counted_and_reported() {
 
 // ---- finding 7: memory ------------------------------------------------------------------
 
-/// Writes a segment upload's request head announcing `total` body bytes, and `first` of them.
-async fn start_upload(url: &str, dev: &Device, sha: &str, total: usize, first: &[u8]) -> TcpStream {
-    let addr = url.strip_prefix("http://").unwrap();
-    let mut s = TcpStream::connect(addr).await.unwrap();
-    let head = format!(
-        "PUT /api/v1/device/segments/{sha} HTTP/1.1\r\nhost: {addr}\r\nauthorization: Bearer {}\r\n\
-         content-type: application/octet-stream\r\ncontent-length: {total}\r\n\r\n",
-        dev.token
-    );
-    s.write_all(head.as_bytes()).await.unwrap();
-    s.write_all(first).await.unwrap();
-    s.flush().await.unwrap();
-    s
-}
-
-/// Reads one HTTP answer (head and a content-length body), waiting up to 10 s: a generous
-/// bound for "the console answers without the rest of the body", not a timing claim.
-async fn read_answer(s: &mut TcpStream) -> Option<(u16, String, String)> {
-    let read = async {
-        let mut buf = Vec::new();
-        let mut chunk = [0u8; 4096];
-        loop {
-            if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                let head = String::from_utf8_lossy(&buf[..end]).to_string();
-                let len = head
-                    .lines()
-                    .find_map(|l| {
-                        l.to_ascii_lowercase()
-                            .strip_prefix("content-length:")
-                            .map(|v| v.trim().parse::<usize>().unwrap())
-                    })
-                    .unwrap_or(0);
-                if buf.len() >= end + 4 + len {
-                    let body = String::from_utf8_lossy(&buf[end + 4..end + 4 + len]).to_string();
-                    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
-                    return Some((status, head, body));
-                }
-            }
-            match s.read(&mut chunk).await {
-                Ok(0) | Err(_) => return None,
-                Ok(n) => buf.extend_from_slice(&chunk[..n]),
-            }
-        }
-    };
-    tokio::time::timeout(Duration::from_secs(10), read).await.ok().flatten()
-}
-
 #[tokio::test]
 async fn unreferenced_or_stored_segments_are_answered_before_their_body_is_read() {
     let c = Console::start().await;
@@ -540,12 +272,6 @@ async fn unreferenced_or_stored_segments_are_answered_before_their_body_is_read(
     c.server.shutdown().await.unwrap();
 }
 
-fn incoming_files(c: &Console) -> Vec<(std::path::PathBuf, u64)> {
-    let dir = c.dir.path().join("blobs").join(".incoming");
-    let Ok(rd) = std::fs::read_dir(dir) else { return vec![] };
-    rd.flatten().map(|e| (e.path(), e.metadata().unwrap().len())).collect()
-}
-
 #[tokio::test]
 async fn segment_bodies_are_streamed_to_a_temp_file_while_hashed() {
     let c = Console::start().await;
@@ -562,11 +288,12 @@ async fn segment_bodies_are_streamed_to_a_temp_file_while_hashed() {
     let half = b.len() / 2;
     let mut s = start_upload(&c.url, &dev, &sha(&b), b.len(), &b[..half]).await;
     // Half the body is on the console's disk before the rest is sent.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while !incoming_files(&c).iter().any(|(_, len)| *len > 0) {
-        assert!(tokio::time::Instant::now() < deadline, "no temp file grows in blobs/.incoming");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    rearview_testkit::eventually(
+        "no temp file grows in blobs/.incoming",
+        Duration::from_secs(10),
+        || incoming_files(&c).iter().any(|(_, len)| *len > 0),
+    )
+    .await;
     s.write_all(&b[half..]).await.unwrap();
     let (status, _, body) = read_answer(&mut s).await.expect("an answer");
     assert_eq!(status, 200, "{body}");
@@ -645,11 +372,10 @@ async fn concurrent_uploads_of_one_device_are_capped_with_429() {
         held.push(start_upload(&c.url, &dev, &sha(b), b.len(), &b[..1000]).await);
     }
     // Wait until the console holds them (their temp files exist).
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while incoming_files(&c).len() < cap {
-        assert!(tokio::time::Instant::now() < deadline, "uploads not in flight");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    rearview_testkit::eventually("the uploads in flight", Duration::from_secs(10), || {
+        incoming_files(&c).len() >= cap
+    })
+    .await;
     let r = c.put_segment(&dev, &segs[cap]).await;
     assert_eq!(r.status(), 429);
     assert!(r.headers().get("retry-after").is_some(), "{:?}", r.headers());
@@ -661,36 +387,6 @@ async fn concurrent_uploads_of_one_device_are_capped_with_429() {
         assert_eq!(read_answer(s).await.unwrap().0, 200);
     }
     assert_eq!(c.put_segment(&dev, &segs[cap]).await.status(), 200);
-    c.server.shutdown().await.unwrap();
-}
-
-/// The uploader keeps a clip answered 429 (tries again later), it does not set it aside.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_uploader_keeps_a_clip_answered_429() {
-    let c = Console::start_with(IngestLimits { uploads_per_device: 1, ..IngestLimits::default() })
-        .await;
-    c.approve("alice", "all-activities").await;
-    let (_state, up, dev) = uploader_device(&c).await;
-    let now = now_ms();
-    // The device's one upload allowed is held mid-body, on a connection of its own.
-    let held = bytes(50, 100_000);
-    let m = one_segment("k-held", &dev, "alice", "all-activities", (now, now + 1000), &held);
-    c.expect(&dev, &m, 200).await;
-    let mut s = start_upload(&c.url, &dev, &sha(&held), held.len(), &held[..10]).await;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while incoming_files(&c).is_empty() {
-        assert!(tokio::time::Instant::now() < deadline, "upload not in flight");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let (clip, segs) = spooled_clip("k-next", "alice", now, bytes(51, 1000));
-    up.enqueue_clip(clip, segs).unwrap();
-    let err = up.send_pending().await.unwrap_err();
-    assert!(err.to_string().contains("429"), "{err}");
-    assert_eq!(up.clip_state("k-next").unwrap().as_deref(), Some("pending"));
-    s.write_all(&held[10..]).await.unwrap();
-    assert_eq!(read_answer(&mut s).await.unwrap().0, 200);
-    up.send_pending().await.unwrap();
-    assert_eq!(up.clip_state("k-next").unwrap().as_deref(), Some("sent"));
     c.server.shutdown().await.unwrap();
 }
 
@@ -1003,9 +699,7 @@ fn names_a_device_sends_cannot_forge_log_lines() {
     let exe = env!("CARGO_BIN_EXE_rearview-console");
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let out = std::process::Command::new(exe).args(["init", "--data"]).arg(&data).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let token = support::labelled_token(&String::from_utf8(out.stdout).unwrap(), "admin token");
+    let token = rearview_testkit::console::init(exe.as_ref(), &data, &[]).unwrap().admin_token;
     let mut serve = std::process::Command::new(exe)
         .args(["serve", "--listen", "127.0.0.1:0", "--data"])
         .arg(&data)

@@ -8,125 +8,21 @@
 //!   planted by an older console is left out of the bundle (flagged, audited) instead of
 //!   blocking it, so revocations still reach devices.
 //!
+//! What the real uploader then gets is in `tests/tests/protocol/duties.rs`.
+//!
 //! Older consoles are simulated with real old-schema database files and rows written into the
 //! console's own database; nothing asserts a duration.
 
 use std::path::Path;
 
-use base64::Engine;
-use rearview_console::client::{AdminClient, ClientError};
-use rearview_console::{Server, ServerConfig, ServerHandle};
-use rearview_uploader::{Uploader, UploaderConfig};
+use rearview_console::client::AdminClient;
+use rearview_console::{Server, ServerConfig};
+use rearview_testkit::console;
 use serde_json::{json, Value};
 
 mod support;
 
-const DAY_MS: i64 = 86_400_000;
-
-/// A console whose `init` made the admin `ivan` and the first approver `rita`.
-struct Console {
-    dir: tempfile::TempDir,
-    server: ServerHandle,
-    admin: AdminClient,
-    rita: AdminClient,
-}
-
-/// The one place that makes the first admin and the first approver.
-async fn start() -> Console {
-    let (dir, server, out) = support::start_with("rita").await;
-    let admin = AdminClient::new(&server.url(), &out.admin_token, None).unwrap();
-    let rita = AdminClient::new(&server.url(), &out.approver_token, None).unwrap();
-    Console { dir, server, admin, rita }
-}
-
-impl Console {
-    fn client(&self, token: &str) -> AdminClient {
-        AdminClient::new(&self.server.url(), token, None).unwrap()
-    }
-
-    /// `by` adds a person; their id and a client with their token.
-    async fn add(
-        &self,
-        by: &AdminClient,
-        name: &str,
-        roles: &[&str],
-    ) -> Result<(i64, AdminClient), ClientError> {
-        let p: Value = by.post("/api/v1/people", &json!({"name": name, "roles": roles})).await?;
-        Ok((p["id"].as_i64().unwrap(), self.client(p["token"].as_str().unwrap())))
-    }
-
-    fn db(&self) -> rusqlite::Connection {
-        rusqlite::Connection::open(self.dir.path().join("console.db")).unwrap()
-    }
-}
-
-async fn request(by: &AdminClient, user: &str, justification: &str) -> Result<i64, ClientError> {
-    let a: Value = by
-        .post(
-            "/api/v1/approvals",
-            &json!({"user": user, "mode": "specific-activities", "justification": justification}),
-        )
-        .await?;
-    Ok(a["id"].as_i64().unwrap())
-}
-
-async fn decide(by: &AdminClient, id: i64, action: &str) -> Result<Value, ClientError> {
-    by.post(&format!("/api/v1/approvals/{id}/{action}"), &json!({})).await
-}
-
-async fn confirm(by: &AdminClient, person: i64) -> Result<Value, ClientError> {
-    by.post(&format!("/api/v1/people/{person}/roles/approver/confirm"), &json!({})).await
-}
-
-async fn grant(by: &AdminClient, person: i64, role: &str) -> Result<Value, ClientError> {
-    by.post(&format!("/api/v1/people/{person}/roles/{role}"), &json!({})).await
-}
-
-/// The users of the signed bundle `GET /api/v1/policy` serves (read from the signed payload),
-/// and its version.
-async fn bundle(by: &AdminClient) -> Result<(u64, Vec<Value>), ClientError> {
-    let m: Value = by.get("/api/v1/policy").await?;
-    let bytes = base64::engine::general_purpose::STANDARD
-        .decode(m["signed"]["payload"].as_str().unwrap())
-        .unwrap();
-    let payload: Value = serde_json::from_slice(&bytes).unwrap();
-    Ok((payload["version"].as_u64().unwrap(), payload["users"].as_array().unwrap().clone()))
-}
-
-fn principals(users: &[Value]) -> Vec<&str> {
-    users.iter().map(|u| u["principal"].as_str().unwrap()).collect()
-}
-
-async fn approval(by: &AdminClient, id: i64) -> Value {
-    let all: Vec<Value> = by.get("/api/v1/approvals").await.unwrap();
-    all.into_iter().find(|a| a["id"] == json!(id)).expect("approval listed")
-}
-
-/// Audit entries whose target is `target`, as (actor, action, details).
-async fn audit_of(by: &AdminClient, target: &str) -> Vec<(String, String, Value)> {
-    let audit: Vec<Value> = by.get("/api/v1/audit").await.unwrap();
-    audit
-        .into_iter()
-        .filter(|a| a["target"] == json!(target))
-        .map(|a| {
-            (
-                a["actor"].as_str().unwrap().into(),
-                a["action"].as_str().unwrap().into(),
-                a["details"].clone(),
-            )
-        })
-        .collect()
-}
-
-fn refused(r: Result<Value, ClientError>, status: u16, what: &str) -> String {
-    match r {
-        Ok(v) => panic!("{what}: accepted, answered {v}"),
-        Err(e) => {
-            assert_eq!(e.status, status, "{what}: {}", e.message);
-            e.message
-        }
-    }
-}
+use support::duties::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_admin_cannot_approve_their_own_request_through_an_approver_account_they_create() {
@@ -289,65 +185,6 @@ async fn requests_the_signer_would_refuse_are_refused_at_the_api_naming_the_fiel
     c.server.shutdown().await.unwrap();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_record_the_signer_refuses_is_left_out_flagged_and_audited_and_revocations_still_reach_devices(
-) {
-    let c = start().await;
-    let _: Value = c
-        .admin
-        .put("/api/v1/policy/settings", &json!({"capture": {"enabled": true}}))
-        .await
-        .unwrap();
-    let bob = request(&c.admin, "bob", "case 5").await.unwrap();
-    let _ = decide(&c.rita, bob, "approve").await.unwrap();
-    let (v1, users) = bundle(&c.admin).await.unwrap();
-    assert_eq!(principals(&users), ["bob"]);
-    let t: Value = c.admin.post("/api/v1/enrollment-tokens", &json!({})).await.unwrap();
-    let state = tempfile::tempdir().unwrap();
-    let device = Uploader::open(UploaderConfig::new(c.server.url(), state.path())).unwrap();
-    device.enroll(t["token"].as_str().unwrap(), "host").await.unwrap();
-    assert_eq!(device.sync_policy().await.unwrap().expect("a policy").version(), v1);
-
-    // An older console accepted a justification with a carriage return and approved it.
-    let now = rearview_uploader::now_ms();
-    let db = c.db();
-    db.execute(
-        "INSERT INTO approvals (user, mode, justification, requested_by, requested_ms, expires_ms,
-                                state, decided_by, decided_ms)
-         VALUES ('mallory', 'all-activities', 'case 6\r\nforged', 'ivan', ?1, ?2, 'approved', 'rita', ?3)",
-        [now - 2000, now + DAY_MS, now - 1000],
-    )
-    .unwrap();
-    let mallory = db.last_insert_rowid();
-
-    // Revoking bob still yields a bundle, without bob and without the record it cannot sign.
-    let _ = decide(&c.rita, bob, "revoke").await.unwrap();
-    let (v2, users) = bundle(&c.admin).await.expect("the policy is served");
-    assert!(v2 > v1);
-    assert!(users.is_empty(), "{users:?}");
-    let p = device.sync_policy().await.unwrap().expect("the revocation reaches the device");
-    assert_eq!(p.version(), v2);
-    assert!(p.payload().users.is_empty());
-
-    let a = approval(&c.admin, mallory).await;
-    let why = a["excluded"].as_str().expect("flagged on the approval");
-    assert!(why.contains("justification"), "{why}");
-    // Signing again (another change) neither fails nor audits the same record twice.
-    let _: Value = c
-        .admin
-        .put("/api/v1/policy/settings", &json!({"capture": {"enabled": true, "fps": 2}}))
-        .await
-        .unwrap();
-    let (v3, users) = bundle(&c.admin).await.unwrap();
-    assert!(v3 > v2 && users.is_empty());
-    let audit = audit_of(&c.admin, &format!("approval:{mallory}")).await;
-    let actions: Vec<(&str, &str)> =
-        audit.iter().map(|(w, a, _)| (w.as_str(), a.as_str())).collect();
-    assert_eq!(actions, [("console", "approval.exclude")]);
-    assert!(audit[0].2["reason"].as_str().unwrap().contains("justification"));
-    c.server.shutdown().await.unwrap();
-}
-
 /// Today's console schema for the tables an older console wrote (people with a roles column,
 /// approvals with revocations), as a real file.
 fn old_console_db(data: &Path, people: &[(&str, &str, i64, &str)], approvals: &[String]) {
@@ -396,7 +233,7 @@ fn token(n: u8) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_older_database_keeps_its_roles_but_names_equal_in_canonical_form_are_one_person() {
     let dir = tempfile::tempdir().unwrap();
-    let now = rearview_uploader::now_ms();
+    let now = support::now_ms();
     let expires = now + DAY_MS;
     old_console_db(
         dir.path(),
@@ -465,18 +302,13 @@ fn cli_init_makes_two_people_and_person_grant_and_confirm_work() {
     let exe = env!("CARGO_BIN_EXE_rearview-console");
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let out = std::process::Command::new(exe)
-        .args(["init", "--admin", "ivan", "--approver", "rita", "--data"])
-        .arg(&data)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let stdout = String::from_utf8(out.stdout).unwrap();
-    let ivan = support::labelled_token(&stdout, "admin token (ivan): ");
-    let rita = support::labelled_token(&stdout, "approver token (rita): ");
-    assert!(ivan.starts_with("rvp_") && rita.starts_with("rvp_") && ivan != rita, "{stdout}");
+    let tokens =
+        console::init(exe.as_ref(), &data, &["--admin", "ivan", "--approver", "rita"]).unwrap();
+    assert_eq!((tokens.admin_name.as_str(), tokens.approver_name.as_str()), ("ivan", "rita"));
+    let (ivan, rita) = (tokens.admin_token, tokens.approver_token);
+    assert!(ivan.starts_with("rvp_") && rita.starts_with("rvp_") && ivan != rita, "{ivan} {rita}");
 
-    let (mut serve, _url) = support::serve_binary(exe, &data);
+    let serve = console::ServedConsole::start(exe.as_ref(), &data, &[]).unwrap();
     let run = |token: &str, args: &[&str]| {
         std::process::Command::new(exe)
             .args(args)
@@ -511,6 +343,5 @@ fn cli_init_makes_two_people_and_person_grant_and_confirm_work() {
         roles,
         [("ivan", "admin"), ("rita", "approver"), ("vera", "approver"), ("ingrid", "investigator")]
     );
-    let _ = serve.kill();
-    let _ = serve.wait();
+    drop(serve);
 }

@@ -10,7 +10,6 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use rearview_console::client::AdminClient;
-use rearview_uploader::{NewClip, NewSegment, SegmentBytes, Uploader, UploaderConfig};
 use serde_json::{json, Value};
 
 mod support;
@@ -74,31 +73,44 @@ fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
     }
 }
 
-/// Uploads one clip of one segment through the console at `url` (so it writes a blob).
-async fn upload_a_clip(url: &str, admin_token: &str, approver_token: &str, state: &Path) {
+/// Uploads one clip of one segment through the console at `url` (so it writes a blob), as a
+/// device enrolled by hand sends it: the manifest, then the segment that completes it.
+async fn upload_a_clip(url: &str, admin_token: &str, approver_token: &str) {
     let admin = AdminClient::new(url, admin_token, None).unwrap();
     // The console takes clips only of a user approved for that mode (review finding 6).
     let approver = AdminClient::new(url, approver_token, None).unwrap();
     support::approve(&admin, &approver, "alice", "all-activities").await;
-    let t: Value = admin.post("/api/v1/enrollment-tokens", &json!({})).await.unwrap();
-    let up = Uploader::open(UploaderConfig::new(url, state)).unwrap();
-    up.enroll(t["token"].as_str().unwrap(), "host").await.unwrap();
-    let now = rearview_uploader::now_ms();
-    let clip = NewClip {
-        clip_id: "clip-p".into(),
-        trigger_id: None,
-        mode: "all-activities".into(),
-        user: "alice".into(),
-        start_ms: now - 1000,
-        end_ms: now,
-        missing: vec![],
-        open: false,
-    };
-    let segment =
-        NewSegment { start_ms: now - 1000, end_ms: now, bytes: SegmentBytes::Bytes(vec![7; 4096]) };
-    up.enqueue_clip(clip, vec![segment]).unwrap();
-    up.send_pending().await.unwrap();
-    assert_eq!(up.status().unwrap().spool.sent_clips, 1);
+    let (token, device_id) = support::enroll(url, &admin).await;
+    let now = support::now_ms();
+    let bytes = vec![7u8; 4096];
+    let sha = hex::encode(ring::digest::digest(&ring::digest::SHA256, &bytes));
+    let manifest = json!({
+        "clip_id": "clip-p", "trigger_id": null, "mode": "all-activities", "user": "alice",
+        "device_id": device_id, "start_ms": now - 1000, "end_ms": now,
+        "segments": [{"sha256": sha, "size": bytes.len(), "start_ms": now - 1000, "end_ms": now}],
+        "missing": [],
+    });
+    let http = reqwest::Client::new();
+    let status = http
+        .put(format!("{url}/api/v1/device/clips/clip-p"))
+        .bearer_auth(&token)
+        .json(&manifest)
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(status, 200);
+    let ack: Value = http
+        .put(format!("{url}/api/v1/device/segments/{sha}"))
+        .bearer_auth(&token)
+        .body(bytes)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(ack["completed_clips"], json!(["clip-p"]), "{ack}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -110,11 +122,11 @@ async fn the_data_directory_is_private_whatever_the_umask() {
             under_umask(umask, &["init", "--data", data.to_str().unwrap()]).output().unwrap();
         assert!(init.status.success(), "{}", String::from_utf8_lossy(&init.stderr));
         let stdout = String::from_utf8_lossy(&init.stdout);
-        let admin_token = support::labelled_token(&stdout, "admin token");
-        let approver_token = support::labelled_token(&stdout, "approver token");
+        let tokens = rearview_testkit::console::InitTokens::parse(&stdout).unwrap();
+        let (admin_token, approver_token) = (tokens.admin_token, tokens.approver_token);
 
         let (_serving, url) = serve(umask, &data);
-        upload_a_clip(&url, &admin_token, &approver_token, &tmp.path().join("device")).await;
+        upload_a_clip(&url, &admin_token, &approver_token).await;
 
         let want = |path: &Path| -> u32 {
             let name = path.file_name().unwrap().to_str().unwrap();

@@ -2,6 +2,14 @@
 //! exchange, in one crate that both take and that takes neither of them, so the console
 //! (`rearview-console`) and the device (`rearview-uploader`) cannot drift apart.
 //!
+//! # Layout
+//!
+//! * this file: the messages ([`ClipManifest`], [`HealthReport`], …) and size limits.
+//! * [`paths`]: every device endpoint's path, mounted by the console, called by the device.
+//! * [`kinds`]: the fixed sets of values that travel as strings ([`CaptureMode`],
+//!   [`ActivityKind`], [`HealthState`], [`ClipState`]), as enums with the same bytes.
+//! * [`time`]: [`UnixMillis`], the wire's instant, and the one clock both ends read.
+//!
 //! # Transport and authentication
 //!
 //! HTTPS (HTTP/1.1) with JSON bodies, except segment uploads, which are the raw sealed bytes.
@@ -30,6 +38,9 @@
 //! clips, segments, triggers and health.
 //!
 //! # Device endpoints
+//!
+//! Each path is a constant of [`paths`], which both the console's router and the device's
+//! client use.
 //!
 //! ```text
 //! POST /api/v1/enroll                         EnrollRequest → EnrollResponse
@@ -79,6 +90,13 @@
 //! retryable.
 
 use serde::{Deserialize, Serialize};
+
+pub mod kinds;
+pub mod paths;
+pub mod time;
+
+pub use kinds::{ActivityKind, CaptureMode, ClipState, HealthState, IndicatorKind};
+pub use time::UnixMillis;
 
 /// The message a device signs (with its own key) to prove it holds the key it enrolls.
 pub fn enroll_proof_message(token: &str, public_key_hex: &str) -> Vec<u8> {
@@ -173,7 +191,7 @@ pub struct ClipManifest {
     /// The trigger this clip answers; `None` for all-activities uploads.
     pub trigger_id: Option<String>,
     /// `specific-activities` or `all-activities`.
-    pub mode: String,
+    pub mode: CaptureMode,
     /// Principal name of the captured user.
     pub user: String,
     /// Must be the authenticated device's id.
@@ -299,8 +317,8 @@ pub struct SegmentAck {
 /// What a device says about itself.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct HealthReport {
-    /// e.g. `capturing`, `idle`, `paused: cpu limit`.
-    pub state: String,
+    /// `capturing`, `idle`, `paused: cpu limit`, or a newer device's state.
+    pub state: HealthState,
     /// Policy version the device is running.
     pub policy_version: u64,
     /// Principal names with a graphical session on the device (where triggers for them go).
@@ -319,8 +337,8 @@ pub struct HealthReport {
 pub struct ActivityEvent {
     /// Principal name.
     pub user: String,
-    /// Indicator kind, e.g. `file_copied_to_removable_media`.
-    pub kind: String,
+    /// Indicator kind, e.g. `removable_media_copy`, or a newer device's kind.
+    pub kind: ActivityKind,
     /// When it happened, Unix ms.
     pub time_ms: i64,
     /// Kind-specific details (file, size, destination, …).

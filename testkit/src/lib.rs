@@ -3,10 +3,21 @@
 //! A dev-only crate: tests (`[dev-dependencies]`) and `rearview-bench` take it; no shipped crate
 //! may (the layering test in `tests/tests/layering.rs` fails if one does).
 //!
+//! It depends on none of our crates, so that capture-core's and config's tests can take it
+//! without building the console: it knows the console only as a program to run ([`console`]).
+//! The in-process console launcher needs the console's types and so is the console's own test
+//! support (`console/tests/support`), which the workspace tests mount too.
+//!
 //! * [`xvfb`]: a private X server per test, on a display number it picks itself.
 //! * [`tmpfs`]: a small real filesystem, for disk-full tests (root only).
-//! * [`wait_until`]: the one way tests wait for something that happens elsewhere.
+//! * [`console`]: the console binary `init`ed and `serve`d, and the one parser of what `init`
+//!   prints (the people's tokens).
+//! * [`procfs`]: the one reader of `/proc/PID/status` (uids, memory high-water mark).
+//! * [`wait_until`], [`eventually`]: the one way tests wait for something that happens
+//!   elsewhere, from a thread or from an async test.
 
+pub mod console;
+pub mod procfs;
 pub mod tmpfs;
 pub mod xvfb;
 
@@ -26,5 +37,15 @@ pub fn wait_until<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<
         }
         assert!(Instant::now() < end, "timed out after {limit:?} waiting for {what}");
         std::thread::sleep(POLL);
+    }
+}
+
+/// [`wait_until`] for async tests (the runtime keeps running while it waits): asks `f` until
+/// it holds; panics naming `what` after `limit`.
+pub async fn eventually(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
+    let end = Instant::now() + limit;
+    while !f() {
+        assert!(Instant::now() < end, "timed out after {limit:?} waiting for {what}");
+        tokio::time::sleep(POLL).await;
     }
 }

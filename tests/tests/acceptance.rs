@@ -26,6 +26,7 @@ mod harness;
 use harness::{
     ensure_user, now_ms, require_root, run_ok, wait_until, Agent, Console, Desktop, Export,
 };
+use rearview_testkit::procfs::ProcStatus;
 use serde_json::Value;
 
 const SEGMENT_SECS: i64 = 2;
@@ -95,9 +96,9 @@ fn capturing(agent: &Agent, user: &str) -> Option<()> {
 
 /// Real, effective, saved and filesystem uid of a process (`/proc/PID/status`).
 fn process_uids(pid: u64) -> Vec<u32> {
-    let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let line = status.lines().find(|l| l.starts_with("Uid:")).unwrap();
-    line.split_whitespace().skip(1).map(|v| v.parse().unwrap()).collect()
+    let status = ProcStatus::read(u32::try_from(pid).unwrap()).unwrap();
+    let uids = status.numbers("Uid").expect("a Uid line of four numbers");
+    uids.into_iter().map(|uid| u32::try_from(uid).unwrap()).collect()
 }
 
 fn chmod(path: &Path, mode: u32) {

@@ -13,7 +13,10 @@
 //! ```
 //!
 //! Normal and build dependencies count; dev-dependencies may take the test kit and the other
-//! crates (tests run both ends). The console's tree also must not contain a capture backend.
+//! crates, with one exception: the console and the uploader never depend on each other, not
+//! even for tests (a test that needs both ends lives in this crate, `tests/tests/protocol`), so
+//! neither end's tests can lean on the other's internals instead of the contract. The console's
+//! tree also must not contain a capture backend.
 
 use std::collections::BTreeMap;
 use std::process::Command;
@@ -76,10 +79,20 @@ fn our_edges() -> Vec<(String, String, String)> {
     edges
 }
 
+/// The two ends of the protocol: no edge of any kind (dev included) may join them.
+const ENDS: [&str; 2] = ["rearview-console", "rearview-uploader"];
+
 /// The edges of `edges` that break the layering, each with why.
 fn forbidden(edges: &[(String, String, String)]) -> Vec<String> {
     let mut bad = Vec::new();
     for (from, to, kind) in edges {
+        if ENDS.contains(&from.as_str()) && ENDS.contains(&to.as_str()) {
+            bad.push(format!(
+                "{from} → {to} ({kind}): the console and the uploader meet only in \
+                 rearview-protocol; a test that needs both belongs in tests/tests/protocol"
+            ));
+            continue;
+        }
         if kind == "dev" {
             continue;
         }
@@ -119,13 +132,17 @@ fn the_rules_refuse_the_edges_they_name() {
         edge("rearview-protocol", "rearview-uploader", "normal"),
         edge("rearview-agent", "rearview-testkit", "normal"),
         edge("rearview-agent", "rearview-console", "normal"),
+        edge("rearview-console", "rearview-uploader", "dev"),
+        edge("rearview-uploader", "rearview-console", "dev"),
+        edge("rearview-uploader", "rearview-console", "normal"),
     ];
     for case in &cases {
         assert_eq!(forbidden(std::slice::from_ref(case)).len(), 1, "{case:?} is let through");
     }
     let fine = [
-        edge("rearview-console", "rearview-uploader", "dev"),
         edge("rearview-agent", "rearview-testkit", "dev"),
+        edge("rearview-agent", "rearview-console", "dev"),
+        edge("rearview-tests", "rearview-uploader", "dev"),
         edge("rearview-protocol", "rearview-config", "normal"),
         edge("rearview-bench", "rearview-testkit", "normal"),
     ];

@@ -1,4 +1,4 @@
-//! The HTTP client for the device endpoints of [`crate::wire`].
+//! The HTTP client for the device endpoints of [`rearview_protocol`].
 
 use std::time::Duration;
 
@@ -7,9 +7,9 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::error::UploadError;
-use crate::wire::{
-    ActivityAck, ActivityBatch, ClipManifest, ClipStatus, EnrollRequest, EnrollResponse, ErrorBody,
-    HealthReport, PolicyMessage, SegmentAck,
+use rearview_protocol::{
+    paths, ActivityAck, ActivityBatch, ClipManifest, ClipStatus, EnrollRequest, EnrollResponse,
+    ErrorBody, HealthReport, PolicyMessage, SegmentAck,
 };
 
 /// Connection settings.
@@ -127,27 +127,23 @@ impl Client {
     }
 
     pub async fn enroll(&self, req: &EnrollRequest) -> Result<EnrollResponse, UploadError> {
-        self.json(Method::POST, "/api/v1/enroll", req).await
+        self.json(Method::POST, paths::ENROLL, req).await
     }
 
     pub async fn policy(&self) -> Result<PolicyMessage, UploadError> {
-        Self::send(self.request(Method::GET, "/api/v1/device/policy")).await
+        Self::send(self.request(Method::GET, paths::POLICY)).await
     }
 
     pub async fn ack_trigger(&self, trigger_id: &str) -> Result<(), UploadError> {
-        Self::send_empty(
-            self.request(Method::POST, &format!("/api/v1/device/triggers/{trigger_id}/ack")),
-        )
-        .await
+        Self::send_empty(self.request(Method::POST, &paths::trigger_ack(trigger_id))).await
     }
 
     pub async fn put_manifest(&self, manifest: &ClipManifest) -> Result<ClipStatus, UploadError> {
-        self.json(Method::PUT, &format!("/api/v1/device/clips/{}", manifest.clip_id), manifest)
-            .await
+        self.json(Method::PUT, &paths::clip(&manifest.clip_id), manifest).await
     }
 
     pub async fn clip_status(&self, clip_id: &str) -> Result<ClipStatus, UploadError> {
-        Self::send(self.request(Method::GET, &format!("/api/v1/device/clips/{clip_id}"))).await
+        Self::send(self.request(Method::GET, &paths::clip(clip_id))).await
     }
 
     pub async fn put_segment(
@@ -156,7 +152,7 @@ impl Client {
         bytes: Vec<u8>,
     ) -> Result<SegmentAck, UploadError> {
         Self::send(
-            self.request(Method::PUT, &format!("/api/v1/device/segments/{sha256}"))
+            self.request(Method::PUT, &paths::segment(sha256))
                 .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
                 .body(bytes),
         )
@@ -164,18 +160,18 @@ impl Client {
     }
 
     pub async fn health(&self, report: &HealthReport) -> Result<(), UploadError> {
-        Self::send_empty(self.request(Method::POST, "/api/v1/device/health").json(report)).await
+        Self::send_empty(self.request(Method::POST, paths::HEALTH).json(report)).await
     }
 
     pub async fn activity(&self, batch: &ActivityBatch) -> Result<ActivityAck, UploadError> {
-        self.json(Method::POST, "/api/v1/device/activity", batch).await
+        self.json(Method::POST, paths::ACTIVITY, batch).await
     }
 
     /// Opens the push stream; the response body is `text/event-stream`.
     pub async fn open_stream(&self) -> Result<reqwest::Response, UploadError> {
         let mut r = self
             .stream_http
-            .get(format!("{}/api/v1/device/stream", self.base))
+            .get(format!("{}{}", self.base, paths::STREAM))
             .header("accept", "text/event-stream");
         if let Some(t) = &self.token {
             r = r.bearer_auth(t);

@@ -1,4 +1,5 @@
-//! `rearview-uploader`: the device side of the Rearview protocol.
+//! `rearview-uploader`: the device side of the Rearview protocol (`rearview-protocol` holds the
+//! contract itself: every message, path and limit; callers import it directly).
 //!
 //! A device enrolls once, then holds a push stream from the console that brings signed policy
 //! bundles and triggers (verified here with `rearview_config` before anyone acts on them), and
@@ -7,8 +8,6 @@
 //!
 //! # Layout
 //!
-//! * [`wire`]: the `rearview-protocol` crate (every message between device and console, and the
-//!   protocol itself), re-exported under its old name.
 //! * [`uploader`]: [`Uploader`], the API the agent daemon uses — `enroll`, `subscribe` to
 //!   verified [`Command`]s, `sync_policy`, `enqueue_clip`, `start` (stream + send loops),
 //!   `status`, `report_health`, `report_activity`.
@@ -26,15 +25,14 @@ pub mod sse;
 pub mod uploader;
 
 pub use error::{Refusal, UploadError};
-pub use rearview_protocol as wire;
 pub use spool::{SegmentBytes, SpoolStats};
 pub use uploader::{
     Command, Identity, NewClip, NewSegment, Running, Status, TriggerDelivery, Uploader,
     UploaderConfig,
 };
 
-/// Wall-clock time, Unix milliseconds.
+/// Wall-clock time, Unix milliseconds ([`rearview_protocol::UnixMillis::now`], the one clock
+/// of the wire).
 pub fn now_ms() -> i64 {
-    let d = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+    rearview_protocol::UnixMillis::now().millis()
 }

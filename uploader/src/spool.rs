@@ -54,7 +54,7 @@ use std::sync::{Mutex, MutexGuard};
 use rusqlite::{params, Connection, OptionalExtension};
 
 use crate::error::UploadError;
-use crate::wire::{ClipManifest, MissingRange};
+use rearview_protocol::{ClipManifest, MissingRange};
 
 const SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS clips (

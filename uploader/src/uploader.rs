@@ -52,9 +52,10 @@ use crate::client::{Client, ClientConfig};
 use crate::error::UploadError;
 use crate::spool::{Enqueued, SegmentBytes, Spool, SpoolStats};
 use crate::sse::SseParser;
-use crate::wire::{
-    enroll_proof_message, ActivityAck, ActivityBatch, ActivityEvent, ClipManifest, EnrollRequest,
-    HealthReport, ManifestSegment, MissingRange, PolicyMessage, TriggerMessage, MAX_SEGMENT_BYTES,
+use rearview_protocol::{
+    enroll_proof_message, ActivityAck, ActivityBatch, ActivityEvent, CaptureMode, ClipManifest,
+    EnrollRequest, HealthReport, ManifestSegment, MissingRange, PolicyMessage, TriggerMessage,
+    MAX_SEGMENT_BYTES,
 };
 
 /// Where the uploader keeps its state and how it reaches the console.
@@ -197,8 +198,8 @@ pub struct NewSegment {
 pub struct NewClip {
     pub clip_id: String,
     pub trigger_id: Option<String>,
-    /// `specific-activities` or `all-activities`.
-    pub mode: String,
+    /// Which approval the clip is taken under (and whether it needs a trigger).
+    pub mode: CaptureMode,
     pub user: String,
     pub start_ms: i64,
     pub end_ms: i64,

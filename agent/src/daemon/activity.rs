@@ -18,10 +18,7 @@ impl Daemon {
         let principal = scope.principal.as_str().to_string();
         let event = ActivityEvent {
             user: principal.clone(),
-            kind: serde_json::to_value(a.kind)
-                .ok()
-                .and_then(|v| v.as_str().map(str::to_string))
-                .unwrap_or_default(),
+            kind: a.kind.into(),
             time_ms: a.at_utc_micros / 1000,
             details: serde_json::json!({
                 "file": a.file,

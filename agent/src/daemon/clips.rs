@@ -37,6 +37,7 @@ use std::path::{Path, PathBuf};
 
 use rearview_capture::ring::Ring;
 use rearview_capture::segment::SegmentId;
+use rearview_config::CaptureMode;
 use serde::{Deserialize, Serialize};
 
 /// Clip records kept in the state file (finished ones beyond this are forgotten).
@@ -55,7 +56,7 @@ pub struct Clip {
     pub trigger_id: Option<String>,
     pub user: String,
     pub reason: String,
-    pub mode: String,
+    pub mode: CaptureMode,
     pub from_utc_micros: i64,
     pub to_utc_micros: i64,
     pub segments: Vec<String>,
@@ -230,7 +231,7 @@ mod tests {
             trigger_id: Some("t1".into()),
             user: "alice".into(),
             reason: "r".into(),
-            mode: "specific-activities".into(),
+            mode: CaptureMode::SpecificActivities,
             from_utc_micros: 1,
             to_utc_micros: 2,
             segments: vec!["ab".into()],
@@ -335,7 +336,7 @@ mod pin_tests {
             trigger_id: None,
             user: "alice".into(),
             reason: "test".into(),
-            mode: "specific-activities".into(),
+            mode: CaptureMode::SpecificActivities,
             from_utc_micros: 0,
             to_utc_micros: i64::MAX,
             segments: segments.iter().map(|s| s.to_string()).collect(),

@@ -71,7 +71,7 @@ impl Daemon {
             trigger_id: trigger_id.clone(),
             user,
             reason,
-            mode: gate::mode_name(CaptureMode::SpecificActivities).into(),
+            mode: CaptureMode::SpecificActivities,
             from_utc_micros: from,
             to_utc_micros: to,
             segments: Vec::new(),
@@ -147,7 +147,7 @@ impl Daemon {
         let new = NewClip {
             clip_id: clip.id.clone(),
             trigger_id: clip.trigger_id.clone(),
-            mode: clip.mode.clone(),
+            mode: clip.mode,
             user: clip.user.clone(),
             start_ms: clip.from_utc_micros / 1000,
             end_ms: clip.to_utc_micros / 1000,

@@ -55,13 +55,6 @@ impl Gate {
     }
 }
 
-pub fn mode_name(mode: CaptureMode) -> &'static str {
-    match mode {
-        CaptureMode::SpecificActivities => "specific-activities",
-        CaptureMode::AllActivities => "all-activities",
-    }
-}
-
 /// Decides for one session at `now`; `accounts` maps its login onto the policy's principals.
 pub fn decide(
     enrolled: bool,

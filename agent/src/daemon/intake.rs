@@ -91,7 +91,7 @@ impl Daemon {
         let clip = NewClip {
             clip_id: format!("seg-{id}"),
             trigger_id: None,
-            mode: gate::mode_name(CaptureMode::AllActivities).into(),
+            mode: CaptureMode::AllActivities,
             user: user.to_string(),
             start_ms: start / 1000,
             end_ms: end / 1000,

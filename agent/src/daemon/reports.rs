@@ -2,6 +2,8 @@
 //! report the console gets every [`HEALTH_EVERY`].
 
 use super::*;
+use rearview_protocol::kinds::capture_mode_name;
+use rearview_protocol::HealthState;
 
 impl Daemon {
     pub(super) fn send_health(&self) {
@@ -10,11 +12,11 @@ impl Daemon {
         }
         let report = self.status_report();
         let state = if report.cpu.paused {
-            "paused: cpu limit".to_string()
+            HealthState::PausedCpuLimit
         } else if report.sessions.iter().any(|s| s.capture == "capturing") {
-            "capturing".to_string()
+            HealthState::Capturing
         } else {
-            "idle".to_string()
+            HealthState::Idle
         };
         let health = HealthReport {
             state,
@@ -119,7 +121,7 @@ impl Daemon {
                     active: t.session.active,
                     locked: t.session.locked,
                     capture,
-                    mode: t.gate.mode().map(|m| gate::mode_name(m).to_string()),
+                    mode: t.gate.mode().map(|m| capture_mode_name(m).to_string()),
                     worker_pid: t.worker.as_ref().map(|w| w.pid()),
                     monitors: t.status.monitors,
                     fps: f64::from(t.status.fps_milli) / 1000.0,

@@ -55,7 +55,7 @@ pub async fn health(
 fn event_refusal(e: &ActivityEvent) -> Option<String> {
     if e.user.is_empty() || e.user.len() > 256 {
         Some("user must be 1 to 256 bytes".into())
-    } else if e.kind.is_empty() || e.kind.len() > 128 {
+    } else if e.kind.as_str().is_empty() || e.kind.as_str().len() > 128 {
         Some("kind must be 1 to 128 bytes".into())
     } else {
         None
@@ -133,14 +133,14 @@ fn take_activity(
         let activity_id = tx.insert_activity(&ActivityRow {
             device_id: &device.id,
             user: &e.user,
-            kind: &e.kind,
+            kind: e.kind.as_str(),
             time_ms: e.time_ms,
             details_json: &e.details.to_string(),
             received_ms: now,
         })?;
         let mut result =
             ActivityResult { outcome: ActivityOutcome::Stored, trigger_ids: vec![], reason: None };
-        if let Some(rule) = rules.iter().find(|r: &&IndicatorRule| r.kind == e.kind) {
+        if let Some(rule) = rules.iter().find(|r: &&IndicatorRule| r.kind == e.kind.as_str()) {
             if policy::approval_of(&ctx.in_force, &e.user).is_none() {
                 tracing::info!(user = ?e.user, kind = ?e.kind, "indicator for a user without approval: no trigger");
                 result.outcome = ActivityOutcome::NotApproved;
@@ -198,7 +198,7 @@ fn trigger_request(
             .map(str::to_owned)
             .unwrap_or_else(|| format!("activity {activity_id}")),
         device: Some(device.id.clone()),
-        indicator: Some(e.kind.clone()),
+        indicator: Some(e.kind.to_string()),
     }
 }
 

@@ -20,7 +20,6 @@ pub mod upload;
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
-use crate::api::approvals::MODES;
 use crate::auth::Device;
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -106,9 +105,6 @@ fn validate(manifest: &ClipManifest, clip_id: &str, device: &Device) -> Result<(
             "manifest names device {} but you are {}",
             manifest.device_id, device.id
         )));
-    }
-    if !MODES.contains(&manifest.mode.as_str()) {
-        return Err(ApiError::bad_request("mode must be specific-activities or all-activities"));
     }
     if manifest.user.is_empty() || manifest.user.len() > 256 {
         return Err(ApiError::bad_request("user must be 1 to 256 characters"));

@@ -2,7 +2,8 @@
 //! names (with the size it names), and which sealed segments are stored for which device (see
 //! [`crate::api::ingest`]).
 
-use rearview_protocol::ClipManifest;
+use rearview_protocol::kinds::capture_mode_name;
+use rearview_protocol::{CaptureMode, ClipManifest};
 use rusqlite::{params, OptionalExtension};
 
 use super::Tx;
@@ -39,7 +40,8 @@ fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ClipRow> {
             manifest: ClipManifest {
                 clip_id: String::new(),
                 trigger_id: None,
-                mode: String::new(),
+                // A placeholder, as every field here: the stored manifest replaces it.
+                mode: CaptureMode::SpecificActivities,
                 user: String::new(),
                 device_id: String::new(),
                 start_ms: 0,
@@ -168,7 +170,7 @@ impl Tx<'_> {
                 m.trigger_id,
                 c.alert_id,
                 m.user,
-                m.mode,
+                capture_mode_name(m.mode),
                 m.start_ms,
                 m.end_ms,
                 manifest_json(m)?,

@@ -1,5 +1,10 @@
-//! What the console's test binaries share: a tenant initialised in a temp directory and served
-//! on a free loopback port, people, approvals and devices enrolled by hand.
+//! What the console's test binaries share, and the one in-process console launcher of the
+//! workspace: a tenant initialised in a temp directory and served on a free loopback port,
+//! people, approvals and devices enrolled by hand. `tests/tests/protocol.rs` mounts this module
+//! too (as `console_support`), for the tests that need the uploader as well.
+//!
+//! * [`approvals`], [`duties`], [`device_trust`]: each of those test files' console helpers,
+//!   here because their device halves (in `tests/tests/protocol`) use them too.
 
 // Each test binary uses some of these helpers, none uses all.
 #![allow(dead_code)]
@@ -7,6 +12,15 @@
 use rearview_console::client::AdminClient;
 use rearview_console::{InitOutput, Server, ServerConfig, ServerHandle};
 use serde_json::{json, Value};
+
+pub mod approvals;
+pub mod device_trust;
+pub mod duties;
+
+/// Wall-clock time, Unix milliseconds: the clock of the wire.
+pub fn now_ms() -> i64 {
+    rearview_protocol::UnixMillis::now().millis()
+}
 
 /// `init` of tenant `tenant-a` (first admin `ivan`) and `serve` on 127.0.0.1:0; returns the
 /// directory (keep it alive), the server and the admin token.
@@ -33,35 +47,6 @@ pub async fn start_configured(
     adjust(&mut config);
     let server = Server::start(config).await.unwrap();
     (dir, server, out)
-}
-
-/// The token on the line `init` labels `label` (`admin token (NAME): rvp_…`).
-pub fn labelled_token(init_stdout: &str, label: &str) -> String {
-    let line = init_stdout
-        .lines()
-        .find(|l| l.starts_with(label))
-        .unwrap_or_else(|| panic!("no line {label:?} in {init_stdout}"));
-    line.rsplit(' ').next().unwrap().trim().to_owned()
-}
-
-/// `rearview-console serve --listen 127.0.0.1:0 --data DATA` run as the binary `exe`; the child
-/// (kill it when done) and the URL it printed.
-pub fn serve_binary(exe: &str, data: &std::path::Path) -> (std::process::Child, String) {
-    let mut serve = std::process::Command::new(exe)
-        .args(["serve", "--listen", "127.0.0.1:0", "--data"])
-        .arg(data)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(serve.stdout.take().unwrap()),
-        &mut line,
-    )
-    .unwrap();
-    let url = line.trim().strip_prefix("listening on ").expect("serve started").to_owned();
-    (serve, url)
 }
 
 /// A new person with `role` (not `approver`: that grant waits for a second person, so tests
@@ -104,7 +89,7 @@ pub async fn enroll(url: &str, admin: &AdminClient) -> (String, String) {
         .unwrap();
     assert_eq!(r.status(), 401);
     let proof =
-        hex::encode(pair.sign(&rearview_uploader::wire::enroll_proof_message(token, &pk)).as_ref());
+        hex::encode(pair.sign(&rearview_protocol::enroll_proof_message(token, &pk)).as_ref());
     let r: Value = reqwest::Client::new()
         .post(format!("{url}/api/v1/enroll"))
         .json(&json!({"token": token, "public_key": pk, "proof": proof, "hostname": "h"}))

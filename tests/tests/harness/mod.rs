@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
+use rearview_testkit::console::{self, InitTokens};
 use rearview_testkit::xvfb::Xvfb;
 use serde_json::Value;
 
@@ -137,26 +138,9 @@ impl Console {
     /// `init` a tenant in `dir/console` and `serve` it on a free loopback port.
     pub fn start(dir: &Path, tenant: &str) -> Console {
         let data = dir.join("console");
-        let out = run_ok(Command::new(Self::BIN).args([
-            "init",
-            "--data",
-            data.to_str().unwrap(),
-            "--tenant",
-            tenant,
-            "--admin",
-            "admin",
-            "--approver",
-            "approver",
-        ]));
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        let token = |label: &str| -> String {
-            let line = stdout.lines().find(|l| l.starts_with(label));
-            let token = line.and_then(|l| l.rsplit(' ').next()).unwrap_or_default();
-            assert!(token.starts_with("rvp_"), "init printed no {label:?} line: {stdout}");
-            token.to_string()
-        };
-        let admin_token = token("admin token (admin): ");
-        let approver_token = token("approver token (approver): ");
+        let args = ["--tenant", tenant, "--admin", "admin", "--approver", "approver"];
+        let tokens = console::init(Self::BIN.as_ref(), &data, &args).unwrap();
+        let InitTokens { admin_token, approver_token, .. } = tokens;
         let log = dir.join("console.log");
         let (proc, url) = Self::serve(&data, "127.0.0.1:0", &log);
         Console {
@@ -171,21 +155,11 @@ impl Console {
     }
 
     fn serve(data: &Path, listen: &str, log: &Path) -> (Proc, String) {
-        let url_file = data.join("console.url");
-        let _ = fs::remove_file(&url_file);
-        let proc = Proc::spawn(
-            "rearview-console serve",
-            Command::new(Self::BIN)
-                .args(["serve", "--data", data.to_str().unwrap()])
-                .args(["--listen", listen]),
-            log,
-        );
-        let url = wait_until("the console to listen", DEADLINE, || {
-            fs::read_to_string(&url_file)
-                .ok()
-                .map(|s| s.trim().to_string())
-                .filter(|s| !s.is_empty())
-        });
+        console::forget_url(data);
+        let mut serve = console::serve_command(Self::BIN.as_ref(), data, listen);
+        let mut proc = Proc::spawn("rearview-console serve", &mut serve, log);
+        let child = proc.child.as_mut().expect("just spawned");
+        let url = console::served_url(data, child).unwrap();
         (proc, url)
     }
 

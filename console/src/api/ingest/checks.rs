@@ -31,7 +31,8 @@ use crate::error::ApiError;
 use crate::policy::{same_principal, Bounds};
 use crate::store::Tx;
 use rearview_config::MAX_EVENT_AHEAD;
-use rearview_protocol::ClipManifest;
+use rearview_protocol::kinds::capture_mode_name;
+use rearview_protocol::{CaptureMode, ClipManifest};
 
 /// The console's verdict on a manifest.
 pub enum Verdict {
@@ -40,8 +41,6 @@ pub enum Verdict {
     /// Refused (409 to the device, `clip.refused` in the audit log), and why.
     Refused(String),
 }
-
-const ALL: &str = "all-activities";
 
 /// Checks `m` (already [`super::validate`]d) of `device_id` at console time `now`.
 pub fn check_manifest(
@@ -91,8 +90,9 @@ pub fn check_manifest(
         (None, Some(_)) => None,
     };
     if let Some(at) = at {
-        if !approved_at(tx, &m.user, m.mode == ALL, at, slack)? {
-            let mode = if m.mode == ALL { ALL } else { "capture" };
+        let all = m.mode == CaptureMode::AllActivities;
+        if !approved_at(tx, &m.user, all, at, slack)? {
+            let mode = if all { capture_mode_name(m.mode) } else { "capture" };
             return Ok(Verdict::Refused(format!(
                 "{:?} had no {mode} approval in force at {at} (the clip's first recording): \
                  nobody may be recorded without an approved request",
@@ -135,7 +135,7 @@ fn trigger_verdict(
 /// Why an untriggered clip `m` is not one a device may send, if it is not.
 fn untriggered_refusal(bounds: &Bounds, m: &ClipManifest, slack: i64, now: i64) -> Option<String> {
     let longest_secs =
-        if m.mode == ALL {
+        if m.mode == CaptureMode::AllActivities {
             u64::from(bounds.window.max_before_secs) + u64::from(bounds.window.max_after_secs)
         } else {
             match bounds
@@ -155,11 +155,14 @@ fn untriggered_refusal(bounds: &Bounds, m: &ClipManifest, slack: i64, now: i64) 
     let longest_ms = i64::try_from(longest_secs * 1000).unwrap_or(i64::MAX);
     let length = m.end_ms.saturating_sub(m.start_ms);
     if length > longest_ms.saturating_add(slack) {
-        let by =
-            if m.mode == ALL { "the policy's longest window" } else { "its longest local rule" };
+        let by = if m.mode == CaptureMode::AllActivities {
+            "the policy's longest window"
+        } else {
+            "its longest local rule"
+        };
         return Some(format!(
             "an untriggered {} clip covers at most {} s ({by}); this one covers {} s",
-            m.mode,
+            capture_mode_name(m.mode),
             longest_secs,
             length / 1000
         ));
@@ -179,5 +182,8 @@ fn untriggered_refusal(bounds: &Bounds, m: &ClipManifest, slack: i64, now: i64) 
 /// or take `slack`: decided by then, and not revoked or expired before it.
 fn approved_at(tx: &Tx<'_>, user: &str, all: bool, at: i64, slack: i64) -> Result<bool, ApiError> {
     let rows = tx.approved_between(at.saturating_add(slack), at.saturating_sub(slack))?;
-    Ok(rows.iter().any(|a| same_principal(&a.user, user) && (!all || a.mode == ALL)))
+    Ok(rows.iter().any(|a| {
+        same_principal(&a.user, user)
+            && (!all || a.mode == capture_mode_name(CaptureMode::AllActivities))
+    }))
 }

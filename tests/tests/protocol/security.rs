@@ -5,7 +5,7 @@ use rearview_config::{
     sign_trigger, AlertId, DeviceId, IndicatorKind, Principal, SigningKey, TenantId, TriggerId,
     TriggerPayload, TriggerReason,
 };
-use rearview_uploader::wire::{ClipManifest, ManifestSegment, TriggerMessage};
+use rearview_protocol::{ClipManifest, ManifestSegment, TriggerMessage};
 use rearview_uploader::{Command, UploadError, Uploader};
 use serde_json::{json, Value};
 
@@ -181,7 +181,7 @@ async fn device_cannot_touch_another_devices_clips() {
         ClipManifest {
             clip_id: "clip-a".into(),
             trigger_id: None,
-            mode: "all-activities".into(),
+            mode: rearview_protocol::CaptureMode::AllActivities,
             user: USER.into(),
             device_id: a_id.clone(),
             start_ms: t,
@@ -361,7 +361,7 @@ async fn requester_cannot_approve_own_request_and_roles_are_enforced() {
 }
 
 /// The signed bundle the console serves now, as the device would fetch it.
-async fn current_policy(console: &TestConsole) -> rearview_uploader::wire::PolicyMessage {
+async fn current_policy(console: &TestConsole) -> rearview_protocol::PolicyMessage {
     let m: Value = console.admin.get("/api/v1/policy").await.unwrap();
     serde_json::from_value(m).unwrap()
 }
@@ -415,7 +415,7 @@ async fn forged_policies_are_refused_and_the_policy_in_force_stays() {
         now + rearview_config::time::Duration::hours(1),
     );
     p.capture.enabled = true;
-    let foreign = rearview_uploader::wire::PolicyMessage {
+    let foreign = rearview_protocol::PolicyMessage {
         version: v1 + 2,
         signed: serde_json::to_value(rearview_config::sign_policy(&other_key, &p).unwrap())
             .unwrap(),
@@ -429,7 +429,7 @@ async fn forged_policies_are_refused_and_the_policy_in_force_stays() {
         .unwrap();
     let trigger = stored_trigger(&console, issued["trigger_ids"][0].as_str().unwrap());
     let as_policy =
-        rearview_uploader::wire::PolicyMessage { version: v1 + 3, signed: trigger.signed.clone() };
+        rearview_protocol::PolicyMessage { version: v1 + 3, signed: trigger.signed.clone() };
 
     for (what, forged, reason) in [
         ("altered payload", altered, "signature does not verify"),
@@ -506,7 +506,8 @@ async fn trigger_for_one_device_reaches_only_that_device() {
     assert!(err.to_string().contains(&format!("it is for device {b_id}, this is {a_id}")), "{err}");
     assert!(a_commands.try_recv().is_err());
     // B acknowledges once its clip is recorded (next_command recorded it), in its own time.
-    eventually(10, "B acknowledged its trigger", || acked(&console, &for_b)).await;
+    eventually("B acknowledged its trigger", Duration::from_secs(10), || acked(&console, &for_b))
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -572,7 +573,10 @@ async fn device_enrolls_syncs_policy_and_uploads_over_tls() {
     up.enqueue_clip(new_clip("tls-clip", None, 2), segs.into_iter().map(|(s, _)| s).collect())
         .unwrap();
     let probe = up.clone();
-    eventually(20, "clip sent over TLS", || probe.status().unwrap().spool.sent_clips == 1).await;
+    eventually("clip sent over TLS", Duration::from_secs(20), || {
+        probe.status().unwrap().spool.sent_clips == 1
+    })
+    .await;
     let clip: Value = admin.get("/api/v1/clips/tls-clip").await.unwrap();
     assert_eq!(clip["complete"], json!(true));
     let _: Value =

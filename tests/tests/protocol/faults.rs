@@ -55,7 +55,8 @@ async fn console_restarted_mid_upload() {
     let _running = device.uploader.start().unwrap();
 
     let data = console.data().to_owned();
-    eventually(30, "some segments stored", || count_segments(&data) >= 3).await;
+    eventually("some segments stored", Duration::from_secs(30), || count_segments(&data) >= 3)
+        .await;
     console.stop().await;
     let stored_before = count_segments(&data);
     assert!(
@@ -63,11 +64,17 @@ async fn console_restarted_mid_upload() {
         "upload finished before the console stopped; the test proved nothing"
     );
     let up = device.uploader.clone();
-    eventually(20, "uploader notices", || !up.status().unwrap().server_reachable).await;
+    eventually("uploader notices", Duration::from_secs(20), || {
+        !up.status().unwrap().server_reachable
+    })
+    .await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     console.restart().await;
     proxy.throttle(0);
-    eventually(60, "clip sent after restart", || up.status().unwrap().spool.sent_clips == 1).await;
+    eventually("clip sent after restart", Duration::from_secs(60), || {
+        up.status().unwrap().spool.sent_clips == 1
+    })
+    .await;
     assert_complete_no_dup_no_loss(&console, "clip-r", &originals).await;
 }
 
@@ -108,11 +115,15 @@ async fn console_answering_5xx_then_hanging_then_recovering() {
     proxy.set_mode(Mode::Fail);
     let _running = device.uploader.start().unwrap();
     let up = device.uploader.clone();
-    eventually(10, "failure recorded", || up.status().unwrap().last_error.is_some()).await;
+    eventually("failure recorded", Duration::from_secs(10), || {
+        up.status().unwrap().last_error.is_some()
+    })
+    .await;
     proxy.set_mode(Mode::Hang);
     tokio::time::sleep(Duration::from_millis(500)).await;
     proxy.set_mode(Mode::Pass);
-    eventually(30, "clip sent", || up.status().unwrap().spool.sent_clips == 1).await;
+    eventually("clip sent", Duration::from_secs(30), || up.status().unwrap().spool.sent_clips == 1)
+        .await;
     assert_complete_no_dup_no_loss(&console, "clip-f", &originals).await;
     assert!(up.status().unwrap().server_reachable);
 }
@@ -152,15 +163,19 @@ async fn answers_cut_short_or_garbled_keep_the_clip_and_a_silent_stream_is_retri
     proxy.set_mode(Mode::Hang);
     let _listening = listener.uploader.start().unwrap();
     let other = listener.uploader.clone();
-    eventually(20, "the silent stream opening reported", || {
+    eventually("the silent stream opening reported", Duration::from_secs(20), || {
         other.status().unwrap().last_error.is_some_and(|e| e.contains("push stream: no answer"))
     })
     .await;
     proxy.set_mode(Mode::Pass);
-    eventually(30, "stream connected", || other.status().unwrap().stream_connected).await;
+    eventually("stream connected", Duration::from_secs(30), || {
+        other.status().unwrap().stream_connected
+    })
+    .await;
     let _running = device.uploader.start().unwrap();
     let up = device.uploader.clone();
-    eventually(30, "clip sent", || up.status().unwrap().spool.sent_clips == 1).await;
+    eventually("clip sent", Duration::from_secs(30), || up.status().unwrap().spool.sent_clips == 1)
+        .await;
     assert_complete_no_dup_no_loss(&console, "clip-g", &originals).await;
 }
 
@@ -209,7 +224,10 @@ async fn uploader_killed_mid_upload() {
         .spawn()
         .unwrap();
     let data = console.data().to_owned();
-    eventually(60, "child uploaded some segments", || count_segments(&data) >= 3).await;
+    eventually("child uploaded some segments", Duration::from_secs(60), || {
+        count_segments(&data) >= 3
+    })
+    .await;
     // SIGKILL: no chance to clean up.
     child.kill().unwrap();
     child.wait().unwrap();

@@ -1,4 +1,6 @@
-use rearview_uploader::wire::ActivityEvent;
+use std::time::Duration;
+
+use rearview_protocol::ActivityEvent;
 use rearview_uploader::{Command, NewClip};
 use serde_json::{json, Value};
 
@@ -73,7 +75,8 @@ async fn enroll_policy_trigger_clip_complete() {
         .unwrap();
     assert!(enq.new);
     let up = device.uploader.clone();
-    eventually(20, "clip sent", || up.status().unwrap().spool.sent_clips == 1).await;
+    eventually("clip sent", Duration::from_secs(20), || up.status().unwrap().spool.sent_clips == 1)
+        .await;
 
     let clip = console.clip("clip-1").await;
     assert_eq!(clip["complete"], json!(true));
@@ -104,8 +107,8 @@ async fn enroll_policy_trigger_clip_complete() {
     // Health reaches the device list.
     device
         .uploader
-        .report_health(rearview_uploader::wire::HealthReport {
-            state: "capturing".into(),
+        .report_health(rearview_protocol::HealthReport {
+            state: rearview_protocol::HealthState::Capturing,
             policy_version: p2.version(),
             users: vec![USER.into()],
             ..Default::default()
@@ -149,13 +152,13 @@ async fn indicator_reaches_console_and_rule_issues_trigger() {
         .report_activity(vec![
             ActivityEvent {
                 user: "mallory".into(),
-                kind: "removable_media_copy".into(),
+                kind: rearview_protocol::IndicatorKind::RemovableMediaCopy.into(),
                 time_ms: now,
                 details: json!({"file": "x.txt"}),
             },
             ActivityEvent {
                 user: USER.into(),
-                kind: "removable_media_copy".into(),
+                kind: rearview_protocol::IndicatorKind::RemovableMediaCopy.into(),
                 time_ms: now,
                 details: json!({"file": "roadmap.docx", "size": 12345, "destination": "/media/usb"}),
             },
@@ -290,7 +293,10 @@ async fn open_clip_is_sent_as_segments_close_and_completes_when_closed() {
     // The first segment reaches the console at once; the clip stays open and pending.
     let enq = device.uploader.enqueue_clip(open(), upto(1)).unwrap();
     assert!(enq.new && enq.state == "pending");
-    eventually(20, "first segment stored", || console.stored_segments().len() == 1).await;
+    eventually("first segment stored", Duration::from_secs(20), || {
+        console.stored_segments().len() == 1
+    })
+    .await;
     let clip = console.clip("window").await;
     assert_eq!(
         (clip["complete"].clone(), clip["manifest"]["open"].clone()),
@@ -299,7 +305,7 @@ async fn open_clip_is_sent_as_segments_close_and_completes_when_closed() {
     assert_eq!(device.uploader.clip_state("window").unwrap().as_deref(), Some("pending"));
     // What the console has stored leaves the spool at once, though the clip is still pending.
     let up = device.uploader.clone();
-    eventually(20, "the sent segment's file freed", || {
+    eventually("the sent segment's file freed", Duration::from_secs(20), || {
         up.status().unwrap().spool.spooled_bytes == 0
     })
     .await;
@@ -315,7 +321,10 @@ async fn open_clip_is_sent_as_segments_close_and_completes_when_closed() {
     let running = uploader.start().unwrap();
     let enq = uploader.enqueue_clip(open(), upto(2)).unwrap();
     assert_eq!((enq.new, enq.added), (false, 1));
-    eventually(20, "second segment stored", || console.stored_segments().len() == 2).await;
+    eventually("second segment stored", Duration::from_secs(20), || {
+        console.stored_segments().len() == 2
+    })
+    .await;
     let clip = console.clip("window").await;
     assert_eq!(clip["manifest"]["segments"].as_array().unwrap().len(), 2);
     assert_eq!(clip["complete"], json!(false));
@@ -323,7 +332,7 @@ async fn open_clip_is_sent_as_segments_close_and_completes_when_closed() {
     // The window ends while the console is down: the closed clip waits in the spool.
     console.stop().await;
     let mut closed = base.clone();
-    closed.missing = vec![rearview_uploader::wire::MissingRange {
+    closed.missing = vec![rearview_protocol::MissingRange {
         start_ms: closed.end_ms - 500,
         end_ms: closed.end_ms,
         reason: "capture stopped".into(),
@@ -334,7 +343,7 @@ async fn open_clip_is_sent_as_segments_close_and_completes_when_closed() {
     assert_eq!(uploader.clip_state("window").unwrap().as_deref(), Some("pending"));
     console.restart().await;
     let up = uploader.clone();
-    eventually(30, "closed clip sent", || {
+    eventually("closed clip sent", Duration::from_secs(30), || {
         up.clip_state("window").unwrap().as_deref() == Some("sent")
     })
     .await;

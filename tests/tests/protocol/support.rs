@@ -1,5 +1,6 @@
-//! What the protocol tests share: a real console on 127.0.0.1 (restartable on the same port),
-//! people with roles, and a fault-injecting TCP proxy between device and console.
+//! What the protocol tests share: a real console on 127.0.0.1 (started by the one in-process
+//! launcher, `console_support`, and restartable on the same port), people with roles, test
+//! devices, and a fault-injecting TCP proxy between device and console.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -9,6 +10,7 @@ use std::time::Duration;
 
 use rearview_console::client::AdminClient;
 use rearview_console::{Server, ServerConfig, ServerHandle};
+pub use rearview_testkit::eventually;
 use rearview_uploader::{Command, NewClip, NewSegment, SegmentBytes, Uploader, UploaderConfig};
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -28,13 +30,8 @@ pub struct TestConsole {
 
 impl TestConsole {
     pub async fn start() -> TestConsole {
-        let dir = tempfile::tempdir().unwrap();
         // The first approver (rita) is made by init: a second person with her own token.
-        let out =
-            rearview_console::init_with_approver(dir.path(), "tenant-a", "ivan", "rita").unwrap();
-        let server = Server::start(ServerConfig::plain(dir.path(), "127.0.0.1:0".parse().unwrap()))
-            .await
-            .unwrap();
+        let (dir, server, out) = crate::console_support::start_with("rita").await;
         let addr = server.addr();
         let admin = AdminClient::new(&server.url(), &out.admin_token, None).unwrap();
         let approver = AdminClient::new(&server.url(), &out.approver_token, None).unwrap();
@@ -199,7 +196,7 @@ pub async fn next_command(
 pub async fn accept_recording(
     uploader: &Uploader,
     rx: &mut tokio::sync::mpsc::UnboundedReceiver<Command>,
-    message: &rearview_uploader::wire::TriggerMessage,
+    message: &rearview_protocol::TriggerMessage,
 ) -> (Result<(), rearview_uploader::UploadError>, bool) {
     let accept = uploader.accept_trigger(message);
     tokio::pin!(accept);
@@ -214,15 +211,6 @@ pub async fn accept_recording(
                 }
             }
         }
-    }
-}
-
-/// Waits until `f` holds, up to `secs`.
-pub async fn eventually<F: FnMut() -> bool>(secs: u64, what: &str, mut f: F) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
-    while !f() {
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for: {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
@@ -250,11 +238,15 @@ pub fn segments(n: usize, size: usize, start_ms: i64) -> Vec<(NewSegment, Vec<u8
 /// approves first) and an untriggered clip's window against the policy's bounds.
 pub fn new_clip(clip_id: &str, trigger_id: Option<String>, n: usize) -> NewClip {
     let start = rearview_uploader::now_ms() - 10_000;
-    let mode = if trigger_id.is_some() { "specific-activities" } else { "all-activities" };
+    let mode = if trigger_id.is_some() {
+        rearview_protocol::CaptureMode::SpecificActivities
+    } else {
+        rearview_protocol::CaptureMode::AllActivities
+    };
     NewClip {
         clip_id: clip_id.to_owned(),
         trigger_id,
-        mode: mode.into(),
+        mode,
         user: USER.into(),
         start_ms: start,
         end_ms: start + (n as i64 + 20) * 1000,

@@ -8,7 +8,7 @@ use rearview_console::client::AdminClient;
 use rearview_uploader::{NewClip, NewSegment, SegmentBytes, Uploader, UploaderConfig};
 use serde_json::{json, Value};
 
-mod support;
+use crate::console_support as support;
 
 fn frame(width: u32, height: u32, shade: u8, at_ms: i64) -> Frame {
     let mut f = Frame::black(
@@ -115,7 +115,7 @@ async fn console_with_a_sealed_clip() -> Exportable {
         NewClip {
             clip_id: "clip-x".into(),
             trigger_id: None,
-            mode: "all-activities".into(),
+            mode: rearview_protocol::CaptureMode::AllActivities,
             user: "alice".into(),
             start_ms: t0,
             end_ms: t0 + 6000,
@@ -143,7 +143,7 @@ fn export_cli(
     let mut cmd = std::process::Command::new("sh");
     cmd.arg("-c")
         .arg(format!("umask {umask}; exec \"$0\" \"$@\""))
-        .arg(env!("CARGO_BIN_EXE_rearview-console"))
+        .arg(env!("CARGO_BIN_EXE_e2e-rearview-console"))
         .args(["clip", "export", id, "--data"])
         .arg(data)
         .arg("--out")
@@ -204,7 +204,7 @@ async fn clip_export_cli_writes_frames_and_events_and_names_an_unknown_clip() {
     let clip = console_with_a_sealed_clip().await;
     let dir = &clip.dir;
     let run = |id: &str, out: &std::path::Path| {
-        std::process::Command::new(env!("CARGO_BIN_EXE_rearview-console"))
+        std::process::Command::new(env!("CARGO_BIN_EXE_e2e-rearview-console"))
             .args(["clip", "export", id, "--data"])
             .arg(dir.path())
             .arg("--out")

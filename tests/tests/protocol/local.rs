@@ -281,8 +281,8 @@ async fn a_full_disk_keeps_every_clip_and_they_upload_once_there_is_room() {
 /// gains nothing else that way; a complete clip cannot change at all.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_console_lets_a_device_give_up_only_segments_it_does_not_hold() {
+    use rearview_protocol::{ClipManifest, ManifestSegment, MissingRange};
     use rearview_uploader::client::{Client, ClientConfig};
-    use rearview_uploader::wire::{ClipManifest, ManifestSegment, MissingRange};
 
     let console = TestConsole::start().await;
     // The console takes clips only of a user approved for that mode (review finding 6).
@@ -311,7 +311,7 @@ async fn the_console_lets_a_device_give_up_only_segments_it_does_not_hold() {
     let manifest = |segments: &[usize], missing: &[usize]| ClipManifest {
         clip_id: "clip-rules".into(),
         trigger_id: None,
-        mode: "all-activities".into(),
+        mode: rearview_protocol::CaptureMode::AllActivities,
         user: USER.into(),
         device_id: identity["device_id"].as_str().unwrap().into(),
         start_ms: t0,
