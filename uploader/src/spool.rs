@@ -21,7 +21,13 @@
 //!                                             file in segments/ while sent = 0
 //! usage      day (YYYY-MM-DD, UTC), user, bytes    upload bytes per user per day
 //! counters   name PK, value                   lost_clips, lost_segments, lost_bytes
+//! clip_records, clip_record_segments           the daemon's clips while it collects them
+//!                                             and after (see [`clip_records`])
 //! ```
+//!
+//! `PRAGMA user_version` is the schema version: 0 for a spool from before it was kept (the
+//! tables above without the clip records; opening adds them), [`SCHEMA_VERSION`] now. A spool
+//! written by a newer agent is refused rather than guessed at.
 //!
 //! # Invariants and crash recovery
 //!
@@ -56,6 +62,12 @@ use rusqlite::{params, Connection, OptionalExtension};
 use crate::error::UploadError;
 use crate::wire::{ClipManifest, MissingRange};
 
+pub mod clip_records;
+pub use clip_records::{ClipChange, ClipMissing, ClipRecord, ClipState, ClipWindow};
+
+/// The spool database's schema version (`PRAGMA user_version`).
+pub const SCHEMA_VERSION: i64 = 2;
+
 const SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS clips (
     clip_id TEXT PRIMARY KEY, user TEXT NOT NULL, manifest_json TEXT NOT NULL,
@@ -67,6 +79,24 @@ CREATE TABLE IF NOT EXISTS segments (sha256 TEXT PRIMARY KEY, size INTEGER NOT N
 CREATE TABLE IF NOT EXISTS usage (day TEXT NOT NULL, user TEXT NOT NULL, bytes INTEGER NOT NULL, PRIMARY KEY (day, user));
 CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
 "#;
+
+/// Brings the schema to [`SCHEMA_VERSION`] in one transaction; refuses a newer one.
+fn migrate(conn: &Connection) -> Result<(), UploadError> {
+    let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    if version > SCHEMA_VERSION {
+        return Err(UploadError::Spool(format!(
+            "the spool database has schema version {version}, newer than this agent's \
+             ({SCHEMA_VERSION}); install the newer agent again or move the spool aside"
+        )));
+    }
+    if version < SCHEMA_VERSION {
+        conn.execute_batch(&format!(
+            "BEGIN; {SCHEMA} {} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;",
+            clip_records::SCHEMA
+        ))?;
+    }
+    Ok(())
+}
 
 /// A pending clip, as the sender needs it.
 #[derive(Debug, Clone)]
@@ -128,7 +158,7 @@ impl Spool {
         let conn = Connection::open(dir.join("spool.db"))?;
         conn.execute_batch("PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;")?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
-        conn.execute_batch(SCHEMA)?;
+        migrate(&conn)?;
         let spool = Spool { conn: Mutex::new(conn), dir: dir.to_owned() };
         spool.recover()?;
         Ok(spool)

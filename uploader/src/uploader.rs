@@ -568,6 +568,12 @@ impl Uploader {
         self.client().activity(&ActivityBatch { events }).await
     }
 
+    /// The spool, for the daemon's clip records ([`crate::spool::clip_records`]), which live
+    /// in its database beside the clips they become.
+    pub fn spool(&self) -> &Spool {
+        &self.spool
+    }
+
     /// Where a clip handed to [`Uploader::enqueue_clip`] is: `pending`, `sent`, `refused` or
     /// `lost` (see [`Spool::clip_state`]).
     pub fn clip_state(&self, clip_id: &str) -> Result<Option<String>, UploadError> {

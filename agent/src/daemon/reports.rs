@@ -169,12 +169,18 @@ impl Daemon {
 
     pub(super) fn clip_reports(&self) -> Vec<status::ClipReport> {
         let up = self.uploader.status().unwrap_or_default();
-        self.clips
-            .clips
-            .iter()
+        let records = match self.uploader.spool().clip_records() {
+            Ok(records) => records,
+            Err(e) => {
+                tracing::warn!(error = %e, "clip records unreadable");
+                Vec::new()
+            }
+        };
+        records
+            .into_iter()
             .map(|c| {
                 // Handed to the spool: what the spool says (pending, sent, refused, lost).
-                let state = if c.state == "pending" {
+                let state = if c.state == ClipState::Pending {
                     if up.uploading.as_deref() == Some(c.id.as_str()) {
                         "uploading".to_string()
                     } else {
@@ -187,15 +193,9 @@ impl Daemon {
                             .unwrap_or_else(|| "pending".to_string())
                     }
                 } else {
-                    c.state.clone()
+                    c.state.as_str().to_string()
                 };
                 status::ClipReport {
-                    id: c.id.clone(),
-                    trigger_id: c.trigger_id.clone(),
-                    user: c.user.clone(),
-                    reason: c.reason.clone(),
-                    from_utc_micros: c.from_utc_micros,
-                    to_utc_micros: c.to_utc_micros,
                     state,
                     segments: c.segments.len(),
                     missing: c
@@ -210,6 +210,12 @@ impl Daemon {
                             )
                         })
                         .collect(),
+                    id: c.id,
+                    trigger_id: c.trigger_id,
+                    user: c.user,
+                    reason: c.reason,
+                    from_utc_micros: c.from_utc_micros,
+                    to_utc_micros: c.to_utc_micros,
                 }
             })
             .collect()

@@ -1,4 +1,4 @@
-//! Starting the daemon: the state it opens (uploader, ring, clip book), the admin socket,
+//! Starting the daemon: the state it opens (uploader, ring, the clips being collected), the admin socket,
 //! and the watchers (sessions, indicators) whose events the loop handles.
 
 use super::*;
@@ -9,6 +9,8 @@ pub enum DaemonError {
     Uploader { dir: PathBuf, source: rearview_uploader::UploadError },
     #[error("cannot open the ring in {dir}: {source}")]
     Ring { dir: PathBuf, source: rearview_capture::ring::RingError },
+    #[error("cannot read the clip records in the spool under {dir}: {source}")]
+    ClipRecords { dir: PathBuf, source: rearview_uploader::UploadError },
     #[error("cannot create the data directory {dir}: {source}")]
     DataDir { dir: PathBuf, source: std::io::Error },
     #[error("cannot bind the admin socket {path}: {source}")]
@@ -23,9 +25,9 @@ impl DaemonError {
     /// Whether starting again later may work (a busy disk, a console that was down).
     pub fn is_retryable(&self) -> bool {
         match self {
-            DaemonError::Uploader { source, .. } | DaemonError::Enroll(source) => {
-                source.is_retryable()
-            }
+            DaemonError::Uploader { source, .. }
+            | DaemonError::ClipRecords { source, .. }
+            | DaemonError::Enroll(source) => source.is_retryable(),
             DaemonError::Ring { source, .. } => source.is_retryable(),
             DaemonError::DataDir { .. } | DaemonError::Socket { .. } | DaemonError::Signals(_) => {
                 false
@@ -72,18 +74,16 @@ impl Daemon {
         let uploader_running = start_uploader(&uploader);
         let policy = uploader.policy();
         let ring_retention = ring_retention(config, policy.as_ref());
-        let ring = open_ring(config, ring_retention)?;
-
-        let (mut clips, problem) = ClipBook::load(&data_dir.join("clips.json"));
-        let errors: Vec<ErrorRecord> = problem
+        let mut ring = open_ring(config, ring_retention)?;
+        let (clips, problems) = ClipBook::load(uploader.spool(), &mut ring, &data_dir)
+            .map_err(|source| DaemonError::ClipRecords { dir: data_dir.clone(), source })?;
+        let errors: Vec<ErrorRecord> = problems
+            .into_iter()
             .map(|p| {
                 tracing::warn!("{p}");
                 ErrorRecord { at_utc_micros: now_micros(), what: p }
             })
-            .into_iter()
             .collect();
-        let mut ring = ring;
-        clips::reconcile_pins(&mut ring, &mut clips);
 
         let rule = admin::AccessRule::new(config.admin_group());
         let listener = admin::bind(config.socket_path(), rule.admin_gid()).map_err(|e| {
