@@ -213,9 +213,14 @@ impl Spool {
         let mut next = manifest.clone();
         let mut adding: Vec<&(String, SegmentBytes)> = segments.iter().collect();
         if let Some((state, json)) = spooled {
+            // The state first: a refused clip's stored manifest carries the refusal
+            // (`mark_refused`), which a `ClipManifest` does not read.
+            if state != "pending" {
+                return Ok(Enqueued { new: false, added: 0, state, dropped_clips: vec![] });
+            }
             let stored: ClipManifest = serde_json::from_str(&json)
                 .map_err(|e| UploadError::Spool(format!("spooled manifest unreadable: {e}")))?;
-            if state != "pending" || !stored.open {
+            if !stored.open {
                 return Ok(Enqueued { new: false, added: 0, state, dropped_clips: vec![] });
             }
             let named: std::collections::HashSet<&str> =
