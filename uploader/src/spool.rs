@@ -33,7 +33,8 @@
 //!
 //! * A segment file is written to `segments/.tmp-*`, fsynced and renamed *before* the
 //!   transaction that inserts its row commits. On open, files without a row and temporary
-//!   files are deleted: a crash mid-enqueue leaves no trace, the caller enqueues again.
+//!   files are deleted: a crash mid-enqueue leaves no trace, the caller enqueues again. So
+//!   are files of segments marked sent (a crash between the mark and the deletion).
 //! * A clip is `pending` until the console said it is complete; only then `sent`. Every step of
 //!   sending (manifest, segments, status) is idempotent on the console, so resuming a
 //!   `pending` clip after a crash of either side repeats at most one segment upload and never
@@ -172,11 +173,13 @@ impl Spool {
         self.dir.join("segments").join(sha256)
     }
 
-    /// Deletes files the database does not know (a crash between write and commit).
+    /// Deletes files the database does not count: without a row (a crash between write and
+    /// commit) or of a segment the console already has (a crash between marking it sent and
+    /// deleting its file).
     fn recover(&self) -> Result<(), UploadError> {
         let known: std::collections::HashSet<String> = {
             let conn = self.conn();
-            let mut stmt = conn.prepare("SELECT sha256 FROM segments")?;
+            let mut stmt = conn.prepare("SELECT sha256 FROM segments WHERE sent = 0")?;
             let rows = stmt.query_map([], |r| r.get(0))?.collect::<Result<_, _>>()?;
             rows
         };
@@ -185,7 +188,7 @@ impl Spool {
             let entry = entry.map_err(|e| io_err(&seg_dir, e))?;
             let name = entry.file_name().to_string_lossy().into_owned();
             if !known.contains(&name) {
-                tracing::info!(file = %name, "spool: removing a file left by an interrupted enqueue");
+                tracing::info!(file = %name, "spool: removing a file left by an interrupted step");
                 let _ = std::fs::remove_file(entry.path());
             }
         }
@@ -414,8 +417,8 @@ impl Spool {
     /// clip names it).
     pub fn mark_segment_sent(&self, sha256: &str) -> Result<(), UploadError> {
         self.conn().execute("UPDATE segments SET sent = 1 WHERE sha256 = ?1", [sha256])?;
-        // After the update: a crash here leaves a file no longer counted, which the clip's
-        // release removes.
+        // After the update: a crash here leaves a file no longer counted, which open()
+        // removes.
         let _ = std::fs::remove_file(self.segment_path(sha256));
         Ok(())
     }

@@ -1,5 +1,6 @@
 //! What the spool's model and crash tests share: a small pool of segments whose bytes, size and
-//! name follow from a number, and manifests built from them.
+//! name follow from a number, and manifests built from them. (Each test uses part of it.)
+#![allow(dead_code)]
 
 use rearview_uploader::spool::SegmentBytes;
 use rearview_uploader::wire::{ClipManifest, ManifestSegment};
@@ -17,8 +18,18 @@ pub fn sha(n: u8) -> String {
     format!("{n:064x}")
 }
 
-/// A manifest for clip `clip` naming segments `segs`, open or closed.
+/// A manifest for clip `clip` naming segments `segs` of the pool, open or closed.
 pub fn manifest(clip: &str, segs: &[u8], open: bool) -> ClipManifest {
+    let named = segs.iter().map(|&n| (sha(n), segment_bytes(n).len() as u64));
+    manifest_naming(clip, named, open)
+}
+
+/// A manifest for clip `clip` naming segments given as (sha256, size), open or closed.
+pub fn manifest_naming(
+    clip: &str,
+    segments: impl IntoIterator<Item = (String, u64)>,
+    open: bool,
+) -> ClipManifest {
     ClipManifest {
         clip_id: clip.to_string(),
         trigger_id: None,
@@ -27,14 +38,9 @@ pub fn manifest(clip: &str, segs: &[u8], open: bool) -> ClipManifest {
         device_id: "dev-1".into(),
         start_ms: 0,
         end_ms: 1_000,
-        segments: segs
-            .iter()
-            .map(|&n| ManifestSegment {
-                sha256: sha(n),
-                size: segment_bytes(n).len() as u64,
-                start_ms: i64::from(n),
-                end_ms: i64::from(n) + 1,
-            })
+        segments: segments
+            .into_iter()
+            .map(|(sha256, size)| ManifestSegment { sha256, size, start_ms: 0, end_ms: 1 })
             .collect(),
         missing: Vec::new(),
         open,
