@@ -49,15 +49,21 @@
 //!   keeps blobs by hash and never asks for a stored one again), so an open clip's early
 //!   segments do not sit in the spool until its window ends; its row goes when no pending clip
 //!   names it any more (then also the file of a segment never sent).
-//! * When the unsent bytes exceed the offline cache, the oldest pending clips are dropped
-//!   whole (their unshared segments deleted) until the new clip fits, and `lost_*` counters
-//!   record it so the device can report what was lost.
+//! * The offline cache ([`CacheRule`]) is the policy's `offline_cache.max_bytes`, capped by
+//!   the agent's `[spool] max_bytes`. When the unsent bytes would exceed it, with
+//!   `when_full = overwrite_oldest` (the default) the oldest pending clips are dropped whole
+//!   (their unshared segments deleted) until the new clip fits; with `drop_newest` the new
+//!   clip is refused instead (kept as a `lost` row, nothing written) and the cached ones stay.
+//!   An extension of an open clip that does not fit is the newest data too: the whole clip
+//!   is then dropped. Either way the `lost_*` counters record it so the device can report
+//!   what was lost.
 
 use std::collections::HashMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 
+use rearview_config::{OfflineCache, WhenFull};
 use rusqlite::{params, Connection, OptionalExtension};
 
 use crate::error::UploadError;
@@ -97,6 +103,25 @@ fn migrate(conn: &Connection) -> Result<(), UploadError> {
         ))?;
     }
     Ok(())
+}
+
+/// How big the offline cache is and what happens when a clip does not fit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CacheRule {
+    pub max_bytes: u64,
+    pub when_full: WhenFull,
+}
+
+impl CacheRule {
+    /// The policy's offline cache, capped by the agent's own ceiling (`[spool] max_bytes`).
+    pub fn effective(policy: &OfflineCache, local_max_bytes: u64) -> CacheRule {
+        CacheRule { max_bytes: policy.max_bytes.min(local_max_bytes), when_full: policy.when_full }
+    }
+
+    /// Overwrite-oldest with `max_bytes`.
+    pub fn overwrite_oldest(max_bytes: u64) -> CacheRule {
+        CacheRule { max_bytes, when_full: WhenFull::OverwriteOldest }
+    }
 }
 
 /// A pending clip, as the sender needs it.
@@ -198,12 +223,13 @@ impl Spool {
     /// Adds a clip and its segments (`(sha256, bytes)`, hashes already checked by the caller),
     /// or extends a spooled open clip: segments it does not name yet are added, and its
     /// `missing` and `open` are taken from `manifest`. A spooled closed clip is left as it is.
-    /// Drops the oldest other pending clips if the unsent bytes would exceed `cache_limit`.
+    /// When the unsent bytes would exceed the cache, `cache.when_full` decides (see the module
+    /// docs): the oldest other pending clips are dropped, or this one.
     pub fn enqueue(
         &self,
         manifest: &ClipManifest,
         segments: &[(String, SegmentBytes)],
-        cache_limit: u64,
+        cache: CacheRule,
     ) -> Result<Enqueued, UploadError> {
         let spooled: Option<(String, String)> = self
             .conn()
@@ -244,23 +270,38 @@ impl Spool {
             if next.segments == stored.segments && next.open {
                 return Ok(Enqueued { new: false, added: 0, state, dropped_clips: vec![] });
             }
-            let dropped_clips = self.write(&next, &adding, cache_limit, true)?;
-            return Ok(Enqueued { new: false, added: adding.len(), state, dropped_clips });
+            return match self.write(&next, &adding, cache, true)? {
+                Written::Kept { dropped_clips } => {
+                    Ok(Enqueued { new: false, added: adding.len(), state, dropped_clips })
+                }
+                Written::Refused => Ok(Enqueued {
+                    new: false,
+                    added: 0,
+                    state: "lost".into(),
+                    dropped_clips: vec![],
+                }),
+            };
         }
-        let dropped_clips = self.write(&next, &adding, cache_limit, false)?;
-        Ok(Enqueued { new: true, added: 0, state: "pending".into(), dropped_clips })
+        match self.write(&next, &adding, cache, false)? {
+            Written::Kept { dropped_clips } => {
+                Ok(Enqueued { new: true, added: 0, state: "pending".into(), dropped_clips })
+            }
+            Written::Refused => {
+                Ok(Enqueued { new: true, added: 0, state: "lost".into(), dropped_clips: vec![] })
+            }
+        }
     }
 
-    /// Makes room, writes the files of `segments` the spool lacks, then inserts (or, with
-    /// `update`, replaces) the clip's row and adds its segment rows in one transaction.
-    /// Returns the clips dropped to make room.
+    /// Makes room (or, with drop-newest, refuses this clip), writes the files of `segments`
+    /// the spool lacks, then inserts (or, with `update`, replaces) the clip's row and adds its
+    /// segment rows in one transaction.
     fn write(
         &self,
         manifest: &ClipManifest,
         segments: &[&(String, SegmentBytes)],
-        cache_limit: u64,
+        cache: CacheRule,
         update: bool,
-    ) -> Result<Vec<String>, UploadError> {
+    ) -> Result<Written, UploadError> {
         let new_bytes: u64 = {
             let conn = self.conn();
             let mut have =
@@ -274,14 +315,21 @@ impl Spool {
             }
             total
         };
-        if new_bytes > cache_limit {
+        if new_bytes > cache.max_bytes {
             return Err(UploadError::TooLarge(format!(
-                "clip {} needs {new_bytes} bytes, more than the whole offline cache ({cache_limit})",
-                manifest.clip_id
+                "clip {} needs {new_bytes} bytes, more than the whole offline cache ({})",
+                manifest.clip_id, cache.max_bytes
             )));
         }
+        let fits = |spool: &Spool| -> Result<bool, UploadError> {
+            Ok(spool.stats()?.spooled_bytes + new_bytes <= cache.max_bytes)
+        };
+        if cache.when_full == WhenFull::DropNewest && new_bytes > 0 && !fits(self)? {
+            self.refuse_newest(manifest, segments.len() as u64, new_bytes, update)?;
+            return Ok(Written::Refused);
+        }
         let mut dropped_clips = Vec::new();
-        while self.stats()?.spooled_bytes + new_bytes > cache_limit {
+        while !fits(self)? {
             match self.drop_oldest(&manifest.clip_id)? {
                 Some(c) => dropped_clips.push(c),
                 None => break,
@@ -338,7 +386,34 @@ impl Spool {
             )?;
         }
         tx.commit()?;
-        Ok(dropped_clips)
+        Ok(Written::Kept { dropped_clips })
+    }
+
+    /// Drop-newest: the clip that does not fit is kept as a `lost` row and counted; nothing of
+    /// it is written. An open clip already spooled is dropped whole (its data is the newest).
+    fn refuse_newest(
+        &self,
+        manifest: &ClipManifest,
+        segments: u64,
+        bytes: u64,
+        update: bool,
+    ) -> Result<(), UploadError> {
+        let (released, released_bytes) = if update {
+            self.release(&manifest.clip_id, "lost")?
+        } else {
+            let json =
+                serde_json::to_string(manifest).map_err(|e| UploadError::Spool(e.to_string()))?;
+            self.conn().execute(
+                "INSERT INTO clips (clip_id, user, manifest_json, bytes, state, enqueued_ms) VALUES (?1, ?2, ?3, 0, 'lost', ?4)",
+                params![manifest.clip_id, manifest.user, json, crate::now_ms()],
+            )?;
+            (0, 0)
+        };
+        self.bump("lost_clips", 1)?;
+        self.bump("lost_segments", segments + released)?;
+        self.bump("lost_bytes", bytes + released_bytes)?;
+        tracing::warn!(clip = %manifest.clip_id, bytes, "offline cache full: dropped the new clip (when_full = drop_newest)");
+        Ok(())
     }
 
     /// Drops the oldest pending clip other than `keep`; returns its id, or `None` when there is
@@ -617,6 +692,14 @@ impl Spool {
             lost_files: counter("lost_files")?,
         })
     }
+}
+
+/// What [`Spool::write`] did with a clip.
+enum Written {
+    /// Stored; older clips dropped to make room.
+    Kept { dropped_clips: Vec<String> },
+    /// Not stored: the cache is full and drops the newest.
+    Refused,
 }
 
 /// Where a segment's sealed bytes come from when it is enqueued.

@@ -14,8 +14,9 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use rearview_config::WhenFull;
 use rearview_uploader::spool::{
-    ClipChange, ClipRecord, ClipState, ClipWindow, SegmentBytes, Spool,
+    CacheRule, ClipChange, ClipRecord, ClipState, ClipWindow, SegmentBytes, Spool,
 };
 use support::manifest_naming;
 
@@ -27,6 +28,7 @@ const ROUND_ENV: &str = "REARVIEW_SPOOL_CRASH_ROUND";
 const ROUNDS: u64 = 60;
 /// Large enough that nothing is dropped: every acknowledged clip must survive.
 const CACHE: u64 = 1 << 40;
+const CACHE_RULE: CacheRule = CacheRule { max_bytes: CACHE, when_full: WhenFull::OverwriteOldest };
 /// Marks the writer's acknowledgements in its output (the test harness prints there too, and
 /// may start the first line).
 const ACK: &str = "ACK ";
@@ -45,7 +47,7 @@ fn enqueue(spool: &Spool, clip: &str, shas: &[String], open: bool) {
     let named: Vec<(String, SegmentBytes)> =
         shas.iter().map(|s| (s.clone(), SegmentBytes::Bytes(bytes_of(s)))).collect();
     let sizes = shas.iter().map(|s| (s.clone(), bytes_of(s).len() as u64));
-    spool.enqueue(&manifest_naming(clip, sizes, open), &named, CACHE).unwrap();
+    spool.enqueue(&manifest_naming(clip, sizes, open), &named, CACHE_RULE).unwrap();
 }
 
 fn say(out: &mut std::io::Stdout, line: &str) {

@@ -12,19 +12,22 @@ use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 use proptest::prelude::*;
 use proptest::test_runner::FileFailurePersistence;
-use rearview_uploader::spool::{ClipChange, ClipRecord, ClipState, ClipWindow, Spool};
+use rearview_config::WhenFull;
+use rearview_uploader::spool::{CacheRule, ClipChange, ClipRecord, ClipState, ClipWindow, Spool};
 use rearview_uploader::UploadError;
 use support::{files_on_disk, manifest, named, segment_bytes, sha, SEGMENTS};
 
 #[derive(Clone, Debug)]
 enum Op {
     /// Enqueue clip `clip` with segments `segs` (a new clip, or an extension or close of an
-    /// open one), with an offline cache of `cache` bytes.
+    /// open one), with an offline cache of `cache` bytes that overwrites the oldest or, with
+    /// `drop_newest`, refuses the new clip.
     Enqueue {
         clip: u8,
         segs: Vec<u8>,
         open: bool,
         cache: u64,
+        drop_newest: bool,
     },
     MarkSegmentSent {
         seg: u8,
@@ -62,8 +65,20 @@ fn op() -> impl Strategy<Value = Op> {
     let state =
         prop_oneof![Just(ClipState::Collecting), Just(ClipState::Pending), Just(ClipState::Failed)];
     prop_oneof![
-        6 => (0u8..6, segs(), any::<bool>(), prop_oneof![Just(600u64), Just(1500), Just(100_000)])
-            .prop_map(|(clip, segs, open, cache)| Op::Enqueue { clip, segs, open, cache }),
+        6 => (
+            0u8..6,
+            segs(),
+            any::<bool>(),
+            prop_oneof![Just(600u64), Just(1500), Just(100_000)],
+            any::<bool>()
+        )
+            .prop_map(|(clip, segs, open, cache, drop_newest)| Op::Enqueue {
+                clip,
+                segs,
+                open,
+                cache,
+                drop_newest
+            }),
         2 => (0..SEGMENTS).prop_map(|seg| Op::MarkSegmentSent { seg }),
         2 => (0usize..4).prop_map(|nth| Op::MarkSent { nth }),
         1 => (0usize..4).prop_map(|nth| Op::Refuse { nth }),
@@ -157,7 +172,7 @@ impl Model {
         id: &str,
         segs: &[u8],
         open: bool,
-        cache: u64,
+        cache: CacheRule,
     ) -> Result<Vec<String>, ()> {
         let mut adding: Vec<u8> = segs.to_vec();
         let mut next_segs = segs.to_vec();
@@ -174,14 +189,33 @@ impl Model {
                 return Ok(vec![]);
             }
         }
-        let distinct: BTreeSet<u8> = adding.iter().copied().collect();
         let new_bytes: u64 =
-            distinct.iter().filter(|n| !self.rows.contains_key(n)).map(|n| size(*n)).sum();
-        if new_bytes > cache {
+            adding.iter().filter(|n| !self.rows.contains_key(n)).map(|n| size(*n)).sum();
+        if new_bytes > cache.max_bytes {
             return Err(());
         }
+        let full = self.spooled_bytes() + new_bytes > cache.max_bytes;
+        if cache.when_full == WhenFull::DropNewest && new_bytes > 0 && full {
+            let (n, bytes) = match existing {
+                Some(i) => self.release(i, Where::Lost),
+                None => {
+                    let segs = next_segs;
+                    self.clips.push(ModelClip {
+                        id: id.to_string(),
+                        state: Where::Lost,
+                        open,
+                        segs,
+                    });
+                    (0, 0)
+                }
+            };
+            self.lost_clips += 1;
+            self.lost_segments += adding.len() as u64 + n;
+            self.lost_bytes += new_bytes + bytes;
+            return Ok(vec![]);
+        }
         let mut dropped = Vec::new();
-        while self.spooled_bytes() + new_bytes > cache {
+        while self.spooled_bytes() + new_bytes > cache.max_bytes {
             let Some(i) = self.clips.iter().position(|c| c.state == Where::Pending && c.id != id)
             else {
                 break;
@@ -192,7 +226,7 @@ impl Model {
             self.lost_bytes += bytes;
             dropped.push(self.clips[i].id.clone());
         }
-        for n in distinct {
+        for n in adding {
             self.rows.entry(n).or_insert(false);
         }
         match existing {
@@ -227,10 +261,13 @@ fn record(rec: u8, segs: &[u8]) -> ClipRecord {
 
 fn apply(spool: &mut Spool, dir: &std::path::Path, model: &mut Model, op: &Op) {
     match op {
-        Op::Enqueue { clip, segs, open, cache } => {
+        Op::Enqueue { clip, segs, open, cache, drop_newest } => {
             let id = format!("clip-{clip}");
-            let got = spool.enqueue(&manifest(&id, segs, *open), &named(segs), *cache);
-            match (got, model.enqueue(&id, segs, *open, *cache)) {
+            let when_full =
+                if *drop_newest { WhenFull::DropNewest } else { WhenFull::OverwriteOldest };
+            let cache = CacheRule { max_bytes: *cache, when_full };
+            let got = spool.enqueue(&manifest(&id, segs, *open), &named(segs), cache);
+            match (got, model.enqueue(&id, segs, *open, cache)) {
                 (Ok(e), Ok(dropped)) => assert_eq!(e.dropped_clips, dropped, "dropped clips"),
                 (Err(UploadError::TooLarge(_)), Err(())) => {}
                 (got, want) => panic!("enqueue {id}: spool {got:?}, model {want:?}"),
@@ -349,9 +386,40 @@ proptest! {
 fn a_refused_clip_enqueued_again_says_refused() {
     let tmp = tempfile::tempdir().unwrap();
     let spool = Spool::open(tmp.path()).unwrap();
-    spool.enqueue(&manifest("c", &[1], true), &named(&[1]), 100_000).unwrap();
+    let cache = CacheRule::overwrite_oldest(100_000);
+    spool.enqueue(&manifest("c", &[1], true), &named(&[1]), cache).unwrap();
     spool.mark_refused("c", "422: window too long").unwrap();
-    let again = spool.enqueue(&manifest("c", &[1, 2], false), &named(&[1, 2]), 100_000).unwrap();
+    let again = spool.enqueue(&manifest("c", &[1, 2], false), &named(&[1, 2]), cache).unwrap();
     assert_eq!((again.new, again.added, again.state.as_str()), (false, 0, "refused"));
     assert!(files_on_disk(tmp.path()).is_empty(), "nothing written for a refused clip");
+}
+
+/// The agent's `[spool] max_bytes` caps the policy's cache (the smaller wins), and with
+/// `drop_newest` a clip that does not fit is refused and counted lost while the cached ones
+/// stay; with `overwrite_oldest` the oldest goes instead.
+#[test]
+fn the_cache_is_the_smaller_of_policy_and_agent_and_drop_newest_keeps_the_old() {
+    let mut policy = rearview_config::OfflineCache { max_bytes: 500_000_000, ..Default::default() };
+    assert_eq!(CacheRule::effective(&policy, 700).max_bytes, 700, "the agent's ceiling");
+    assert_eq!(CacheRule::effective(&policy, u64::MAX).max_bytes, 500_000_000);
+    policy.when_full = WhenFull::DropNewest;
+    let cache = CacheRule::effective(&policy, 700);
+    assert_eq!(cache.when_full, WhenFull::DropNewest);
+
+    let tmp = tempfile::tempdir().unwrap();
+    let spool = Spool::open(tmp.path()).unwrap();
+    // Segments 1 and 2 are 200 and 300 bytes, 3 is 400.
+    spool.enqueue(&manifest("old", &[1, 2], false), &named(&[1, 2]), cache).unwrap();
+    let refused = spool.enqueue(&manifest("new", &[3], false), &named(&[3]), cache).unwrap();
+    assert_eq!((refused.state.as_str(), refused.dropped_clips.len()), ("lost", 0));
+    assert_eq!(spool.clip_state("old").unwrap().as_deref(), Some("pending"));
+    assert_eq!(spool.clip_state("new").unwrap().as_deref(), Some("lost"));
+    let stats = spool.stats().unwrap();
+    assert_eq!((stats.lost_clips, stats.lost_segments, stats.lost_bytes), (1, 1, 400));
+    assert_eq!(files_on_disk(tmp.path()), vec![support::sha(1), support::sha(2)]);
+
+    let oldest = CacheRule::overwrite_oldest(700);
+    let kept = spool.enqueue(&manifest("newer", &[3], false), &named(&[3]), oldest).unwrap();
+    assert_eq!(kept.dropped_clips, vec!["old".to_string()]);
+    assert_eq!(files_on_disk(tmp.path()), vec![support::sha(3)]);
 }
