@@ -200,11 +200,11 @@ impl ClipBook {
         self.collecting.retain(Clip::is_collecting);
     }
 
+    /// Pins `ids` for `owner` in one batch (one fsync).
     fn pin(&mut self, ring: &mut Ring, ids: &[SegmentId], owner: &str) {
-        for id in ids {
-            if let Err(e) = ring.pin(*id, owner) {
-                self.pin_failures.note(format!("segment {id} not pinned for clip {owner}: {e}"));
-            }
+        if let Err(e) = ring.pin_many(ids, owner) {
+            let n = ids.len();
+            self.pin_failures.note(format!("{n} segments not pinned for clip {owner}: {e}"));
         }
     }
 
@@ -534,6 +534,22 @@ mod pin_tests {
         // What the restart decided is stored, not only held.
         let stored = d.spool.collecting_clip_records().unwrap();
         assert_eq!(stored[0].segments, want);
+    }
+
+    /// A pin that fails is counted and named for `rearview status`, not dropped (here: an
+    /// owner id longer than the ring takes); the clip is still stored.
+    #[test]
+    fn pin_failures_are_counted_not_dropped() {
+        let mut d = device();
+        let seg = insert(&mut d.ring, &d.key, 1);
+        let mut book = ClipBook::load(&d.spool, &mut d.ring, d.dir.path()).unwrap().0;
+        let long = "c".repeat(200);
+        book.open(&d.spool, &mut d.ring, clip(&long, &[seg])).unwrap();
+        assert_eq!(book.pin_failures.count, 1);
+        let last = book.pin_failures.last.clone().unwrap();
+        assert!(last.contains("not pinned") && last.contains(&long), "{last}");
+        assert_eq!(d.ring.pins(seg).unwrap(), Vec::<String>::new());
+        assert_eq!(d.spool.collecting_clip_records().unwrap().len(), 1);
     }
 
     /// An old agent's `clips.json` is imported once (records and handed-over segments kept),

@@ -147,6 +147,8 @@ impl Daemon {
             retention_secs: self.ring_retention.as_secs(),
             oldest_utc_micros: self.ring.entries().map(|e| e.start.utc_micros).min(),
             newest_utc_micros: self.ring.entries().map(|e| e.end.utc_micros).max(),
+            pin_failures: self.clips.pin_failures.count,
+            last_pin_failure: self.clips.pin_failures.last.clone(),
         }
     }
 
