@@ -292,9 +292,7 @@ impl Spool {
         }
     }
 
-    /// Makes room (or, with drop-newest, refuses this clip), writes the files of `segments`
-    /// the spool lacks, then inserts (or, with `update`, replaces) the clip's row and adds its
-    /// segment rows in one transaction.
+    /// Makes room (or, with drop-newest, refuses this clip), then [stores](Self::store) it.
     fn write(
         &self,
         manifest: &ClipManifest,
@@ -335,6 +333,18 @@ impl Spool {
                 None => break,
             }
         }
+        self.store(manifest, segments, update)?;
+        Ok(Written::Kept { dropped_clips })
+    }
+
+    /// Writes the files of `segments` the spool lacks, then inserts (or, with `update`,
+    /// replaces) the clip's row and adds its segment rows in one transaction.
+    fn store(
+        &self,
+        manifest: &ClipManifest,
+        segments: &[&(String, SegmentBytes)],
+        update: bool,
+    ) -> Result<(), UploadError> {
         // Files first, then the rows that make them count. Which segments the spool already
         // has is asked again here, not taken from above: dropping a clip may just have removed
         // a segment this one names too.
@@ -386,7 +396,7 @@ impl Spool {
             )?;
         }
         tx.commit()?;
-        Ok(Written::Kept { dropped_clips })
+        Ok(())
     }
 
     /// Drop-newest: the clip that does not fit is kept as a `lost` row and counted; nothing of
