@@ -210,6 +210,10 @@ fn write_machinery(o: &mut String, s: &StatusReport) {
         r.retention_secs,
         r.dir
     );
+    if r.pin_failures > 0 {
+        let last = r.last_pin_failure.as_deref().unwrap_or("");
+        let _ = writeln!(o, "              {} pin/unpin failures, last: {last}", r.pin_failures);
+    }
     let sp = &s.spool;
     let _ = writeln!(
         o,

@@ -21,14 +21,15 @@
 //!   this order, so that a crash at any point yields exactly one clip for it:
 //!
 //!   ```text
-//!   uploader verifies ─► loop records the clip (clips.json saved) ─► uploader marks the id
+//!   uploader verifies ─► loop records the clip (spool database) ─► uploader marks the id
 //!   seen (trust.json) ─► uploader acknowledges to the console
 //!   ```
 //!
 //!   A crash before "seen" makes the console send it again; the loop finds the clip it holds
 //!   for that trigger id and answers "recorded" without opening another. After "seen", the
-//!   resend is a replay, only acknowledged. A restart pins what a recorded clip's window
-//!   finds in the ring (`reconcile_pins`).
+//!   resend is a replay, only acknowledged. A restart continues collecting the clips the
+//!   spool database holds as collecting; the ring's pins follow those records
+//!   ([`clips::ClipBook::load`]).
 //! * The loop never waits on the network: `doctor`'s console probe and triggers sent over
 //!   the admin socket run in tasks that answer the caller themselves.
 //! * All-activities users: each stored segment is queued at once as a one-segment clip (the
@@ -84,8 +85,9 @@ use crate::worker::{
     FromWorker, RunAs, WorkerEvent, WorkerHandle, WorkerMessage, WorkerSender, WorkerSpec,
     WorkerStatus,
 };
-use clips::{Clip, ClipBook};
+use clips::{Clip, ClipBook, RecordState};
 use gate::Gate;
+use rearview_uploader::spool::{ClipChange, ClipWindow};
 
 /// How long SIGTERM waits for workers to hand over their open segments.
 pub const DRAIN_DEADLINE: Duration = Duration::from_secs(10);

@@ -8,8 +8,8 @@
 //! # Layout
 //!
 //! * [`daemon`]: the state-owning loop, which only dispatches; one module per job behind it —
-//!   starting, sessions and workers, segment intake, collecting clips ([`daemon::clips`] is the
-//!   clip book), admin requests, reports, indicators — plus gating ([`daemon::gate`]) and the
+//!   starting, sessions and workers, segment intake, collecting clips ([`daemon::clips`]: the
+//!   collecting clips, stored in the spool database), admin requests, reports, indicators — plus gating ([`daemon::gate`]) and the
 //!   `doctor` checks.
 //! * [`admin`]: the local admin socket (peer-credential check, JSON line protocol, client).
 //! * [`status`]: what `status`, `buffer`, `clips` and `doctor` answer (shared with the CLI).

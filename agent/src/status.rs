@@ -84,6 +84,12 @@ pub struct RingReport {
     /// UTC micros of the oldest and newest recording held.
     pub oldest_utc_micros: Option<i64>,
     pub newest_utc_micros: Option<i64>,
+    /// Pins and unpins for clips that failed since the daemon started (a segment may then be
+    /// evicted under its clip, or kept after it), and the last such failure.
+    #[serde(default)]
+    pub pin_failures: u64,
+    #[serde(default)]
+    pub last_pin_failure: Option<String>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]

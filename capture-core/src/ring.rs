@@ -44,6 +44,10 @@
 //! pin / unpin body: segment_id 16 | owner str (at most 128 bytes, e.g. a clip id)
 //! ```
 //!
+//! Pins and unpins of a batch ([`Ring::pin_many`], [`Ring::unpin_all`]) are appended with one
+//! write and one `fdatasync`; each record stays checked on its own, so a crash part-way keeps
+//! a prefix of the batch.
+//!
 //! Entries are ordered by their position in the log (`seq`); compaction keeps that order.
 //! The log is compacted (live inserts and pins rewritten to `index.tmp`, fsync, rename, fsync
 //! the directory) on open and when dead records outnumber live ones.
@@ -589,15 +593,56 @@ impl Ring {
         Ok(true)
     }
 
-    /// Removes every pin `owner` holds (a clip finished or was cancelled). Returns how many.
-    pub fn unpin_all(&mut self, owner: &str) -> Result<usize, RingError> {
-        let ids: Vec<SegmentId> =
-            self.live.values().filter(|l| l.pins.contains(owner)).map(|l| l.entry.id).collect();
-        let mut n = 0;
-        for id in ids {
-            n += usize::from(self.unpin(id, owner)?);
+    /// Pins segments `ids` for `owner` with one index append and one `fdatasync` (see
+    /// [`pin`](Ring::pin)). Returns how many pins are new. An id the ring does not hold fails
+    /// the whole batch before anything is written; a crash part-way keeps a prefix of it.
+    pub fn pin_many(&mut self, ids: &[SegmentId], owner: &str) -> Result<usize, RingError> {
+        if owner.len() > MAX_OWNER_LEN {
+            return Err(RingError::OwnerTooLong(owner.len()));
         }
-        Ok(n)
+        let mut seqs = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        for id in ids {
+            let seq = *self.by_id.get(id).ok_or(RingError::NotFound(*id))?;
+            if !self.live[&seq].pins.contains(owner) && seen.insert(seq) {
+                seqs.push((seq, *id));
+            }
+        }
+        let records: Vec<Record> =
+            seqs.iter().map(|(_, id)| Record::Pin(*id, owner.to_owned())).collect();
+        self.index.append_batch(&records)?;
+        for (seq, _) in &seqs {
+            if let Some(live) = self.live.get_mut(seq) {
+                if live.pins.is_empty() {
+                    self.unpinned_bytes -= live.entry.sealed_len;
+                    self.pinned_bytes += live.entry.sealed_len;
+                }
+                live.pins.insert(owner.to_owned());
+            }
+        }
+        Ok(seqs.len())
+    }
+
+    /// Removes every pin `owner` holds (a clip finished or was cancelled), with one index
+    /// append and one `fdatasync`. Returns how many. A crash part-way keeps a prefix of the
+    /// unpins; the rest are still pinned after the restart.
+    pub fn unpin_all(&mut self, owner: &str) -> Result<usize, RingError> {
+        let seqs: Vec<u64> =
+            self.live.iter().filter(|(_, l)| l.pins.contains(owner)).map(|(s, _)| *s).collect();
+        let records: Vec<Record> =
+            seqs.iter().map(|s| Record::Unpin(self.live[s].entry.id, owner.to_owned())).collect();
+        self.index.append_batch(&records)?;
+        for seq in &seqs {
+            if let Some(live) = self.live.get_mut(seq) {
+                live.pins.remove(owner);
+                if live.pins.is_empty() {
+                    self.pinned_bytes -= live.entry.sealed_len;
+                    self.unpinned_bytes += live.entry.sealed_len;
+                }
+            }
+        }
+        self.maybe_compact();
+        Ok(seqs.len())
     }
 
     /// Owners pinning `id`, if it is in the ring.

@@ -5,7 +5,7 @@
 //!
 //! ```text
 //! trigger:before-intent   the daemon holds a verified trigger, nothing of it is persisted
-//! trigger:after-intent    the clip for it is in clips.json; the id is not marked seen
+//! trigger:after-intent    the clip for it is in the spool database; the id is not marked seen
 //! trigger:after-seen      the id is marked seen in the trust state; the console has no ack
 //! ```
 

@@ -11,7 +11,8 @@
 //! * [`uploader`]: [`Uploader`], the API the agent daemon uses — `enroll`, `subscribe` to
 //!   verified [`Command`]s, `sync_policy`, `enqueue_clip`, `start` (stream + send loops),
 //!   `status`, `report_health`, `report_activity`.
-//! * [`spool`]: the SQLite (WAL) spool and its on-disk format and crash rules.
+//! * [`spool`]: the SQLite (WAL) spool and its on-disk format and crash rules, the offline
+//!   cache rule, and the daemon's clip records ([`spool::clip_records`]).
 //! * [`client`]: the HTTP client (reqwest, rustls); [`sse`]: the event-stream reader;
 //!   [`backoff`]: exponential backoff with jitter; [`error`]: errors that say if retrying helps.
 //! * [`fault`]: debug-build fault points for crash tests (`REARVIEW_FAULT`).

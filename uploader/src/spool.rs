@@ -21,13 +21,20 @@
 //!                                             file in segments/ while sent = 0
 //! usage      day (YYYY-MM-DD, UTC), user, bytes    upload bytes per user per day
 //! counters   name PK, value                   lost_clips, lost_segments, lost_bytes
+//! clip_records, clip_record_segments           the daemon's clips while it collects them
+//!                                             and after (see [`clip_records`])
 //! ```
+//!
+//! `PRAGMA user_version` is the schema version: 0 for a spool from before it was kept (the
+//! tables above without the clip records; opening adds them), [`SCHEMA_VERSION`] now. A spool
+//! written by a newer agent is refused rather than guessed at.
 //!
 //! # Invariants and crash recovery
 //!
 //! * A segment file is written to `segments/.tmp-*`, fsynced and renamed *before* the
 //!   transaction that inserts its row commits. On open, files without a row and temporary
-//!   files are deleted: a crash mid-enqueue leaves no trace, the caller enqueues again.
+//!   files are deleted: a crash mid-enqueue leaves no trace, the caller enqueues again. So
+//!   are files of segments marked sent (a crash between the mark and the deletion).
 //! * A clip is `pending` until the console said it is complete; only then `sent`. Every step of
 //!   sending (manifest, segments, status) is idempotent on the console, so resuming a
 //!   `pending` clip after a crash of either side repeats at most one segment upload and never
@@ -42,19 +49,31 @@
 //!   keeps blobs by hash and never asks for a stored one again), so an open clip's early
 //!   segments do not sit in the spool until its window ends; its row goes when no pending clip
 //!   names it any more (then also the file of a segment never sent).
-//! * When the unsent bytes exceed the offline cache, the oldest pending clips are dropped
-//!   whole (their unshared segments deleted) until the new clip fits, and `lost_*` counters
-//!   record it so the device can report what was lost.
+//! * The offline cache ([`CacheRule`]) is the policy's `offline_cache.max_bytes`, capped by
+//!   the agent's `[spool] max_bytes`. When the unsent bytes would exceed it, with
+//!   `when_full = overwrite_oldest` (the default) the oldest pending clips are dropped whole
+//!   (their unshared segments deleted) until the new clip fits; with `drop_newest` the new
+//!   clip is refused instead (kept as a `lost` row, nothing written) and the cached ones stay.
+//!   An extension of an open clip that does not fit is the newest data too: the whole clip
+//!   is then dropped. Either way the `lost_*` counters record it so the device can report
+//!   what was lost.
 
 use std::collections::HashMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 
+use rearview_config::{OfflineCache, WhenFull};
 use rusqlite::{params, Connection, OptionalExtension};
 
 use crate::error::UploadError;
 use rearview_protocol::{ClipManifest, MissingRange};
+
+pub mod clip_records;
+pub use clip_records::{ClipChange, ClipMissing, ClipRecord, ClipWindow, RecordState};
+
+/// The spool database's schema version (`PRAGMA user_version`).
+pub const SCHEMA_VERSION: i64 = 2;
 
 const SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS clips (
@@ -67,6 +86,43 @@ CREATE TABLE IF NOT EXISTS segments (sha256 TEXT PRIMARY KEY, size INTEGER NOT N
 CREATE TABLE IF NOT EXISTS usage (day TEXT NOT NULL, user TEXT NOT NULL, bytes INTEGER NOT NULL, PRIMARY KEY (day, user));
 CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
 "#;
+
+/// Brings the schema to [`SCHEMA_VERSION`] in one transaction; refuses a newer one.
+fn migrate(conn: &Connection) -> Result<(), UploadError> {
+    let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    if version > SCHEMA_VERSION {
+        return Err(UploadError::Spool(format!(
+            "the spool database has schema version {version}, newer than this agent's \
+             ({SCHEMA_VERSION}); install the newer agent again or move the spool aside"
+        )));
+    }
+    if version < SCHEMA_VERSION {
+        conn.execute_batch(&format!(
+            "BEGIN; {SCHEMA} {} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;",
+            clip_records::SCHEMA
+        ))?;
+    }
+    Ok(())
+}
+
+/// How big the offline cache is and what happens when a clip does not fit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CacheRule {
+    pub max_bytes: u64,
+    pub when_full: WhenFull,
+}
+
+impl CacheRule {
+    /// The policy's offline cache, capped by the agent's own ceiling (`[spool] max_bytes`).
+    pub fn effective(policy: &OfflineCache, local_max_bytes: u64) -> CacheRule {
+        CacheRule { max_bytes: policy.max_bytes.min(local_max_bytes), when_full: policy.when_full }
+    }
+
+    /// Overwrite-oldest with `max_bytes`.
+    pub fn overwrite_oldest(max_bytes: u64) -> CacheRule {
+        CacheRule { max_bytes, when_full: WhenFull::OverwriteOldest }
+    }
+}
 
 /// A pending clip, as the sender needs it.
 #[derive(Debug, Clone)]
@@ -128,7 +184,7 @@ impl Spool {
         let conn = Connection::open(dir.join("spool.db"))?;
         conn.execute_batch("PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;")?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
-        conn.execute_batch(SCHEMA)?;
+        migrate(&conn)?;
         let spool = Spool { conn: Mutex::new(conn), dir: dir.to_owned() };
         spool.recover()?;
         Ok(spool)
@@ -142,11 +198,13 @@ impl Spool {
         self.dir.join("segments").join(sha256)
     }
 
-    /// Deletes files the database does not know (a crash between write and commit).
+    /// Deletes files the database does not count: without a row (a crash between write and
+    /// commit) or of a segment the console already has (a crash between marking it sent and
+    /// deleting its file).
     fn recover(&self) -> Result<(), UploadError> {
         let known: std::collections::HashSet<String> = {
             let conn = self.conn();
-            let mut stmt = conn.prepare("SELECT sha256 FROM segments")?;
+            let mut stmt = conn.prepare("SELECT sha256 FROM segments WHERE sent = 0")?;
             let rows = stmt.query_map([], |r| r.get(0))?.collect::<Result<_, _>>()?;
             rows
         };
@@ -155,7 +213,7 @@ impl Spool {
             let entry = entry.map_err(|e| io_err(&seg_dir, e))?;
             let name = entry.file_name().to_string_lossy().into_owned();
             if !known.contains(&name) {
-                tracing::info!(file = %name, "spool: removing a file left by an interrupted enqueue");
+                tracing::info!(file = %name, "spool: removing a file left by an interrupted step");
                 let _ = std::fs::remove_file(entry.path());
             }
         }
@@ -165,12 +223,13 @@ impl Spool {
     /// Adds a clip and its segments (`(sha256, bytes)`, hashes already checked by the caller),
     /// or extends a spooled open clip: segments it does not name yet are added, and its
     /// `missing` and `open` are taken from `manifest`. A spooled closed clip is left as it is.
-    /// Drops the oldest other pending clips if the unsent bytes would exceed `cache_limit`.
+    /// When the unsent bytes would exceed the cache, `cache.when_full` decides (see the module
+    /// docs): the oldest other pending clips are dropped, or this one.
     pub fn enqueue(
         &self,
         manifest: &ClipManifest,
         segments: &[(String, SegmentBytes)],
-        cache_limit: u64,
+        cache: CacheRule,
     ) -> Result<Enqueued, UploadError> {
         let spooled: Option<(String, String)> = self
             .conn()
@@ -183,9 +242,14 @@ impl Spool {
         let mut next = manifest.clone();
         let mut adding: Vec<&(String, SegmentBytes)> = segments.iter().collect();
         if let Some((state, json)) = spooled {
+            // The state first: a refused clip's stored manifest carries the refusal
+            // (`mark_refused`), which a `ClipManifest` does not read.
+            if state != "pending" {
+                return Ok(Enqueued { new: false, added: 0, state, dropped_clips: vec![] });
+            }
             let stored: ClipManifest = serde_json::from_str(&json)
                 .map_err(|e| UploadError::Spool(format!("spooled manifest unreadable: {e}")))?;
-            if state != "pending" || !stored.open {
+            if !stored.open {
                 return Ok(Enqueued { new: false, added: 0, state, dropped_clips: vec![] });
             }
             let named: std::collections::HashSet<&str> =
@@ -206,23 +270,36 @@ impl Spool {
             if next.segments == stored.segments && next.open {
                 return Ok(Enqueued { new: false, added: 0, state, dropped_clips: vec![] });
             }
-            let dropped_clips = self.write(&next, &adding, cache_limit, true)?;
-            return Ok(Enqueued { new: false, added: adding.len(), state, dropped_clips });
+            return match self.write(&next, &adding, cache, true)? {
+                Written::Kept { dropped_clips } => {
+                    Ok(Enqueued { new: false, added: adding.len(), state, dropped_clips })
+                }
+                Written::Refused => Ok(Enqueued {
+                    new: false,
+                    added: 0,
+                    state: "lost".into(),
+                    dropped_clips: vec![],
+                }),
+            };
         }
-        let dropped_clips = self.write(&next, &adding, cache_limit, false)?;
-        Ok(Enqueued { new: true, added: 0, state: "pending".into(), dropped_clips })
+        match self.write(&next, &adding, cache, false)? {
+            Written::Kept { dropped_clips } => {
+                Ok(Enqueued { new: true, added: 0, state: "pending".into(), dropped_clips })
+            }
+            Written::Refused => {
+                Ok(Enqueued { new: true, added: 0, state: "lost".into(), dropped_clips: vec![] })
+            }
+        }
     }
 
-    /// Makes room, writes the files of `segments` the spool lacks, then inserts (or, with
-    /// `update`, replaces) the clip's row and adds its segment rows in one transaction.
-    /// Returns the clips dropped to make room.
+    /// Makes room (or, with drop-newest, refuses this clip), then [stores](Self::store) it.
     fn write(
         &self,
         manifest: &ClipManifest,
         segments: &[&(String, SegmentBytes)],
-        cache_limit: u64,
+        cache: CacheRule,
         update: bool,
-    ) -> Result<Vec<String>, UploadError> {
+    ) -> Result<Written, UploadError> {
         let new_bytes: u64 = {
             let conn = self.conn();
             let mut have =
@@ -236,19 +313,38 @@ impl Spool {
             }
             total
         };
-        if new_bytes > cache_limit {
+        if new_bytes > cache.max_bytes {
             return Err(UploadError::TooLarge(format!(
-                "clip {} needs {new_bytes} bytes, more than the whole offline cache ({cache_limit})",
-                manifest.clip_id
+                "clip {} needs {new_bytes} bytes, more than the whole offline cache ({})",
+                manifest.clip_id, cache.max_bytes
             )));
         }
+        let fits = |spool: &Spool| -> Result<bool, UploadError> {
+            Ok(spool.stats()?.spooled_bytes + new_bytes <= cache.max_bytes)
+        };
+        if cache.when_full == WhenFull::DropNewest && new_bytes > 0 && !fits(self)? {
+            self.refuse_newest(manifest, segments.len() as u64, new_bytes, update)?;
+            return Ok(Written::Refused);
+        }
         let mut dropped_clips = Vec::new();
-        while self.stats()?.spooled_bytes + new_bytes > cache_limit {
+        while !fits(self)? {
             match self.drop_oldest(&manifest.clip_id)? {
                 Some(c) => dropped_clips.push(c),
                 None => break,
             }
         }
+        self.store(manifest, segments, update)?;
+        Ok(Written::Kept { dropped_clips })
+    }
+
+    /// Writes the files of `segments` the spool lacks, then inserts (or, with `update`,
+    /// replaces) the clip's row and adds its segment rows in one transaction.
+    fn store(
+        &self,
+        manifest: &ClipManifest,
+        segments: &[&(String, SegmentBytes)],
+        update: bool,
+    ) -> Result<(), UploadError> {
         // Files first, then the rows that make them count. Which segments the spool already
         // has is asked again here, not taken from above: dropping a clip may just have removed
         // a segment this one names too.
@@ -300,7 +396,34 @@ impl Spool {
             )?;
         }
         tx.commit()?;
-        Ok(dropped_clips)
+        Ok(())
+    }
+
+    /// Drop-newest: the clip that does not fit is kept as a `lost` row and counted; nothing of
+    /// it is written. An open clip already spooled is dropped whole (its data is the newest).
+    fn refuse_newest(
+        &self,
+        manifest: &ClipManifest,
+        segments: u64,
+        bytes: u64,
+        update: bool,
+    ) -> Result<(), UploadError> {
+        let (released, released_bytes) = if update {
+            self.release(&manifest.clip_id, "lost")?
+        } else {
+            let json =
+                serde_json::to_string(manifest).map_err(|e| UploadError::Spool(e.to_string()))?;
+            self.conn().execute(
+                "INSERT INTO clips (clip_id, user, manifest_json, bytes, state, enqueued_ms) VALUES (?1, ?2, ?3, 0, 'lost', ?4)",
+                params![manifest.clip_id, manifest.user, json, crate::now_ms()],
+            )?;
+            (0, 0)
+        };
+        self.bump("lost_clips", 1)?;
+        self.bump("lost_segments", segments + released)?;
+        self.bump("lost_bytes", bytes + released_bytes)?;
+        tracing::warn!(clip = %manifest.clip_id, bytes, "offline cache full: dropped the new clip (when_full = drop_newest)");
+        Ok(())
     }
 
     /// Drops the oldest pending clip other than `keep`; returns its id, or `None` when there is
@@ -379,8 +502,8 @@ impl Spool {
     /// clip names it).
     pub fn mark_segment_sent(&self, sha256: &str) -> Result<(), UploadError> {
         self.conn().execute("UPDATE segments SET sent = 1 WHERE sha256 = ?1", [sha256])?;
-        // After the update: a crash here leaves a file no longer counted, which the clip's
-        // release removes.
+        // After the update: a crash here leaves a file no longer counted, which open()
+        // removes.
         let _ = std::fs::remove_file(self.segment_path(sha256));
         Ok(())
     }
@@ -579,6 +702,14 @@ impl Spool {
             lost_files: counter("lost_files")?,
         })
     }
+}
+
+/// What [`Spool::write`] did with a clip.
+enum Written {
+    /// Stored; older clips dropped to make room.
+    Kept { dropped_clips: Vec<String> },
+    /// Not stored: the cache is full and drops the newest.
+    Refused,
 }
 
 /// Where a segment's sealed bytes come from when it is enqueued.

@@ -50,7 +50,7 @@ use zeroize::Zeroizing;
 use crate::backoff::Backoff;
 use crate::client::{Client, ClientConfig};
 use crate::error::UploadError;
-use crate::spool::{Enqueued, SegmentBytes, Spool, SpoolStats};
+use crate::spool::{CacheRule, Enqueued, SegmentBytes, Spool, SpoolStats};
 use crate::sse::SseParser;
 use rearview_protocol::{
     enroll_proof_message, ActivityAck, ActivityBatch, ActivityEvent, CaptureMode, ClipManifest,
@@ -72,6 +72,9 @@ pub struct UploaderConfig {
     pub backoff_max: Duration,
     /// Timeout of one ordinary request (a hanging console counts as unreachable after it).
     pub request_timeout: Duration,
+    /// The device's own ceiling on the offline cache (agent `[spool] max_bytes`): the cache
+    /// is the policy's size or this, whichever is smaller.
+    pub spool_max_bytes: u64,
 }
 
 impl UploaderConfig {
@@ -83,6 +86,7 @@ impl UploaderConfig {
             backoff_base: Duration::from_millis(500),
             backoff_max: Duration::from_secs(60),
             request_timeout: Duration::from_secs(30),
+            spool_max_bytes: u64::MAX,
         }
     }
 }
@@ -568,7 +572,8 @@ impl Uploader {
             missing: clip.missing,
             open: clip.open,
         };
-        let cache = lock(&self.limits).offline_cache.max_bytes;
+        let cache =
+            CacheRule::effective(&lock(&self.limits).offline_cache, self.config.spool_max_bytes);
         let result = self.spool.enqueue(&manifest, &named, cache)?;
         self.wake.notify_one();
         Ok(result)
@@ -596,6 +601,12 @@ impl Uploader {
         self.client().activity(&ActivityBatch { events }).await
     }
 
+    /// The spool, for the daemon's clip records ([`crate::spool::clip_records`]), which live
+    /// in its database beside the clips they become.
+    pub fn spool(&self) -> &Spool {
+        &self.spool
+    }
+
     /// Where a clip handed to [`Uploader::enqueue_clip`] is: `pending`, `sent`, `refused` or
     /// `lost` (see [`Spool::clip_state`]).
     pub fn clip_state(&self, clip_id: &str) -> Result<Option<String>, UploadError> {
@@ -616,7 +627,8 @@ impl Uploader {
                 warnings.push(format!("{user}: {used} of {limit} bytes uploaded today (≥ 90 %)"));
             }
         }
-        let cache = limits.offline_cache.max_bytes;
+        let cache =
+            CacheRule::effective(&limits.offline_cache, self.config.spool_max_bytes).max_bytes;
         if spool.spooled_bytes * 100 >= cache * u64::from(limits.offline_cache.warn_percent) {
             warnings.push(format!("offline cache {} of {cache} bytes full", spool.spooled_bytes));
         }

@@ -44,14 +44,12 @@ impl Daemon {
             let reason = format!("{}: {} (opened offline)", a.kind.describe(), a.file);
             let before = i64::from(rule.before_secs) * 1_000_000;
             let after = i64::from(rule.after_secs) * 1_000_000;
+            let window = ClipWindow {
+                from_utc_micros: a.at_utc_micros - before,
+                to_utc_micros: a.at_utc_micros + after,
+            };
             // A failure is in the error list already; nothing resends an indicator.
-            let _ = self.open_clip(
-                None,
-                principal,
-                reason,
-                a.at_utc_micros - before,
-                a.at_utc_micros + after,
-            );
+            let _ = self.open_clip(None, principal, reason, window);
         }
     }
 }

@@ -5,47 +5,45 @@
 use super::*;
 
 impl Daemon {
-    /// Records the clip of a verified trigger durably (its record in `clips.json`), or finds
-    /// the one already recorded for the same trigger id: a trigger the uploader could not mark
-    /// seen before a crash comes again, and must not open a second clip. `Err` says why nothing
-    /// is recorded; the trigger then stays unseen and the console sends it again.
+    /// Records the clip of a verified trigger durably (its record in the spool database), or
+    /// finds the one already recorded for the same trigger id: a trigger the uploader could not
+    /// mark seen before a crash comes again, and must not open a second clip. `Err` says why
+    /// nothing is recorded; the trigger then stays unseen and the console sends it again.
     pub(super) fn trigger(&mut self, t: &VerifiedTrigger) -> Result<(), String> {
         let p = t.payload();
         let trigger_id = p.id.as_str();
-        if let Some(clip) =
-            self.clips.clips.iter().find(|c| c.trigger_id.as_deref() == Some(trigger_id))
-        {
-            tracing::info!(
-                clip = clip.id,
-                trigger = trigger_id,
-                "trigger seen again: its clip is already recorded"
-            );
-            // Saved again: the first time may have failed, and "recorded" must mean durable.
-            return self.clips.save().map_err(|e| format!("clip state not saved: {e}"));
+        match self.uploader.spool().clip_record_for_trigger(trigger_id) {
+            Ok(Some(clip)) => {
+                tracing::info!(
+                    clip = clip.id,
+                    trigger = trigger_id,
+                    "trigger seen again: its clip is already recorded"
+                );
+                return Ok(());
+            }
+            Ok(None) => {}
+            Err(e) => return Err(format!("clip records unreadable: {e}")),
         }
         rearview_uploader::fault::point("trigger:before-intent");
         let (from, to) = p.window();
         let reason = format!("{}: {}", p.reason.indicator.describe(), p.reason.object);
-        self.open_clip(
-            Some(trigger_id.to_string()),
-            p.user.as_str().to_string(),
-            reason,
-            from.unix_timestamp_nanos() as i64 / 1000,
-            to.unix_timestamp_nanos() as i64 / 1000,
-        )
-        .map(|_| ())
+        let window = ClipWindow {
+            from_utc_micros: from.unix_timestamp_nanos() as i64 / 1000,
+            to_utc_micros: to.unix_timestamp_nanos() as i64 / 1000,
+        };
+        self.open_clip(Some(trigger_id.to_string()), p.user.as_str().to_string(), reason, window)
+            .map(|_| ())
     }
 
-    /// Opens a clip: pins what the ring already holds for the window; the rest is added as
-    /// segments close, until the window has ended. Returns the clip id once its record is
-    /// saved, or why it is not (then the clip may still be kept in memory and saved later).
+    /// Opens a clip: stores its record with what the ring already holds for the window, then
+    /// pins that; the rest is added as segments close, until the window has ended. Returns the
+    /// clip id once its record is stored, or why it is not (then nothing is kept).
     pub(super) fn open_clip(
         &mut self,
         trigger_id: Option<String>,
         user: String,
         reason: String,
-        from: i64,
-        to: i64,
+        window: ClipWindow,
     ) -> Result<String, String> {
         let id = match clips::random_id() {
             Ok(id) => id,
@@ -58,46 +56,22 @@ impl Daemon {
         // Segments carry the principal their session's approval named; the clip takes those
         // that name the trigger's user by the one rule (`clips::same_principal`), never a
         // namesake's whose local part happens to match.
-        let held: Vec<SegmentId> = self
-            .ring
-            .entries()
-            .filter(|e| e.overlaps(from, to) && clips::same_principal(&e.user, &user))
-            .map(|e| e.id)
-            .collect();
-        // The record first, then the pins: a crash in between leaves a known clip whose pins
-        // the restart adopts (`reconcile_pins`), never pins of a clip nobody remembers.
-        self.clips.clips.push(Clip {
-            id: id.clone(),
-            trigger_id: trigger_id.clone(),
-            user,
-            reason,
-            mode: CaptureMode::SpecificActivities,
-            from_utc_micros: from,
-            to_utc_micros: to,
-            segments: Vec::new(),
-            spooled: Vec::new(),
-            in_spool: false,
-            state: "collecting".into(),
-            missing: Vec::new(),
-            error: None,
-        });
-        let intent = self.clips.save().map_err(|e| format!("clip state not saved: {e}"));
-        if let Err(why) = &intent {
-            self.error(format!("clip {id}: {why}"));
-        }
-        let mut segments = Vec::new();
-        for sid in held {
-            if self.ring.pin(sid, &id).is_ok() {
-                segments.push(sid.to_string());
+        let mut clip = Clip::collecting(id.clone(), trigger_id.clone(), user, reason, window);
+        clip.mode = CaptureMode::SpecificActivities;
+        clip.segments = clips::held_for(&self.ring, &clip).iter().map(|s| s.to_string()).collect();
+        let segments = clip.segments.len();
+        let i = match self.clips.open(self.uploader.spool(), &mut self.ring, clip) {
+            Ok(i) => i,
+            Err(e) => {
+                let why = format!("clip not recorded: {e}");
+                self.error(format!("clip {id}: {why}"));
+                return Err(why);
             }
-        }
-        tracing::info!(clip = id, trigger = ?trigger_id, segments = segments.len(), "clip opened");
-        if let Some(i) = self.clips.clips.iter().position(|c| c.id == id) {
-            self.clips.clips[i].segments = segments;
-            self.spool_clip(i, false, None);
-        }
-        self.save_clips();
-        intent.map(|()| id)
+        };
+        tracing::info!(clip = id, trigger = ?trigger_id, segments, "clip opened");
+        self.spool_clip(i, false, None);
+        self.clips.sweep();
+        Ok(id)
     }
 
     /// Closes clips whose window has ended (and whose last segment had time to close), and
@@ -106,21 +80,18 @@ impl Daemon {
         let segment_secs = self.policy_payload().map(|p| p.capture.segment_secs).unwrap_or(10);
         let grace = (i64::from(segment_secs) + 3) * 1_000_000;
         let now = now_micros();
-        let mut changed = false;
-        for i in 0..self.clips.clips.len() {
-            let clip = &self.clips.clips[i];
-            if !clip.collecting() {
+        for i in 0..self.clips.collecting().len() {
+            let clip = &self.clips.collecting()[i];
+            if !clip.is_collecting() {
                 continue;
             }
             if now >= clip.to_utc_micros + grace {
-                changed |= self.spool_clip(i, true, None);
-            } else if !clip.in_spool || !clip.unspooled().is_empty() {
-                changed |= self.spool_clip(i, false, None);
+                self.spool_clip(i, true, None);
+            } else if !clip.in_spool || clip.has_unspooled() {
+                self.spool_clip(i, false, None);
             }
         }
-        if changed {
-            self.save_clips();
-        }
+        self.clips.sweep();
     }
 
     /// Hands collecting clip `i` to the spool: the segments it has not handed over yet, as an
@@ -129,20 +100,20 @@ impl Daemon {
     /// pins and is retried on the next tick; only a clip larger than the whole offline cache,
     /// or one the spool no longer takes (dropped from a full cache, refused by the console),
     /// fails. `just_sealed` is a segment whose sealed bytes are still in memory (it need not be
-    /// read back from the ring). Returns whether the record changed.
+    /// read back from the ring).
     pub(super) fn spool_clip(
         &mut self,
         i: usize,
         close: bool,
         just_sealed: Option<(SegmentId, &[u8])>,
-    ) -> bool {
-        let clip = &self.clips.clips[i];
+    ) {
+        let clip = &self.clips.collecting()[i];
         let fresh = clip.unspooled();
         if !close && clip.in_spool && fresh.is_empty() {
-            return false;
+            return;
         }
         let (segments, handed) = self.read_for_spool(fresh, just_sealed);
-        let clip = &self.clips.clips[i];
+        let clip = &self.clips.collecting()[i];
         let missing = if close { self.uncovered(clip) } else { Vec::new() };
         let new = NewClip {
             clip_id: clip.id.clone(),
@@ -163,7 +134,6 @@ impl Daemon {
         };
         let result = self.uploader.enqueue_clip(new, segments);
         self.settle_handover(i, close, result, handed, missing);
-        true
     }
 
     /// The sealed bytes of segments `ids` for the spool (`just_sealed` from memory, the rest
@@ -210,7 +180,7 @@ impl Daemon {
         clips::missing_ranges(clip.from_utc_micros, clip.to_utc_micros, &spans, frame_gap)
     }
 
-    /// Records what the spool made of clip `i`'s hand-over: handed segments, a close (pins
+    /// Stores what the spool made of clip `i`'s hand-over: handed segments, a close (pins
     /// released), a retry on the next tick, or a failure.
     fn settle_handover(
         &mut self,
@@ -220,49 +190,60 @@ impl Daemon {
         handed: Vec<String>,
         missing: Vec<clips::Missing>,
     ) {
-        let clip = &mut self.clips.clips[i];
-        let failure = match result {
-            Ok(done) if done.state == "pending" || done.state == "sent" => {
-                clip.in_spool = true;
-                clip.spooled.extend(handed);
-                clip.error = None;
-                if close {
-                    clip.missing = missing;
-                    clip.state = "pending".into();
-                    tracing::info!(
-                        clip = clip.id,
-                        segments = clip.segments.len(),
-                        missing = clip.missing.len(),
-                        "clip window ended: closed for upload"
-                    );
-                    let _ = self.ring.unpin_all(&clip.id);
-                }
-                None
-            }
-            Ok(done) if done.state == "lost" => {
-                Some("dropped from the full offline cache before its window ended".to_string())
-            }
-            Ok(done) => Some(format!("the spool holds it as {}", done.state)),
-            Err(e @ rearview_uploader::UploadError::TooLarge(_)) => Some(e.to_string()),
+        let clip = &self.clips.collecting()[i];
+        let id = clip.id.clone();
+        let handover = match result {
+            Ok(done) if done.state == "pending" || done.state == "sent" => Handover::Done,
+            Ok(done) if done.state == "lost" => Handover::Failed(
+                "dropped from the full offline cache before its window ended".to_string(),
+            ),
+            Ok(done) => Handover::Failed(format!("the spool holds it as {}", done.state)),
+            Err(e @ rearview_uploader::UploadError::TooLarge(_)) => Handover::Failed(e.to_string()),
             Err(e) => {
-                tracing::warn!(clip = clip.id, error = %e, "clip not handed to the spool; will retry");
-                clip.error = Some(e.to_string());
-                None
+                tracing::warn!(clip = id, error = %e, "clip not handed to the spool; will retry");
+                Handover::Retry(e.to_string())
             }
         };
-        if let Some(reason) = failure {
-            let clip = &mut self.clips.clips[i];
-            clip.state = "failed".into();
-            clip.error = Some(reason.clone());
-            let _ = self.ring.unpin_all(&clip.id);
-            let id = clip.id.clone();
-            self.error(format!("clip {id} failed: {reason}"));
+        let done = matches!(handover, Handover::Done);
+        let change = ClipChange {
+            spooled: if done { &handed } else { &[] },
+            in_spool: done || clip.in_spool,
+            state: match &handover {
+                Handover::Done if close => RecordState::Pending,
+                Handover::Done | Handover::Retry(_) => RecordState::Collecting,
+                Handover::Failed(_) => RecordState::Failed,
+            },
+            missing: (done && close).then_some(missing.as_slice()),
+            error: match &handover {
+                Handover::Done => None,
+                Handover::Retry(why) | Handover::Failed(why) => Some(why.as_str()),
+            },
+        };
+        if let Err(e) = self.clips.settle(self.uploader.spool(), &mut self.ring, i, &change) {
+            // Nothing changed, here or in the database: the next tick hands over again (the
+            // spool names a segment once) and stores the outcome then.
+            self.error(format!("clip {id}: state not stored ({e}); retried on the next tick"));
+            return;
+        }
+        match handover {
+            Handover::Done if close => tracing::info!(
+                clip = id,
+                segments = self.clips.collecting()[i].segments.len(),
+                missing = missing.len(),
+                "clip window ended: closed for upload"
+            ),
+            Handover::Failed(reason) => self.error(format!("clip {id} failed: {reason}")),
+            _ => {}
         }
     }
+}
 
-    pub(super) fn save_clips(&mut self) {
-        if let Err(e) = self.clips.save() {
-            self.error(format!("clip state not saved: {e}"));
-        }
-    }
+/// What a hand-over to the spool came to.
+enum Handover {
+    /// The spool took it (pending, or already sent).
+    Done,
+    /// A failure that may pass (disk, database): the next tick tries again.
+    Retry(String),
+    /// The spool will not take it; the clip fails.
+    Failed(String),
 }

@@ -53,28 +53,26 @@ impl Daemon {
             return;
         }
         let (start, end) = (header.start.utc_micros, header.end.utc_micros);
-        let mut pinned = Vec::new();
-        for (i, clip) in self.clips.clips.iter_mut().enumerate() {
-            if !clip.wants(&principal, start, end) {
+        let mut taken = Vec::new();
+        for i in 0..self.clips.collecting().len() {
+            if !clips::wants(&self.clips.collecting()[i], &principal, start, end) {
                 continue;
             }
-            match self.ring.pin(header.id, &clip.id) {
-                Ok(()) => {
-                    clip.segments.push(header.id.to_string());
-                    pinned.push(i);
+            // Listed in the clip's record, then pinned. A crash after the ring insert but
+            // before the listing leaves a segment the clip takes again at the restart.
+            match self.clips.take(self.uploader.spool(), &mut self.ring, i, header.id) {
+                Ok(()) => taken.push(i),
+                Err(e) => {
+                    let clip = self.clips.collecting()[i].id.clone();
+                    self.error(format!("segment {} not taken for clip {clip}: {e}", header.id));
                 }
-                Err(e) => tracing::warn!(clip = clip.id, error = %e, "segment not pinned"),
             }
         }
-        if !pinned.is_empty() {
-            // Handed over from memory, not read back from the ring. A crash before the save
-            // leaves a pin the restart adopts and a hand-over it repeats (the spool names a
-            // segment once).
-            for i in pinned {
-                self.spool_clip(i, false, Some((header.id, &sealed)));
-            }
-            self.save_clips();
+        // Handed over from memory, not read back from the ring.
+        for i in taken {
+            self.spool_clip(i, false, Some((header.id, &sealed)));
         }
+        self.clips.sweep();
         if mode == CaptureMode::AllActivities {
             self.queue_continuous(&principal, &header.id, start, end, sealed);
         }

@@ -149,6 +149,8 @@ impl Daemon {
             retention_secs: self.ring_retention.as_secs(),
             oldest_utc_micros: self.ring.entries().map(|e| e.start.utc_micros).min(),
             newest_utc_micros: self.ring.entries().map(|e| e.end.utc_micros).max(),
+            pin_failures: self.clips.pin_failures.count,
+            last_pin_failure: self.clips.pin_failures.last.clone(),
         }
     }
 
@@ -171,12 +173,18 @@ impl Daemon {
 
     pub(super) fn clip_reports(&self) -> Vec<status::ClipReport> {
         let up = self.uploader.status().unwrap_or_default();
-        self.clips
-            .clips
-            .iter()
+        let records = match self.uploader.spool().clip_records() {
+            Ok(records) => records,
+            Err(e) => {
+                tracing::warn!(error = %e, "clip records unreadable");
+                Vec::new()
+            }
+        };
+        records
+            .into_iter()
             .map(|c| {
                 // Handed to the spool: what the spool says (pending, sent, refused, lost).
-                let state = if c.state == "pending" {
+                let state = if c.state == RecordState::Pending {
                     if up.uploading.as_deref() == Some(c.id.as_str()) {
                         "uploading".to_string()
                     } else {
@@ -189,15 +197,9 @@ impl Daemon {
                             .unwrap_or_else(|| "pending".to_string())
                     }
                 } else {
-                    c.state.clone()
+                    c.state.as_str().to_string()
                 };
                 status::ClipReport {
-                    id: c.id.clone(),
-                    trigger_id: c.trigger_id.clone(),
-                    user: c.user.clone(),
-                    reason: c.reason.clone(),
-                    from_utc_micros: c.from_utc_micros,
-                    to_utc_micros: c.to_utc_micros,
                     state,
                     segments: c.segments.len(),
                     missing: c
@@ -212,6 +214,12 @@ impl Daemon {
                             )
                         })
                         .collect(),
+                    id: c.id,
+                    trigger_id: c.trigger_id,
+                    user: c.user,
+                    reason: c.reason,
+                    from_utc_micros: c.from_utc_micros,
+                    to_utc_micros: c.to_utc_micros,
                 }
             })
             .collect()

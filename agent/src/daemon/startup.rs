@@ -1,4 +1,4 @@
-//! Starting the daemon: the state it opens (uploader, ring, clip book), the admin socket,
+//! Starting the daemon: the state it opens (uploader, ring, the clips being collected), the admin socket,
 //! and the watchers (sessions, indicators) whose events the loop handles.
 
 use super::*;
@@ -9,6 +9,8 @@ pub enum DaemonError {
     Uploader { dir: PathBuf, source: rearview_uploader::UploadError },
     #[error("cannot open the ring in {dir}: {source}")]
     Ring { dir: PathBuf, source: rearview_capture::ring::RingError },
+    #[error("cannot read the clip records in the spool under {dir}: {source}")]
+    ClipRecords { dir: PathBuf, source: rearview_uploader::UploadError },
     #[error("cannot create the data directory {dir}: {source}")]
     DataDir { dir: PathBuf, source: std::io::Error },
     #[error("cannot bind the admin socket {path}: {source}")]
@@ -23,9 +25,9 @@ impl DaemonError {
     /// Whether starting again later may work (a busy disk, a console that was down).
     pub fn is_retryable(&self) -> bool {
         match self {
-            DaemonError::Uploader { source, .. } | DaemonError::Enroll(source) => {
-                source.is_retryable()
-            }
+            DaemonError::Uploader { source, .. }
+            | DaemonError::ClipRecords { source, .. }
+            | DaemonError::Enroll(source) => source.is_retryable(),
             DaemonError::Ring { source, .. } => source.is_retryable(),
             DaemonError::DataDir { .. } | DaemonError::Socket { .. } | DaemonError::Signals(_) => {
                 false
@@ -60,7 +62,7 @@ impl Daemon {
         let data_dir = config.data_dir().to_path_buf();
         std::fs::create_dir_all(&data_dir)
             .map_err(|source| DaemonError::DataDir { dir: data_dir.clone(), source })?;
-        let uploader = open_uploader(config.server_url(), &data_dir)?;
+        let uploader = open_uploader(config, &data_dir)?;
         if let Some(token) = &opts.enroll_token {
             if !uploader.is_enrolled() {
                 let host = hostname();
@@ -72,18 +74,16 @@ impl Daemon {
         let uploader_running = start_uploader(&uploader);
         let policy = uploader.policy();
         let ring_retention = ring_retention(config, policy.as_ref());
-        let ring = open_ring(config, ring_retention)?;
-
-        let (mut clips, problem) = ClipBook::load(&data_dir.join("clips.json"));
-        let errors: Vec<ErrorRecord> = problem
+        let mut ring = open_ring(config, ring_retention)?;
+        let (clips, problems) = ClipBook::load(uploader.spool(), &mut ring, &data_dir)
+            .map_err(|source| DaemonError::ClipRecords { dir: data_dir.clone(), source })?;
+        let errors: Vec<ErrorRecord> = problems
+            .into_iter()
             .map(|p| {
                 tracing::warn!("{p}");
                 ErrorRecord { at_utc_micros: now_micros(), what: p }
             })
-            .into_iter()
             .collect();
-        let mut ring = ring;
-        clips::reconcile_pins(&mut ring, &mut clips);
 
         let rule = admin::AccessRule::new(config.admin_group());
         let listener = admin::bind(config.socket_path(), rule.admin_gid()).map_err(|e| {
@@ -152,11 +152,14 @@ pub(super) fn start_uploader(uploader: &Arc<Uploader>) -> Option<rearview_upload
     uploader.start().map_err(|e| tracing::warn!(error = %e, "uploader not started")).ok()
 }
 
+/// Opens the uploader's state in `data_dir`, with the agent's ceiling on the offline cache.
 pub(super) fn open_uploader(
-    server: &str,
+    config: &AgentConfig,
     data_dir: &std::path::Path,
 ) -> Result<Arc<Uploader>, DaemonError> {
-    Uploader::open(UploaderConfig::new(server, data_dir))
+    let mut uc = UploaderConfig::new(config.server_url(), data_dir);
+    uc.spool_max_bytes = config.spool_max_bytes();
+    Uploader::open(uc)
         .map_err(|source| DaemonError::Uploader { dir: data_dir.to_path_buf(), source })
 }
 
@@ -175,4 +178,29 @@ pub(super) fn open_ring(config: &AgentConfig, retention: Duration) -> Result<Rin
         tracing::warn!(?report, "ring recovered after an unclean stop");
     }
     Ok(ring)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The agent's `[spool] max_bytes` reaches the uploader: from the config file's text to
+    /// the offline cache `rearview status` reports (no policy yet: the policy default of
+    /// 500 MB, capped to the agent's 2 MB).
+    #[test]
+    fn the_agent_spool_ceiling_caps_the_offline_cache() {
+        let dir = tempfile::tempdir().unwrap();
+        let toml = format!(
+            "server_url = \"https://console.invalid\"\ndata_dir = \"{}\"\n[spool]\nmax_bytes = \"2 MB\"\n",
+            dir.path().display()
+        );
+        let config = AgentConfig::from_toml_str(&toml).unwrap();
+        let uploader = open_uploader(&config, config.data_dir()).unwrap();
+        assert_eq!(uploader.status().unwrap().offline_cache_bytes, 2_000_000);
+
+        let roomy = AgentConfig::from_toml_str(&toml.replace("2 MB", "2 GB")).unwrap();
+        drop(uploader);
+        let uploader = open_uploader(&roomy, roomy.data_dir()).unwrap();
+        assert_eq!(uploader.status().unwrap().offline_cache_bytes, 500_000_000, "the policy's");
+    }
 }

@@ -36,7 +36,6 @@ impl Daemon {
         if open > 0 {
             tracing::warn!(workers = open, "some capture workers did not hand over in time");
         }
-        self.save_clips();
         if let Some(r) = self.uploader_running.take() {
             r.stop();
         }

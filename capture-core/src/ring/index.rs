@@ -217,6 +217,27 @@ impl IndexFile {
         Ok(())
     }
 
+    /// Appends `records` with one write and one `fdatasync`. On failure the file is cut back
+    /// to where it was; a crash part-way leaves a prefix of them (each record is checked on
+    /// its own, so replay stops at the first torn one).
+    pub(super) fn append_batch(&mut self, records: &[Record]) -> Result<(), RingError> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        let mut bytes = Vec::new();
+        for r in records {
+            bytes.extend_from_slice(&r.encode());
+        }
+        if let Err(e) = self.file.write_all(&bytes).and_then(|()| self.file.sync_data()) {
+            // Shrinking needs no space, so this works on a full disk too.
+            let _ = self.file.set_len(self.len);
+            return Err(RingError::io("append to", &self.path, e));
+        }
+        self.len += bytes.len() as u64;
+        self.records += records.len() as u64;
+        Ok(())
+    }
+
     /// Replaces the whole log with `records`, atomically.
     pub(super) fn rewrite(&mut self, tmp: &Path, records: &[Record]) -> Result<(), RingError> {
         let mut body = Vec::new();
