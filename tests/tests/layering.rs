@@ -9,6 +9,9 @@
 //! rearview-console                        → capture (read side), config, protocol; never
 //!                                           agent or uploader
 //! rearview-agent                          → anything shipped but the console
+//! rearview-evidence  (evidence formats)   → nothing of ours
+//! rearview-verify    (offline verifier)   → evidence, capture (open side); and no X11, HTTP
+//!                                           or SQLite anywhere in its tree
 //! rearview-testkit   (tests and benches)  → never a dependency of a shipped crate
 //! ```
 //!
@@ -26,13 +29,20 @@ use serde_json::Value;
 /// What each shipped crate may depend on among ours (normal and build edges).
 fn allowed(from: &str) -> Option<&'static [&'static str]> {
     Some(match from {
-        "rearview-capture" | "rearview-config" => &[],
+        "rearview-capture" | "rearview-config" | "rearview-evidence" => &[],
+        "rearview-verify" => &["rearview-capture", "rearview-evidence"],
         "rearview-protocol" => &["rearview-config"],
         "rearview-uploader" => &["rearview-config", "rearview-protocol"],
-        "rearview-console" => &["rearview-capture", "rearview-config", "rearview-protocol"],
-        "rearview-agent" => {
-            &["rearview-capture", "rearview-config", "rearview-protocol", "rearview-uploader"]
+        "rearview-console" => {
+            &["rearview-capture", "rearview-config", "rearview-evidence", "rearview-protocol"]
         }
+        "rearview-agent" => &[
+            "rearview-capture",
+            "rearview-config",
+            "rearview-evidence",
+            "rearview-protocol",
+            "rearview-uploader",
+        ],
         _ => return None,
     })
 }
@@ -135,6 +145,9 @@ fn the_rules_refuse_the_edges_they_name() {
         edge("rearview-console", "rearview-uploader", "dev"),
         edge("rearview-uploader", "rearview-console", "dev"),
         edge("rearview-uploader", "rearview-console", "normal"),
+        edge("rearview-evidence", "rearview-config", "normal"),
+        edge("rearview-verify", "rearview-console", "normal"),
+        edge("rearview-verify", "rearview-testkit", "normal"),
     ];
     for case in &cases {
         assert_eq!(forbidden(std::slice::from_ref(case)).len(), 1, "{case:?} is let through");
@@ -149,30 +162,44 @@ fn the_rules_refuse_the_edges_they_name() {
     assert!(forbidden(&fine).is_empty(), "{:?}", forbidden(&fine));
 }
 
+/// Every crate in `package`'s normal and build tree.
+fn tree_of(package: &str) -> BTreeMap<String, ()> {
+    let tree = run(cargo().args(["tree", "-p", package, "-e", "normal,build", "--prefix", "none"]));
+    let mut crates = BTreeMap::new();
+    for line in tree.lines() {
+        if let Some(name) = line.split_whitespace().next() {
+            crates.insert(name.to_owned(), ());
+        }
+    }
+    crates
+}
+
+/// Whoever receives evidence can read what checks it: the verifier links no X11, no HTTP
+/// client or server, no SQLite.
+#[test]
+fn the_verifier_links_no_x11_http_or_sqlite() {
+    let crates = tree_of("rearview-verify");
+    assert!(crates.contains_key("rearview-evidence"), "{crates:?}");
+    let heavy: Vec<&String> = crates
+        .keys()
+        .filter(|c| {
+            ["x11rb", "xcap", "rdev", "x11", "reqwest", "hyper", "axum", "rusqlite", "tokio"]
+                .contains(&c.as_str())
+                || c.starts_with("libsqlite")
+        })
+        .collect();
+    assert!(heavy.is_empty(), "the verifier's tree holds {heavy:?}");
+}
+
 /// The console opens what devices recorded; it links no capture backend (nor what they pull in).
 #[test]
 fn the_console_links_no_capture_backend() {
-    let tree = run(cargo().args([
-        "tree",
-        "-p",
-        "rearview-console",
-        "-e",
-        "normal,build",
-        "--prefix",
-        "none",
-    ]));
-    let mut crates: BTreeMap<&str, ()> = BTreeMap::new();
-    for line in tree.lines() {
-        if let Some(name) = line.split_whitespace().next() {
-            crates.insert(name, ());
-        }
-    }
-    assert!(crates.contains_key("rearview-capture"), "the console reads segments: {tree}");
-    let backends: Vec<&str> = crates
+    let crates = tree_of("rearview-console");
+    assert!(crates.contains_key("rearview-capture"), "the console reads segments: {crates:?}");
+    let backends: Vec<&String> = crates
         .keys()
-        .copied()
         .filter(|c| {
-            ["x11rb", "xcap", "rdev", "x11"].contains(c)
+            ["x11rb", "xcap", "rdev", "x11"].contains(&c.as_str())
                 || c.starts_with("pipewire")
                 || c.starts_with("wayland")
         })
