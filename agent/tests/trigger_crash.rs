@@ -284,8 +284,9 @@ fn an_accepted_trigger_survives_a_crash_at_every_step() {
     }
 }
 
-/// What the proxy does with a connection: HTTP `HEAD` (doctor's clock probe) is held open with
-/// a byte now and then and never answered; everything else goes to the console.
+/// What the proxy does with a connection: `GET /healthz` (doctor's clock probe) is held open
+/// with one more byte of a header that never ends now and then, never answered; everything
+/// else goes to the console.
 async fn proxy_conn(
     mut client: tokio::net::TcpStream,
     upstream: SocketAddr,
@@ -294,12 +295,12 @@ async fn proxy_conn(
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut first = vec![0u8; 64 * 1024];
     let Ok(n) = client.read(&mut first).await else { return };
-    if first[..n].starts_with(b"HEAD ") {
+    if first[..n].starts_with(b"GET /healthz ") {
         let _ = held.send(());
-        let _ = client.write_all(b"HTTP/1.1 200 OK\r\n").await;
+        let _ = client.write_all(b"HTTP/1.1 200 OK\r\nX-Slow: ").await;
         loop {
             tokio::time::sleep(Duration::from_millis(500)).await;
-            if client.write_all(b"X").await.is_err() {
+            if client.write_all(b"a").await.is_err() {
                 return;
             }
         }

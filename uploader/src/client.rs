@@ -40,6 +40,9 @@ pub struct Client {
     http: reqwest::Client,
     /// For the push stream: no overall timeout, it is meant to stay open.
     stream_http: reqwest::Client,
+    /// For doctor's clock probe: a connection of its own each time (no pool), so it measures
+    /// the console as a new connection finds it and never waits behind other requests.
+    probe_http: reqwest::Client,
     base: String,
     token: Option<String>,
     /// How long opening the push stream may take.
@@ -85,7 +88,18 @@ impl Client {
             .map_err(|e| UploadError::Config(e.to_string()))?;
         let stream_http =
             builder(config)?.build().map_err(|e| UploadError::Config(e.to_string()))?;
-        Ok(Client { http, stream_http, base, token, open_timeout: config.request_timeout })
+        let probe_http = builder(config)?
+            .pool_max_idle_per_host(0)
+            .build()
+            .map_err(|e| UploadError::Config(e.to_string()))?;
+        Ok(Client {
+            http,
+            stream_http,
+            probe_http,
+            base,
+            token,
+            open_timeout: config.request_timeout,
+        })
     }
 
     pub fn with_token(&self, token: String) -> Client {
@@ -196,7 +210,7 @@ impl Client {
         &self,
         deadline: Duration,
     ) -> Result<Option<rearview_config::time::OffsetDateTime>, UploadError> {
-        let request = self.http.get(format!("{}/healthz", self.base)).timeout(deadline);
+        let request = self.probe_http.get(format!("{}/healthz", self.base)).timeout(deadline);
         let answer = request.send().await?;
         let date = answer.headers().get(reqwest::header::DATE).and_then(|v| v.to_str().ok());
         Ok(date.and_then(parse_http_date))
