@@ -168,6 +168,20 @@ pub enum ClipState {
 }
 
 impl ClipState {
+    /// Every state, in the order a clip goes through them.
+    pub const ALL: [ClipState; 5] = [
+        ClipState::Collecting,
+        ClipState::Pending,
+        ClipState::Sent,
+        ClipState::Refused,
+        ClipState::Lost,
+    ];
+
+    /// The state a name stands for, if it is one.
+    pub fn parse(name: &str) -> Option<ClipState> {
+        ClipState::ALL.into_iter().find(|s| s.as_str() == name)
+    }
+
     /// The name on the wire and in the spool.
     pub fn as_str(self) -> &'static str {
         match self {

@@ -67,7 +67,7 @@ use rearview_config::{OfflineCache, WhenFull};
 use rusqlite::{params, Connection, OptionalExtension};
 
 use crate::error::UploadError;
-use rearview_protocol::{ClipManifest, MissingRange};
+use rearview_protocol::{ClipManifest, ClipState, MissingRange};
 
 pub mod clip_records;
 pub use clip_records::{ClipChange, ClipMissing, ClipRecord, ClipWindow, RecordState};
@@ -148,7 +148,7 @@ pub struct SpoolStats {
 }
 
 /// The result of enqueueing.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Enqueued {
     /// False when this clip id was already spooled (the call was a repeat or an extension).
     pub new: bool,
@@ -156,7 +156,7 @@ pub struct Enqueued {
     pub added: usize,
     /// The clip's state after the call: `pending`, or for a clip spooled before, whatever it
     /// became (`sent`, `refused`, `lost`: an extension then changes nothing).
-    pub state: String,
+    pub state: ClipState,
     /// Older clips dropped to make room.
     pub dropped_clips: Vec<String>,
 }
@@ -244,7 +244,8 @@ impl Spool {
         if let Some((state, json)) = spooled {
             // The state first: a refused clip's stored manifest carries the refusal
             // (`mark_refused`), which a `ClipManifest` does not read.
-            if state != "pending" {
+            let state = stored_state(&state)?;
+            if state != ClipState::Pending {
                 return Ok(Enqueued { new: false, added: 0, state, dropped_clips: vec![] });
             }
             let stored: ClipManifest = serde_json::from_str(&json)
@@ -277,17 +278,17 @@ impl Spool {
                 Written::Refused => Ok(Enqueued {
                     new: false,
                     added: 0,
-                    state: "lost".into(),
+                    state: ClipState::Lost,
                     dropped_clips: vec![],
                 }),
             };
         }
         match self.write(&next, &adding, cache, false)? {
             Written::Kept { dropped_clips } => {
-                Ok(Enqueued { new: true, added: 0, state: "pending".into(), dropped_clips })
+                Ok(Enqueued { new: true, added: 0, state: ClipState::Pending, dropped_clips })
             }
             Written::Refused => {
-                Ok(Enqueued { new: true, added: 0, state: "lost".into(), dropped_clips: vec![] })
+                Ok(Enqueued { new: true, added: 0, state: ClipState::Lost, dropped_clips: vec![] })
             }
         }
     }
@@ -409,7 +410,7 @@ impl Spool {
         update: bool,
     ) -> Result<(), UploadError> {
         let (released, released_bytes) = if update {
-            self.release(&manifest.clip_id, "lost")?
+            self.release(&manifest.clip_id, ClipState::Lost)?
         } else {
             let json =
                 serde_json::to_string(manifest).map_err(|e| UploadError::Spool(e.to_string()))?;
@@ -438,7 +439,7 @@ impl Spool {
             )
             .optional()?;
         let Some(clip_id) = oldest else { return Ok(None) };
-        let (segments, bytes) = self.release(&clip_id, "lost")?;
+        let (segments, bytes) = self.release(&clip_id, ClipState::Lost)?;
         self.bump("lost_clips", 1)?;
         self.bump("lost_segments", segments)?;
         self.bump("lost_bytes", bytes)?;
@@ -449,7 +450,7 @@ impl Spool {
     /// Takes a clip out of the pending set into `state` (`sent`, `refused` or `lost`: the row
     /// stays, so `clip_state` can tell which) and deletes segment files no other pending clip
     /// names. Returns (segments, bytes) deleted.
-    fn release(&self, clip_id: &str, state: &str) -> Result<(u64, u64), UploadError> {
+    fn release(&self, clip_id: &str, state: ClipState) -> Result<(u64, u64), UploadError> {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
         let orphans: Vec<(String, i64)> = {
@@ -466,7 +467,7 @@ impl Spool {
         };
         tx.execute(
             "UPDATE clips SET state = ?1, sent_ms = CASE WHEN ?1 = 'sent' THEN ?2 END WHERE clip_id = ?3",
-            params![state, crate::now_ms(), clip_id],
+            params![state.as_str(), crate::now_ms(), clip_id],
         )?;
         tx.execute("DELETE FROM clip_segments WHERE clip_id = ?1", [clip_id])?;
         for (sha, _) in &orphans {
@@ -484,7 +485,7 @@ impl Spool {
     /// The console refused the clip for good (4xx): keep its row (state `refused`, with the
     /// reason) for the record, free its files, and stop retrying it.
     pub fn mark_refused(&self, clip_id: &str, reason: &str) -> Result<(), UploadError> {
-        self.release(clip_id, "refused")?;
+        self.release(clip_id, ClipState::Refused)?;
         self.conn().execute(
             "UPDATE clips SET manifest_json = json_set(manifest_json, '$.refused', ?1) WHERE clip_id = ?2",
             params![reason, clip_id],
@@ -510,16 +511,17 @@ impl Spool {
 
     /// The console has every segment of `clip_id`: forget its files.
     pub fn mark_sent(&self, clip_id: &str) -> Result<(), UploadError> {
-        self.release(clip_id, "sent").map(|_| ())
+        self.release(clip_id, ClipState::Sent).map(|_| ())
     }
 
     /// Where a clip is: `pending`, `sent`, `refused` or `lost` (dropped from a full offline
     /// cache); `None` when the spool never had it.
-    pub fn clip_state(&self, clip_id: &str) -> Result<Option<String>, UploadError> {
-        Ok(self
+    pub fn clip_state(&self, clip_id: &str) -> Result<Option<ClipState>, UploadError> {
+        let name: Option<String> = self
             .conn()
             .query_row("SELECT state FROM clips WHERE clip_id = ?1", [clip_id], |r| r.get(0))
-            .optional()?)
+            .optional()?;
+        name.map(|n| stored_state(&n)).transpose()
     }
 
     /// Pending clips, oldest first.
@@ -689,8 +691,8 @@ impl Spool {
             .map(|v| v.unwrap_or(0) as u64)
         };
         Ok(SpoolStats {
-            pending_clips: count("pending")?,
-            sent_clips: count("sent")?,
+            pending_clips: count(ClipState::Pending.as_str())?,
+            sent_clips: count(ClipState::Sent.as_str())?,
             spooled_bytes: conn.query_row(
                 "SELECT COALESCE(SUM(size), 0) FROM segments WHERE sent = 0",
                 [],
@@ -760,4 +762,9 @@ impl SegmentBytes {
         }
         placed
     }
+}
+/// A state as the spool stored it; a name this build does not know is a damaged row.
+fn stored_state(name: &str) -> Result<ClipState, UploadError> {
+    ClipState::parse(name)
+        .ok_or_else(|| UploadError::Spool(format!("a spooled clip is in unknown state {name:?}")))
 }

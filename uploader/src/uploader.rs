@@ -54,8 +54,8 @@ use crate::spool::{CacheRule, Enqueued, SegmentBytes, Spool, SpoolStats};
 use crate::sse::SseParser;
 use rearview_protocol::{
     enroll_proof_message, ActivityAck, ActivityBatch, ActivityEvent, CaptureMode, ClipManifest,
-    EnrollRequest, HealthReport, ManifestSegment, MissingRange, PolicyMessage, TriggerMessage,
-    MAX_SEGMENT_BYTES,
+    ClipState, EnrollRequest, HealthReport, ManifestSegment, MissingRange, PolicyMessage,
+    TriggerMessage, MAX_SEGMENT_BYTES,
 };
 
 /// Where the uploader keeps its state and how it reaches the console.
@@ -609,7 +609,7 @@ impl Uploader {
 
     /// Where a clip handed to [`Uploader::enqueue_clip`] is: `pending`, `sent`, `refused` or
     /// `lost` (see [`Spool::clip_state`]).
-    pub fn clip_state(&self, clip_id: &str) -> Result<Option<String>, UploadError> {
+    pub fn clip_state(&self, clip_id: &str) -> Result<Option<ClipState>, UploadError> {
         self.spool.clip_state(clip_id)
     }
 

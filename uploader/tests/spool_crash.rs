@@ -200,11 +200,11 @@ fn check(dir: &Path, acked: &Acked) {
     for (id, clip) in &acked.clips {
         let state = spool.clip_state(id).unwrap();
         let unsure = acked.unsure.contains(id);
-        if clip.sent || (unsure && state.as_deref() == Some("sent")) {
-            assert_eq!(state.as_deref(), Some("sent"), "{id}");
+        if clip.sent || (unsure && state.map(|s| s.as_str()) == Some("sent")) {
+            assert_eq!(state.map(|s| s.as_str()), Some("sent"), "{id}");
             continue;
         }
-        assert_eq!(state.as_deref(), Some("pending"), "{id} lost");
+        assert_eq!(state.map(|s| s.as_str()), Some("pending"), "{id} lost");
         let p = pending.iter().find(|p| &p.manifest.clip_id == id).unwrap();
         let named: Vec<&str> = p.manifest.segments.iter().map(|s| s.sha256.as_str()).collect();
         let distinct: HashSet<&str> = named.iter().copied().collect();

@@ -336,7 +336,12 @@ fn check(spool: &Spool, dir: &std::path::Path, model: &Model) {
         model.pending().map(|c| (c.id.clone(), c.segs.iter().map(|n| sha(*n)).collect())).collect();
     assert_eq!(pending, want, "pending clips");
     for c in &model.clips {
-        assert_eq!(spool.clip_state(&c.id).unwrap().as_deref(), Some(c.state.name()), "{}", c.id);
+        assert_eq!(
+            spool.clip_state(&c.id).unwrap().map(|s| s.as_str()),
+            Some(c.state.name()),
+            "{}",
+            c.id
+        );
     }
     let stats = spool.stats().unwrap();
     assert_eq!(stats.spooled_bytes, model.spooled_bytes(), "unsent bytes");
@@ -415,8 +420,8 @@ fn the_cache_is_the_smaller_of_policy_and_agent_and_drop_newest_keeps_the_old() 
     spool.enqueue(&manifest("old", &[1, 2], false), &named(&[1, 2]), cache).unwrap();
     let refused = spool.enqueue(&manifest("new", &[3], false), &named(&[3]), cache).unwrap();
     assert_eq!((refused.state.as_str(), refused.dropped_clips.len()), ("lost", 0));
-    assert_eq!(spool.clip_state("old").unwrap().as_deref(), Some("pending"));
-    assert_eq!(spool.clip_state("new").unwrap().as_deref(), Some("lost"));
+    assert_eq!(spool.clip_state("old").unwrap().map(|s| s.as_str()), Some("pending"));
+    assert_eq!(spool.clip_state("new").unwrap().map(|s| s.as_str()), Some("lost"));
     let stats = spool.stats().unwrap();
     assert_eq!((stats.lost_clips, stats.lost_segments, stats.lost_bytes), (1, 1, 400));
     assert_eq!(files_on_disk(tmp.path()), vec![support::sha(1), support::sha(2)]);

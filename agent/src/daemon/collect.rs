@@ -193,11 +193,13 @@ impl Daemon {
         let clip = &self.clips.collecting()[i];
         let id = clip.id.clone();
         let handover = match result {
-            Ok(done) if done.state == "pending" || done.state == "sent" => Handover::Done,
-            Ok(done) if done.state == "lost" => Handover::Failed(
+            Ok(done) if matches!(done.state, ClipState::Pending | ClipState::Sent) => {
+                Handover::Done
+            }
+            Ok(done) if done.state == ClipState::Lost => Handover::Failed(
                 "dropped from the full offline cache before its window ended".to_string(),
             ),
-            Ok(done) => Handover::Failed(format!("the spool holds it as {}", done.state)),
+            Ok(done) => Handover::Failed(format!("the spool holds it as {}", done.state.as_str())),
             Err(e @ rearview_uploader::UploadError::TooLarge(_)) => Handover::Failed(e.to_string()),
             Err(e) => {
                 tracing::warn!(clip = id, error = %e, "clip not handed to the spool; will retry");

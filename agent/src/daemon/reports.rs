@@ -194,7 +194,8 @@ impl Daemon {
                             .clip_state(&c.id)
                             .ok()
                             .flatten()
-                            .unwrap_or_else(|| "pending".to_string())
+                            .map_or("pending", ClipState::as_str)
+                            .to_string()
                     }
                 } else {
                     c.state.as_str().to_string()

@@ -292,7 +292,7 @@ async fn open_clip_is_sent_as_segments_close_and_completes_when_closed() {
 
     // The first segment reaches the console at once; the clip stays open and pending.
     let enq = device.uploader.enqueue_clip(open(), upto(1)).unwrap();
-    assert!(enq.new && enq.state == "pending");
+    assert!(enq.new && enq.state.as_str() == "pending");
     eventually("first segment stored", Duration::from_secs(20), || {
         console.stored_segments().len() == 1
     })
@@ -302,7 +302,7 @@ async fn open_clip_is_sent_as_segments_close_and_completes_when_closed() {
         (clip["complete"].clone(), clip["manifest"]["open"].clone()),
         (json!(false), json!(true))
     );
-    assert_eq!(device.uploader.clip_state("window").unwrap().as_deref(), Some("pending"));
+    assert_eq!(device.uploader.clip_state("window").unwrap().map(|s| s.as_str()), Some("pending"));
     // What the console has stored leaves the spool at once, though the clip is still pending.
     let up = device.uploader.clone();
     eventually("the sent segment's file freed", Duration::from_secs(20), || {
@@ -340,11 +340,11 @@ async fn open_clip_is_sent_as_segments_close_and_completes_when_closed() {
     let enq = uploader.enqueue_clip(closed.clone(), upto(3)).unwrap();
     assert_eq!((enq.new, enq.added, enq.state.as_str()), (false, 1, "pending"));
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-    assert_eq!(uploader.clip_state("window").unwrap().as_deref(), Some("pending"));
+    assert_eq!(uploader.clip_state("window").unwrap().map(|s| s.as_str()), Some("pending"));
     console.restart().await;
     let up = uploader.clone();
     eventually("closed clip sent", Duration::from_secs(30), || {
-        up.clip_state("window").unwrap().as_deref() == Some("sent")
+        up.clip_state("window").unwrap().map(|s| s.as_str()) == Some("sent")
     })
     .await;
     let clip = console.clip("window").await;

@@ -99,7 +99,7 @@ async fn offline_cache_overwrites_oldest_and_reports_the_loss() {
     assert_eq!(ids, vec!["clip-1".to_string(), "clip-2".to_string()]);
     // The device tells each clip's fate (`rearview clips`), a lost one is not "sent".
     let state = |id: &str| device.uploader.clip_state(id).unwrap();
-    assert_eq!(state("clip-0").as_deref(), Some("lost"));
-    assert_eq!(state("clip-1").as_deref(), Some("sent"));
+    assert_eq!(state("clip-0").map(|s| s.as_str()), Some("lost"));
+    assert_eq!(state("clip-1").map(|s| s.as_str()), Some("sent"));
     assert_eq!(state("never-enqueued"), None);
 }
