@@ -573,17 +573,21 @@ impl AgentConfig {
     pub fn data_dir(&self) -> &Path {
         &self.data_dir
     }
+    /// What lives under the data directory (see [`crate::DataDir`]).
+    pub fn state(&self) -> crate::DataDir {
+        crate::DataDir::new(&self.data_dir)
+    }
     /// `<data_dir>/ring`: the on-disk ring of sealed segments.
     pub fn ring_dir(&self) -> PathBuf {
-        self.data_dir.join("ring")
+        self.state().ring_dir()
     }
     /// `<data_dir>/spool`: the offline cache of clips awaiting upload.
     pub fn spool_dir(&self) -> PathBuf {
-        self.data_dir.join("spool")
+        self.state().spool_dir()
     }
     /// `<data_dir>/trust.json`: the [`crate::TrustStore`] state.
     pub fn trust_state_path(&self) -> PathBuf {
-        self.data_dir.join("trust.json")
+        self.state().trust_state()
     }
     /// Most bytes the ring may hold.
     pub fn ring_max_bytes(&self) -> u64 {

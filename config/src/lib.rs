@@ -70,6 +70,7 @@
 #![warn(missing_docs)]
 
 pub mod agent_config;
+pub mod data_dir;
 pub mod envelope;
 pub mod ids;
 pub mod keys;
@@ -84,6 +85,7 @@ pub use agent_config::{
     AgentConfig, ByteSize, ConfigError, FixedSession, LogFormat, LogLevel, DEFAULT_CONFIG_PATH,
     DEFAULT_REMOVABLE_ROOTS,
 };
+pub use data_dir::DataDir;
 pub use envelope::{
     Domain, EnvelopeError, SignatureError, SignedEnvelope, MAX_ENVELOPE_BYTES, MAX_PAYLOAD_BYTES,
 };

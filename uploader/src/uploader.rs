@@ -40,8 +40,8 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use rearview_config::time::OffsetDateTime;
 use rearview_config::{
-    DeviceId, Limits, PolicyRejected, SignedEnvelope, TenantId, TriggerRejected, TrustAnchor,
-    TrustStore, VerifiedPolicy, VerifiedTrigger, VerifyingKey,
+    DataDir, DeviceId, Limits, PolicyRejected, SignedEnvelope, TenantId, TriggerRejected,
+    TrustAnchor, TrustStore, VerifiedPolicy, VerifiedTrigger, VerifyingKey,
 };
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, Notify};
@@ -289,8 +289,9 @@ impl Uploader {
             use std::os::unix::fs::PermissionsExt;
             let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
         }
-        let spool = Spool::open(&dir.join("spool"))?;
-        let identity = load_identity(&dir.join("identity.json"))?;
+        let layout = DataDir::new(dir);
+        let spool = Spool::open(&layout.spool_dir())?;
+        let identity = load_identity(&layout.identity())?;
         let client_config = ClientConfig {
             ca_cert: config.ca_cert.clone(),
             request_timeout: config.request_timeout,
@@ -378,7 +379,7 @@ impl Uploader {
             sealing_public_key: resp.sealing_public_key,
         };
         let trust = open_trust(&self.config.state_dir, &identity)?;
-        save_identity(&self.config.state_dir.join("identity.json"), &identity)?;
+        save_identity(&DataDir::new(&self.config.state_dir).identity(), &identity)?;
         *lock(&self.client) = self.client().with_token(identity.device_token.clone());
         *lock(&self.trust) = Some(trust);
         *lock(&self.identity) = Some(identity.clone());
@@ -905,7 +906,8 @@ fn open_trust(dir: &Path, id: &Identity) -> Result<TrustStore, UploadError> {
         keys: vec![VerifyingKey::from_base64(&id.signing_public_key)
             .map_err(|e| bad("signing key", e.to_string()))?],
     };
-    TrustStore::open(anchor, dir.join("trust.json")).map_err(|e| UploadError::Spool(e.to_string()))
+    TrustStore::open(anchor, DataDir::new(dir).trust_state())
+        .map_err(|e| UploadError::Spool(e.to_string()))
 }
 
 fn load_identity(path: &Path) -> Result<Option<Identity>, UploadError> {

@@ -258,7 +258,7 @@ impl From<LegacyClip> for Clip {
 /// Imports `<data_dir>/clips.json` from an older agent into the spool, then removes it (see
 /// the module docs). Returns a problem to report, if any; the file stays until imported.
 pub fn import_clips_json(spool: &Spool, data_dir: &Path) -> Option<String> {
-    let path = data_dir.join("clips.json");
+    let path = rearview_config::DataDir::new(data_dir).legacy_clips();
     let bytes = match std::fs::read(&path) {
         Ok(bytes) => bytes,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,

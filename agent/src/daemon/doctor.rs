@@ -144,9 +144,10 @@ fn file_checks(data_dir: &std::path::Path) -> (Check, Check) {
         Err(e) => check("disk space", false, e.to_string(), "check data_dir in the agent config"),
     };
     let mut perm_problems = Vec::new();
-    for (path, required) in
-        [(data_dir.to_path_buf(), 0o077), (data_dir.join("identity.json"), 0o077)]
-    {
+    for (path, required) in [
+        (data_dir.to_path_buf(), 0o077),
+        (rearview_config::DataDir::new(data_dir).identity(), 0o077),
+    ] {
         match std::fs::metadata(&path) {
             Ok(m) if m.permissions().mode() & required != 0 => perm_problems.push(format!(
                 "{} is mode {:o}",
