@@ -9,15 +9,14 @@
 
 use anyhow::Context;
 use rearview_capture::seal::{seal, SealBinding, TenantSecretKey};
-use rearview_capture::segment::{SegmentContext, SegmentWriter};
-use rearview_capture::MonitorInfo;
+use rearview_capture::segment::SegmentWriter;
 use rearview_evidence::chain::{Appended, ChainHead, SegmentRef, Stream};
 use rearview_evidence::package as pkg;
 use rearview_evidence::record::{self, ClipRecord, EnrollmentRecord, ReceivedSegment, Window};
 use rearview_evidence::{custody, sha256_hex, Signer};
 use serde_json::json;
 
-use crate::ring::{desktop, round3};
+use crate::ring::{bench_context, desktop, round3};
 
 #[derive(clap::Args)]
 pub struct EvidenceArgs {
@@ -103,21 +102,8 @@ fn build(
     segments: u64,
     (width, height): (u32, u32),
 ) -> anyhow::Result<Built> {
-    let context = SegmentContext {
-        tenant: TENANT.into(),
-        device: DEVICE.into(),
-        user: USER.into(),
-        session: "c2".into(),
-        monitor: MonitorInfo {
-            id: 0,
-            name: "bench".into(),
-            x: 0,
-            y: 0,
-            width,
-            height,
-            primary: true,
-        },
-    };
+    // The ring bench's tenant, device and user (TENANT, DEVICE, USER here).
+    let context = bench_context(width, height);
     let stream = Stream {
         tenant: TENANT.into(),
         device: DEVICE.into(),

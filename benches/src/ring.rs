@@ -60,21 +60,7 @@ pub fn run(args: RingArgs) -> anyhow::Result<()> {
         bail!("need at least {} frames, have {}", args.frames_per_segment, frames.len());
     }
     let key: TenantPublicKey = BENCH_KEY.parse()?;
-    let context = SegmentContext {
-        tenant: "contoso".into(),
-        device: "bench-device".into(),
-        user: "alice@contoso.example".into(),
-        session: "c2".into(),
-        monitor: MonitorInfo {
-            id: 0,
-            name: "bench".into(),
-            x: 0,
-            y: 0,
-            width,
-            height,
-            primary: true,
-        },
-    };
+    let context = bench_context(width, height);
 
     // Encoding: what the segment costs before sealing.
     let mut segments: Vec<FinishedSegment> = Vec::new();
@@ -155,6 +141,26 @@ pub fn run(args: RingArgs) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string_pretty(&report)?);
     }
     Ok(())
+}
+
+/// Whose screen the bench's segments are: tenant `contoso`, device `bench-device`, user
+/// `alice@contoso.example`, session `c2`, one primary monitor of `width` x `height`.
+pub(crate) fn bench_context(width: u32, height: u32) -> SegmentContext {
+    SegmentContext {
+        tenant: "contoso".into(),
+        device: "bench-device".into(),
+        user: "alice@contoso.example".into(),
+        session: "c2".into(),
+        monitor: MonitorInfo {
+            id: 0,
+            name: "bench".into(),
+            x: 0,
+            y: 0,
+            width,
+            height,
+            primary: true,
+        },
+    }
 }
 
 /// CPU ms per segment of hashing a sealed file and appending its signed chain entry.
