@@ -4,8 +4,14 @@
 //! OUT/                             0700
 //! OUT/manifest.json                the clip manifest (window, segments, missing ranges)
 //! OUT/frames/                      0700
-//! OUT/frames/<utc_ms>-m<monitor>.png   every decoded frame, RGB
-//! OUT/frames.jsonl                 one line per frame: file, utc_ms, monitor, segment
+//! OUT/frames/<utc_ms>-m<monitor>-<segment 12 hex>-<index>.png   every decoded frame, RGB;
+//!                                  the name sorts by time and is unique (two frames in one
+//!                                  millisecond, or of two monitors, never share a file)
+//! OUT/frames.jsonl                 one line per frame, in time order: file, utc_ms,
+//!                                  utc_micros, mono_micros (CLOCK_MONOTONIC of the device),
+//!                                  kind ("K" keyframe, "D" delta, "S" same as before),
+//!                                  monitor, segment (SHA-256 of the sealed file), index (the
+//!                                  frame's place in its segment)
 //! OUT/events.jsonl                 one line per input/window event, in time order
 //! ```
 //!
@@ -32,6 +38,7 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use rearview_capture::codec::PacketKind;
 use rearview_capture::seal::{open, SealBinding, SealedHeader};
 use rearview_capture::segment::Segment;
 use rearview_protocol::ClipManifest;
@@ -203,11 +210,16 @@ impl Opened<'_> {
             let segment = Segment::parse(&plain)
                 .map_err(|e| ConsoleError::corrupt(format!("segment {}", seg.sha256), e))?;
             let monitor = segment.header().context.monitor.id;
-            for frame in segment.decode_frames() {
+            for (index, frame) in segment.decode_frames().enumerate() {
                 let frame = frame
                     .map_err(|e| ConsoleError::corrupt(format!("segment {}", seg.sha256), e))?;
-                let utc_ms = frame.captured_at.utc_micros / 1000;
-                let name = format!("{utc_ms:014}-m{monitor}.png");
+                let at = frame.captured_at;
+                let name = frame_file_name(at.utc_micros, monitor, &seg.sha256, index);
+                let kind = match segment.frames()[index].kind {
+                    PacketKind::Key => "K",
+                    PacketKind::Delta => "D",
+                    PacketKind::Same => "S",
+                };
                 let mut rgb = Vec::with_capacity(frame.width as usize * frame.height as usize * 3);
                 for y in 0..frame.height {
                     for px in frame.row(y).chunks_exact(4) {
@@ -216,7 +228,9 @@ impl Opened<'_> {
                 }
                 write_png(&frames_dir.join(&name), &rgb, frame.width, frame.height)?;
                 frame_lines.push(serde_json::json!({
-                    "file": format!("frames/{name}"), "utc_ms": utc_ms, "monitor": monitor, "segment": seg.sha256,
+                    "file": format!("frames/{name}"), "utc_ms": at.utc_micros / 1000,
+                    "utc_micros": at.utc_micros, "mono_micros": at.mono_micros, "kind": kind,
+                    "monitor": monitor, "segment": seg.sha256, "index": index,
                 }));
             }
             for event in segment.events() {
@@ -227,12 +241,21 @@ impl Opened<'_> {
             }
             segments += 1;
         }
-        frame_lines.sort_by_key(|l| l["utc_ms"].as_i64());
+        frame_lines
+            .sort_by_key(|l| (l["utc_micros"].as_i64(), l["file"].as_str().map(str::to_owned)));
         write_lines(&out.join("frames.jsonl"), &frame_lines)?;
         events.sort_by_key(event_time);
         write_lines(&out.join("events.jsonl"), &events)?;
         Ok(Written { segments, frames: frame_lines.len(), events: events.len() })
     }
+}
+
+/// A frame's file name: its time first (names sort by time), then what makes it unique — the
+/// monitor, the segment (first 12 hex digits of its SHA-256) and its place in the segment.
+fn frame_file_name(utc_micros: i64, monitor: u32, segment_sha256: &str, index: usize) -> String {
+    let utc_ms = utc_micros.div_euclid(1000);
+    let segment = segment_sha256.get(..12).unwrap_or(segment_sha256);
+    format!("{utc_ms:014}-m{monitor}-{segment}-{index:04}.png")
 }
 
 /// One frame as a PNG file of its own, 0600.
@@ -269,4 +292,29 @@ fn write_lines(path: &Path, lines: &[serde_json::Value]) -> Result<(), ConsoleEr
         writeln!(f, "{l}").map_err(io(path))?;
     }
     f.flush().map_err(io(path))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::frame_file_name;
+
+    /// Two frames in one millisecond, of one segment or of two monitors, never share a file
+    /// (the old name, `<utc_ms>-m<monitor>.png`, had the second overwrite the first).
+    #[test]
+    fn frame_names_are_unique_and_sort_by_time() {
+        let seg = "ab".repeat(32);
+        let other = "cd".repeat(32);
+        let names = [
+            frame_file_name(1_700_000_000_000_100, 0, &seg, 0),
+            frame_file_name(1_700_000_000_000_600, 0, &seg, 1),
+            frame_file_name(1_700_000_000_000_600, 1, &other, 0),
+            frame_file_name(1_700_000_000_001_000, 0, &seg, 2),
+        ];
+        let unique: std::collections::BTreeSet<&String> = names.iter().collect();
+        assert_eq!(unique.len(), names.len(), "{names:?}");
+        let mut sorted = names.clone();
+        sorted.sort();
+        assert_eq!(sorted[3], names[3], "the later millisecond sorts last: {sorted:?}");
+        assert!(names[0].starts_with("01700000000000-m0-abababababab-0000"), "{}", names[0]);
+    }
 }

@@ -177,6 +177,11 @@ async fn export_opens_sealed_segments_into_png_and_jsonl() {
     assert_eq!(frames.len(), 6);
     for (i, f) in frames.iter().enumerate() {
         assert_eq!(f["utc_ms"], json!(t0 + i as i64 * 1000));
+        assert_eq!(f["utc_micros"], json!((t0 + i as i64 * 1000) * 1000));
+        assert_eq!(f["mono_micros"], json!((t0 + i as i64 * 1000) * 1000));
+        // Each segment starts with a keyframe; its place in the segment is named.
+        assert_eq!(f["index"], json!(i % 3));
+        assert_eq!(f["kind"] == "K", i % 3 == 0, "{f}");
         let png = image::open(out.join(f["file"].as_str().unwrap())).unwrap().to_rgb8();
         assert_eq!(png.dimensions(), (64, 48));
         // Lossless: red = the frame's shade, blue = x.
