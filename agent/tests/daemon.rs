@@ -631,8 +631,14 @@ fn with_an_identity_domain_the_principal_names_the_local_account_and_its_clip_is
     let pending = spool.pending().unwrap();
     let manifest = &pending.iter().find(|p| p.manifest.clip_id == clip.id).unwrap().manifest;
     let event_ms = (event_at.unix_timestamp_nanos() / 1_000_000) as i64;
-    assert!(manifest.segments.iter().any(|s| s.start_ms < event_ms), "no before-window: {clip:?}");
-    assert!(manifest.segments.iter().any(|s| s.start_ms > event_ms), "no after-window: {clip:?}");
+    assert!(
+        manifest.segments.iter().any(|s| s.start_ms.millis() < event_ms),
+        "no before-window: {clip:?}"
+    );
+    assert!(
+        manifest.segments.iter().any(|s| s.start_ms.millis() > event_ms),
+        "no after-window: {clip:?}"
+    );
     assert!(
         !clip.missing.iter().any(|m| m.contains("after this point")),
         "the after-window is reported missing while recording ran: {clip:?}"

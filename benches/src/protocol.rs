@@ -312,8 +312,8 @@ async fn run_async(args: ProtocolArgs) -> anyhow::Result<()> {
                     mode: CaptureMode::AllActivities,
                     user: "bench-user".into(),
                     device_id: id.clone(),
-                    start_ms: t,
-                    end_ms: t + 1,
+                    start_ms: t.into(),
+                    end_ms: (t + 1).into(),
                     segments: segs
                         .iter()
                         .map(|b| ManifestSegment {
@@ -321,8 +321,8 @@ async fn run_async(args: ProtocolArgs) -> anyhow::Result<()> {
                                 ring::digest::digest(&ring::digest::SHA256, b).as_ref(),
                             ),
                             size: b.len() as u64,
-                            start_ms: t,
-                            end_ms: t + 1,
+                            start_ms: t.into(),
+                            end_ms: (t + 1).into(),
                         })
                         .collect(),
                     missing: vec![],

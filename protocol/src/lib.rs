@@ -13,8 +13,8 @@
 //! # Transport and authentication
 //!
 //! HTTPS (HTTP/1.1) with JSON bodies, except segment uploads, which are the raw sealed bytes.
-//! Times are Unix milliseconds (`*_ms`), durations seconds (`*_secs`), hashes lowercase hex
-//! SHA-256 of the exact bytes they name.
+//! Times are Unix milliseconds (`*_ms`, typed [`UnixMillis`]), durations seconds (`*_secs`),
+//! hashes lowercase hex SHA-256 of the exact bytes they name.
 //!
 //! ```text
 //! enrollment (once)                       every later device request
@@ -197,8 +197,8 @@ pub struct ClipManifest {
     /// Must be the authenticated device's id.
     pub device_id: String,
     /// Window the clip covers, Unix ms.
-    pub start_ms: i64,
-    pub end_ms: i64,
+    pub start_ms: UnixMillis,
+    pub end_ms: UnixMillis,
     /// The sealed segments, in time order.
     pub segments: Vec<ManifestSegment>,
     /// Parts of the window that could not be provided (ring no longer held them, capture
@@ -282,15 +282,15 @@ pub struct ManifestSegment {
     /// Size of the sealed bytes.
     pub size: u64,
     /// Time range the segment covers, Unix ms.
-    pub start_ms: i64,
-    pub end_ms: i64,
+    pub start_ms: UnixMillis,
+    pub end_ms: UnixMillis,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MissingRange {
-    pub start_ms: i64,
-    pub end_ms: i64,
+    pub start_ms: UnixMillis,
+    pub end_ms: UnixMillis,
     /// Why it is missing, in words.
     pub reason: String,
 }
@@ -340,7 +340,7 @@ pub struct ActivityEvent {
     /// Indicator kind, e.g. `removable_media_copy`, or a newer device's kind.
     pub kind: ActivityKind,
     /// When it happened, Unix ms.
-    pub time_ms: i64,
+    pub time_ms: UnixMillis,
     /// Kind-specific details (file, size, destination, …).
     #[serde(default)]
     pub details: serde_json::Value,

@@ -555,8 +555,8 @@ impl Uploader {
             manifest_segments.push(ManifestSegment {
                 sha256: sha.clone(),
                 size: bytes.len() as u64,
-                start_ms: s.start_ms,
-                end_ms: s.end_ms,
+                start_ms: s.start_ms.into(),
+                end_ms: s.end_ms.into(),
             });
             drop(bytes);
             named.push((sha, s.bytes));
@@ -567,8 +567,8 @@ impl Uploader {
             mode: clip.mode,
             user: clip.user,
             device_id,
-            start_ms: clip.start_ms,
-            end_ms: clip.end_ms,
+            start_ms: clip.start_ms.into(),
+            end_ms: clip.end_ms.into(),
             segments: manifest_segments,
             missing: clip.missing,
             open: clip.open,

@@ -19,7 +19,7 @@ impl Daemon {
         let event = ActivityEvent {
             user: principal.clone(),
             kind: a.kind.into(),
-            time_ms: a.at_utc_micros / 1000,
+            time_ms: UnixMillis(a.at_utc_micros / 1000),
             details: serde_json::json!({
                 "file": a.file,
                 "size": a.size,

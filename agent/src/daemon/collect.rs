@@ -125,8 +125,8 @@ impl Daemon {
             missing: missing
                 .iter()
                 .map(|m| MissingRange {
-                    start_ms: m.from_utc_micros / 1000,
-                    end_ms: m.to_utc_micros / 1000,
+                    start_ms: UnixMillis(m.from_utc_micros / 1000),
+                    end_ms: UnixMillis(m.to_utc_micros / 1000),
                     reason: m.reason.clone(),
                 })
                 .collect(),

@@ -134,7 +134,7 @@ fn take_activity(
             device_id: &device.id,
             user: &e.user,
             kind: e.kind.as_str(),
-            time_ms: e.time_ms,
+            time_ms: e.time_ms.millis(),
             details_json: &e.details.to_string(),
             received_ms: now,
         })?;
@@ -188,7 +188,7 @@ fn trigger_request(
 ) -> policy::TriggerRequest {
     policy::TriggerRequest {
         user: e.user.clone(),
-        event_time: e.time_ms,
+        event_time: e.time_ms.millis(),
         before: rule.before_secs,
         after: rule.after_secs,
         // The trigger's "object": the file (or whatever the indicator names).

@@ -3,7 +3,7 @@
 //! [`crate::api::ingest`]).
 
 use rearview_protocol::kinds::capture_mode_name;
-use rearview_protocol::{CaptureMode, ClipManifest};
+use rearview_protocol::{CaptureMode, ClipManifest, UnixMillis};
 use rusqlite::{params, OptionalExtension};
 
 use super::Tx;
@@ -44,8 +44,8 @@ fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ClipRow> {
                 mode: CaptureMode::SpecificActivities,
                 user: String::new(),
                 device_id: String::new(),
-                start_ms: 0,
-                end_ms: 0,
+                start_ms: UnixMillis(0),
+                end_ms: UnixMillis(0),
                 segments: vec![],
                 missing: vec![],
                 open: false,
@@ -171,8 +171,8 @@ impl Tx<'_> {
                 c.alert_id,
                 m.user,
                 capture_mode_name(m.mode),
-                m.start_ms,
-                m.end_ms,
+                m.start_ms.millis(),
+                m.end_ms.millis(),
                 manifest_json(m)?,
                 c.created_ms
             ],

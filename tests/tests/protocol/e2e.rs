@@ -153,13 +153,13 @@ async fn indicator_reaches_console_and_rule_issues_trigger() {
             ActivityEvent {
                 user: "mallory".into(),
                 kind: rearview_protocol::IndicatorKind::RemovableMediaCopy.into(),
-                time_ms: now,
+                time_ms: now.into(),
                 details: json!({"file": "x.txt"}),
             },
             ActivityEvent {
                 user: USER.into(),
                 kind: rearview_protocol::IndicatorKind::RemovableMediaCopy.into(),
-                time_ms: now,
+                time_ms: now.into(),
                 details: json!({"file": "roadmap.docx", "size": 12345, "destination": "/media/usb"}),
             },
         ])
@@ -333,8 +333,8 @@ async fn open_clip_is_sent_as_segments_close_and_completes_when_closed() {
     console.stop().await;
     let mut closed = base.clone();
     closed.missing = vec![rearview_protocol::MissingRange {
-        start_ms: closed.end_ms - 500,
-        end_ms: closed.end_ms,
+        start_ms: (closed.end_ms - 500).into(),
+        end_ms: closed.end_ms.into(),
         reason: "capture stopped".into(),
     }];
     let enq = uploader.enqueue_clip(closed.clone(), upto(3)).unwrap();

@@ -304,8 +304,8 @@ async fn the_console_lets_a_device_give_up_only_segments_it_does_not_hold() {
         .map(|(s, b)| ManifestSegment {
             sha256: sha(b),
             size: b.len() as u64,
-            start_ms: s.start_ms,
-            end_ms: s.end_ms,
+            start_ms: s.start_ms.into(),
+            end_ms: s.end_ms.into(),
         })
         .collect();
     let manifest = |segments: &[usize], missing: &[usize]| ClipManifest {
@@ -314,8 +314,8 @@ async fn the_console_lets_a_device_give_up_only_segments_it_does_not_hold() {
         mode: rearview_protocol::CaptureMode::AllActivities,
         user: USER.into(),
         device_id: identity["device_id"].as_str().unwrap().into(),
-        start_ms: t0,
-        end_ms: t0 + 4000,
+        start_ms: t0.into(),
+        end_ms: (t0 + 4000).into(),
         segments: segments.iter().map(|&i| parts[i].clone()).collect(),
         missing: missing
             .iter()

@@ -184,15 +184,15 @@ async fn device_cannot_touch_another_devices_clips() {
             mode: rearview_protocol::CaptureMode::AllActivities,
             user: USER.into(),
             device_id: a_id.clone(),
-            start_ms: t,
-            end_ms: t + 1,
+            start_ms: t.into(),
+            end_ms: (t + 1).into(),
             segments: hashes
                 .iter()
                 .map(|h| ManifestSegment {
                     sha256: h.clone(),
                     size: 1000,
-                    start_ms: t,
-                    end_ms: t + 1,
+                    start_ms: t.into(),
+                    end_ms: (t + 1).into(),
                 })
                 .collect(),
             missing: vec![],

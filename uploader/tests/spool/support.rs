@@ -2,7 +2,7 @@
 //! name follow from a number, and manifests built from them. (Each test uses part of it.)
 #![allow(dead_code)]
 
-use rearview_protocol::{ClipManifest, ManifestSegment};
+use rearview_protocol::{ClipManifest, ManifestSegment, UnixMillis};
 use rearview_uploader::spool::SegmentBytes;
 
 /// Segments in the pool.
@@ -36,11 +36,16 @@ pub fn manifest_naming(
         mode: rearview_protocol::CaptureMode::SpecificActivities,
         user: "alice@corp.example".into(),
         device_id: "dev-1".into(),
-        start_ms: 0,
-        end_ms: 1_000,
+        start_ms: UnixMillis(0),
+        end_ms: UnixMillis(1_000),
         segments: segments
             .into_iter()
-            .map(|(sha256, size)| ManifestSegment { sha256, size, start_ms: 0, end_ms: 1 })
+            .map(|(sha256, size)| ManifestSegment {
+                sha256,
+                size,
+                start_ms: UnixMillis(0),
+                end_ms: UnixMillis(1),
+            })
             .collect(),
         missing: Vec::new(),
         open,

@@ -51,12 +51,17 @@ pub fn check_manifest(
     now: i64,
 ) -> Result<Verdict, ApiError> {
     let slack = bounds.segment_ms();
-    let (from, to) = (m.start_ms.saturating_sub(slack), m.end_ms.saturating_add(slack));
+    let (from, to) =
+        (m.start_ms.millis().saturating_sub(slack), m.end_ms.millis().saturating_add(slack));
     let spans = m
         .segments
         .iter()
-        .map(|s| (format!("segment {}", s.sha256), s.start_ms, s.end_ms))
-        .chain(m.missing.iter().map(|r| ("a missing range".to_owned(), r.start_ms, r.end_ms)));
+        .map(|s| (format!("segment {}", s.sha256), s.start_ms.millis(), s.end_ms.millis()))
+        .chain(
+            m.missing
+                .iter()
+                .map(|r| ("a missing range".to_owned(), r.start_ms.millis(), r.end_ms.millis())),
+        );
     for (what, start, end) in spans {
         if start > end {
             return Ok(Verdict::Refused(format!("{what} ends ({end}) before it starts ({start})")));
@@ -65,13 +70,13 @@ pub fn check_manifest(
             return Ok(Verdict::Refused(format!(
                 "{what} ({start}..{end}) lies outside the clip's window ({}..{}) by more than \
                  one segment ({} s)",
-                m.start_ms,
-                m.end_ms,
+                m.start_ms.millis(),
+                m.end_ms.millis(),
                 slack / 1000
             )));
         }
     }
-    let first_recorded = m.segments.iter().map(|s| s.start_ms).min();
+    let first_recorded = m.segments.iter().map(|s| s.start_ms.millis()).min();
     let alert_id = match &m.trigger_id {
         Some(t) => match trigger_verdict(tx, t, device_id, m, slack)? {
             Ok(alert) => Some(alert),
@@ -86,7 +91,7 @@ pub fn check_manifest(
     };
     let at = match (first_recorded, &m.trigger_id) {
         (Some(at), _) => Some(at),
-        (None, None) => Some(m.start_ms),
+        (None, None) => Some(m.start_ms.millis()),
         (None, Some(_)) => None,
     };
     if let Some(at) = at {
@@ -120,12 +125,14 @@ fn trigger_verdict(
         return Ok(Err(format!("trigger {t} is for {user:?}, not {:?}", m.user)));
     }
     let (from, to) = (event.saturating_sub(before * 1000), event.saturating_add(after * 1000));
-    if m.start_ms < from.saturating_sub(slack) || m.end_ms > to.saturating_add(slack) {
+    if m.start_ms.millis() < from.saturating_sub(slack)
+        || m.end_ms.millis() > to.saturating_add(slack)
+    {
         return Ok(Err(format!(
             "the clip's window ({}..{}) is not within trigger {t}'s ({from}..{to}) give or take \
              one segment ({} s)",
-            m.start_ms,
-            m.end_ms,
+            m.start_ms.millis(),
+            m.end_ms.millis(),
             slack / 1000
         )));
     }
@@ -153,7 +160,7 @@ fn untriggered_refusal(bounds: &Bounds, m: &ClipManifest, slack: i64, now: i64) 
             }
         };
     let longest_ms = i64::try_from(longest_secs * 1000).unwrap_or(i64::MAX);
-    let length = m.end_ms.saturating_sub(m.start_ms);
+    let length = m.end_ms.millis().saturating_sub(m.start_ms.millis());
     if length > longest_ms.saturating_add(slack) {
         let by = if m.mode == CaptureMode::AllActivities {
             "the policy's longest window"
@@ -168,10 +175,10 @@ fn untriggered_refusal(bounds: &Bounds, m: &ClipManifest, slack: i64, now: i64) 
         ));
     }
     let ahead = MAX_EVENT_AHEAD.whole_milliseconds() as i64;
-    if m.start_ms > now.saturating_add(ahead) {
+    if m.start_ms.millis() > now.saturating_add(ahead) {
         return Some(format!(
             "the clip starts at {}, more than {} s ahead of the console's clock ({now})",
-            m.start_ms,
+            m.start_ms.millis(),
             ahead / 1000
         ));
     }
