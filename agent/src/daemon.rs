@@ -87,7 +87,9 @@ use crate::worker::{
 };
 use clips::{Clip, ClipBook, RecordState};
 use gate::Gate;
+use intake::SealingTarget;
 use rearview_uploader::spool::{ClipChange, ClipWindow};
+use workers::{cpu_settings, Tracked};
 
 /// How long SIGTERM waits for workers to hand over their open segments.
 pub const DRAIN_DEADLINE: Duration = Duration::from_secs(10);
@@ -98,17 +100,6 @@ const CPU_EVERY: Duration = Duration::from_secs(2);
 /// A crashed worker is restarted after this long.
 const RESPAWN_AFTER: Duration = Duration::from_secs(3);
 
-struct Tracked {
-    session: Session,
-    gate: Gate,
-    worker: Option<WorkerHandle>,
-    spec: Option<WorkerSpec>,
-    status: WorkerStatus,
-    died_at: Option<Instant>,
-    /// `<session>#<n>`: tells this worker's messages from those of one being replaced.
-    worker_key: String,
-}
-
 /// Work done off the loop (in a task), reported back to it.
 enum Completed {
     /// This device enrolled: start the uploader and fetch the policy.
@@ -117,21 +108,6 @@ enum Completed {
     IndicatorUnreported { activity: Activity, principal: String },
     /// The answer to an admin request worked out off the loop (enrollment, a trigger).
     Reply { reply: tokio::sync::oneshot::Sender<Response>, response: Response },
-}
-
-/// Where this device's segments are sealed to and whose they say they are.
-struct SealingTarget {
-    tenant: String,
-    device: String,
-    key: TenantPublicKey,
-}
-
-/// The CPU bounds the policy sets (or the defaults without one).
-struct CpuSettings {
-    /// Percent of the whole machine the workers may use together.
-    limit_percent: f64,
-    /// The policy's frame rate, in frames per 1000 s, before any throttling.
-    base_fps_milli: u32,
 }
 
 pub struct Daemon {
@@ -271,13 +247,6 @@ impl Daemon {
         self.policy.as_ref().map(|p| p.payload())
     }
 
-    /// `None` until enrolled (then nothing is captured).
-    fn sealing_target(&self) -> Option<SealingTarget> {
-        let id = self.uploader.identity()?;
-        let key = id.sealing_public_key.parse::<TenantPublicKey>().ok()?;
-        Some(SealingTarget { tenant: id.tenant_id.clone(), device: id.device_id.clone(), key })
-    }
-
     async fn on_completed(&mut self, done: Completed) {
         match done {
             Completed::Enrolled => {
@@ -309,18 +278,5 @@ impl Daemon {
 
     pub(crate) fn policy(&self) -> Option<&VerifiedPolicy> {
         self.policy.as_ref()
-    }
-}
-
-fn cpu_settings(policy: Option<&VerifiedPolicy>) -> CpuSettings {
-    match policy {
-        Some(p) => {
-            let pl = p.payload();
-            CpuSettings {
-                limit_percent: f64::from(pl.limits.cpu_limit_percent),
-                base_fps_milli: pl.capture.fps.saturating_mul(1000),
-            }
-        }
-        None => CpuSettings { limit_percent: 5.0, base_fps_milli: 1000 },
     }
 }

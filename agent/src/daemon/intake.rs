@@ -4,7 +4,21 @@
 
 use super::*;
 
+/// Where this device's segments are sealed to and whose they say they are.
+pub(super) struct SealingTarget {
+    pub(super) tenant: String,
+    pub(super) device: String,
+    pub(super) key: TenantPublicKey,
+}
+
 impl Daemon {
+    /// `None` until enrolled (then nothing is captured).
+    pub(super) fn sealing_target(&self) -> Option<SealingTarget> {
+        let id = self.uploader.identity()?;
+        let key = id.sealing_public_key.parse::<TenantPublicKey>().ok()?;
+        Some(SealingTarget { tenant: id.tenant_id.clone(), device: id.device_id.clone(), key })
+    }
+
     /// Checks, seals and stores one segment from a worker, then gives it to clips and uploads.
     pub(super) fn segment(&mut self, key: &str, plaintext: Zeroizing<Vec<u8>>) {
         let Some(t) = self.sessions.get(key) else { return };

@@ -3,6 +3,40 @@
 
 use super::*;
 
+/// A session the daemon follows: its gate, its worker (if any) and what the worker said last.
+pub(super) struct Tracked {
+    pub(super) session: Session,
+    pub(super) gate: Gate,
+    pub(super) worker: Option<WorkerHandle>,
+    pub(super) spec: Option<WorkerSpec>,
+    pub(super) status: WorkerStatus,
+    pub(super) died_at: Option<Instant>,
+    /// `<session>#<n>`: tells this worker's messages from those of one being replaced.
+    pub(super) worker_key: String,
+}
+
+/// The CPU bounds the policy sets (or the defaults without one).
+pub(super) struct CpuSettings {
+    /// Percent of the whole machine the workers may use together.
+    pub(super) limit_percent: f64,
+    /// The policy's frame rate, in frames per 1000 s, before any throttling.
+    pub(super) base_fps_milli: u32,
+}
+
+/// The CPU bounds of `policy`: 5 % of the machine at 1 fps without one.
+pub(super) fn cpu_settings(policy: Option<&VerifiedPolicy>) -> CpuSettings {
+    match policy {
+        Some(p) => {
+            let pl = p.payload();
+            CpuSettings {
+                limit_percent: f64::from(pl.limits.cpu_limit_percent),
+                base_fps_milli: pl.capture.fps.saturating_mul(1000),
+            }
+        }
+        None => CpuSettings { limit_percent: 5.0, base_fps_milli: 1000 },
+    }
+}
+
 impl Daemon {
     /// SIGTERM: workers hand over their open segments; those are sealed and stored.
     pub(super) async fn drain(&mut self) {
