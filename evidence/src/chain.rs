@@ -171,6 +171,8 @@ pub enum ChainError {
     Unexplained { id: String, chain: String, seq: u64 },
     #[error("absence note for entry {entry}: {why}")]
     BadAbsence { entry: String, why: String },
+    #[error("the system random generator failed; try again")]
+    Random,
 }
 
 impl Entry {
@@ -264,12 +266,7 @@ impl ChainHead {
     pub fn new() -> Result<ChainHead, ChainError> {
         use ring::rand::SecureRandom;
         let mut id = [0u8; 16];
-        ring::rand::SystemRandom::new().fill(&mut id).map_err(|_| ChainError::Malformed {
-            chain: String::new(),
-            seq: 0,
-            field: "chain",
-            why: "the system random generator failed".into(),
-        })?;
+        ring::rand::SystemRandom::new().fill(&mut id).map_err(|_| ChainError::Random)?;
         Ok(ChainHead {
             chain: hex::encode(id),
             next_seq: 0,

@@ -211,9 +211,9 @@ pub fn write(dir: &std::path::Path, c: &Contents<'_>) -> std::io::Result<()> {
     write_sums(dir)
 }
 
-/// (Re)writes `SHA256SUMS` over every file under `dir` but itself.
-pub fn write_sums(dir: &std::path::Path) -> std::io::Result<()> {
-    let mut listed = Vec::new();
+/// Every file under `dir` (not directories), as package paths with `/`, sorted.
+pub fn list_files(dir: &std::path::Path) -> std::io::Result<Vec<String>> {
+    let mut out = Vec::new();
     let mut todo = vec![std::path::PathBuf::new()];
     while let Some(rel) = todo.pop() {
         for entry in std::fs::read_dir(dir.join(&rel))? {
@@ -221,11 +221,21 @@ pub fn write_sums(dir: &std::path::Path) -> std::io::Result<()> {
             let path = rel.join(entry.file_name());
             if entry.file_type()?.is_dir() {
                 todo.push(path);
-            } else if path != std::path::Path::new(SUMS) {
-                let bytes = std::fs::read(dir.join(&path))?;
-                listed.push((path.to_string_lossy().into_owned(), crate::sha256_hex(&bytes)));
+            } else {
+                out.push(path.to_string_lossy().replace('\\', "/"));
             }
         }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// (Re)writes `SHA256SUMS` over every file under `dir` but itself.
+pub fn write_sums(dir: &std::path::Path) -> std::io::Result<()> {
+    let mut listed = Vec::new();
+    for path in list_files(dir)?.into_iter().filter(|p| p != SUMS) {
+        let bytes = std::fs::read(dir.join(&path))?;
+        listed.push((path, crate::sha256_hex(&bytes)));
     }
     std::fs::write(dir.join(SUMS), sums(&listed))
 }

@@ -155,10 +155,9 @@ fn an_entry_signed_by_another_device_key_is_refused() {
         last_hash: f.entries[2].prev.clone(),
         last_to_utc_micros: None,
     };
-    let forged = f.entries[2].segment.clone().unwrap_or_else(|| SegmentRef {
-        id: format!("{:032x}", 99),
-        sha256: sha256_hex(b"forged"),
-    });
+    // Entry 2 is the "locked" gap: the forger fills it with a segment of their own.
+    assert!(f.entries[2].gap.is_some());
+    let forged = SegmentRef { id: format!("{:032x}", 99), sha256: sha256_hex(b"forged") };
     let span = (f.entries[2].from_utc_micros, f.entries[2].to_utc_micros);
     let mut entries = f.entries.clone();
     entries[2] =

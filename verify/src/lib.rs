@@ -24,7 +24,7 @@
 
 mod frames;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fs;
 use std::path::{Path, PathBuf};
 
@@ -126,7 +126,15 @@ pub fn verify(options: &Options) -> Report {
     let dir = &options.dir;
     let files = Files { dir };
     check_files(&mut r, &files);
-    check_sums(&mut r, &files);
+    // Every file is read and hashed once here; later checks compare against these hashes.
+    let held = match hash_all(&files) {
+        Ok(h) => h,
+        Err(e) => {
+            r.fail("sums", ".", format!("cannot read the package: {e}"));
+            return r;
+        }
+    };
+    check_sums(&mut r, &files, &held);
     let Some(console) = check_console_key(&mut r, &files, options.console_key.as_deref()) else {
         return r;
     };
@@ -136,7 +144,7 @@ pub fn verify(options: &Options) -> Report {
     };
     r.clip = Some(record.clip.clone());
     check_manifest(&mut r, &files, &record);
-    let held = check_segments(&mut r, &files, &record);
+    let held = check_segments(&mut r, &record, &held);
     if let Some(enrolled) = &enrollment {
         check_chain(&mut r, &files, &record, enrolled, &held);
     }
@@ -156,27 +164,6 @@ impl Files<'_> {
     fn read(&self, name: &str) -> Result<Vec<u8>, String> {
         fs::read(self.dir.join(name)).map_err(|e| format!("cannot read: {e}"))
     }
-
-    /// Every regular file under the package, as relative paths with `/`.
-    fn walk(&self) -> Result<Vec<String>, String> {
-        let mut out = Vec::new();
-        let mut todo = vec![PathBuf::new()];
-        while let Some(rel) = todo.pop() {
-            let entries = fs::read_dir(self.dir.join(&rel)).map_err(|e| e.to_string())?;
-            for entry in entries {
-                let entry = entry.map_err(|e| e.to_string())?;
-                let path = rel.join(entry.file_name());
-                let kind = entry.file_type().map_err(|e| e.to_string())?;
-                if kind.is_dir() {
-                    todo.push(path);
-                } else {
-                    out.push(path.to_string_lossy().replace('\\', "/"));
-                }
-            }
-        }
-        out.sort();
-        Ok(out)
-    }
 }
 
 fn check_files(r: &mut Report, files: &Files<'_>) {
@@ -189,7 +176,17 @@ fn check_files(r: &mut Report, files: &Files<'_>) {
     }
 }
 
-fn check_sums(r: &mut Report, files: &Files<'_>) {
+/// Package path → SHA-256 of every file the package holds.
+fn hash_all(files: &Files<'_>) -> Result<BTreeMap<String, String>, String> {
+    let mut out = BTreeMap::new();
+    for path in pkg::list_files(files.dir).map_err(|e| e.to_string())? {
+        let bytes = files.read(&path)?;
+        out.insert(path, sha256_hex(&bytes));
+    }
+    Ok(out)
+}
+
+fn check_sums(r: &mut Report, files: &Files<'_>, held: &BTreeMap<String, String>) {
     let listed = match files.read(pkg::SUMS).map(|b| String::from_utf8_lossy(&b).into_owned()) {
         Ok(text) => match pkg::parse_sums(&text) {
             Ok(l) => l,
@@ -197,27 +194,23 @@ fn check_sums(r: &mut Report, files: &Files<'_>) {
         },
         Err(e) => return r.fail("sums", pkg::SUMS, e),
     };
-    let present = match files.walk() {
-        Ok(p) => p,
-        Err(e) => return r.fail("sums", ".", format!("cannot list the package: {e}")),
-    };
     let mut bad = 0;
     let listed_paths: HashMap<&str, &str> =
         listed.iter().map(|(p, h)| (p.as_str(), h.as_str())).collect();
     for (path, want) in &listed {
-        match files.read(path) {
-            Ok(bytes) if sha256_hex(&bytes) == *want => {}
-            Ok(_) => {
+        match held.get(path) {
+            Some(got) if got == want => {}
+            Some(_) => {
                 bad += 1;
                 r.fail("sums", path, "SHA-256 differs from SHA256SUMS: the file was altered".into())
             }
-            Err(e) => {
+            None => {
                 bad += 1;
-                r.fail("sums", path, format!("listed in SHA256SUMS but {e}"))
+                r.fail("sums", path, "listed in SHA256SUMS but not in the package".into())
             }
         }
     }
-    for path in present.iter().filter(|p| *p != pkg::SUMS) {
+    for path in held.keys().filter(|p| *p != pkg::SUMS) {
         if !listed_paths.contains_key(path.as_str()) {
             bad += 1;
             r.fail("sums", path, "in the package but not listed in SHA256SUMS".into());
@@ -389,17 +382,16 @@ fn check_manifest(r: &mut Report, files: &Files<'_>, record: &ClipRecord) {
 /// Segment id → hash of the file the package holds, for the segments the record names.
 fn check_segments(
     r: &mut Report,
-    files: &Files<'_>,
     record: &ClipRecord,
+    package: &BTreeMap<String, String>,
 ) -> HashMap<String, String> {
     let mut held = HashMap::new();
     let mut bad = 0;
     for s in &record.segments {
         let path = pkg::segment_path(&s.id);
-        match files.read(&path) {
-            Ok(bytes) => {
-                let got = sha256_hex(&bytes);
-                if got != s.sha256 {
+        match package.get(&path) {
+            Some(got) => {
+                if *got != s.sha256 {
                     bad += 1;
                     r.fail(
                         "segments",
@@ -407,20 +399,18 @@ fn check_segments(
                         format!("SHA-256 {got}, the clip record says {}", s.sha256),
                     );
                 }
-                held.insert(s.id.clone(), got);
+                held.insert(s.id.clone(), got.clone());
             }
-            Err(e) => {
+            None => {
                 bad += 1;
-                r.fail("segments", &path, format!("named by the clip record but {e}"));
+                r.fail("segments", &path, "named by the clip record but not in the package".into());
             }
         }
     }
     let named: Vec<String> = record.segments.iter().map(|s| pkg::segment_path(&s.id)).collect();
-    if let Ok(all) = files.walk() {
-        for extra in all.iter().filter(|p| p.starts_with("segments/") && !named.contains(p)) {
-            bad += 1;
-            r.fail("segments", extra, "not named by the clip record".into());
-        }
+    for extra in package.keys().filter(|p| p.starts_with("segments/") && !named.contains(p)) {
+        bad += 1;
+        r.fail("segments", extra, "not named by the clip record".into());
     }
     if bad == 0 {
         r.pass("segments", pkg::SEGMENTS, format!("{} sealed segments, as recorded", held.len()));

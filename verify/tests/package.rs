@@ -247,6 +247,8 @@ fn a_whole_package_verifies_with_and_without_the_tenant_key() {
     let r = run(&pack, Some(key_file(&p, dir.path())));
     assert!(r.ok(), "{}", r.text());
     assert_eq!(r.frames_decoded, 12);
+    let frames = r.checks.iter().find(|c| c.name == "frames").unwrap();
+    assert!(frames.detail.contains("12 frames decoded, 3 events read"), "{}", r.text());
 
     // The binary says the same, and exits 0.
     let out = Command::new(env!("CARGO_BIN_EXE_rearview-verify")).arg(&pack).output().unwrap();
