@@ -71,7 +71,9 @@ use rearview_capture::segment::{Segment, SegmentId};
 use rearview_config::time::OffsetDateTime;
 use rearview_config::{AgentConfig, CaptureMode, SignedEnvelope, VerifiedPolicy, VerifiedTrigger};
 use rearview_protocol::{ActivityEvent, ClipState, HealthReport, MissingRange, UnixMillis};
-use rearview_uploader::{Command, NewClip, NewSegment, SegmentBytes, Uploader, UploaderConfig};
+use rearview_uploader::{
+    Command, NewClip, NewSegment, SegmentBytes, TriggerAccepted, Uploader, UploaderConfig,
+};
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::{mpsc, watch};
 use zeroize::Zeroizing;

@@ -495,6 +495,9 @@ fn cli_reports_a_running_daemon_and_refuses_a_non_admin() {
     let not_envelope = Request::ApplyPolicy { envelope: r#"{"version": 9}"#.into() };
     let err = Client::new(env.socket()).call(&not_envelope).unwrap_err().to_string();
     assert!(err.contains("not a signed policy envelope"), "{err}");
+    let not_trigger = Request::Trigger { envelope: r#"{"id": "t-1"}"#.into() };
+    let err = Client::new(env.socket()).call(&not_trigger).unwrap_err().to_string();
+    assert!(err.contains("not a signed trigger envelope"), "{err}");
     let stranger = SigningKey::generate().unwrap();
     let mut p = PolicyPayload::new(
         TenantId::new(TENANT).unwrap(),

@@ -28,8 +28,8 @@ pub mod uploader;
 pub use error::{Refusal, UploadError};
 pub use spool::{SegmentBytes, SpoolStats};
 pub use uploader::{
-    Command, Identity, NewClip, NewSegment, Running, Status, TriggerDelivery, Uploader,
-    UploaderConfig,
+    Command, Identity, NewClip, NewSegment, Running, Status, TriggerAccepted, TriggerDelivery,
+    Uploader, UploaderConfig,
 };
 
 /// Wall-clock time, Unix milliseconds ([`rearview_protocol::UnixMillis::now`], the one clock

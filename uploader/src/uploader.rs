@@ -181,6 +181,16 @@ impl std::fmt::Debug for TriggerDelivery {
     }
 }
 
+/// A verified trigger whose clip is recorded and whose id is marked seen.
+#[derive(Debug)]
+pub struct TriggerAccepted {
+    /// The signed trigger id.
+    pub id: String,
+    /// The console's acknowledgement; on an error it sends the trigger again until it gets
+    /// one (a replay, acknowledged again).
+    pub acknowledged: Result<(), UploadError>,
+}
+
 /// How long [`Uploader::accept_trigger`] waits for the clip to be recorded. The daemon answers
 /// from its loop in milliseconds; this only bounds a subscriber that never answers, after which
 /// the console's next resend tries again.
@@ -466,16 +476,17 @@ impl Uploader {
     /// resend is a replay that is only acknowledged. A refused trigger is neither delivered nor
     /// acknowledged.
     pub async fn accept_trigger(&self, message: &TriggerMessage) -> Result<(), UploadError> {
-        self.accept_trigger_envelope(&envelope(&message.signed)?).await.map(|_| ())
+        self.accept_trigger_envelope(&envelope(&message.signed)?).await?.acknowledged
     }
 
     /// [`Uploader::accept_trigger`] for an envelope already parsed (the admin socket's path).
-    /// Returns the verified trigger id: the id acknowledged and logged is always the signed
-    /// one, never `TriggerMessage::trigger_id` (an unauthenticated label).
+    /// The id acknowledged and logged is always the signed one, never
+    /// `TriggerMessage::trigger_id` (an unauthenticated label). `Ok` means recorded and seen;
+    /// whether the console heard of it is [`TriggerAccepted::acknowledged`].
     pub async fn accept_trigger_envelope(
         &self,
         envelope: &SignedEnvelope,
-    ) -> Result<String, UploadError> {
+    ) -> Result<TriggerAccepted, UploadError> {
         let verdict = {
             let trust = lock(&self.trust);
             let trust = trust.as_ref().ok_or(UploadError::NotEnrolled)?;
@@ -497,12 +508,14 @@ impl Uploader {
                 })?;
                 crate::fault::point("trigger:after-seen");
                 tracing::info!(trigger = %id, "trigger accepted");
-                self.client().ack_trigger(&id).await.map(|()| id)
+                let acknowledged = self.client().ack_trigger(&id).await;
+                Ok(TriggerAccepted { id, acknowledged })
             }
             // Seen before (a resend after a reconnect): the ack got lost, send it again.
             Err(TriggerRejected::Replay { id }) => {
                 let id = id.to_string();
-                self.client().ack_trigger(&id).await.map(|()| id)
+                let acknowledged = self.client().ack_trigger(&id).await;
+                Ok(TriggerAccepted { id, acknowledged })
             }
             Err(e) => {
                 Err(UploadError::Rejected { what: "trigger".into(), reason: Box::new(e.into()) })

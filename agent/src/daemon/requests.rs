@@ -134,7 +134,14 @@ impl Daemon {
         let tx = self.completed_tx.clone();
         tokio::spawn(async move {
             let response = match up.accept_trigger_envelope(&envelope).await {
-                Ok(trigger_id) => Response::ok(serde_json::json!({ "accepted": trigger_id })),
+                Ok(TriggerAccepted { id, acknowledged: Ok(()) }) => {
+                    Response::ok(serde_json::json!({ "accepted": id }))
+                }
+                // Recorded and marked seen; only the console's acknowledgement failed (it
+                // resends until it gets one).
+                Ok(TriggerAccepted { id, acknowledged: Err(e) }) => Response::ok(
+                    serde_json::json!({ "accepted": id, "note": format!("console not told: {e}") }),
+                ),
                 // The verifier's classification: a trigger before any policy is "try later".
                 Err(rearview_uploader::UploadError::Rejected { what, reason }) => {
                     let kind = if reason.is_retryable() {
@@ -144,15 +151,8 @@ impl Daemon {
                     };
                     Response::err(AdminError::new(kind, format!("{what} refused: {reason}")))
                 }
-                Err(
-                    e @ (rearview_uploader::UploadError::NotRecorded { .. }
-                    | rearview_uploader::UploadError::NotEnrolled),
-                ) => Response::err(AdminError::new(ErrorKind::Unavailable, e.to_string())),
-                // Recorded and marked seen; only the console's acknowledgement failed (it
-                // resends until it gets one).
-                Err(e) => Response::ok(serde_json::json!({
-                    "accepted": signed_trigger_id(&envelope), "note": format!("console not told: {e}")
-                })),
+                // Not recorded (yet), or not enrolled: try later.
+                Err(e) => Response::err(AdminError::new(ErrorKind::Unavailable, e.to_string())),
             };
             let _ = tx.send(Completed::Reply { reply, response });
         });
@@ -168,11 +168,4 @@ fn json_reply<T: serde::Serialize>(v: &T) -> Response {
 
 fn bad_request(message: String) -> Response {
     Response::err(AdminError::new(ErrorKind::BadRequest, message))
-}
-
-/// The trigger id an envelope's payload names, for the answer when the trigger was verified
-/// and recorded but the console's acknowledgement failed (only a verified envelope gets here).
-fn signed_trigger_id(envelope: &SignedEnvelope) -> Option<String> {
-    let payload: serde_json::Value = serde_json::from_slice(envelope.payload()).ok()?;
-    payload.get("id")?.as_str().map(str::to_string)
 }
