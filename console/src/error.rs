@@ -12,7 +12,8 @@
 //! Denied(..)                           403    no
 //! Unavailable (busy, locked, full,     503    yes (Retry-After): the database will take
 //!   read-only, I/O, cannot open)              the same request later
-//! Io { .. }, Task(..)                  503    yes
+//! Io { .. }, Task(..) cancelled       503    yes
+//! Task(..) that panicked               500    no: the same request panics again
 //! Database, Corrupt, Keys, Config,     500    no: a bug or a damaged store; the log says which
 //!   Signing
 //! ```
@@ -85,10 +86,8 @@ pub enum ConsoleError {
 impl ConsoleError {
     /// Whether trying the same thing again may work (a busy database, a full disk freed).
     pub fn is_retryable(&self) -> bool {
-        matches!(
-            self,
-            ConsoleError::Unavailable(_) | ConsoleError::Io { .. } | ConsoleError::Task { .. }
-        )
+        matches!(self, ConsoleError::Unavailable(_) | ConsoleError::Io { .. })
+            || matches!(self, ConsoleError::Task { source, .. } if !source.is_panic())
     }
 
     /// An I/O failure on the file or directory `path`.
@@ -187,6 +186,20 @@ impl IntoResponse for ApiError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A store call that panicked is a bug that would panic again: 500, no Retry-After. One
+    /// cancelled (the server shutting down) may work later: 503.
+    #[tokio::test]
+    async fn a_panicked_task_is_a_500_and_a_cancelled_one_a_503() {
+        let panicked = tokio::task::spawn_blocking(|| panic!("a bug")).await.unwrap_err();
+        let e = ConsoleError::Task { what: "store", source: panicked };
+        assert_eq!(e.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        let task = tokio::spawn(std::future::pending::<()>());
+        task.abort();
+        let cancelled = task.await.unwrap_err();
+        let e = ConsoleError::Task { what: "store", source: cancelled };
+        assert_eq!(e.status(), StatusCode::SERVICE_UNAVAILABLE);
+    }
 
     /// A real UNIQUE failure of SQLite: 409 naming the constraint, not retryable.
     #[test]

@@ -74,11 +74,6 @@ pub fn approval_of<'a>(in_force: &'a [Approval], user: &str) -> Option<&'a Appro
     in_force.iter().find(|a| same_principal(&a.user, user))
 }
 
-/// True when `user` has an approval in force now.
-pub fn has_approval(tx: &Tx<'_>, user: &str) -> Result<bool, ApiError> {
-    Ok(approval_of(&approvals::in_force(tx)?, user).is_some())
-}
-
 /// The parts of the admin's capture settings that bound what devices accept, so the console
 /// refuses up front what an agent would refuse later (and never signs it).
 #[derive(Debug, Clone, Default, Deserialize)]

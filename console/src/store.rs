@@ -147,6 +147,22 @@ struct Inner {
     last_event_ms: Mutex<i64>,
 }
 
+/// A reader taken from the pool; dropping it gives the connection back, also when the read
+/// panicked (the transaction is rolled back as it unwinds), so the pool never runs dry.
+struct ReaderLease<'a> {
+    inner: &'a Inner,
+    conn: Option<Connection>,
+}
+
+impl Drop for ReaderLease<'_> {
+    fn drop(&mut self) {
+        if let Some(conn) = self.conn.take() {
+            lock(&self.inner.readers).idle.push(conn);
+            self.inner.reader_free.notify_one();
+        }
+    }
+}
+
 /// The read connections: idle ones, and how many exist (at most [`READERS`]).
 #[derive(Default)]
 struct Readers {
@@ -250,16 +266,16 @@ impl Store {
         &self,
         f: impl FnOnce(&Tx<'_>) -> Result<T, E>,
     ) -> Result<T, E> {
-        let mut conn = self.reader()?;
-        let out = {
-            let tx = conn.transaction().map_err(ConsoleError::from)?;
-            let out = f(&Tx { conn: &tx });
-            // A read changes nothing; ending it releases the snapshot.
-            drop(tx);
-            out
+        let mut lease = ReaderLease { inner: &self.inner, conn: Some(self.reader()?) };
+        let Some(conn) = lease.conn.as_mut() else {
+            return Err(
+                ConsoleError::corrupt("reader pool", "a lease without its connection").into()
+            );
         };
-        lock(&self.inner.readers).idle.push(conn);
-        self.inner.reader_free.notify_one();
+        let tx = conn.transaction().map_err(ConsoleError::from)?;
+        let out = f(&Tx { conn: &tx });
+        // A read changes nothing; ending it releases the snapshot.
+        drop(tx);
         out
     }
 
@@ -383,6 +399,26 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
         (dir, store)
+    }
+
+    /// A read that panics gives its connection back: more panics than there are readers, and
+    /// the next read is still served (it used to wait forever for a connection never returned).
+    #[test]
+    fn a_panicking_read_does_not_drain_the_reader_pool() {
+        let (_dir, store) = store();
+        for _ in 0..READERS + 2 {
+            let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                let _: Result<(), ConsoleError> = store.read_now(|_| panic!("a bug in a read"));
+            }));
+            assert!(panicked.is_err());
+        }
+        let (tx, rx) = std::sync::mpsc::channel();
+        let s = store.clone();
+        std::thread::spawn(move || {
+            let _ = tx.send(s.read_now(|tx| tx.meta_get("k")).map_err(|e: ConsoleError| e));
+        });
+        let got = rx.recv_timeout(std::time::Duration::from_secs(30)).expect("the read never ran");
+        assert!(got.unwrap().is_none());
     }
 
     /// A write whose closure fails leaves nothing of what it did, audit line included.

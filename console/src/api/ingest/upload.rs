@@ -28,12 +28,9 @@ use futures_util::StreamExt;
 use rearview_protocol::{ErrorBody, SegmentAck, MAX_SEGMENT_BYTES};
 
 use crate::auth::Device;
-use crate::error::{ApiError, ConsoleError};
+use crate::error::{ApiError, ConsoleError, RETRY_AFTER_SECS};
 use crate::state::AppState;
 use crate::store::{is_sha256_hex, now_ms, Tx};
-
-/// Seconds a device is told to wait after a 429 (one upload of an ordinary segment).
-const RETRY_AFTER_SECS: u64 = 1;
 
 /// Chunks queued between the network and the writing thread (backpressure beyond that).
 const QUEUE: usize = 8;
