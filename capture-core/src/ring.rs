@@ -557,21 +557,7 @@ impl Ring {
     /// Pins a segment for `owner` (a clip id): it will not be evicted until every owner has
     /// unpinned it. Pinning twice for the same owner is a no-op.
     pub fn pin(&mut self, id: SegmentId, owner: &str) -> Result<(), RingError> {
-        if owner.len() > MAX_OWNER_LEN {
-            return Err(RingError::OwnerTooLong(owner.len()));
-        }
-        let seq = *self.by_id.get(&id).ok_or(RingError::NotFound(id))?;
-        if self.live[&seq].pins.contains(owner) {
-            return Ok(());
-        }
-        self.index.append(&Record::Pin(id, owner.to_owned()), true)?;
-        let live = self.live.get_mut(&seq).ok_or(RingError::NotFound(id))?;
-        if live.pins.is_empty() {
-            self.unpinned_bytes -= live.entry.sealed_len;
-            self.pinned_bytes += live.entry.sealed_len;
-        }
-        live.pins.insert(owner.to_owned());
-        Ok(())
+        self.pin_many(&[id], owner).map(|_| ())
     }
 
     /// Removes `owner`'s pin. Returns whether it was there. The segment becomes evictable

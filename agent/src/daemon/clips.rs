@@ -268,12 +268,17 @@ pub fn import_clips_json(spool: &Spool, data_dir: &Path) -> Option<String> {
         Ok(clips) => clips,
         Err(e) => {
             let aside = path.with_extension("json.bad");
-            let _ = std::fs::rename(&path, &aside);
-            return Some(format!(
-                "{} is unreadable ({e}); set aside as {}",
-                path.display(),
-                aside.display()
-            ));
+            return Some(match std::fs::rename(&path, &aside) {
+                Ok(()) => format!(
+                    "{} is unreadable ({e}); set aside as {}",
+                    path.display(),
+                    aside.display()
+                ),
+                Err(r) => format!(
+                    "{} is unreadable ({e}) and could not be set aside: {r}",
+                    path.display()
+                ),
+            });
         }
     };
     let records: Vec<Clip> = legacy.into_iter().map(Clip::from).collect();

@@ -28,8 +28,8 @@ impl Daemon {
         let (from, to) = p.window();
         let reason = format!("{}: {}", p.reason.indicator.describe(), p.reason.object);
         let window = ClipWindow {
-            from_utc_micros: from.unix_timestamp_nanos() as i64 / 1000,
-            to_utc_micros: to.unix_timestamp_nanos() as i64 / 1000,
+            from_utc_micros: (from.unix_timestamp_nanos() / 1000) as i64,
+            to_utc_micros: (to.unix_timestamp_nanos() / 1000) as i64,
         };
         self.open_clip(Some(trigger_id.to_string()), p.user.as_str().to_string(), reason, window)
             .map(|_| ())
@@ -57,7 +57,6 @@ impl Daemon {
         // that name the trigger's user by the one rule (`clips::same_principal`), never a
         // namesake's whose local part happens to match.
         let mut clip = Clip::collecting(id.clone(), trigger_id.clone(), user, reason, window);
-        clip.mode = CaptureMode::SpecificActivities;
         clip.segments = clips::held_for(&self.ring, &clip).iter().map(|s| s.to_string()).collect();
         let segments = clip.segments.len();
         let i = match self.clips.open(self.uploader.spool(), &mut self.ring, clip) {
