@@ -327,6 +327,8 @@ async fn run_async(args: ProtocolArgs) -> anyhow::Result<()> {
                         .collect(),
                     missing: vec![],
                     open: false,
+                    chain: Vec::new(),
+                    absent: Vec::new(),
                 };
                 let status = client.put_manifest(&manifest).await?;
                 for (seg, b) in manifest.segments.iter().zip(segs) {

@@ -96,6 +96,8 @@ pub mod paths;
 pub mod time;
 
 pub use kinds::{ActivityKind, CaptureMode, ClipState, HealthState, IndicatorKind};
+/// The evidence chain's wire types, as a manifest carries them.
+pub use rearview_evidence::chain::{Absence, Entry as ChainEntry};
 pub use time::UnixMillis;
 
 /// The message a device signs (with its own key) to prove it holds the key it enrolls.
@@ -208,6 +210,14 @@ pub struct ClipManifest {
     /// means closed.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub open: bool,
+    /// The device-signed chain entries that cover the clip ([`rearview_evidence::chain`]):
+    /// one segment entry for every segment named, every gap entry between them, and the
+    /// entries of segments the clip lacks (each with a note in `absent`), in chain order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub chain: Vec<ChainEntry>,
+    /// Device-signed notes, one per chain entry whose segment this clip lacks, saying why.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub absent: Vec<Absence>,
 }
 
 impl ClipManifest {

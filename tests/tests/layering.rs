@@ -4,7 +4,7 @@
 //! ```text
 //! rearview-capture   (recorder core)      → nothing of ours
 //! rearview-config    (policy, trust)      → nothing of ours
-//! rearview-protocol  (device ↔ console)   → rearview-config at most
+//! rearview-protocol  (device ↔ console)   → config, evidence at most
 //! rearview-uploader  (device side)        → config, protocol
 //! rearview-console                        → capture (read side), config, protocol; never
 //!                                           agent or uploader
@@ -31,7 +31,7 @@ fn allowed(from: &str) -> Option<&'static [&'static str]> {
     Some(match from {
         "rearview-capture" | "rearview-config" | "rearview-evidence" => &[],
         "rearview-verify" => &["rearview-capture", "rearview-evidence"],
-        "rearview-protocol" => &["rearview-config"],
+        "rearview-protocol" => &["rearview-config", "rearview-evidence"],
         "rearview-uploader" => &["rearview-config", "rearview-protocol"],
         "rearview-console" => {
             &["rearview-capture", "rearview-config", "rearview-evidence", "rearview-protocol"]

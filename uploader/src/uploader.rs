@@ -585,6 +585,8 @@ impl Uploader {
             segments: manifest_segments,
             missing: clip.missing,
             open: clip.open,
+            chain: Vec::new(),
+            absent: Vec::new(),
         };
         let cache =
             CacheRule::effective(&lock(&self.limits).offline_cache, self.config.spool_max_bytes);

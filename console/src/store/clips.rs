@@ -49,6 +49,8 @@ fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ClipRow> {
                 segments: vec![],
                 missing: vec![],
                 open: false,
+                chain: Vec::new(),
+                absent: Vec::new(),
             },
         },
         manifest_json: r.get(11)?,

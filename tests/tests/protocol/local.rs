@@ -326,6 +326,8 @@ async fn the_console_lets_a_device_give_up_only_segments_it_does_not_hold() {
             })
             .collect(),
         open: false,
+        chain: Vec::new(),
+        absent: Vec::new(),
     };
     client.put_manifest(&manifest(&[0, 1, 2], &[])).await.unwrap();
     client.put_segment(&parts[0].sha256, segs[0].1.clone()).await.unwrap();

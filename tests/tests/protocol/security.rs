@@ -197,6 +197,8 @@ async fn device_cannot_touch_another_devices_clips() {
                 .collect(),
             missing: vec![],
             open: false,
+            chain: Vec::new(),
+            absent: Vec::new(),
         }
     };
     let http = reqwest::Client::new();

@@ -49,6 +49,8 @@ pub fn manifest_naming(
             .collect(),
         missing: Vec::new(),
         open,
+        chain: Vec::new(),
+        absent: Vec::new(),
     }
 }
 
