@@ -365,11 +365,20 @@ async fn write_line<W: AsyncWriteExt + Unpin>(w: &mut W, response: &Response) ->
 /// The CLI side: one request, one response.
 pub struct Client {
     path: PathBuf,
+    timeout: std::time::Duration,
 }
+
+/// How long the CLI waits for the daemon's answer (doctor's slowest probe is well within it).
+pub const ANSWER_WITHIN: std::time::Duration = std::time::Duration::from_secs(60);
 
 impl Client {
     pub fn new(path: impl Into<PathBuf>) -> Self {
-        Self { path: path.into() }
+        Self { path: path.into(), timeout: ANSWER_WITHIN }
+    }
+
+    /// The same client, waiting at most `timeout` for an answer.
+    pub fn with_timeout(self, timeout: std::time::Duration) -> Self {
+        Self { timeout, ..self }
     }
 
     /// Sends `request` and waits for its answer. Errors on the way (no daemon, refused) come
@@ -391,9 +400,18 @@ impl Client {
                 format!("cannot connect to the daemon at {}: {e}; {fix}", self.path.display()),
             )
         })?;
-        let io_err = |e: io::Error| {
-            AdminError::new(ErrorKind::Unavailable, format!("daemon connection failed: {e}"))
+        let secs = self.timeout.as_secs();
+        let io_err = |e: io::Error| match e.kind() {
+            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => AdminError::new(
+                ErrorKind::Unavailable,
+                format!(
+                    "the daemon did not answer within {secs} s; it may be stuck \
+                     (journalctl -u rearviewd)"
+                ),
+            ),
+            _ => AdminError::new(ErrorKind::Unavailable, format!("daemon connection failed: {e}")),
         };
+        stream.set_read_timeout(Some(self.timeout)).map_err(io_err)?;
         let mut line = serde_json::to_vec(request)
             .map_err(|e| AdminError::new(ErrorKind::Internal, e.to_string()))?;
         line.push(b'\n');

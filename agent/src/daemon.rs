@@ -1,19 +1,22 @@
-//! The daemon: one task owns all state and reacts to what happens.
+//! The daemon: one async loop owns the sessions, the workers and the policy, and reacts to what
+//! happens; one thread, the evidence store ([`store`]), owns the ring, the clips being
+//! collected and their hand-over to the spool.
 //!
 //! ```text
 //!  admin socket ─┐   uploader commands ─┐   sessions (logind/fixed) ─┐
 //!  indicators ───┼──► Daemon::run (select loop, 1 s tick) ◄───────────┘
 //!  worker msgs ──┘        │ gate → spawn/kill workers, throttle rate
-//!                         │ segment → parse, check, seal, ring; pin for clips; queue
-//!                         ▼
-//!                   ring (sealed) ──► clips ──► uploader spool ──► console
+//!                         │ segment of a session still allowed ─┐
+//!                         ▼                                      ▼
+//!                   store thread: parse, check, seal ──► ring (sealed) ──► clips ──► spool ──► console
 //! ```
 //!
 //! * Gating ([`gate`]) runs on every policy, session change and tick: a session that is no
 //!   longer allowed loses its worker at once (killed: its open segment is discarded), so a
 //!   revocation stops capture as soon as the new policy arrives.
-//! * A segment a worker sends is parsed in full and must carry the tenant, device, principal
-//!   and session the daemon assigned; it is then sealed to the tenant key and stored. Workers'
+//! * A segment a worker sends goes to the store only while its session may be captured; there
+//!   it is parsed in full and must carry the tenant, device, principal and session the daemon
+//!   assigned; it is then sealed to the tenant key and stored. Workers'
 //!   messages arrive through one inbox bounded in messages and bytes ([`crate::worker`],
 //!   "Bounds"); a worker that breaks the protocol is killed and the reason recorded.
 //! * Triggers open [`clips`]: existing segments in the window are pinned, later ones as they
@@ -21,43 +24,44 @@
 //!   this order, so that a crash at any point yields exactly one clip for it:
 //!
 //!   ```text
-//!   uploader verifies ─► loop records the clip (spool database) ─► uploader marks the id
+//!   uploader verifies ─► store records the clip (spool database) ─► uploader marks the id
 //!   seen (trust.json) ─► uploader acknowledges to the console
 //!   ```
 //!
-//!   A crash before "seen" makes the console send it again; the loop finds the clip it holds
+//!   A crash before "seen" makes the console send it again; the store finds the clip it holds
 //!   for that trigger id and answers "recorded" without opening another. After "seen", the
 //!   resend is a replay, only acknowledged. A restart continues collecting the clips the
 //!   spool database holds as collecting; the ring's pins follow those records
 //!   ([`clips::ClipBook::load`]).
-//! * The loop never waits on the network: `doctor`'s console probe and triggers sent over
-//!   the admin socket run in tasks that answer the caller themselves.
+//! * The loop never waits on the network or the disk: `doctor`'s console probe, triggers sent
+//!   over the admin socket and the store's reports run in tasks that answer the caller
+//!   themselves.
 //! * All-activities users: each stored segment is queued at once as a one-segment clip (the
 //!   uploader applies the daily limit).
 //! * Indicators are reported to the console; when that fails (offline) and the policy has a
 //!   rule for the kind, the daemon opens the clip itself.
-//! * SIGTERM: workers finish and send their open segments, which are sealed and stored, within
-//!   [`DRAIN_DEADLINE`]; then the daemon exits. SIGHUP re-reads the config file (log level,
+//! * SIGTERM: workers finish and send their open segments within [`DRAIN_DEADLINE`]; the daemon
+//!   exits once the store has sealed and stored everything queued. SIGHUP re-reads the config file (log level,
 //!   watched folders, display and `[identity] domain` take effect; socket and data directory
 //!   need a restart).
 
 mod activity;
 // One module per job; each adds the methods of its job to `Daemon` (the loop above only
 // dispatches): `startup` (opening state, binding the socket), `workers` (sessions and capture
-// workers, the CPU limit, the drain), `intake` (a worker's segment), `collect` (trigger clips
-// into the spool), `requests` (the admin socket), `reports` (status, buffer, clips, health),
-// `activity` (indicators).
+// workers, the CPU limit, the drain), `intake` (a worker's segment, on to the store),
+// `requests` (the admin socket), `reports` (status, buffer, clips, health), `activity`
+// (indicators). `store` is the thread that owns the ring and the clips (sealing, ring, spool).
 pub mod clips;
-mod collect;
 pub mod doctor;
 pub mod gate;
 mod intake;
 mod reports;
 mod requests;
 mod startup;
+mod store;
 mod workers;
 
-use startup::{hostname, open_ring, ring_retention};
+use startup::{hostname, ring_retention};
 pub use startup::{DaemonError, Options};
 
 use std::collections::HashMap;
@@ -66,14 +70,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rearview_capture::ring::{Ring, RingConfig};
-use rearview_capture::seal::{seal, SealBinding, TenantPublicKey};
-use rearview_capture::segment::{Segment, SegmentId};
+use rearview_capture::seal::TenantPublicKey;
 use rearview_config::time::OffsetDateTime;
-use rearview_config::{AgentConfig, CaptureMode, SignedEnvelope, VerifiedPolicy, VerifiedTrigger};
-use rearview_protocol::{ActivityEvent, ClipState, HealthReport, MissingRange, UnixMillis};
-use rearview_uploader::{
-    Command, NewClip, NewSegment, SegmentBytes, TriggerAccepted, Uploader, UploaderConfig,
-};
+use rearview_config::{AgentConfig, SignedEnvelope, VerifiedPolicy};
+use rearview_protocol::{ActivityEvent, HealthReport, UnixMillis};
+use rearview_uploader::{Command, TriggerAccepted, Uploader, UploaderConfig};
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::{mpsc, watch};
 use zeroize::Zeroizing;
@@ -87,10 +88,11 @@ use crate::worker::{
     FromWorker, RunAs, WorkerEvent, WorkerHandle, WorkerMessage, WorkerSender, WorkerSpec,
     WorkerStatus,
 };
-use clips::{Clip, ClipBook, RecordState};
+use clips::ClipBook;
 use gate::Gate;
 use intake::SealingTarget;
-use rearview_uploader::spool::{ClipChange, ClipWindow};
+use rearview_uploader::spool::ClipWindow;
+use store::{Job, Pace, Store, StoreHandle};
 use workers::{cpu_settings, Tracked};
 
 /// How long SIGTERM waits for workers to hand over their open segments.
@@ -118,9 +120,9 @@ pub struct Daemon {
     uploader_running: Option<rearview_uploader::Running>,
     commands: mpsc::UnboundedReceiver<Command>,
     policy: Option<VerifiedPolicy>,
-    ring: Ring,
-    ring_retention: Duration,
-    clips: ClipBook,
+    /// The ring, the clips and the spool hand-over, on their own thread.
+    store: StoreHandle,
+    store_events: mpsc::UnboundedReceiver<store::Event>,
     sessions: HashMap<String, Tracked>,
     sessions_rx: watch::Receiver<SessionsState>,
     worker_tx: WorkerSender,
@@ -163,7 +165,6 @@ impl Daemon {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last_cpu = Instant::now();
         let mut last_health = Instant::now() - HEALTH_EVERY + Duration::from_secs(5);
-        let mut last_evict = Instant::now();
         loop {
             tokio::select! {
                 _ = term.recv() => break,
@@ -172,19 +173,24 @@ impl Daemon {
                 Some(inc) = self.admin_rx.recv() => self.admin(inc).await,
                 Some(cmd) = self.commands.recv() => self.command(cmd).await,
                 Ok(()) = self.sessions_rx.changed() => self.reconcile().await,
-                Some(item) = self.worker_rx.recv() => self.worker_message(item).await,
+                // Only while the store can take a segment (see `store`, "bounded").
+                Some(item) = self.worker_rx.recv(), if self.store.has_room() => {
+                    self.worker_message(item).await
+                }
                 Some(activity) = self.activity_rx.recv() => self.activity(activity),
                 Some(done) = self.completed_rx.recv() => self.on_completed(done).await,
+                Some(store::Event::Error(e)) = self.store_events.recv() => self.note_error(e),
                 _ = tick.tick() => {
+                    if self.store.is_closed() {
+                        return Err(DaemonError::StoreStopped);
+                    }
                     self.reconcile().await;
                     if last_cpu.elapsed() >= CPU_EVERY {
                         last_cpu = Instant::now();
                         self.cpu_step().await;
                     }
-                    self.finish_clips();
-                    if last_evict.elapsed() >= Duration::from_secs(10) {
-                        last_evict = Instant::now();
-                        self.ring.evict_expired(now_micros());
+                    if !self.store.tick(self.pace()) {
+                        return Err(DaemonError::StoreStopped);
                     }
                     if last_health.elapsed() >= HEALTH_EVERY {
                         last_health = Instant::now();
@@ -194,12 +200,33 @@ impl Daemon {
             }
         }
         self.drain().await;
+        self.store.finish().await;
+        tracing::info!("stopped");
         Ok(())
+    }
+
+    /// Queues `job` for the store's thread (waiting while its queue is full). A store that
+    /// is gone is noticed on the next tick, which stops the daemon.
+    async fn hand_to_store(&mut self, job: Job) {
+        if !self.store.send(job).await {
+            self.error("the evidence store has stopped; the daemon stops".to_string());
+        }
+    }
+
+    /// What closing clips depends on (see [`Pace`]).
+    fn pace(&self) -> Pace {
+        let segment_secs = self.policy_payload().map(|p| p.capture.segment_secs).unwrap_or(10);
+        Pace { segment_secs, base_fps_milli: self.throttle_base() }
     }
 
     fn error(&mut self, what: String) {
         tracing::warn!("{what}");
-        self.errors.push(ErrorRecord { at_utc_micros: now_micros(), what });
+        self.note_error(ErrorRecord { at_utc_micros: now_micros(), what });
+    }
+
+    /// Adds to the error list `rearview status` shows (the newest [`status::MAX_ERRORS`]).
+    fn note_error(&mut self, record: ErrorRecord) {
+        self.errors.push(record);
         let excess = self.errors.len().saturating_sub(status::MAX_ERRORS);
         self.errors.drain(..excess);
     }
@@ -216,13 +243,8 @@ impl Daemon {
     async fn command(&mut self, cmd: Command) {
         match cmd {
             Command::Policy(p) => self.new_policy(p).await,
-            Command::Trigger(delivery) => match self.trigger(delivery.trigger()) {
-                Ok(()) => {
-                    rearview_uploader::fault::point("trigger:after-intent");
-                    delivery.recorded();
-                }
-                Err(why) => delivery.not_recorded(why),
-            },
+            // The store records its clip, then lets the uploader mark it seen.
+            Command::Trigger(delivery) => self.hand_to_store(Job::Trigger(delivery)).await,
         }
     }
 
@@ -230,15 +252,7 @@ impl Daemon {
         tracing::info!(version = p.version(), "policy in force");
         self.policy = Some(p);
         let wanted = ring_retention(&self.opts.config, self.policy.as_ref());
-        if wanted != self.ring_retention {
-            match open_ring(&self.opts.config, wanted) {
-                Ok(r) => {
-                    self.ring = r;
-                    self.ring_retention = wanted;
-                }
-                Err(e) => self.error(format!("ring retention not changed: {e}")),
-            }
-        }
+        self.hand_to_store(Job::Retention(wanted)).await;
         let cpu = cpu_settings(self.policy.as_ref());
         self.throttle.set(cpu.limit_percent, cpu.base_fps_milli);
         self.rate_milli = self.throttle.decision().fps_milli;
@@ -262,7 +276,7 @@ impl Daemon {
                 self.reconcile().await;
             }
             Completed::IndicatorUnreported { activity, principal } => {
-                self.open_offline_clip(&activity, principal)
+                self.open_offline_clip(&activity, principal).await
             }
             Completed::Reply { reply, response } => {
                 let _ = reply.send(response);

@@ -7,10 +7,11 @@
 //!
 //! # Layout
 //!
-//! * [`daemon`]: the state-owning loop, which only dispatches; one module per job behind it —
-//!   starting, sessions and workers, segment intake, collecting clips ([`daemon::clips`]: the
-//!   collecting clips, stored in the spool database), admin requests, reports, indicators — plus gating ([`daemon::gate`]) and the
-//!   `doctor` checks.
+//! * [`daemon`]: the event loop, which only dispatches; one module per job behind it —
+//!   starting, sessions and workers, segment intake, admin requests, reports, indicators —
+//!   plus gating ([`daemon::gate`]) and the `doctor` checks. Its evidence store, a thread of
+//!   its own, owns the ring and the clips being collected ([`daemon::clips`]: stored in the
+//!   spool database): parsing, sealing, fsyncs and SQLite never run on the loop.
 //! * [`admin`]: the local admin socket (peer-credential check, JSON line protocol, client).
 //! * [`status`]: what `status`, `buffer`, `clips` and `doctor` answer (shared with the CLI).
 //! * [`sessions`]: graphical sessions from logind over D-Bus, or a fixed display from config.

@@ -28,6 +28,37 @@ pub struct StatusReport {
 /// Errors kept for `status` and health.
 pub const MAX_ERRORS: usize = 10;
 
+/// The part of [`StatusReport`] the daemon's store thread answers (disk and database reads).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct StorePart {
+    pub ring: RingReport,
+    pub spool: SpoolReport,
+    pub upload: UploadReport,
+    pub server: ServerReport,
+}
+
+impl StatusReport {
+    /// The report with the store's part; `None` (the store did not answer in time) leaves
+    /// those figures empty and says so in the errors.
+    pub fn with_store(mut self, part: Option<StorePart>) -> StatusReport {
+        match part {
+            Some(StorePart { ring, spool, upload, server }) => {
+                self.ring = ring;
+                self.spool = spool;
+                self.upload = upload;
+                self.server = server;
+            }
+            None => self.last_errors.push(ErrorRecord {
+                at_utc_micros: rearview_capture::Timestamp::now().utc_micros,
+                what: "the evidence store did not answer in time (busy on a slow disk, or \
+                       stopping); ring, spool and upload figures are missing"
+                    .into(),
+            }),
+        }
+        self
+    }
+}
+
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Enrollment {
     pub enrolled: bool,

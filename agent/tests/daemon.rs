@@ -43,6 +43,8 @@ struct Env {
     notice: Option<String>,
     /// The session bus the daemon (and so its own session's worker) is given.
     session_bus: Option<String>,
+    /// `REARVIEW_STALL` for the daemon (debug builds; see `rearview_uploader::fault`).
+    stall: Option<String>,
 }
 
 fn me() -> String {
@@ -110,6 +112,7 @@ level = "info"
             cpu_limit: 100,
             notice: None,
             session_bus: None,
+            stall: None,
         }
     }
 
@@ -129,6 +132,7 @@ level = "info"
             .arg(self.dir.path().join("agent.toml"))
             .env("RUST_LOG", "info")
             .env("DBUS_SESSION_BUS_ADDRESS", self.session_bus.as_deref().unwrap_or("disabled:"))
+            .env("REARVIEW_STALL", self.stall.as_deref().unwrap_or(""))
             .stdin(Stdio::null())
             .spawn()
             .unwrap();
@@ -144,7 +148,8 @@ level = "info"
     }
 
     fn status(&self) -> StatusReport {
-        let v = Client::new(self.socket()).call(&Request::Status).unwrap();
+        let client = Client::new(self.socket()).with_timeout(Duration::from_secs(20));
+        let v = client.call(&Request::Status).unwrap();
         serde_json::from_value(v).unwrap()
     }
 
@@ -692,5 +697,35 @@ fn admin_requests_are_answered_while_doctor_waits_on_a_silent_console() {
         serde_json::from_value(checks.unwrap()).unwrap();
     let reach = checks.iter().find(|c| c.name == "console reachable").unwrap();
     assert!(!reach.ok, "{reach:?}");
+    assert!(env.stop().success());
+}
+
+/// The ring, the clips and the spool belong to the store's thread: while it waits on a disk
+/// (a stall point holds it before each segment), the loop still answers the admin socket, and
+/// the workers' segments wait for the store, not in the loop; none is lost once it resumes.
+#[test]
+fn admin_requests_are_answered_while_the_store_waits_on_the_disk() {
+    let mut env = Env::new(None);
+    let stall = env.dir.path().join("disk-is-slow");
+    std::fs::write(&stall, b"").unwrap();
+    env.stall = Some(format!("store:segment:{}", stall.display()));
+    env.start();
+    env.policy(&[(&me(), CaptureMode::SpecificActivities)], 1, 2);
+    let s = env.wait_for("segments handed over by the worker", 60, |s| {
+        s.sessions.first().is_some_and(|x| x.segments >= 3)
+    });
+    assert!(
+        s.last_errors.iter().any(|e| e.what.contains("evidence store did not answer in time")),
+        "status should say the store's figures are missing: {s:#?}"
+    );
+    assert_eq!(s.ring.segments, 0, "{s:#?}");
+    assert_eq!(env.sealed_files(), 0, "a segment was stored while the store was held");
+    let buffer = Client::new(env.socket()).call(&Request::Buffer);
+    assert!(buffer.is_err(), "the buffer listing is the store's: {buffer:?}");
+
+    std::fs::remove_file(&stall).unwrap();
+    let sent = usize::try_from(s.sessions[0].segments).unwrap();
+    let s = env.wait_for("the held segments in the ring", 60, |s| s.ring.segments >= sent);
+    assert!(s.ring.segments >= 3, "{s:#?}");
     assert!(env.stop().success());
 }

@@ -38,7 +38,7 @@ impl Daemon {
 
     /// The console could not be told about `a`: the policy's local rule for its kind, if
     /// any, opens the clip here.
-    pub(super) fn open_offline_clip(&mut self, a: &Activity, principal: String) {
+    pub(super) async fn open_offline_clip(&mut self, a: &Activity, principal: String) {
         let rule = self.policy_payload().and_then(|p| p.indicator(a.kind)).cloned();
         if let Some(rule) = rule {
             let reason = format!("{}: {} (opened offline)", a.kind.describe(), a.file);
@@ -48,8 +48,7 @@ impl Daemon {
                 from_utc_micros: a.at_utc_micros - before,
                 to_utc_micros: a.at_utc_micros + after,
             };
-            // A failure is in the error list already; nothing resends an indicator.
-            let _ = self.open_clip(None, principal, reason, window);
+            self.hand_to_store(store::Job::OpenClip { user: principal, reason, window }).await;
         }
     }
 }

@@ -195,6 +195,17 @@ impl ClipBook {
         Ok(())
     }
 
+    /// Forgets segments `gone` of clip `i`, which the ring no longer holds (stored first, then
+    /// here): they cannot be handed over, and the clip's missing ranges cover their span.
+    pub fn forget(&mut self, spool: &Spool, i: usize, gone: &[String]) -> Result<(), UploadError> {
+        spool.remove_clip_segments(&self.collecting[i].id, gone)?;
+        let gone: BTreeSet<&str> = gone.iter().map(String::as_str).collect();
+        let clip = &mut self.collecting[i];
+        clip.segments.retain(|sid| !gone.contains(sid.as_str()));
+        clip.spooled.retain(|sid| !gone.contains(sid.as_str()));
+        Ok(())
+    }
+
     /// Drops clips that stopped collecting.
     pub fn sweep(&mut self) {
         self.collecting.retain(Clip::is_collecting);

@@ -4,6 +4,13 @@
 use super::*;
 use rearview_protocol::kinds::capture_mode_name;
 use rearview_protocol::HealthState;
+use tokio::sync::oneshot;
+
+use super::store::{Ask, Job};
+
+/// How long a report waits for the store's part: a store stuck on a slow disk must not keep
+/// `rearview status` from showing the rest.
+pub const STORE_ANSWERS_WITHIN: Duration = Duration::from_secs(3);
 
 impl Daemon {
     pub(super) fn send_health(&self) {
@@ -11,34 +18,37 @@ impl Daemon {
             return;
         }
         let report = self.status_report();
-        let state = if report.cpu.paused {
-            HealthState::PausedCpuLimit
-        } else if report.sessions.iter().any(|s| s.capture == "capturing") {
-            HealthState::Capturing
-        } else {
-            HealthState::Idle
-        };
-        let health = HealthReport {
-            state,
-            policy_version: report.policy.as_ref().map(|p| p.version).unwrap_or(0),
-            users: report.sessions.iter().map(|s| s.user.clone()).collect(),
-            errors: report.last_errors.iter().map(|e| e.what.clone()).collect(),
-            details: serde_json::json!({ "agent": report }),
-        };
+        let store = self.ask_store(Ask::Status);
         let up = self.uploader.clone();
         tokio::spawn(async move {
+            let health = health_report(report.with_store(store.await));
             if let Err(e) = up.report_health(health).await {
                 tracing::debug!(error = %e, "health not reported");
             }
         });
     }
 
+    /// Asks the store for a report (see [`Ask`]); the answer is awaited off the loop (`None`:
+    /// the store did not answer within [`STORE_ANSWERS_WITHIN`], or is gone).
+    pub(super) fn ask_store<T: Send + 'static>(
+        &self,
+        ask: impl FnOnce(oneshot::Sender<T>) -> Ask,
+    ) -> impl std::future::Future<Output = Option<T>> + Send + 'static {
+        let (reply, answer) = oneshot::channel();
+        let job = Job::Ask(ask(reply));
+        let jobs = self.store.sender();
+        let asked = async move {
+            jobs.send(job).await.ok()?;
+            answer.await.ok()
+        };
+        async move { tokio::time::timeout(STORE_ANSWERS_WITHIN, asked).await.ok().flatten() }
+    }
+
+    /// Everything `rearview status` shows but what the store adds (ring, spool, upload and
+    /// server figures: disk and database reads, [`StatusReport::with_store`]).
     pub(crate) fn status_report(&self) -> StatusReport {
-        let up = self.uploader.status().unwrap_or_default();
         let identity = self.uploader.identity();
         let decision = self.throttle.decision();
-        let mut today: Vec<(String, u64)> = up.bytes_today.into_iter().collect();
-        today.sort();
         StatusReport {
             agent_version: env!("CARGO_PKG_VERSION").to_string(),
             enrollment: status::Enrollment {
@@ -50,25 +60,6 @@ impl Daemon {
             policy: self.policy_info(now()),
             sessions: self.session_reports(decision.paused()),
             sessions_problem: self.sessions_rx.borrow().problem.clone(),
-            ring: self.ring_report(),
-            spool: status::SpoolReport {
-                pending_clips: up.spool.pending_clips,
-                sent_clips: up.spool.sent_clips,
-                bytes: up.spool.spooled_bytes,
-                max_bytes: up.offline_cache_bytes,
-                lost_clips: up.spool.lost_clips,
-            },
-            upload: status::UploadReport {
-                limit_per_user_per_day: up.upload_limit_per_user_per_day,
-                today,
-                warnings: up.warnings,
-            },
-            server: status::ServerReport {
-                reachable: up.server_reachable,
-                stream_connected: up.stream_connected,
-                uploading: up.uploading,
-                last_error: up.last_error,
-            },
             cpu: status::CpuReport {
                 percent_of_machine: self.cpu_percent,
                 limit_percent: cpu_settings(self.policy.as_ref()).limit_percent,
@@ -77,6 +68,7 @@ impl Daemon {
             },
             last_errors: self.errors.clone(),
             indicators_seen: self.indicators_seen,
+            ..StatusReport::default()
         }
     }
 
@@ -136,93 +128,22 @@ impl Daemon {
         sessions.sort_by(|a, b| a.id.cmp(&b.id));
         sessions
     }
+}
 
-    fn ring_report(&self) -> status::RingReport {
-        let stats = self.ring.stats();
-        status::RingReport {
-            dir: self.opts.config.ring_dir().display().to_string(),
-            segments: stats.segments,
-            bytes: stats.bytes,
-            pinned_segments: stats.pinned_segments,
-            pinned_bytes: stats.pinned_bytes,
-            max_bytes: self.opts.config.ring_max_bytes(),
-            retention_secs: self.ring_retention.as_secs(),
-            oldest_utc_micros: self.ring.entries().map(|e| e.start.utc_micros).min(),
-            newest_utc_micros: self.ring.entries().map(|e| e.end.utc_micros).max(),
-            pin_failures: self.clips.pin_failures.count,
-            last_pin_failure: self.clips.pin_failures.last.clone(),
-        }
-    }
-
-    pub(super) fn buffer(&self) -> Vec<status::BufferEntry> {
-        self.ring
-            .entries()
-            .map(|e| status::BufferEntry {
-                id: e.id.to_string(),
-                user: e.user.clone(),
-                session: e.session.clone(),
-                monitor: e.monitor,
-                start_utc_micros: e.start.utc_micros,
-                end_utc_micros: e.end.utc_micros,
-                frames: e.frame_count,
-                sealed_bytes: e.sealed_len,
-                pinned_by: self.ring.pins(e.id).unwrap_or_default(),
-            })
-            .collect()
-    }
-
-    pub(super) fn clip_reports(&self) -> Vec<status::ClipReport> {
-        let up = self.uploader.status().unwrap_or_default();
-        let records = match self.uploader.spool().clip_records() {
-            Ok(records) => records,
-            Err(e) => {
-                tracing::warn!(error = %e, "clip records unreadable");
-                Vec::new()
-            }
-        };
-        records
-            .into_iter()
-            .map(|c| {
-                // Handed to the spool: what the spool says (pending, sent, refused, lost).
-                let state = if c.state == RecordState::Pending {
-                    if up.uploading.as_deref() == Some(c.id.as_str()) {
-                        "uploading".to_string()
-                    } else {
-                        // (Never a second Spool::open here: opening reconciles, and would
-                        // delete a segment file the uploader is about to commit.)
-                        self.uploader
-                            .clip_state(&c.id)
-                            .ok()
-                            .flatten()
-                            .map_or("pending", ClipState::as_str)
-                            .to_string()
-                    }
-                } else {
-                    c.state.as_str().to_string()
-                };
-                status::ClipReport {
-                    state,
-                    segments: c.segments.len(),
-                    missing: c
-                        .missing
-                        .iter()
-                        .map(|m| {
-                            format!(
-                                "{:.1} s from {}: {}",
-                                (m.to_utc_micros - m.from_utc_micros) as f64 / 1e6,
-                                m.from_utc_micros,
-                                m.reason
-                            )
-                        })
-                        .collect(),
-                    id: c.id,
-                    trigger_id: c.trigger_id,
-                    user: c.user,
-                    reason: c.reason,
-                    from_utc_micros: c.from_utc_micros,
-                    to_utc_micros: c.to_utc_micros,
-                }
-            })
-            .collect()
+/// The health report the console gets, made of `report`.
+fn health_report(report: StatusReport) -> HealthReport {
+    let state = if report.cpu.paused {
+        HealthState::PausedCpuLimit
+    } else if report.sessions.iter().any(|s| s.capture == "capturing") {
+        HealthState::Capturing
+    } else {
+        HealthState::Idle
+    };
+    HealthReport {
+        state,
+        policy_version: report.policy.as_ref().map(|p| p.version).unwrap_or(0),
+        users: report.sessions.iter().map(|s| s.user.clone()).collect(),
+        errors: report.last_errors.iter().map(|e| e.what.clone()).collect(),
+        details: serde_json::json!({ "agent": report }),
     }
 }

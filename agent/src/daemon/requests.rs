@@ -2,6 +2,7 @@
 //! would wait on the network (enrollment, doctor's probe, a trigger the uploader must see
 //! recorded) run in tasks that answer the caller themselves; the loop never waits.
 
+use super::store::Ask;
 use super::*;
 
 impl Daemon {
@@ -30,9 +31,23 @@ impl Daemon {
     pub(super) async fn admin(&mut self, inc: Incoming) {
         let Incoming { request, reply } = inc;
         let response = match request {
-            Request::Status => json_reply(&self.status_report()),
-            Request::Buffer => json_reply(&self.buffer()),
-            Request::Clips => json_reply(&self.clip_reports()),
+            // The store's part is awaited in a task: the loop does not wait on the disk.
+            Request::Status => {
+                let report = self.status_report();
+                let store = self.ask_store(Ask::Status);
+                tokio::spawn(async move {
+                    let _ = reply.send(json_reply(&report.with_store(store.await)));
+                });
+                return;
+            }
+            Request::Buffer => {
+                self.answer_from_store(Ask::Buffer, reply);
+                return;
+            }
+            Request::Clips => {
+                self.answer_from_store(Ask::Clips, reply);
+                return;
+            }
             Request::Doctor => {
                 // Its console probe may wait; the loop must not (segments, triggers).
                 let doctor = doctor::prepare(self);
@@ -155,6 +170,27 @@ impl Daemon {
                 Err(e) => Response::err(AdminError::new(ErrorKind::Unavailable, e.to_string())),
             };
             let _ = tx.send(Completed::Reply { reply, response });
+        });
+    }
+}
+
+impl Daemon {
+    /// Answers `reply` with the store's report `ask`, from a task.
+    fn answer_from_store<T: serde::Serialize + Send + 'static>(
+        &self,
+        ask: impl FnOnce(tokio::sync::oneshot::Sender<T>) -> Ask,
+        reply: tokio::sync::oneshot::Sender<Response>,
+    ) {
+        let answer = self.ask_store(ask);
+        tokio::spawn(async move {
+            let response = match answer.await {
+                Some(v) => json_reply(&v),
+                None => Response::err(AdminError::new(
+                    ErrorKind::Unavailable,
+                    "the evidence store did not answer in time (busy on a slow disk, or stopping); try again",
+                )),
+            };
+            let _ = reply.send(response);
         });
     }
 }

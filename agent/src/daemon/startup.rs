@@ -19,6 +19,10 @@ pub enum DaemonError {
     Signals(std::io::Error),
     #[error("enrollment failed: {0}")]
     Enroll(rearview_uploader::UploadError),
+    #[error("cannot start the evidence store's thread: {0}")]
+    StoreThread(std::io::Error),
+    #[error("the evidence store's thread stopped (it panicked); restart to recover the ring and the clips")]
+    StoreStopped,
 }
 
 impl DaemonError {
@@ -29,6 +33,8 @@ impl DaemonError {
             | DaemonError::ClipRecords { source, .. }
             | DaemonError::Enroll(source) => source.is_retryable(),
             DaemonError::Ring { source, .. } => source.is_retryable(),
+            // A restart recovers the ring and the clip records.
+            DaemonError::StoreThread(_) | DaemonError::StoreStopped => true,
             DaemonError::DataDir { .. } | DaemonError::Socket { .. } | DaemonError::Signals(_) => {
                 false
             }
@@ -107,15 +113,23 @@ impl Daemon {
         let (worker_tx, worker_rx) = crate::worker::inbox();
         let (completed_tx, completed_rx) = mpsc::unbounded_channel();
         let cpu = cpu_settings(policy.as_ref());
+        let (store_tx, store_events) = mpsc::unbounded_channel();
+        let pace = Pace {
+            segment_secs: policy.as_ref().map_or(10, |p| p.payload().capture.segment_secs),
+            base_fps_milli: cpu.base_fps_milli,
+        };
+        let held = store::Held { ring, ring_retention, clips };
+        let store = Store::new(config.clone(), uploader.clone(), held, pace, store_tx)
+            .spawn()
+            .map_err(DaemonError::StoreThread)?;
         Ok(Daemon {
             opts,
             uploader,
             uploader_running,
             commands,
             policy,
-            ring,
-            ring_retention,
-            clips,
+            store,
+            store_events,
             sessions: HashMap::new(),
             sessions_rx,
             worker_tx,

@@ -38,7 +38,8 @@ pub(super) fn cpu_settings(policy: Option<&VerifiedPolicy>) -> CpuSettings {
 }
 
 impl Daemon {
-    /// SIGTERM: workers hand over their open segments; those are sealed and stored.
+    /// SIGTERM: workers hand over their open segments, which go to the store (sealed and
+    /// stored once [`StoreHandle::finish`] returns).
     pub(super) async fn drain(&mut self) {
         let _ = crate::service::sd_notify("STOPPING=1");
         self.draining = true;
@@ -74,7 +75,6 @@ impl Daemon {
             r.stop();
         }
         let _ = std::fs::remove_file(self.opts.config.socket_path());
-        tracing::info!("stopped");
     }
 
     /// Brings workers in line with sessions, policy and the clock.
@@ -270,17 +270,15 @@ impl Daemon {
                 if let Some(t) = self.sessions.get_mut(&key) {
                     if let Some(e) = s.error.clone().filter(|e| t.status.error.as_ref() != Some(e))
                     {
-                        let msg = format!("session {key}: {e}");
-                        self.errors.push(ErrorRecord { at_utc_micros: now_micros(), what: msg });
-                        let excess = self.errors.len().saturating_sub(status::MAX_ERRORS);
-                        self.errors.drain(..excess);
+                        let what = format!("session {key}: {e}");
+                        self.note_error(ErrorRecord { at_utc_micros: now_micros(), what });
                     }
                     if let Some(t) = self.sessions.get_mut(&key) {
                         t.status = s;
                     }
                 }
             }
-            WorkerEvent::Message(WorkerMessage::Segment(bytes)) => self.segment(&key, bytes),
+            WorkerEvent::Message(WorkerMessage::Segment(bytes)) => self.segment(&key, bytes).await,
         }
     }
 

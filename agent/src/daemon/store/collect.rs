@@ -2,9 +2,17 @@
 //! seen), pins what the ring holds for its window, takes segments as they close, and is handed
 //! to the spool — open while its window runs, closed with its missing ranges once it ended.
 
-use super::*;
+use rearview_capture::segment::SegmentId;
+use rearview_config::VerifiedTrigger;
+use rearview_protocol::{ClipState, MissingRange, UnixMillis};
+use rearview_uploader::spool::ClipChange;
+use rearview_uploader::{NewClip, NewSegment, SegmentBytes};
 
-impl Daemon {
+use super::super::clips::{self, Clip, RecordState};
+use super::super::{now_micros, ClipWindow};
+use super::Store;
+
+impl Store {
     /// Records the clip of a verified trigger durably (its record in the spool database), or
     /// finds the one already recorded for the same trigger id: a trigger the uploader could not
     /// mark seen before a crash comes again, and must not open a second clip. `Err` says why
@@ -76,8 +84,8 @@ impl Daemon {
     /// Closes clips whose window has ended (and whose last segment had time to close), and
     /// retries hand-overs that failed earlier (or were cut short by a restart).
     pub(super) fn finish_clips(&mut self) {
-        let segment_secs = self.policy_payload().map(|p| p.capture.segment_secs).unwrap_or(10);
-        let grace = (i64::from(segment_secs) + 3) * 1_000_000;
+        self.retake_held();
+        let grace = (i64::from(self.pace.segment_secs) + 3) * 1_000_000;
         let now = now_micros();
         for i in 0..self.clips.collecting().len() {
             let clip = &self.clips.collecting()[i];
@@ -111,7 +119,15 @@ impl Daemon {
         if !close && clip.in_spool && fresh.is_empty() {
             return;
         }
-        let (segments, handed) = self.read_for_spool(fresh, just_sealed);
+        let ForSpool { segments, handed, gone } = self.read_for_spool(fresh, just_sealed);
+        if !gone.is_empty() {
+            // Evicted before it was handed over (a pin that could not be made): the clip
+            // forgets it, so it is not looked for on every tick, and names its span missing.
+            if let Err(e) = self.clips.forget(self.uploader.spool(), i, &gone) {
+                let id = &self.clips.collecting()[i].id;
+                self.error(format!("clip {id}: segments the ring lost not forgotten: {e}"));
+            }
+        }
         let clip = &self.clips.collecting()[i];
         let missing = if close { self.uncovered(clip) } else { Vec::new() };
         let new = NewClip {
@@ -136,34 +152,60 @@ impl Daemon {
     }
 
     /// The sealed bytes of segments `ids` for the spool (`just_sealed` from memory, the rest
-    /// read back from the ring), and the ids of those that could be read.
+    /// read back from the ring), the ids of those that could be read, and those the ring no
+    /// longer holds.
     fn read_for_spool(
         &self,
         ids: Vec<String>,
         just_sealed: Option<(SegmentId, &[u8])>,
-    ) -> (Vec<NewSegment>, Vec<String>) {
-        let mut segments = Vec::new();
-        let mut handed = Vec::new();
+    ) -> ForSpool {
+        let mut out = ForSpool::default();
         for sid in ids {
-            let Ok(id) = sid.parse::<SegmentId>() else { continue };
-            let Some(entry) = self.ring.get(id).cloned() else { continue };
+            let Some(entry) = sid.parse::<SegmentId>().ok().and_then(|id| self.ring.get(id)) else {
+                out.gone.push(sid);
+                continue;
+            };
             let bytes = match just_sealed {
-                Some((sealed_id, bytes)) if sealed_id == id => Ok(bytes.to_vec()),
-                _ => self.ring.read(id),
+                Some((sealed_id, bytes)) if sealed_id == entry.id => Ok(bytes.to_vec()),
+                _ => self.ring.read(entry.id),
             };
             match bytes {
                 Ok(bytes) => {
-                    segments.push(NewSegment {
+                    out.segments.push(NewSegment {
                         start_ms: entry.start.utc_micros / 1000,
                         end_ms: entry.end.utc_micros / 1000,
                         bytes: SegmentBytes::Bytes(bytes),
                     });
-                    handed.push(sid);
+                    out.handed.push(sid);
                 }
+                // Still held: tried again on the next tick.
                 Err(e) => tracing::warn!(segment = sid, error = %e, "pinned segment unreadable"),
             }
         }
-        (segments, handed)
+        out
+    }
+
+    /// Clips that failed to list a new segment (a database error at intake) take what the
+    /// ring holds for them now; one still failing is tried again on the next tick.
+    fn retake_held(&mut self) {
+        if self.retake.is_empty() {
+            return;
+        }
+        let retake = std::mem::take(&mut self.retake);
+        for i in 0..self.clips.collecting().len() {
+            let clip = &self.clips.collecting()[i];
+            if !retake.contains(&clip.id) {
+                continue;
+            }
+            let id = clip.id.clone();
+            for segment in clips::held_for(&self.ring, clip) {
+                if let Err(e) = self.clips.take(self.uploader.spool(), &mut self.ring, i, segment) {
+                    self.error(format!("segment {segment} not taken for clip {id}: {e}"));
+                    self.retake.insert(id);
+                    break;
+                }
+            }
+        }
     }
 
     /// The parts of `clip`'s window none of its segments covers (gaps longer than two frames).
@@ -175,7 +217,7 @@ impl Daemon {
             .filter_map(|id| self.ring.get(id))
             .map(|e| (e.start.utc_micros, e.end.utc_micros))
             .collect();
-        let frame_gap = 1_000_000_000 / i64::from(self.throttle_base().max(1)) * 2 + 1_000_000;
+        let frame_gap = 1_000_000_000 / i64::from(self.pace.base_fps_milli.max(1)) * 2 + 1_000_000;
         clips::missing_ranges(clip.from_utc_micros, clip.to_utc_micros, &spans, frame_gap)
     }
 
@@ -247,4 +289,12 @@ enum Handover {
     Retry(String),
     /// The spool will not take it; the clip fails.
     Failed(String),
+}
+
+/// What [`Store::read_for_spool`] found.
+#[derive(Default)]
+struct ForSpool {
+    segments: Vec<NewSegment>,
+    handed: Vec<String>,
+    gone: Vec<String>,
 }
