@@ -450,11 +450,12 @@ impl Tx<'_> {
         }
         let manifest = serde_json::from_str(&manifest_json)
             .map_err(|e| ConsoleError::corrupt(format!("clip {clip_id}"), e))?;
-        let missing_record = |what: &str| {
-            ConsoleError::corrupt(format!("{what} of clip {clip_id}"), "complete, but none stored")
-        };
-        let clip_record =
-            self.clip_record(clip_id)?.ok_or_else(|| missing_record("clip record"))?;
+        let clip_record = self.clip_record(clip_id)?.ok_or_else(|| ConsoleError::Conflict {
+            what: format!(
+                "clip {clip_id} completed before the console signed clip records: there is no \
+                 signed record of it to put in the package"
+            ),
+        })?;
         let parsed: ClipRecord = serde_json::from_slice(&clip_record.record)
             .map_err(|e| ConsoleError::corrupt(format!("clip record of {clip_id}"), e))?;
         let enrollment =
