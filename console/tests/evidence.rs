@@ -50,6 +50,18 @@ async fn an_exported_clip_verifies_offline_sealed_and_opened() {
     assert_eq!(r.chains.len(), 1, "{}", r.text());
     assert_eq!(r.chains[0].gaps.len(), 1, "the signed 'locked' gap: {}", r.text());
     assert_eq!(r.console_fingerprint.as_deref(), summary["console_key"].as_str());
+    // Sealed, but still personal data: nothing in the package is open to others.
+    use std::os::unix::fs::PermissionsExt;
+    for file in package::list_files(&pack).unwrap() {
+        let mode = std::fs::metadata(pack.join(&file)).unwrap().permissions().mode();
+        assert_eq!(mode & 0o077, 0, "{file} is {:o}", mode & 0o777);
+    }
+    let mode = std::fs::metadata(&pack).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o700);
+    // The console key is the tenant signing key devices already trust for policies.
+    let signing_pub = std::fs::read_to_string(w.data().join("keys").join("signing.pub")).unwrap();
+    let console_pub = std::fs::read_to_string(pack.join(package::CONSOLE_KEY)).unwrap();
+    assert_eq!(console_pub.trim(), signing_pub.trim());
 
     // What the console signed says what happened, and who did it.
     let enrolled: EnrollmentRecord =

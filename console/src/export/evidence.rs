@@ -158,6 +158,8 @@ impl Package<'_> {
         ev: &ClipEvidence,
     ) -> Result<OpenCounts, ConsoleError> {
         let segments = self.read_segments(&ev.device_id, &ev.segments)?;
+        // 0700 whatever the umask (an empty DIR given is made so too), before anything lands.
+        private::create_dir(dir).map_err(io(dir))?;
         private::create_dir(&dir.join(package::SEGMENTS)).map_err(io(dir))?;
         let counts = match self.key {
             Some(key) => self.write_open(key, &ev.device_id, dir, &segments)?,
