@@ -81,7 +81,13 @@ async fn an_exported_clip_verifies_offline_sealed_and_opened() {
         (approval.id, approval.requested_by.as_str(), approval.approved_by.as_str()),
         (w.approval_id.to_string(), "ivan", "rita")
     );
-    assert_eq!(clip.missing.len(), 1, "the manifest's missing range: {:?}", clip.missing);
+    let reasons: Vec<&str> = clip.missing.iter().map(|m| m.reason.as_str()).collect();
+    assert_eq!(
+        reasons,
+        ["screen locked", "evicted from the ring"],
+        "the manifest's, the absence's"
+    );
+    assert_eq!(r.chains[0].absent.len(), 1, "{}", r.text());
     let custody = std::fs::read_to_string(pack.join(package::CUSTODY)).unwrap();
     let lines: Vec<String> = custody.lines().map(str::to_owned).collect();
     assert_eq!(actions(&lines), ["received", "completed", "exported"]);
@@ -255,4 +261,37 @@ async fn custody_lines_are_never_changed_and_opening_is_logged() {
     let lines = custody_rows(&w, CLIP);
     assert_eq!(actions(&lines), ["received", "completed", "opened"]);
     assert!(lines[2].contains("person:ines"), "{}", lines[2]);
+}
+
+/// A clip whose every segment the console already holds (stored for an earlier clip) completes
+/// as its manifest arrives: its custody log says `received` then `completed`, and its package
+/// verifies on its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clip_of_segments_already_held_is_received_at_completion() {
+    let w = world().await;
+    let mut manifest = send_clip(&w).await;
+    let second = "clip-ev-2";
+    manifest["clip_id"] = second.into();
+    // The absence note is the first clip's: this one covers the chain up to the last segment.
+    manifest["chain"].as_array_mut().unwrap().pop();
+    manifest["absent"] = serde_json::json!([]);
+    manifest["end_ms"] = manifest["segments"][2]["end_ms"].clone();
+    let r = reqwest::Client::new()
+        .put(format!("{}/api/v1/device/clips/{second}", w.console.url))
+        .bearer_auth(&w.device_token)
+        .json(&manifest)
+        .send()
+        .await
+        .unwrap();
+    let status: Value = r.json().await.unwrap();
+    assert_eq!(status["complete"], true, "{status}");
+    let lines = custody_rows(&w, second);
+    assert_eq!(actions(&lines), ["received", "completed"]);
+    assert!(lines[0].contains("already held"), "{}", lines[0]);
+
+    let out = tempfile::tempdir().unwrap();
+    let pack = out.path().join("second");
+    exported(&export(&w, &pack, second, Some(&w.investigator_token), &[]));
+    let r = run(&pack, None);
+    assert!(r.ok(), "{}", r.text());
 }

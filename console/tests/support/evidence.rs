@@ -10,7 +10,7 @@ use rearview_capture::seal::{seal, SealBinding};
 use rearview_capture::segment::{SegmentContext, SegmentWriter};
 use rearview_capture::{Frame, InputEvent, InputKind, MonitorInfo, Timestamp};
 use rearview_console::client::AdminClient;
-use rearview_evidence::chain::{Appended, ChainHead, Entry, Gap, SegmentRef, Stream};
+use rearview_evidence::chain::{Absence, Appended, ChainHead, Entry, Gap, SegmentRef, Stream};
 use rearview_evidence::{sha256_hex, Signer};
 use rearview_testkit::console::{init, ServedConsole};
 use serde_json::{json, Value};
@@ -177,9 +177,10 @@ fn sealed_segment(w: &World, t0_ms: i64, first: u64) -> (String, Vec<u8>, (i64, 
 }
 
 /// Sends clip [`CLIP`] answering the world's trigger: three segments with a signed "locked"
-/// gap between the second and the third, the chain in the manifest; then every segment. The
-/// clip completes with the last one.
-pub async fn send_clip(w: &World) {
+/// gap between the second and the third, and a fourth the device's ring lost before the clip
+/// took it (its chain entry and a signed absence note, no segment); the chain in the manifest;
+/// then every segment. The clip completes with the last one. Returns the manifest.
+pub async fn send_clip(w: &World) -> Value {
     let t0 = now_ms() + 1000;
     let stream = Stream {
         tenant: TENANT.into(),
@@ -205,13 +206,18 @@ pub async fn send_clip(w: &World) {
                           "end_ms": span.1 / 1000}));
         segments.push(sealed);
     }
+    let (lost_id, lost_sealed, span) = sealed_segment(w, t0, 16);
+    let entry = Appended::Segment(SegmentRef { id: lost_id, sha256: sha256_hex(&lost_sealed) });
+    let evicted = head.append(&w.device_key, &stream, span, entry).unwrap();
+    let absent = Absence::sign(&w.device_key, &evicted, CLIP, "evicted from the ring").unwrap();
+    chain.push(evicted);
     let manifest = json!({
         "clip_id": CLIP, "trigger_id": w.trigger_id, "mode": "specific-activities", "user": USER,
-        "device_id": w.device_id, "start_ms": t0, "end_ms": at(t0, 16).utc_micros / 1000,
+        "device_id": w.device_id, "start_ms": t0, "end_ms": at(t0, 20).utc_micros / 1000,
         "segments": named,
         "missing": [{"start_ms": at(t0, 8).utc_micros / 1000, "end_ms": at(t0, 12).utc_micros / 1000,
                      "reason": "screen locked"}],
-        "chain": chain, "absent": [],
+        "chain": chain, "absent": [absent],
     });
     let http = reqwest::Client::new();
     let url = &w.console.url;
@@ -224,7 +230,7 @@ pub async fn send_clip(w: &World) {
         .unwrap();
     assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
     let mut completed = Value::Null;
-    for sealed in segments {
+    for sealed in segments.iter().cloned() {
         let r = http
             .put(format!("{url}/api/v1/device/segments/{}", sha256_hex(&sealed)))
             .bearer_auth(&w.device_token)
@@ -237,6 +243,7 @@ pub async fn send_clip(w: &World) {
         completed = ack["completed_clips"].clone();
     }
     assert_eq!(completed, json!([CLIP]), "the last segment completes the clip");
+    manifest
 }
 
 /// `rearview-console clip export --evidence DIR CLIP --data DATA [--token TOKEN] [EXTRA…]`.
