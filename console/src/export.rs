@@ -37,7 +37,7 @@
 //! `opened` in the clip's custody log (see [`crate::store::evidence`]), in the same
 //! transaction.
 //!
-//! `clip export --evidence` ([`evidence`]) writes an evidence package instead: the sealed
+//! `clip export --evidence` ([`export_evidence`]) writes an evidence package instead: the sealed
 //! segments as received with everything needed to check them offline.
 
 use std::io::Write;
