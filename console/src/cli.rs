@@ -145,14 +145,27 @@ pub enum ClipCommand {
         timeout: u64,
     },
     /// Open a clip with the tenant key: frames as PNG, events as JSON Lines (0600, in a 0700
-    /// directory). Investigators only: the token is checked against DATA's database, and every
-    /// export is audited (who, which clip, where, how many frames).
+    /// directory). Or, with `--evidence DIR`, write an evidence package that anyone can check
+    /// offline with `rearview-verify DIR`: the sealed segments as received, the device's signed
+    /// chain, the console's signed records and custody log (see `rearview_evidence::package`).
+    /// Investigators only (admin, approver and siem tokens are refused): the token is checked
+    /// against DATA's database, and every export is audited (who, which clip, where, how many
+    /// frames) and recorded in the clip's custody log.
     Export {
         id: String,
         #[arg(long)]
         data: PathBuf,
-        #[arg(long)]
-        out: PathBuf,
+        /// Where the opened clip goes (a new or empty directory).
+        #[arg(long, required_unless_present = "evidence", conflicts_with = "evidence")]
+        out: Option<PathBuf>,
+        /// Write an evidence package into this new (or empty) directory; the clip must be
+        /// complete.
+        #[arg(long, value_name = "DIR")]
+        evidence: Option<PathBuf>,
+        /// With --evidence: add the decoded frames (PNG) and events (JSON Lines) under open/,
+        /// opened with the tenant secret key. Plaintext: handle the package accordingly.
+        #[arg(long, requires = "evidence")]
+        open: bool,
         /// An investigator's API token (default: $REARVIEW_TOKEN).
         #[arg(long)]
         token: Option<String>,
@@ -349,10 +362,21 @@ pub async fn run_api(command: Command) -> anyhow::Result<()> {
             let rows = store.read_now(|tx| tx.clip_summaries())?;
             Value::Array(rows)
         }
-        Command::Clip(ClipCommand::Export { id, data, out, token }) => {
+        Command::Clip(ClipCommand::Export { id, data, out, evidence, open, token }) => {
             let token = token.or_else(|| std::env::var("REARVIEW_TOKEN").ok());
-            let summary = crate::export::export_clip(&data, token.as_deref(), &id, &out)?;
-            serde_json::to_value(summary)?
+            match (evidence, out) {
+                (Some(dir), _) => serde_json::to_value(crate::export::export_evidence(
+                    &data,
+                    token.as_deref(),
+                    &id,
+                    &dir,
+                    open,
+                )?)?,
+                (None, Some(out)) => {
+                    serde_json::to_value(crate::export::export_clip(&data, token.as_deref(), &id, &out)?)?
+                }
+                (None, None) => bail!("say where the clip goes: --out DIR, or --evidence DIR"),
+            }
         }
         Command::Clip(ClipCommand::Wait { api, id, trigger, alert, user, timeout }) => {
             let c = api.client()?;

@@ -33,7 +33,12 @@
 //! clip.export.failed  person:<name>  clip:<id>  {out, error}             when it stopped half-way
 //! ```
 //!
-//! An export whose first record cannot be written does not start.
+//! An export whose first record cannot be written does not start. The first record also puts
+//! `opened` in the clip's custody log (see [`crate::store::evidence`]), in the same
+//! transaction.
+//!
+//! `clip export --evidence` ([`export_evidence`]) writes an evidence package instead: the sealed
+//! segments as received with everything needed to check them offline.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -48,6 +53,10 @@ use crate::error::ConsoleError;
 use crate::private;
 use crate::store::Store;
 use crate::tenant::load_sealing_key;
+
+mod evidence;
+
+pub use evidence::{export_evidence, EvidenceSummary};
 
 /// What an export wrote.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -125,7 +134,12 @@ pub fn export_clip(
     }
     let actor = person.actor();
     let target = format!("clip:{clip_id}");
-    audit(&store, &actor, "clip.export.begin", &target, serde_json::json!({ "out": out }))?;
+    store.write_now(|tx| {
+        let detail = format!("frames and events decoded into {}", out.display());
+        let opened = crate::store::evidence::CustodyAction::Opened;
+        tx.append_custody(clip_id, crate::store::now_ms(), &actor, opened, &detail)?;
+        tx.audit(&actor, "clip.export.begin", &target, serde_json::json!({ "out": out }))
+    })?;
     let opened = Opened { store: &store, tenant: &tenant, device: &device, key: &key };
     match opened.write(&manifest, out) {
         Ok(written) => {
@@ -198,15 +212,7 @@ impl Opened<'_> {
                 }
                 Err(e) => return Err(io(&path)(e)),
             };
-            let header = SealedHeader::parse(&sealed)
-                .map_err(|e| ConsoleError::Keys(format!("segment {}: {e}", seg.sha256)))?;
-            let binding = SealBinding {
-                tenant: self.tenant,
-                device: self.device,
-                segment_id: header.segment_id,
-            };
-            let plain = open(self.key, &binding, &sealed)
-                .map_err(|e| ConsoleError::Keys(format!("segment {}: {e}", seg.sha256)))?;
+            let plain = open_sealed(self.key, self.tenant, self.device, &sealed)?;
             let segment = Segment::parse(&plain)
                 .map_err(|e| ConsoleError::corrupt(format!("segment {}", seg.sha256), e))?;
             let monitor = segment.header().context.monitor.id;
@@ -248,6 +254,21 @@ impl Opened<'_> {
         write_lines(&out.join("events.jsonl"), &events)?;
         Ok(Written { segments, frames: frame_lines.len(), events: events.len() })
     }
+}
+
+/// Opens the sealed segment `sealed` of `device` in `tenant` with the tenant secret `key`: its
+/// plaintext (wiped on drop), for [`Segment::parse`]. Errors name the segment by its SHA-256.
+fn open_sealed(
+    key: &rearview_capture::seal::TenantSecretKey,
+    tenant: &str,
+    device: &str,
+    sealed: &[u8],
+) -> Result<zeroize::Zeroizing<Vec<u8>>, ConsoleError> {
+    let name = rearview_evidence::sha256_hex(sealed);
+    let header = SealedHeader::parse(sealed)
+        .map_err(|e| ConsoleError::Keys(format!("segment {name}: {e}")))?;
+    let binding = SealBinding { tenant, device, segment_id: header.segment_id };
+    open(key, &binding, sealed).map_err(|e| ConsoleError::Keys(format!("segment {name}: {e}")))
 }
 
 /// A frame's file name: its time first (names sort by time), then what makes it unique — the

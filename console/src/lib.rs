@@ -24,7 +24,9 @@
 //! * [`auth`]: tokens and roles; [`push`]: the hub that wakes device streams; [`tenant`]: keys and signing; [`private`]: the modes of everything
 //!   the console writes (0700/0600 whatever the umask).
 //! * [`client`]: the admin HTTP client the CLI uses; [`cli`]: the subcommands;
-//!   [`export`]: opening a clip into PNG frames and JSON Lines events.
+//!   [`export`]: opening a clip into PNG frames and JSON Lines events, and the evidence
+//!   package `rearview-verify` checks (the signed records and custody log it carries are
+//!   written by [`store::evidence`]).
 //!
 //! The wire types, and the protocol they make, are in `rearview_protocol` (which documents every
 //! message); the device side is `rearview_uploader`. The console depends on the first only.

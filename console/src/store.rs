@@ -1,7 +1,7 @@
 //! The console's metadata in one SQLite file (`DATA/console.db`, WAL), and the blob directory.
 //!
 //! All SQL of the console lives here, one module per subject ([`meta`], [`audit`], [`people`],
-//! [`approvals`], [`devices`], [`triggers`], [`clips`]; `schema` holds the tables and the
+//! [`approvals`], [`devices`], [`triggers`], [`clips`], [`evidence`]; `schema` holds the tables and the
 //! migrations). Nothing else sees a connection: callers pass a closure to [`Store::read`] or
 //! [`Store::write`], which runs it on the blocking pool with a [`Tx`] — one transaction — and
 //! the closure calls the methods `Tx` has per operation.
@@ -63,6 +63,9 @@
 //!                                                      NULL in rows of older consoles)
 //! segments         device_id, sha256, size, stored_ms (which blobs are stored)
 //! audit            id, time_ms, actor, action, target, details_json
+//! enrollment_records device_id, record, signature   (console-signed, as stored; see [`evidence`])
+//! clip_records     clip_id, record, signature        (console-signed at completion)
+//! custody          clip_id, seq, line, hash          (per clip, hash-chained, append-only)
 //! ```
 //!
 //! Secrets are never stored: people and device tokens are kept as SHA-256 only.
@@ -113,6 +116,7 @@ pub mod approvals;
 pub mod audit;
 pub mod clips;
 pub mod devices;
+pub mod evidence;
 pub mod meta;
 pub mod people;
 mod schema;
@@ -316,7 +320,7 @@ impl Store {
     }
 
     pub fn blob_path(&self, device_id: &str, sha256: &str) -> PathBuf {
-        self.inner.blob_dir.join(device_id).join(&sha256[..2]).join(sha256)
+        blob_file(&self.inner.blob_dir, device_id, sha256)
     }
 
     /// Where uploads in flight are written (same file system as the blobs, so a rename
@@ -372,6 +376,11 @@ where
     tokio::task::spawn_blocking(f)
         .await
         .map_err(|source| ConsoleError::Task { what: "store call", source })?
+}
+
+/// Where segment `sha256` of `device_id` lies under `blob_dir` (see "Blobs").
+fn blob_file(blob_dir: &Path, device_id: &str, sha256: &str) -> PathBuf {
+    blob_dir.join(device_id).join(&sha256[..2]).join(sha256)
 }
 
 /// Wall-clock time, Unix milliseconds.

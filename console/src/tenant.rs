@@ -201,6 +201,15 @@ pub fn load_sealing_key(data: &Path) -> Result<TenantSecretKey, ConsoleError> {
     Ok(TenantSecretKey::from_bytes(Zeroizing::new(arr)))
 }
 
+/// The tenant signing key (`signing.pk8`) as the signer of the console's evidence records
+/// (enrollment and clip records, custody heads; see `rearview_evidence`): the same key that
+/// signs policies and triggers, so devices and recipients know one console key.
+pub fn load_record_signer(data: &Path) -> Result<rearview_evidence::Signer, ConsoleError> {
+    let der = read_secret(&data.join("keys").join("signing.pk8"))?;
+    rearview_evidence::Signer::from_pkcs8(&der)
+        .map_err(|e| ConsoleError::Keys(format!("signing.pk8: {e}")))
+}
+
 /// The sealing public key as written at init.
 pub fn load_sealing_public(data: &Path) -> Result<TenantPublicKey, ConsoleError> {
     let path = data.join("keys").join("sealing.pub");

@@ -1,4 +1,15 @@
 //! Device enrollment: one-time expiring token + proof of the device's own key → device token.
+//!
+//! ```text
+//! POST /api/v1/enroll   anyone holding an unused, unexpired enrollment token (no other
+//!                       identity); trusts nothing else in the request: the key is taken only
+//!                       with a proof that its holder signed the token with it
+//! ```
+//!
+//! The token is used up, the device row written, its enrollment record signed by the console
+//! (`rearview_evidence::record`, kind `enrollment`: device id and key, `enrolled_by` the person
+//! who created the token; see [`crate::store::evidence`]) and the enrollment audited, in one
+//! transaction: a device exists with its signed record or not at all.
 
 use std::sync::Arc;
 
@@ -54,6 +65,7 @@ pub async fn enroll(
                 hostname: &hostname,
                 enrolled_ms: now,
             })?;
+            tx.insert_enrollment_record(&device_id, &req.public_key, now)?;
             tx.audit(
                 &format!("device:{device_id}"),
                 "device.enroll",

@@ -240,12 +240,17 @@ impl Tx<'_> {
         )?)
     }
 
-    /// Marks clip `clip_id` complete at `now`; false when it was complete already.
+    /// Marks clip `clip_id` complete at `now` and countersigns it (its signed clip record and
+    /// `completed` in its custody log, see [`super::evidence`]); false when it was complete
+    /// already.
     pub fn mark_complete(&self, clip_id: &str, now: i64) -> Result<bool, ConsoleError> {
         let changed = self.conn.execute(
             "UPDATE clips SET complete_ms = ?1 WHERE id = ?2 AND complete_ms IS NULL",
             params![now, clip_id],
         )?;
+        if changed == 1 {
+            self.countersign_clip(clip_id, now)?;
+        }
         Ok(changed == 1)
     }
 
@@ -274,7 +279,8 @@ impl Tx<'_> {
         )?)
     }
 
-    /// Records that segment `sha256` of `device_id` is stored (once).
+    /// Records that segment `sha256` of `device_id` is stored (once), with `received` in the
+    /// custody log of each clip it is the first stored segment of.
     pub fn insert_segment(
         &self,
         device_id: &str,
@@ -282,10 +288,13 @@ impl Tx<'_> {
         size: u64,
         now: i64,
     ) -> Result<(), ConsoleError> {
-        self.conn.execute(
+        let inserted = self.conn.execute(
             "INSERT OR IGNORE INTO segments (device_id, sha256, size, stored_ms) VALUES (?1, ?2, ?3, ?4)",
             params![device_id, sha256, size as i64, now],
         )?;
+        if inserted == 1 {
+            self.custody_segment_stored(device_id, sha256, now)?;
+        }
         Ok(())
     }
 

@@ -58,6 +58,21 @@ CREATE TABLE IF NOT EXISTS segments (
 CREATE TABLE IF NOT EXISTS audit (
     id INTEGER PRIMARY KEY, time_ms INTEGER NOT NULL, actor TEXT NOT NULL, action TEXT NOT NULL,
     target TEXT NOT NULL, details_json TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS enrollment_records (
+    device_id TEXT PRIMARY KEY, record BLOB NOT NULL, signature BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS clip_records (
+    clip_id TEXT PRIMARY KEY, record BLOB NOT NULL, signature BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS custody (
+    clip_id TEXT NOT NULL, seq INTEGER NOT NULL, line TEXT NOT NULL, hash TEXT NOT NULL,
+    PRIMARY KEY (clip_id, seq));
+CREATE TRIGGER IF NOT EXISTS custody_no_update BEFORE UPDATE ON custody
+    BEGIN SELECT RAISE(ABORT, 'the custody log is append-only: a line is never changed'); END;
+CREATE TRIGGER IF NOT EXISTS custody_no_delete BEFORE DELETE ON custody
+    BEGIN SELECT RAISE(ABORT, 'the custody log is append-only: a line is never removed'); END;
+CREATE TRIGGER IF NOT EXISTS enrollment_records_no_update BEFORE UPDATE ON enrollment_records
+    BEGIN SELECT RAISE(ABORT, 'a signed enrollment record is never changed'); END;
+CREATE TRIGGER IF NOT EXISTS clip_records_no_update BEFORE UPDATE ON clip_records
+    BEGIN SELECT RAISE(ABORT, 'a signed clip record is never changed'); END;
 "#;
 
 fn has_column(conn: &Connection, table: &str, column: &str) -> Result<bool, ConsoleError> {
