@@ -78,8 +78,8 @@ async fn malformed_oversized_mismatched_and_unauthenticated_uploads_change_nothi
             .status(),
         400
     );
-    // Oversized manifest (over 1 MiB).
-    let huge = vec![b' '; 1024 * 1024 + 10];
+    // Oversized manifest.
+    let huge = vec![b' '; rearview_protocol::MAX_MANIFEST_BYTES + 10];
     assert_eq!(
         put("/api/v1/device/clips/c1".into(), huge, Some(&dev)).await.unwrap().status(),
         413
