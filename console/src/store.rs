@@ -63,6 +63,8 @@
 //!                                                      NULL in rows of older consoles)
 //! segments         device_id, sha256, size, stored_ms (which blobs are stored)
 //! audit            id, time_ms, actor, action, target, details_json
+//! chain_entries    device_id, chain, seq, hash, prev, clip_id, accepted_ms (the device-signed
+//!                  chain entries ingest accepted; see [`chain`])
 //! ```
 //!
 //! Secrets are never stored: people and device tokens are kept as SHA-256 only.
@@ -111,6 +113,7 @@ use crate::private;
 
 pub mod approvals;
 pub mod audit;
+pub mod chain;
 pub mod clips;
 pub mod devices;
 pub mod meta;

@@ -99,12 +99,13 @@ pub use kinds::{ActivityKind, CaptureMode, ClipState, HealthState, IndicatorKind
 /// The evidence chain's wire types, as a manifest carries them.
 pub use rearview_evidence::chain::{Absence, Entry as ChainEntry};
 
-/// What a device needs to keep and sign its chain ([`rearview_evidence::chain`]): the same
-/// types, so the device side (`rearview-uploader`) stores and signs entries without a
-/// dependency of its own on the evidence crate.
+/// What a device needs to keep and sign its chain, and the console to verify it
+/// ([`rearview_evidence::chain`]): the same types and the one verifier, so both ends use the
+/// contract's own rules without a dependency of their own on the evidence crate.
 pub mod chain {
     pub use rearview_evidence::chain::{
-        Absence, Appended, ChainError, ChainHead, Entry, Gap, SegmentRef, Stream,
+        verify, Absence, Appended, ChainError, ChainHead, ClipFacts, Entry, Gap, SegmentRef,
+        Stream, VerifiedChain,
     };
     pub use rearview_evidence::keys::{PublicKey, Signer, SignerError};
 }

@@ -58,6 +58,10 @@ CREATE TABLE IF NOT EXISTS segments (
 CREATE TABLE IF NOT EXISTS audit (
     id INTEGER PRIMARY KEY, time_ms INTEGER NOT NULL, actor TEXT NOT NULL, action TEXT NOT NULL,
     target TEXT NOT NULL, details_json TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS chain_entries (
+    device_id TEXT NOT NULL, chain TEXT NOT NULL, seq INTEGER NOT NULL, hash TEXT NOT NULL,
+    prev TEXT NOT NULL, clip_id TEXT NOT NULL, accepted_ms INTEGER NOT NULL,
+    PRIMARY KEY (device_id, chain, seq));
 "#;
 
 fn has_column(conn: &Connection, table: &str, column: &str) -> Result<bool, ConsoleError> {

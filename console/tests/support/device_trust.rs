@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use rearview_console::client::AdminClient;
 use rearview_console::{IngestLimits, Server, ServerConfig, ServerHandle};
+use rearview_testkit::chain::DeviceChains;
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -22,10 +23,19 @@ pub struct Console {
     pub http: reqwest::Client,
 }
 
-/// An enrolled device: its token and id.
+/// An enrolled device: its token and id, and the chains its enrolled key signs (every
+/// manifest made by [`manifest`] carries the entries and notes that cover it).
 pub struct Device {
     pub token: String,
     pub id: String,
+    pub chains: std::sync::Mutex<DeviceChains>,
+}
+
+impl Device {
+    /// Fills `chain` and `absent` of `manifest` (see [`DeviceChains::sign_manifest`]).
+    pub fn sign(&self, manifest: &mut Value) {
+        self.chains.lock().unwrap().sign_manifest(manifest);
+    }
 }
 
 impl Console {
@@ -139,8 +149,9 @@ impl Console {
 
 /// Enrolls a device by hand (see [`super::enroll`]).
 pub async fn enroll_at(url: &str, admin: &AdminClient) -> Device {
-    let (token, id) = super::enroll(url, admin).await;
-    Device { token, id }
+    let (token, id, key) = super::enroll_keyed(url, admin).await;
+    let chains = std::sync::Mutex::new(super::chains(key, &id));
+    Device { token, id, chains }
 }
 
 pub fn sha(bytes: &[u8]) -> String {
@@ -152,7 +163,8 @@ pub fn seg(bytes: &[u8], start: i64, end: i64) -> Value {
     json!({"sha256": sha(bytes), "size": bytes.len(), "start_ms": start, "end_ms": end})
 }
 
-/// A closed manifest of `dev`.
+/// A closed manifest of `dev`, with the chain entries (signed by its enrolled key) that cover
+/// its segments.
 pub fn manifest(
     clip_id: &str,
     dev: &Device,
@@ -162,11 +174,13 @@ pub fn manifest(
     window: (i64, i64),
     segments: Vec<Value>,
 ) -> Value {
-    json!({
+    let mut m = json!({
         "clip_id": clip_id, "trigger_id": trigger, "mode": mode, "user": user,
         "device_id": dev.id, "start_ms": window.0, "end_ms": window.1,
         "segments": segments, "missing": [],
-    })
+    });
+    dev.sign(&mut m);
+    m
 }
 
 /// An untriggered clip of `dev` whose one segment, `bytes`, was recorded over its whole window.
