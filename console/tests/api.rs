@@ -25,7 +25,8 @@ async fn malformed_oversized_mismatched_and_unauthenticated_uploads_change_nothi
     let (dir, server, out) = support::start_with("rita").await;
     let url = server.url();
     let admin = AdminClient::new(&url, &out.admin_token, None).unwrap();
-    let (dev, device_id, key) = support::enroll_keyed(&url, &admin).await;
+    let support::Enrolled { token: dev, id: device_id, key, .. } =
+        support::enroll_keyed(&url, &admin).await;
     let mut chains = support::chains(key, &device_id);
     // The console takes clips only of approved users, recorded while approved.
     approve_alice(&url, &admin, &out.approver_token).await;
@@ -168,7 +169,8 @@ async fn open_clips_grow_then_close_and_only_then_complete() {
     let (_dir, server, out) = support::start_with("rita").await;
     let url = server.url();
     let admin = AdminClient::new(&url, &out.admin_token, None).unwrap();
-    let (dev, device_id, key) = support::enroll_keyed(&url, &admin).await;
+    let support::Enrolled { token: dev, id: device_id, key, .. } =
+        support::enroll_keyed(&url, &admin).await;
     let chains = std::sync::Mutex::new(support::chains(key, &device_id));
     approve_alice(&url, &admin, &out.approver_token).await;
     let t0 = support::now_ms();

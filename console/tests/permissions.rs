@@ -80,7 +80,8 @@ async fn upload_a_clip(url: &str, admin_token: &str, approver_token: &str) {
     // The console takes clips only of a user approved for that mode (review finding 6).
     let approver = AdminClient::new(url, approver_token, None).unwrap();
     support::approve(&admin, &approver, "alice", "all-activities").await;
-    let (token, device_id, key) = support::enroll_keyed(url, &admin).await;
+    let support::Enrolled { token, id: device_id, key, .. } =
+        support::enroll_keyed(url, &admin).await;
     let now = support::now_ms();
     let bytes = vec![7u8; 4096];
     let sha = hex::encode(ring::digest::digest(&ring::digest::SHA256, &bytes));

@@ -29,12 +29,19 @@ pub struct Device {
     pub token: String,
     pub id: String,
     pub chains: std::sync::Mutex<DeviceChains>,
+    /// The tenant's X25519 key (hex) the device seals segments to.
+    pub sealing_public_key: String,
 }
 
 impl Device {
     /// Fills `chain` and `absent` of `manifest` (see [`DeviceChains::sign_manifest`]).
     pub fn sign(&self, manifest: &mut Value) {
         self.chains.lock().unwrap().sign_manifest(manifest);
+    }
+
+    /// `f` with the device's enrolled key, to sign entries by hand.
+    pub fn with_key<T>(&self, f: impl FnOnce(&rearview_protocol::chain::Signer) -> T) -> T {
+        f(self.chains.lock().unwrap().signer())
     }
 }
 
@@ -149,9 +156,9 @@ impl Console {
 
 /// Enrolls a device by hand (see [`super::enroll`]).
 pub async fn enroll_at(url: &str, admin: &AdminClient) -> Device {
-    let (token, id, key) = super::enroll_keyed(url, admin).await;
-    let chains = std::sync::Mutex::new(super::chains(key, &id));
-    Device { token, id, chains }
+    let e = super::enroll_keyed(url, admin).await;
+    let chains = std::sync::Mutex::new(super::chains(e.key, &e.id));
+    Device { token: e.token, id: e.id, chains, sealing_public_key: e.sealing_public_key }
 }
 
 pub fn sha(bytes: &[u8]) -> String {

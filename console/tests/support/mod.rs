@@ -76,12 +76,22 @@ pub async fn approve(admin: &AdminClient, approver: &AdminClient, user: &str, mo
 /// Enrolls a device by hand (raw HTTP, a fresh Ed25519 key) and returns its token and id.
 /// On the way: a proof made for another key is refused, and does not use up the token.
 pub async fn enroll(url: &str, admin: &AdminClient) -> (String, String) {
-    let (token, id, _key) = enroll_keyed(url, admin).await;
-    (token, id)
+    let e = enroll_keyed(url, admin).await;
+    (e.token, e.id)
 }
 
-/// As [`enroll`], also returning the device key, which signs the device's chain entries.
-pub async fn enroll_keyed(url: &str, admin: &AdminClient) -> (String, String, Signer) {
+/// A device [`enroll_keyed`] enrolled.
+pub struct Enrolled {
+    pub token: String,
+    pub id: String,
+    /// The device key it enrolled with, which signs its chain entries.
+    pub key: Signer,
+    /// The tenant's X25519 key segments are sealed to (hex), as enrollment answered it.
+    pub sealing_public_key: String,
+}
+
+/// As [`enroll`], also returning the device key and the tenant's sealing key.
+pub async fn enroll_keyed(url: &str, admin: &AdminClient) -> Enrolled {
     let t: Value = admin.post("/api/v1/enrollment-tokens", &json!({})).await.unwrap();
     let token = t["token"].as_str().unwrap();
     let (key, _der) = Signer::generate().unwrap();
@@ -105,8 +115,13 @@ pub async fn enroll_keyed(url: &str, admin: &AdminClient) -> (String, String, Si
         .json()
         .await
         .unwrap();
-    let (token, id) = (r["device_token"].as_str().unwrap(), r["device_id"].as_str().unwrap());
-    (token.to_owned(), id.to_owned(), key)
+    let text = |field: &str| r[field].as_str().unwrap().to_owned();
+    Enrolled {
+        token: text("device_token"),
+        id: text("device_id"),
+        key,
+        sealing_public_key: text("sealing_public_key"),
+    }
 }
 
 /// A device's chains as [`enroll_keyed`] enrolled it, in tenant `tenant-a` (every console
