@@ -25,9 +25,9 @@ async fn malformed_oversized_mismatched_and_unauthenticated_uploads_change_nothi
     let (dir, server, out) = support::start_with("rita").await;
     let url = server.url();
     let admin = AdminClient::new(&url, &out.admin_token, None).unwrap();
-    let support::Enrolled { token: dev, id: device_id, key, .. } =
+    let support::Enrolled { token: dev, id: device_id, key, tenant_id, .. } =
         support::enroll_keyed(&url, &admin).await;
-    let mut chains = support::chains(key, &device_id);
+    let mut chains = support::Enrolled::chains(key, &tenant_id, &device_id);
     // The console takes clips only of approved users, recorded while approved.
     approve_alice(&url, &admin, &out.approver_token).await;
     let t0 = support::now_ms();
@@ -169,9 +169,9 @@ async fn open_clips_grow_then_close_and_only_then_complete() {
     let (_dir, server, out) = support::start_with("rita").await;
     let url = server.url();
     let admin = AdminClient::new(&url, &out.admin_token, None).unwrap();
-    let support::Enrolled { token: dev, id: device_id, key, .. } =
+    let support::Enrolled { token: dev, id: device_id, key, tenant_id, .. } =
         support::enroll_keyed(&url, &admin).await;
-    let chains = std::sync::Mutex::new(support::chains(key, &device_id));
+    let chains = std::sync::Mutex::new(support::Enrolled::chains(key, &tenant_id, &device_id));
     approve_alice(&url, &admin, &out.approver_token).await;
     let t0 = support::now_ms();
     let http = reqwest::Client::new();

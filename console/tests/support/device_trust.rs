@@ -157,7 +157,7 @@ impl Console {
 /// Enrolls a device by hand (see [`super::enroll`]).
 pub async fn enroll_at(url: &str, admin: &AdminClient) -> Device {
     let e = super::enroll_keyed(url, admin).await;
-    let chains = std::sync::Mutex::new(super::chains(e.key, &e.id));
+    let chains = std::sync::Mutex::new(super::Enrolled::chains(e.key, &e.tenant_id, &e.id));
     Device { token: e.token, id: e.id, chains, sealing_public_key: e.sealing_public_key }
 }
 

@@ -88,6 +88,15 @@ pub struct Enrolled {
     pub key: Signer,
     /// The tenant's X25519 key segments are sealed to (hex), as enrollment answered it.
     pub sealing_public_key: String,
+    /// The tenant the device joined (what its chain entries name).
+    pub tenant_id: String,
+}
+
+impl Enrolled {
+    /// The device's chains, signed with its enrolled key ([`DeviceChains`]).
+    pub fn chains(key: Signer, tenant_id: &str, device_id: &str) -> DeviceChains {
+        DeviceChains::new(key, tenant_id, device_id)
+    }
 }
 
 /// As [`enroll`], also returning the device key and the tenant's sealing key.
@@ -121,11 +130,6 @@ pub async fn enroll_keyed(url: &str, admin: &AdminClient) -> Enrolled {
         id: text("device_id"),
         key,
         sealing_public_key: text("sealing_public_key"),
+        tenant_id: text("tenant_id"),
     }
-}
-
-/// A device's chains as [`enroll_keyed`] enrolled it, in tenant `tenant-a` (every console
-/// these tests start).
-pub fn chains(key: Signer, device_id: &str) -> DeviceChains {
-    DeviceChains::new(key, "tenant-a", device_id)
 }
