@@ -66,6 +66,8 @@
 //! enrollment_records device_id, record, signature   (console-signed, as stored; see [`evidence`])
 //! clip_records     clip_id, record, signature        (console-signed at completion)
 //! custody          clip_id, seq, line, hash          (per clip, hash-chained, append-only)
+//! chain_entries    device_id, chain, seq, hash, prev, clip_id, accepted_ms (the device-signed
+//!                  chain entries ingest accepted; see [`chain`])
 //! ```
 //!
 //! Secrets are never stored: people and device tokens are kept as SHA-256 only.
@@ -114,6 +116,7 @@ use crate::private;
 
 pub mod approvals;
 pub mod audit;
+pub mod chain;
 pub mod clips;
 pub mod devices;
 pub mod evidence;

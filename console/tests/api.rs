@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 
 mod support;
 
-use support::{enroll, start};
+use support::start;
 
 /// alice approved for all activities (the console takes clips only of approved users,
 /// recorded while approved).
@@ -25,18 +25,21 @@ async fn malformed_oversized_mismatched_and_unauthenticated_uploads_change_nothi
     let (dir, server, out) = support::start_with("rita").await;
     let url = server.url();
     let admin = AdminClient::new(&url, &out.admin_token, None).unwrap();
-    let (dev, device_id) = enroll(&url, &admin).await;
+    let support::Enrolled { token: dev, id: device_id, key, tenant_id, .. } =
+        support::enroll_keyed(&url, &admin).await;
+    let mut chains = support::Enrolled::chains(key, &tenant_id, &device_id);
     // The console takes clips only of approved users, recorded while approved.
     approve_alice(&url, &admin, &out.approver_token).await;
     let t0 = support::now_ms();
     let http = reqwest::Client::new();
     let seg = vec![7u8; 1000];
     let sha = hex::encode(ring::digest::digest(&ring::digest::SHA256, &seg).as_ref());
-    let manifest = json!({
+    let mut manifest = json!({
         "clip_id": "c1", "trigger_id": null, "mode": "all-activities", "user": "alice",
         "device_id": device_id, "start_ms": t0, "end_ms": t0 + 1000,
         "segments": [{"sha256": sha, "size": 1000, "start_ms": t0, "end_ms": t0 + 1000}], "missing": []
     });
+    chains.sign_manifest(&mut manifest);
     let put = |path: String, body: Vec<u8>, token: Option<&str>| {
         let mut r = http.put(format!("{url}{path}")).body(body);
         if let Some(t) = token {
@@ -78,8 +81,8 @@ async fn malformed_oversized_mismatched_and_unauthenticated_uploads_change_nothi
             .status(),
         400
     );
-    // Oversized manifest (over 1 MiB).
-    let huge = vec![b' '; 1024 * 1024 + 10];
+    // Oversized manifest.
+    let huge = vec![b' '; rearview_protocol::MAX_MANIFEST_BYTES + 10];
     assert_eq!(
         put("/api/v1/device/clips/c1".into(), huge, Some(&dev)).await.unwrap().status(),
         413
@@ -166,7 +169,9 @@ async fn open_clips_grow_then_close_and_only_then_complete() {
     let (_dir, server, out) = support::start_with("rita").await;
     let url = server.url();
     let admin = AdminClient::new(&url, &out.admin_token, None).unwrap();
-    let (dev, device_id) = enroll(&url, &admin).await;
+    let support::Enrolled { token: dev, id: device_id, key, tenant_id, .. } =
+        support::enroll_keyed(&url, &admin).await;
+    let chains = std::sync::Mutex::new(support::Enrolled::chains(key, &tenant_id, &device_id));
     approve_alice(&url, &admin, &out.approver_token).await;
     let t0 = support::now_ms();
     let http = reqwest::Client::new();
@@ -181,14 +186,16 @@ async fn open_clips_grow_then_close_and_only_then_complete() {
         })
         .collect();
     let manifest = |n: usize, open: bool| {
-        json!({
+        let mut m = json!({
             "clip_id": "w1", "trigger_id": null, "mode": "all-activities", "user": "alice",
             "device_id": device_id, "start_ms": t0, "end_ms": t0 + 4000,
             "segments": entries[..n], "open": open,
             "missing": if open { json!([]) } else {
                 json!([{"start_ms": t0 + 3000, "end_ms": t0 + 4000, "reason": "capture stopped"}])
             },
-        })
+        });
+        chains.lock().unwrap().sign_manifest(&mut m);
+        m
     };
     let send_manifest = |m: Value| {
         http.put(format!("{url}/api/v1/device/clips/w1")).bearer_auth(&dev).json(&m).send()

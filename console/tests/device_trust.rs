@@ -1,7 +1,9 @@
 //! What the console must not take on a device's word (review findings 6, 7, 9 and 12): clip
 //! manifests checked against approvals and triggers, indicator floods, segment bodies streamed
 //! and capped, lists in pages, triggers devices would refuse, and log lines forged through
-//! names a device sends.
+//! names a device sends; and (issue 13) device-signed chains verified at ingest, against the
+//! console binary: a segment sealed by someone holding only the tenant public key, a segment
+//! without an entry, a hole, a fork or splice across clips, an entry of someone else.
 //!
 //! Devices are enrolled with raw HTTP (a key pair made here), so manifests and uploads can be
 //! forged the way a hostile device would; uploads that must stay open mid-body are written on a
@@ -744,5 +746,296 @@ fn names_a_device_sends_cannot_forge_log_lines() {
     assert!(stderr.contains("mallory"), "the name is logged at all:\n{stderr}");
     for line in stderr.lines() {
         assert!(!line.starts_with("FORGED"), "a forged log line:\n{stderr}");
+    }
+}
+
+// ---- issue 13: device-signed chains, verified at ingest ------------------------------------
+
+/// The console as its binary (`init`, then `serve` on 127.0.0.1:0), alice approved for all
+/// activities, and one device enrolled with a key the test holds.
+struct ChainConsole {
+    _dir: tempfile::TempDir,
+    data: std::path::PathBuf,
+    _served: rearview_testkit::console::ServedConsole,
+    url: String,
+    admin: AdminClient,
+    dev: Device,
+}
+
+impl ChainConsole {
+    async fn start() -> ChainConsole {
+        let exe = std::path::Path::new(env!("CARGO_BIN_EXE_rearview-console"));
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let tokens =
+            rearview_testkit::console::init(exe, &data, &["--tenant", "tenant-a"]).unwrap();
+        let served = rearview_testkit::console::ServedConsole::start(exe, &data, &[]).unwrap();
+        let url = served.url.clone();
+        let admin = AdminClient::new(&url, &tokens.admin_token, None).unwrap();
+        let approver = AdminClient::new(&url, &tokens.approver_token, None).unwrap();
+        support::approve(&admin, &approver, "alice", "all-activities").await;
+        let dev = enroll_at(&url, &admin).await;
+        ChainConsole { _dir: dir, data, _served: served, url, admin, dev }
+    }
+
+    async fn put(&self, manifest: &Value) -> (u16, Value) {
+        let id = manifest["clip_id"].as_str().unwrap();
+        let r = reqwest::Client::new()
+            .put(format!("{}/api/v1/device/clips/{id}", self.url))
+            .bearer_auth(&self.dev.token)
+            .json(manifest)
+            .send()
+            .await
+            .unwrap();
+        (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+    }
+
+    /// Sends `manifest`, which must be refused with 409 naming `why`, audited as
+    /// `clip.refused` with that reason, and leave nothing stored: no clip, no accepted entry,
+    /// and its segments are not taken.
+    async fn refused(&self, manifest: &Value, why: &str) {
+        let id = manifest["clip_id"].as_str().unwrap();
+        let (status, body) = self.put(manifest).await;
+        assert_eq!(status, 409, "{body}");
+        let error = body["error"].as_str().unwrap();
+        assert!(error.contains(why), "want {why:?} in: {error}");
+        let audit: Vec<Value> = self.admin.get("/api/v1/audit?limit=1000").await.unwrap();
+        let line = audit
+            .iter()
+            .find(|a| a["target"] == json!(format!("clip:{id}")) && a["action"] == "clip.refused")
+            .unwrap_or_else(|| panic!("no clip.refused for {id}: {audit:?}"));
+        assert!(line["details"]["reason"].as_str().unwrap().contains(why), "{line}");
+        let err = self.admin.get::<Value>(&format!("/api/v1/clips/{id}")).await.unwrap_err();
+        assert_eq!(err.status, 404, "the refused clip was stored");
+        let db = rusqlite::Connection::open(self.data.join("console.db")).unwrap();
+        let held: i64 = db
+            .query_row("SELECT COUNT(*) FROM chain_entries WHERE clip_id = ?1", [id], |r| r.get(0))
+            .unwrap();
+        assert_eq!(held, 0, "entries of a refused clip were accepted");
+        for s in manifest["segments"].as_array().unwrap() {
+            let sha = s["sha256"].as_str().unwrap();
+            let r = reqwest::Client::new()
+                .put(format!("{}/api/v1/device/segments/{sha}", self.url))
+                .bearer_auth(&self.dev.token)
+                .body(vec![0u8; 10])
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 409, "a segment of the refused clip is taken");
+        }
+    }
+}
+
+/// One segment's bytes and its manifest entry, recorded over [at, at + 1 s].
+fn chain_seg(tag: u8, at: i64) -> (Vec<u8>, Value) {
+    let b = bytes(tag, 500);
+    let s = seg(&b, at, at + 1000);
+    (b, s)
+}
+
+/// A chain entry signed by `key` at (chain, seq) after `prev`, for segment `sha256` of
+/// `stream`, recorded over [at, at + 1 s].
+fn forged_entry(
+    key: &rearview_protocol::chain::Signer,
+    place: (&str, u64, &str),
+    stream: &rearview_protocol::chain::Stream,
+    id: String,
+    sha256: &str,
+    at: i64,
+) -> rearview_protocol::ChainEntry {
+    use rearview_protocol::chain::{Appended, ChainHead, SegmentRef};
+    let mut head = ChainHead {
+        chain: place.0.into(),
+        next_seq: place.1,
+        last_hash: place.2.into(),
+        last_to_utc_micros: None,
+    };
+    let seg = Appended::Segment(SegmentRef { id, sha256: sha256.into() });
+    head.append(key, stream, (at * 1000, (at + 1000) * 1000), seg).unwrap()
+}
+
+fn alice_stream(dev: &Device, tenant: &str, user: &str) -> rearview_protocol::chain::Stream {
+    rearview_protocol::chain::Stream {
+        tenant: tenant.into(),
+        device: dev.id.clone(),
+        user: user.into(),
+        session: "1".into(),
+        monitor: 0,
+    }
+}
+
+/// Issue 13's attack: anyone holding the tenant's public key (every device has it) can seal a
+/// valid segment under any device's name. Sealed properly, sent with the real device token,
+/// but signed by another Ed25519 key: refused, because only the enrolled key signs entries.
+#[tokio::test]
+async fn a_segment_sealed_with_only_the_tenant_public_key_is_refused_and_audited() {
+    use rearview_capture::seal::{seal, SealBinding, TenantPublicKey};
+    use rearview_capture::segment::SegmentId;
+    let c = ChainConsole::start().await;
+    let tenant_key: TenantPublicKey = c.dev.sealing_public_key.parse().unwrap();
+    let segment_id = SegmentId::from_bytes(*b"forged-segment!!");
+    let binding = SealBinding { tenant: "tenant-a", device: &c.dev.id, segment_id };
+    let sealed = seal(&tenant_key, &binding, b"frames the device never recorded").unwrap();
+    let now = now_ms();
+    let (intruder, _der) = rearview_protocol::chain::Signer::generate().unwrap();
+    let chain = "ab".repeat(16);
+    let zeros = "00".repeat(32);
+    let entry = forged_entry(
+        &intruder,
+        (&chain, 0, &zeros),
+        &alice_stream(&c.dev, "tenant-a", "alice"),
+        segment_id.to_string(),
+        &sha(&sealed),
+        now,
+    );
+    let mut m = json!({
+        "clip_id": "forged", "trigger_id": null, "mode": "all-activities", "user": "alice",
+        "device_id": c.dev.id, "start_ms": now, "end_ms": now + 1000,
+        "segments": [seg(&sealed, now, now + 1000)], "missing": [], "chain": [entry],
+    });
+    let fingerprint = c.dev.with_key(|key| key.public_key().fingerprint());
+    let why = format!(
+        "segment {segment_id} (sha256 {}, chain {chain} entry 0): the chain entry's signature \
+         does not verify with the enrolled device key {fingerprint}",
+        sha(&sealed)
+    );
+    c.refused(&m, &why).await;
+    // The same segment with the entry the enrolled key signs is taken.
+    m["clip_id"] = json!("genuine");
+    c.dev.sign(&mut m);
+    assert_eq!(c.put(&m).await.0, 200);
+}
+
+#[tokio::test]
+async fn a_manifest_naming_a_segment_without_a_chain_entry_is_refused() {
+    let c = ChainConsole::start().await;
+    let now = now_ms();
+    let (_, s1) = chain_seg(1, now);
+    let (_, s2) = chain_seg(2, now + 1000);
+    let mut m =
+        manifest("unchained", &c.dev, "alice", "all-activities", None, (now, now + 2000), vec![s1]);
+    m["segments"].as_array_mut().unwrap().push(s2.clone());
+    let why = format!(
+        "segment {}: no chain entry the device signed names it",
+        s2["sha256"].as_str().unwrap()
+    );
+    c.refused(&m, &why).await;
+}
+
+#[tokio::test]
+async fn a_hole_in_the_chain_without_a_gap_entry_is_refused() {
+    let c = ChainConsole::start().await;
+    let now = now_ms();
+    let segs: Vec<Value> = (0..3).map(|i| chain_seg(10 + i, now + i64::from(i) * 1000).1).collect();
+    let window = (now, now + 3000);
+    let full = manifest("holed", &c.dev, "alice", "all-activities", None, window, segs.clone());
+    // The middle segment taken out with its entry, and no gap entry or absence note for it.
+    let mut m = full.clone();
+    m["segments"].as_array_mut().unwrap().remove(1);
+    m["chain"].as_array_mut().unwrap().remove(1);
+    let chain = full["chain"][0]["chain"].as_str().unwrap();
+    c.refused(&m, &format!("chain {chain}: entry 1 is missing (entries 0..=2 are given)")).await;
+    // Taken out with its entry kept: the entry is there, but nothing explains the absence.
+    let mut m = full.clone();
+    m["segments"].as_array_mut().unwrap().remove(1);
+    m["clip_id"] = json!("holed-2");
+    let id = full["chain"][1]["segment"]["id"].as_str().unwrap();
+    let why = format!("segment {id} (chain {chain}/1) is not in the clip and no device-signed absence note explains it");
+    c.refused(&m, &why).await;
+    assert_eq!(c.put(&full).await.0, 200, "the whole chain is taken");
+}
+
+#[tokio::test]
+async fn a_fork_across_two_clips_is_refused() {
+    let c = ChainConsole::start().await;
+    let now = now_ms();
+    let (_, s1) = chain_seg(21, now);
+    let first =
+        manifest("first", &c.dev, "alice", "all-activities", None, (now, now + 1000), vec![s1]);
+    assert_eq!(c.put(&first).await.0, 200);
+    let chain = first["chain"][0]["chain"].as_str().unwrap().to_owned();
+    let accepted: rearview_protocol::ChainEntry =
+        serde_json::from_value(first["chain"][0].clone()).unwrap();
+    // Another entry 0 of the same chain, properly signed by the enrolled key: a fork.
+    let (b2, s2) = chain_seg(22, now + 1000);
+    let zeros = "00".repeat(32);
+    let stream = alice_stream(&c.dev, "tenant-a", "alice");
+    let signed = |place: (&str, u64, &str), id: &str| {
+        c.dev
+            .with_key(|key| forged_entry(key, place, &stream, id.repeat(16), &sha(&b2), now + 1000))
+    };
+    let fork = signed((&chain, 0, &zeros), "22");
+    // An entry 1 that names something else than the accepted entry 0: a splice.
+    let splice = signed((&chain, 1, &"11".repeat(32)), "23");
+    let second = |id: &str, entry: &rearview_protocol::ChainEntry| {
+        json!({
+            "clip_id": id, "trigger_id": null, "mode": "all-activities", "user": "alice",
+            "device_id": c.dev.id, "start_ms": now + 1000, "end_ms": now + 2000,
+            "segments": [s2], "missing": [], "chain": [entry],
+        })
+    };
+    let why = format!("chain {chain} entry 0: the console already accepted a different entry 0 of this chain from this device: a fork");
+    c.refused(&second("forked", &fork), &why).await;
+    let why = format!(
+        "chain {chain} entry 1: its prev is not the hash of entry 0 the console accepted before"
+    );
+    c.refused(&second("spliced", &splice), &why).await;
+    // The entry that does follow the accepted one is taken.
+    let mut head = rearview_protocol::chain::ChainHead {
+        chain: chain.clone(),
+        next_seq: 1,
+        last_hash: hex::encode(accepted.hash().unwrap()),
+        last_to_utc_micros: None,
+    };
+    let seg2 = rearview_protocol::chain::SegmentRef { id: "24".repeat(16), sha256: sha(&b2) };
+    let span = ((now + 1000) * 1000, (now + 2000) * 1000);
+    let next = c.dev.with_key(|key| {
+        head.append(key, &stream, span, rearview_protocol::chain::Appended::Segment(seg2)).unwrap()
+    });
+    assert_eq!(c.put(&second("following", &next)).await.0, 200);
+}
+
+#[tokio::test]
+async fn an_entry_of_another_tenant_device_or_user_is_refused() {
+    let c = ChainConsole::start().await;
+    let now = now_ms();
+    let (b, s) = chain_seg(31, now);
+    let zeros = "00".repeat(32);
+    let entry = |chain: &str, tenant: &str, device: &str, user: &str| {
+        let stream = rearview_protocol::chain::Stream {
+            tenant: tenant.into(),
+            device: device.into(),
+            user: user.into(),
+            session: "1".into(),
+            monitor: 0,
+        };
+        c.dev.with_key(|key| {
+            forged_entry(key, (chain, 0, &zeros), &stream, "31".repeat(16), &sha(&b), now)
+        })
+    };
+    let cases = [
+        (
+            "of-bob",
+            entry(&"b1".repeat(16), "tenant-a", &c.dev.id, "bob"),
+            "names user \"bob\", the clip's is \"alice\"",
+        ),
+        (
+            "of-tenant-b",
+            entry(&"b2".repeat(16), "tenant-b", &c.dev.id, "alice"),
+            "names tenant \"tenant-b\", the clip's is \"tenant-a\"",
+        ),
+        (
+            "of-dev-x",
+            entry(&"b3".repeat(16), "tenant-a", "dev-x", "alice"),
+            &format!("names device \"dev-x\", the clip's is {:?}", c.dev.id),
+        ),
+    ];
+    for (id, e, why) in cases {
+        let m = json!({
+            "clip_id": id, "trigger_id": null, "mode": "all-activities", "user": "alice",
+            "device_id": c.dev.id, "start_ms": now, "end_ms": now + 1000,
+            "segments": [s], "missing": [], "chain": [e],
+        });
+        c.refused(&m, why).await;
     }
 }

@@ -80,16 +80,18 @@ async fn upload_a_clip(url: &str, admin_token: &str, approver_token: &str) {
     // The console takes clips only of a user approved for that mode (review finding 6).
     let approver = AdminClient::new(url, approver_token, None).unwrap();
     support::approve(&admin, &approver, "alice", "all-activities").await;
-    let (token, device_id) = support::enroll(url, &admin).await;
+    let support::Enrolled { token, id: device_id, key, tenant_id, .. } =
+        support::enroll_keyed(url, &admin).await;
     let now = support::now_ms();
     let bytes = vec![7u8; 4096];
     let sha = hex::encode(ring::digest::digest(&ring::digest::SHA256, &bytes));
-    let manifest = json!({
+    let mut manifest = json!({
         "clip_id": "clip-p", "trigger_id": null, "mode": "all-activities", "user": "alice",
         "device_id": device_id, "start_ms": now - 1000, "end_ms": now,
         "segments": [{"sha256": sha, "size": bytes.len(), "start_ms": now - 1000, "end_ms": now}],
         "missing": [],
     });
+    support::Enrolled::chains(key, &tenant_id, &device_id).sign_manifest(&mut manifest);
     let http = reqwest::Client::new();
     let status = http
         .put(format!("{url}/api/v1/device/clips/clip-p"))

@@ -98,6 +98,17 @@ pub mod time;
 pub use kinds::{ActivityKind, CaptureMode, ClipState, HealthState, IndicatorKind};
 /// The evidence chain's wire types, as a manifest carries them.
 pub use rearview_evidence::chain::{Absence, Entry as ChainEntry};
+
+/// What a device needs to keep and sign its chain, and the console to verify it
+/// ([`rearview_evidence::chain`]): the same types and the one verifier, so both ends use the
+/// contract's own rules without a dependency of their own on the evidence crate.
+pub mod chain {
+    pub use rearview_evidence::chain::{
+        verify, Absence, Appended, ChainError, ChainHead, ClipFacts, Entry, Gap, SegmentRef,
+        Stream, VerifiedChain,
+    };
+    pub use rearview_evidence::keys::{PublicKey, Signer, SignerError};
+}
 pub use time::UnixMillis;
 
 /// The message a device signs (with its own key) to prove it holds the key it enrolls.
@@ -107,8 +118,9 @@ pub fn enroll_proof_message(token: &str, public_key_hex: &str) -> Vec<u8> {
 
 /// Largest sealed segment the console accepts.
 pub const MAX_SEGMENT_BYTES: usize = 64 * 1024 * 1024;
-/// Largest clip manifest the console accepts.
-pub const MAX_MANIFEST_BYTES: usize = 1024 * 1024;
+/// Largest clip manifest the console accepts: room for the most segments a clip may name
+/// (8192) with a signed chain entry each (about 600 bytes of JSON apiece).
+pub const MAX_MANIFEST_BYTES: usize = 8 * 1024 * 1024;
 
 /// Body of every error answer.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -178,6 +190,14 @@ pub struct TriggerMessage {
 /// clip is never complete. Once closed the manifest is immutable; a late re-send of an older,
 /// open version (a superseded request) changes nothing and is answered with the clip's status.
 ///
+/// # Chain entries and absence notes
+///
+/// `chain` and `absent` are kept like segments: an update (an extension, a re-send that gives
+/// up lost segments) keeps every entry and note already given, unchanged, and may add more
+/// (the entries of the segments it adds, and notes for the segments it gives up); a closed
+/// clip gains no chain entry. An entry is the same entry when its `(chain, seq)` is; a note
+/// when the entry hash it explains is.
+///
 /// # Segments lost on the device
 ///
 /// One exception to "every segment already named stays": a device that lost the spooled file
@@ -224,13 +244,19 @@ impl ClipManifest {
     /// Whether `self` (stored, open) may be replaced by `next`: the same clip with every
     /// segment of `self` still named, unchanged.
     pub fn extended_by(&self, next: &ClipManifest) -> bool {
-        self.open && self.same_clip(next) && names_all(&next.segments, &self.segments)
+        self.open
+            && self.same_clip(next)
+            && names_all(&next.segments, &self.segments)
+            && keeps_evidence(next, self)
     }
 
     /// Whether `older` is a superseded open version of `self`: the same clip, naming only
     /// segments `self` names.
     pub fn supersedes(&self, older: &ClipManifest) -> bool {
-        older.open && self.same_clip(older) && names_all(&self.segments, &older.segments)
+        older.open
+            && self.same_clip(older)
+            && names_all(&self.segments, &older.segments)
+            && keeps_evidence(self, older)
     }
 
     /// Whether `next` may replace `self` (stored, not complete) because the device lost some
@@ -240,7 +266,7 @@ impl ClipManifest {
     /// [`ClipManifest::extended_by`]; a closed one stays closed, gains no segment, and keeps
     /// every missing range it had.
     pub fn gives_up_lost(&self, next: &ClipManifest, held: impl Fn(&str) -> bool) -> bool {
-        if !self.same_clip(next) {
+        if !self.same_clip(next) || !keeps_evidence(next, self) {
             return false;
         }
         let kept: std::collections::HashSet<&ManifestSegment> = next.segments.iter().collect();
@@ -263,6 +289,7 @@ impl ClipManifest {
         dropped
             && !next.open
             && names_all(&self.segments, &next.segments)
+            && keeps_all(&self.chain, &next.chain, chain_key)
             && self.missing.iter().all(|m| next.missing.contains(m))
     }
 
@@ -282,6 +309,29 @@ impl ClipManifest {
 fn names_all(all: &[ManifestSegment], some: &[ManifestSegment]) -> bool {
     let all: std::collections::HashSet<&ManifestSegment> = all.iter().collect();
     some.iter().all(|s| all.contains(s))
+}
+
+/// Whether `next` keeps every chain entry and absence note of `older`, unchanged (see "Chain
+/// entries and absence notes" on [`ClipManifest`]).
+fn keeps_evidence(next: &ClipManifest, older: &ClipManifest) -> bool {
+    keeps_all(&next.chain, &older.chain, chain_key)
+        && keeps_all(&next.absent, &older.absent, |a: &Absence| a.entry.as_str())
+}
+
+/// Where an entry stands: its chain and seq.
+fn chain_key(e: &ChainEntry) -> (&str, u64) {
+    (e.chain.as_str(), e.seq)
+}
+
+/// Whether every item of `some` is in `all` unchanged, items told apart by `key` (a map:
+/// the types are not `Hash`, and a clip carries thousands of entries).
+fn keeps_all<'a, T: PartialEq, K: std::hash::Hash + Eq>(
+    all: &'a [T],
+    some: &'a [T],
+    key: impl Fn(&'a T) -> K,
+) -> bool {
+    let all: std::collections::HashMap<K, &T> = all.iter().map(|t| (key(t), t)).collect();
+    some.iter().all(|s| all.get(&key(s)).is_some_and(|t| *t == s))
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -419,5 +469,130 @@ impl ActivityOutcome {
             ActivityOutcome::Triggered => "triggered",
             ActivityOutcome::TriggerRefused => "trigger_refused",
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rearview_evidence::chain::{SegmentRef, Stream};
+
+    fn entry(seq: u64, signature: &str) -> ChainEntry {
+        ChainEntry {
+            chain: "c0".repeat(16),
+            seq,
+            prev: "00".repeat(32),
+            stream: Stream {
+                tenant: "t".into(),
+                device: "d".into(),
+                user: "alice".into(),
+                session: "1".into(),
+                monitor: 0,
+            },
+            from_utc_micros: seq as i64 * 1000,
+            to_utc_micros: seq as i64 * 1000 + 999,
+            segment: Some(SegmentRef { id: format!("{seq:032x}"), sha256: sha(seq) }),
+            gap: None,
+            signature: signature.into(),
+        }
+    }
+
+    fn sha(i: u64) -> String {
+        format!("{i:064x}")
+    }
+
+    fn absence(seq: u64) -> Absence {
+        Absence {
+            entry: format!("{:064x}", seq + 100),
+            clip: "k".into(),
+            reason: "evicted".into(),
+            signature: "s".into(),
+        }
+    }
+
+    /// An open clip of segments `0..n`, each with its chain entry.
+    fn clip(n: u64, open: bool) -> ClipManifest {
+        ClipManifest {
+            clip_id: "k".into(),
+            trigger_id: None,
+            mode: CaptureMode::AllActivities,
+            user: "alice".into(),
+            device_id: "d".into(),
+            start_ms: 0.into(),
+            end_ms: 100_000.into(),
+            segments: (0..n)
+                .map(|i| ManifestSegment {
+                    sha256: sha(i),
+                    size: 10,
+                    start_ms: (i as i64).into(),
+                    end_ms: (i as i64 + 1).into(),
+                })
+                .collect(),
+            missing: vec![],
+            open,
+            chain: (0..n).map(|i| entry(i, "sig")).collect(),
+            absent: vec![],
+        }
+    }
+
+    #[test]
+    fn an_extension_keeps_every_chain_entry_and_absence_note_and_may_add() {
+        let stored = clip(2, true);
+        assert!(stored.extended_by(&clip(3, true)));
+        assert!(stored.extended_by(&clip(3, false)));
+        let mut dropped = clip(3, true);
+        dropped.chain.remove(0);
+        assert!(!stored.extended_by(&dropped), "an entry already given was dropped");
+        let mut changed = clip(3, true);
+        changed.chain[1] = entry(1, "another signature");
+        assert!(!stored.extended_by(&changed), "an entry already given was changed");
+        let mut noted = clip(2, true);
+        noted.absent.push(absence(7));
+        assert!(stored.extended_by(&noted), "adding an absence note is an extension");
+        assert!(!noted.extended_by(&clip(3, true)), "the absence note was dropped");
+        let mut renoted = clip(3, true);
+        renoted.absent.push(Absence { reason: "other".into(), ..absence(7) });
+        assert!(!noted.extended_by(&renoted), "the absence note was changed");
+    }
+
+    #[test]
+    fn a_superseded_version_names_only_entries_and_notes_the_stored_one_has() {
+        let mut stored = clip(3, false);
+        stored.absent.push(absence(1));
+        let mut older = clip(2, true);
+        assert!(stored.supersedes(&older));
+        older.chain[0] = entry(0, "forged");
+        assert!(!stored.supersedes(&older), "an entry the stored version does not have");
+        let mut older = clip(2, true);
+        older.absent.push(absence(9));
+        assert!(!stored.supersedes(&older), "a note the stored version does not have");
+    }
+
+    #[test]
+    fn giving_up_lost_segments_keeps_their_chain_entries_and_adds_notes() {
+        let stored = clip(3, false);
+        let mut next = clip(3, false);
+        next.segments.remove(1);
+        next.missing.push(MissingRange {
+            start_ms: 1.into(),
+            end_ms: 2.into(),
+            reason: "lost".into(),
+        });
+        next.absent.push(absence(1));
+        assert!(stored.gives_up_lost(&next, |_| false));
+        let mut unchained = next.clone();
+        unchained.chain.remove(1);
+        assert!(!stored.gives_up_lost(&unchained, |_| false), "the lost segment's entry went");
+        let mut gained = next.clone();
+        gained.chain.push(entry(5, "sig"));
+        assert!(!stored.gives_up_lost(&gained, |_| false), "a closed clip gained an entry");
+        let mut open = clip(3, true);
+        open.absent.push(absence(4));
+        let mut next_open = next.clone();
+        next_open.open = true;
+        assert!(!open.gives_up_lost(&next_open, |_| false), "the open clip's note went");
+        next_open.absent.push(absence(4));
+        next_open.chain.push(entry(5, "sig"));
+        assert!(open.gives_up_lost(&next_open, |_| false), "an open clip may add entries");
     }
 }

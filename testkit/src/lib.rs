@@ -3,8 +3,9 @@
 //! A dev-only crate: tests (`[dev-dependencies]`) and `rearview-bench` take it; no shipped crate
 //! may (the layering test in `tests/tests/layering.rs` fails if one does).
 //!
-//! It depends on none of our crates, so that capture-core's and config's tests can take it
-//! without building the console: it knows the console only as a program to run ([`console`]).
+//! It depends on none of our crates but the evidence formats (which depend on nothing of ours),
+//! so that capture-core's and config's tests can take it without building the console: it
+//! knows the console only as a program to run ([`console`]).
 //! The in-process console launcher needs the console's types and so is the console's own test
 //! support (`console/tests/support`), which the workspace tests mount too.
 //!
@@ -12,10 +13,13 @@
 //! * [`tmpfs`]: a small real filesystem, for disk-full tests (root only).
 //! * [`console`]: the console binary `init`ed and `serve`d, and the one parser of what `init`
 //!   prints (the people's tokens).
+//! * [`chain`]: a test device's signed chain entries and absence notes, so the manifests tests
+//!   send carry what the console verifies.
 //! * [`procfs`]: the one reader of `/proc/PID/status` (uids, memory high-water mark).
 //! * [`wait_until`], [`eventually`]: the one way tests wait for something that happens
 //!   elsewhere, from a thread or from an async test.
 
+pub mod chain;
 pub mod console;
 pub mod procfs;
 pub mod tmpfs;

@@ -43,6 +43,13 @@ pub enum UploadError {
     /// parse, an identity or trust file that does not load).
     #[error("spool: {0}")]
     Spool(String),
+    /// Chain entries handed to the spool that do not continue their stream's chain (see
+    /// [`crate::spool::chain`]): the caller's mistake; nothing was stored.
+    #[error("chain: {0}")]
+    Chain(String),
+    /// A chain entry that cannot be hashed or signed (a field out of its format's bounds).
+    #[error(transparent)]
+    ChainEntry(#[from] rearview_protocol::chain::ChainError),
     /// Something larger than the limits allow.
     #[error("{0}")]
     TooLarge(String),

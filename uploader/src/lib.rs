@@ -12,7 +12,9 @@
 //!   verified [`Command`]s, `sync_policy`, `enqueue_clip`, `start` (stream + send loops),
 //!   `status`, `report_health`, `report_activity`.
 //! * [`spool`]: the SQLite (WAL) spool and its on-disk format and crash rules, the offline
-//!   cache rule, and the daemon's clip records ([`spool::clip_records`]).
+//!   cache rule, the daemon's clip records ([`spool::clip_records`]) and the device-signed
+//!   chains of its capture streams ([`spool::chain`]; [`Uploader::chain_signer`] is the key
+//!   that signs them).
 //! * [`client`]: the HTTP client (reqwest, rustls); [`sse`]: the event-stream reader;
 //!   [`backoff`]: exponential backoff with jitter; [`error`]: errors that say if retrying helps.
 //! * [`fault`]: debug-build fault points for crash tests (`REARVIEW_FAULT`).
@@ -26,7 +28,7 @@ pub mod sse;
 pub mod uploader;
 
 pub use error::{Refusal, UploadError};
-pub use spool::{SegmentBytes, SpoolStats};
+pub use spool::{SegmentBytes, SpoolStats, StreamKey};
 pub use uploader::{
     Command, Identity, NewClip, NewSegment, Running, Status, TriggerAccepted, TriggerDelivery,
     Uploader, UploaderConfig,

@@ -23,11 +23,24 @@
 //! counters   name PK, value                   lost_clips, lost_segments, lost_bytes
 //! clip_records, clip_record_segments           the daemon's clips while it collects them
 //!                                             and after (see [`clip_records`])
+//! chain_heads, chain_entries                  the device-signed chain of each capture stream
+//!                                             and its head (see [`chain`])
 //! ```
 //!
 //! `PRAGMA user_version` is the schema version: 0 for a spool from before it was kept (the
-//! tables above without the clip records; opening adds them), [`SCHEMA_VERSION`] now. A spool
-//! written by a newer agent is refused rather than guessed at.
+//! tables above without the clip records; opening adds them), 2 with the clip records, 3
+//! ([`SCHEMA_VERSION`]) with the chains. Opening an older spool adds the tables it lacks in one
+//! transaction and keeps everything it holds. A spool written by a newer agent is refused
+//! rather than guessed at.
+//!
+//! # Chain entries in manifests
+//!
+//! A clip's manifest carries the chain entries that cover it and the device's absence notes
+//! (see [`ClipManifest`]), as the agent hands them over ([`crate::NewClip`]). Extending a
+//! spooled open clip keeps the entries and notes stored and adds the new ones: the union by
+//! `(chain, seq)` (entries) and by the entry hash a note explains (notes), entries kept in
+//! chain order (chain id, then seq). A segment given up as lost ([`Spool::settle_lost`]) keeps
+//! its entry, and gets an absence note signed with the device key.
 //!
 //! # Invariants and crash recovery
 //!
@@ -67,13 +80,16 @@ use rearview_config::{OfflineCache, WhenFull};
 use rusqlite::{params, Connection, OptionalExtension};
 
 use crate::error::UploadError;
+use rearview_protocol::chain::{Absence, Signer};
 use rearview_protocol::{ClipManifest, ClipState, MissingRange};
 
+pub mod chain;
 pub mod clip_records;
+pub use chain::StreamKey;
 pub use clip_records::{ClipChange, ClipMissing, ClipRecord, ClipWindow, RecordState};
 
 /// The spool database's schema version (`PRAGMA user_version`).
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 3;
 
 const SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS clips (
@@ -98,8 +114,9 @@ fn migrate(conn: &Connection) -> Result<(), UploadError> {
     }
     if version < SCHEMA_VERSION {
         conn.execute_batch(&format!(
-            "BEGIN; {SCHEMA} {} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;",
-            clip_records::SCHEMA
+            "BEGIN; {SCHEMA} {} {} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;",
+            clip_records::SCHEMA,
+            chain::SCHEMA
         ))?;
     }
     Ok(())
@@ -268,7 +285,12 @@ impl Spool {
                 }
             }
             next.missing.sort_by_key(|m| (m.start_ms, m.end_ms));
-            if next.segments == stored.segments && next.open {
+            unite_evidence(&mut next, &stored);
+            if next.segments == stored.segments
+                && next.chain == stored.chain
+                && next.absent == stored.absent
+                && next.open
+            {
                 return Ok(Enqueued { new: false, added: 0, state, dropped_clips: vec![] });
             }
             return match self.write(&next, &adding, cache, true)? {
@@ -548,10 +570,14 @@ impl Spool {
     /// Only a file that is *not there* counts as lost. Any other failure to look at it (EIO,
     /// a permission) is returned as it is and changes nothing: the file may come back, and a
     /// segment is never given up on a guess. A segment the console holds is never given up.
+    ///
+    /// A lost segment's chain entry stays in the manifest, and `signer` (the device key)
+    /// signs an absence note for it, so the console sees why the clip lacks it.
     pub fn settle_lost(
         &self,
         clip_id: &str,
         wanted: &[String],
+        signer: Option<&Signer>,
     ) -> Result<Option<ClipManifest>, UploadError> {
         let json: Option<String> = self
             .conn()
@@ -598,6 +624,7 @@ impl Spool {
             });
         }
         manifest.missing.sort_by_key(|m| (m.start_ms, m.end_ms));
+        note_absences(&mut manifest, &gone, signer)?;
         let json =
             serde_json::to_string(&manifest).map_err(|e| UploadError::Spool(e.to_string()))?;
         let bytes: u64 = manifest.segments.iter().map(|s| s.size).sum();
@@ -704,6 +731,50 @@ impl Spool {
             lost_files: counter("lost_files")?,
         })
     }
+}
+
+/// Signs an absence note for the chain entry of every segment in `gone` that has one and no
+/// note yet. Without a signer (never enrolled) there is nothing to sign with and no entry.
+fn note_absences(
+    manifest: &mut ClipManifest,
+    gone: &std::collections::HashSet<&str>,
+    signer: Option<&Signer>,
+) -> Result<(), UploadError> {
+    let Some(signer) = signer else { return Ok(()) };
+    let lost = manifest
+        .chain
+        .iter()
+        .filter(|e| e.segment.as_ref().is_some_and(|s| gone.contains(s.sha256.as_str())));
+    let mut notes = Vec::new();
+    for entry in lost {
+        let hash = hex::encode(entry.hash()?);
+        if manifest.absent.iter().any(|a| a.entry == hash) {
+            continue;
+        }
+        notes.push(Absence::sign(signer, entry, &manifest.clip_id, LOST_ON_DEVICE)?);
+    }
+    manifest.absent.extend(notes);
+    Ok(())
+}
+
+/// The reason an absence note gives for a segment whose spool file was gone before upload.
+pub const LOST_ON_DEVICE: &str = "lost on the device: its spool file was gone before upload";
+
+/// `next` keeps the chain entries and absence notes of `stored` and adds its own: the union by
+/// `(chain, seq)` and by explained entry hash, entries in chain order (see the module docs).
+fn unite_evidence(next: &mut ClipManifest, stored: &ClipManifest) {
+    let mut chain = stored.chain.clone();
+    let known: std::collections::HashSet<(&str, u64)> =
+        stored.chain.iter().map(|e| (e.chain.as_str(), e.seq)).collect();
+    chain
+        .extend(next.chain.iter().filter(|e| !known.contains(&(e.chain.as_str(), e.seq))).cloned());
+    chain.sort_by(|a, b| (a.chain.as_str(), a.seq).cmp(&(b.chain.as_str(), b.seq)));
+    let mut absent = stored.absent.clone();
+    let noted: std::collections::HashSet<&str> =
+        stored.absent.iter().map(|a| a.entry.as_str()).collect();
+    absent.extend(next.absent.iter().filter(|a| !noted.contains(a.entry.as_str())).cloned());
+    next.chain = chain;
+    next.absent = absent;
 }
 
 /// What [`Spool::write`] did with a clip.

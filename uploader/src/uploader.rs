@@ -52,10 +52,11 @@ use crate::client::{Client, ClientConfig};
 use crate::error::UploadError;
 use crate::spool::{CacheRule, Enqueued, SegmentBytes, Spool, SpoolStats};
 use crate::sse::SseParser;
+use rearview_protocol::chain::Signer;
 use rearview_protocol::{
-    enroll_proof_message, ActivityAck, ActivityBatch, ActivityEvent, CaptureMode, ClipManifest,
-    ClipState, EnrollRequest, HealthReport, ManifestSegment, MissingRange, PolicyMessage,
-    TriggerMessage, MAX_SEGMENT_BYTES,
+    enroll_proof_message, Absence, ActivityAck, ActivityBatch, ActivityEvent, CaptureMode,
+    ChainEntry, ClipManifest, ClipState, EnrollRequest, HealthReport, ManifestSegment,
+    MissingRange, PolicyMessage, TriggerMessage, MAX_SEGMENT_BYTES,
 };
 
 /// Where the uploader keeps its state and how it reaches the console.
@@ -221,6 +222,12 @@ pub struct NewClip {
     /// The window is still running: more segments follow (see [`ClipManifest`]). Enqueue the
     /// same clip id again to add them, and once more with `open: false` to close it.
     pub open: bool,
+    /// The device-signed chain entries that cover the clip's segments (each segment's entry,
+    /// the gap entries between them, and the entries of segments it lacks), in chain order;
+    /// an extension may give only the new ones (the spool keeps those it has).
+    pub chain: Vec<ChainEntry>,
+    /// Signed notes for the chain entries whose segments the clip lacks.
+    pub absent: Vec<Absence>,
 }
 
 /// A snapshot for `rearview status` and the health report.
@@ -346,6 +353,22 @@ impl Uploader {
 
     pub fn identity(&self) -> Option<Identity> {
         lock(&self.identity).clone()
+    }
+
+    /// The device's enrolled Ed25519 key as a signer; None until enrolled. It signs the
+    /// device's chain entries and absence notes (see [`crate::spool::chain`]); the console
+    /// verifies them with the key this device enrolled.
+    pub fn chain_signer(&self) -> Option<Signer> {
+        let identity = lock(&self.identity);
+        let id = identity.as_ref()?;
+        let der = Zeroizing::new(hex::decode(&id.device_key_pkcs8_hex).ok()?);
+        match Signer::from_pkcs8(&der) {
+            Ok(signer) => Some(signer),
+            Err(e) => {
+                tracing::error!(error = %e, "the stored device key does not load; nothing can be signed");
+                None
+            }
+        }
     }
 
     pub fn is_enrolled(&self) -> bool {
@@ -585,8 +608,8 @@ impl Uploader {
             segments: manifest_segments,
             missing: clip.missing,
             open: clip.open,
-            chain: Vec::new(),
-            absent: Vec::new(),
+            chain: clip.chain,
+            absent: clip.absent,
         };
         let cache =
             CacheRule::effective(&lock(&self.limits).offline_cache, self.config.spool_max_bytes);
@@ -826,7 +849,10 @@ impl Uploader {
         let client = self.client();
         let mut status = client.put_manifest(&manifest).await?;
         self.note_ok();
-        if let Some(revised) = self.spool.settle_lost(&manifest.clip_id, &status.missing)? {
+        let signer = self.chain_signer();
+        if let Some(revised) =
+            self.spool.settle_lost(&manifest.clip_id, &status.missing, signer.as_ref())?
+        {
             manifest = revised;
             status = client.put_manifest(&manifest).await?;
         }

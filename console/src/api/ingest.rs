@@ -9,11 +9,13 @@
 //! closed and every segment it names is stored for its device.
 //!
 //! Nothing a device claims is taken on its word: every new or extended manifest is checked
-//! against the console's approvals and triggers ([`checks`]; refused with 409, which the
-//! uploader takes as a refusal of that clip alone and sets it aside, and audited as
-//! `clip.refused`), and segment bodies are streamed to disk under a per-device cap on uploads
+//! against the console's approvals and triggers ([`checks`]) and its device-signed chain
+//! against the enrolled device key and the entries accepted before ([`chain`]), and refused
+//! with 409 otherwise (which the uploader takes as a refusal of that clip alone and sets it
+//! aside), audited as `clip.refused` with the reason; segment bodies are streamed to disk under a per-device cap on uploads
 //! in flight ([`upload`], [`IngestLimits`]).
 
+pub mod chain;
 pub mod checks;
 pub mod upload;
 
@@ -212,7 +214,8 @@ pub async fn put_manifest(
     let now = now_ms();
     let taken = {
         let device = device.clone();
-        state.store.write(move |tx| take_manifest(tx, &device, &manifest, now)).await?
+        let tenant = state.tenant.id.clone();
+        state.store.write(move |tx| take_manifest(tx, &tenant, &device, &manifest, now)).await?
     };
     match taken {
         Ok(status) => Ok(Json(status)),
@@ -224,16 +227,25 @@ pub async fn put_manifest(
 }
 
 /// Judges and stores `manifest` in `tx`, with its audit lines: the clip's status, or why the
-/// checks refused it (audited as `clip.refused`; nothing else changes then).
+/// checks refused it (audited as `clip.refused`; nothing else changes then). A change that
+/// is stored records its chain entries as accepted ([`chain::accept`]).
 fn take_manifest(
     tx: &Tx<'_>,
+    tenant: &str,
     device: &Device,
     manifest: &ClipManifest,
     now: i64,
 ) -> Result<Result<ClipStatus, String>, ApiError> {
     let clip_id = &manifest.clip_id;
     let bounds = crate::policy::bounds(tx)?;
-    let check = || checks::check_manifest(tx, &bounds, &device.id, manifest, now);
+    let chained = || chain::refusal(tx, tenant, &device.id, manifest);
+    let check = || match checks::check_manifest(tx, &bounds, &device.id, manifest, now)? {
+        checks::Verdict::Accepted { alert_id } => Ok(match chained()? {
+            Some(why) => checks::Verdict::Refused(why),
+            None => checks::Verdict::Accepted { alert_id },
+        }),
+        refused => Ok(refused),
+    };
     let change = match tx.stored_clip(clip_id)? {
         // Clip ids are one namespace across devices. Taken by another device is a conflict of
         // this clip alone (the device sets it aside), not a refusal of the device (which would
@@ -243,7 +255,7 @@ fn take_manifest(
                 "clip id {clip_id} is already taken; a clip needs an id of its own"
             )));
         }
-        Some(stored) => revise(tx, &device.id, &stored, manifest, check)?,
+        Some(stored) => revise(tx, &device.id, &stored, manifest, check, chained)?,
         None => match check()? {
             checks::Verdict::Refused(why) => ManifestChange::Refused(why),
             checks::Verdict::Accepted { alert_id } => {
@@ -264,24 +276,33 @@ fn take_manifest(
         )?;
         return Ok(Err(why));
     }
+    if !matches!(change, ManifestChange::None) {
+        chain::accept(tx, &device.id, manifest, now)?;
+    }
     audit_change(tx, &actor, &target, manifest, change)?;
     Ok(Ok(status(tx, &device.id, clip_id)?))
 }
 
 /// What `manifest` does to the clip `stored` of `device_id` (stored in `tx`), or the conflict.
+/// `check` judges an extension; `chained` the chain of a revision that gives up lost segments.
 fn revise(
     tx: &Tx<'_>,
     device_id: &str,
     stored: &StoredClip,
     manifest: &ClipManifest,
     check: impl FnOnce() -> Result<checks::Verdict, ApiError>,
+    chained: impl FnOnce() -> Result<Option<String>, ApiError>,
 ) -> Result<ManifestChange, ApiError> {
     let clip_id = &manifest.clip_id;
     let old = &stored.manifest;
     // Asked first: giving up lost segments names fewer of them, like a late re-send of an
     // older open version, but covers each dropped one with a missing range. It changes
-    // nothing the checks judged (user, mode, trigger, window), so they are not asked again.
+    // nothing the checks judged (user, mode, trigger, window), so they are not asked again;
+    // its chain is (the lost segments' entries now need absence notes).
     if let Some(lost) = lost_on_device(tx, device_id, stored, manifest)? {
+        if let Some(why) = chained()? {
+            return Ok(ManifestChange::Refused(why));
+        }
         tx.update_manifest(manifest, &lost)?;
         return Ok(ManifestChange::Lost { lost, closed: old.open && !manifest.open });
     }

@@ -73,6 +73,10 @@ CREATE TRIGGER IF NOT EXISTS enrollment_records_no_update BEFORE UPDATE ON enrol
     BEGIN SELECT RAISE(ABORT, 'a signed enrollment record is never changed'); END;
 CREATE TRIGGER IF NOT EXISTS clip_records_no_update BEFORE UPDATE ON clip_records
     BEGIN SELECT RAISE(ABORT, 'a signed clip record is never changed'); END;
+CREATE TABLE IF NOT EXISTS chain_entries (
+    device_id TEXT NOT NULL, chain TEXT NOT NULL, seq INTEGER NOT NULL, hash TEXT NOT NULL,
+    prev TEXT NOT NULL, clip_id TEXT NOT NULL, accepted_ms INTEGER NOT NULL,
+    PRIMARY KEY (device_id, chain, seq));
 "#;
 
 fn has_column(conn: &Connection, table: &str, column: &str) -> Result<bool, ConsoleError> {

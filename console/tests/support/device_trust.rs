@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use rearview_console::client::AdminClient;
 use rearview_console::{IngestLimits, Server, ServerConfig, ServerHandle};
+use rearview_testkit::chain::DeviceChains;
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -22,10 +23,26 @@ pub struct Console {
     pub http: reqwest::Client,
 }
 
-/// An enrolled device: its token and id.
+/// An enrolled device: its token and id, and the chains its enrolled key signs (every
+/// manifest made by [`manifest`] carries the entries and notes that cover it).
 pub struct Device {
     pub token: String,
     pub id: String,
+    pub chains: std::sync::Mutex<DeviceChains>,
+    /// The tenant's X25519 key (hex) the device seals segments to.
+    pub sealing_public_key: String,
+}
+
+impl Device {
+    /// Fills `chain` and `absent` of `manifest` (see [`DeviceChains::sign_manifest`]).
+    pub fn sign(&self, manifest: &mut Value) {
+        self.chains.lock().unwrap().sign_manifest(manifest);
+    }
+
+    /// `f` with the device's enrolled key, to sign entries by hand.
+    pub fn with_key<T>(&self, f: impl FnOnce(&rearview_protocol::chain::Signer) -> T) -> T {
+        f(self.chains.lock().unwrap().signer())
+    }
 }
 
 impl Console {
@@ -139,8 +156,9 @@ impl Console {
 
 /// Enrolls a device by hand (see [`super::enroll`]).
 pub async fn enroll_at(url: &str, admin: &AdminClient) -> Device {
-    let (token, id) = super::enroll(url, admin).await;
-    Device { token, id }
+    let e = super::enroll_keyed(url, admin).await;
+    let chains = std::sync::Mutex::new(super::Enrolled::chains(e.key, &e.tenant_id, &e.id));
+    Device { token: e.token, id: e.id, chains, sealing_public_key: e.sealing_public_key }
 }
 
 pub fn sha(bytes: &[u8]) -> String {
@@ -152,7 +170,8 @@ pub fn seg(bytes: &[u8], start: i64, end: i64) -> Value {
     json!({"sha256": sha(bytes), "size": bytes.len(), "start_ms": start, "end_ms": end})
 }
 
-/// A closed manifest of `dev`.
+/// A closed manifest of `dev`, with the chain entries (signed by its enrolled key) that cover
+/// its segments.
 pub fn manifest(
     clip_id: &str,
     dev: &Device,
@@ -162,11 +181,13 @@ pub fn manifest(
     window: (i64, i64),
     segments: Vec<Value>,
 ) -> Value {
-    json!({
+    let mut m = json!({
         "clip_id": clip_id, "trigger_id": trigger, "mode": mode, "user": user,
         "device_id": dev.id, "start_ms": window.0, "end_ms": window.1,
         "segments": segments, "missing": [],
-    })
+    });
+    dev.sign(&mut m);
+    m
 }
 
 /// An untriggered clip of `dev` whose one segment, `bytes`, was recorded over its whole window.

@@ -1,6 +1,7 @@
 //! What the console's test binaries share, and the one in-process console launcher of the
 //! workspace: a tenant initialised in a temp directory and served on a free loopback port,
-//! people, approvals and devices enrolled by hand. `tests/tests/protocol.rs` mounts this module
+//! people, approvals and devices enrolled by hand (with keys the tests hold, so the manifests
+//! they send carry chain entries signed by the enrolled key: [`rearview_testkit::chain`]). `tests/tests/protocol.rs` mounts this module
 //! too (as `console_support`), for the tests that need the uploader as well.
 //!
 //! * [`approvals`], [`duties`], [`device_trust`]: each of those test files' console helpers,
@@ -11,6 +12,8 @@
 
 use rearview_console::client::AdminClient;
 use rearview_console::{InitOutput, Server, ServerConfig, ServerHandle};
+use rearview_protocol::chain::Signer;
+use rearview_testkit::chain::DeviceChains;
 use serde_json::{json, Value};
 
 pub mod approvals;
@@ -73,14 +76,37 @@ pub async fn approve(admin: &AdminClient, approver: &AdminClient, user: &str, mo
 /// Enrolls a device by hand (raw HTTP, a fresh Ed25519 key) and returns its token and id.
 /// On the way: a proof made for another key is refused, and does not use up the token.
 pub async fn enroll(url: &str, admin: &AdminClient) -> (String, String) {
-    use ring::signature::KeyPair;
+    let e = enroll_keyed(url, admin).await;
+    (e.token, e.id)
+}
+
+/// A device [`enroll_keyed`] enrolled.
+pub struct Enrolled {
+    pub token: String,
+    pub id: String,
+    /// The device key it enrolled with, which signs its chain entries.
+    pub key: Signer,
+    /// The tenant's X25519 key segments are sealed to (hex), as enrollment answered it.
+    pub sealing_public_key: String,
+    /// The tenant the device joined (what its chain entries name).
+    pub tenant_id: String,
+}
+
+impl Enrolled {
+    /// The device's chains, signed with its enrolled key ([`DeviceChains`]).
+    pub fn chains(key: Signer, tenant_id: &str, device_id: &str) -> DeviceChains {
+        DeviceChains::new(key, tenant_id, device_id)
+    }
+}
+
+/// As [`enroll`], also returning the device key and the tenant's sealing key.
+pub async fn enroll_keyed(url: &str, admin: &AdminClient) -> Enrolled {
     let t: Value = admin.post("/api/v1/enrollment-tokens", &json!({})).await.unwrap();
     let token = t["token"].as_str().unwrap();
-    let rng = ring::rand::SystemRandom::new();
-    let pkcs8 = ring::signature::Ed25519KeyPair::generate_pkcs8(&rng).unwrap();
-    let pair = ring::signature::Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).unwrap();
-    let pk = hex::encode(pair.public_key().as_ref());
-    let wrong = hex::encode(pair.sign(b"something else").as_ref());
+    let (key, _der) = Signer::generate().unwrap();
+    let pk = hex::encode(key.public_key().as_bytes());
+    // The proof is a plain Ed25519 signature of the message: no domain before it.
+    let wrong = hex::encode(key.sign("", b"something else"));
     let r = reqwest::Client::new()
         .post(format!("{url}/api/v1/enroll"))
         .json(&json!({"token": token, "public_key": pk, "proof": wrong, "hostname": "h"}))
@@ -88,8 +114,7 @@ pub async fn enroll(url: &str, admin: &AdminClient) -> (String, String) {
         .await
         .unwrap();
     assert_eq!(r.status(), 401);
-    let proof =
-        hex::encode(pair.sign(&rearview_protocol::enroll_proof_message(token, &pk)).as_ref());
+    let proof = hex::encode(key.sign("", &rearview_protocol::enroll_proof_message(token, &pk)));
     let r: Value = reqwest::Client::new()
         .post(format!("{url}/api/v1/enroll"))
         .json(&json!({"token": token, "public_key": pk, "proof": proof, "hostname": "h"}))
@@ -99,5 +124,12 @@ pub async fn enroll(url: &str, admin: &AdminClient) -> (String, String) {
         .json()
         .await
         .unwrap();
-    (r["device_token"].as_str().unwrap().to_owned(), r["device_id"].as_str().unwrap().to_owned())
+    let text = |field: &str| r[field].as_str().unwrap().to_owned();
+    Enrolled {
+        token: text("device_token"),
+        id: text("device_id"),
+        key,
+        sealing_public_key: text("sealing_public_key"),
+        tenant_id: text("tenant_id"),
+    }
 }
