@@ -92,7 +92,7 @@ use clips::ClipBook;
 use gate::Gate;
 use intake::SealingTarget;
 use rearview_uploader::spool::ClipWindow;
-use store::{Job, Pace, Store, StoreHandle};
+use store::{Job, Pace, StopNote, Store, StoreHandle};
 use workers::{cpu_settings, Tracked};
 
 /// How long SIGTERM waits for workers to hand over their open segments.

@@ -45,6 +45,8 @@ struct Env {
     session_bus: Option<String>,
     /// `REARVIEW_STALL` for the daemon (debug builds; see `rearview_uploader::fault`).
     stall: Option<String>,
+    /// The public half of the device key in `identity.json`, which signs the chains.
+    device_key: rearview_protocol::chain::PublicKey,
 }
 
 fn me() -> String {
@@ -91,12 +93,13 @@ level = "info"
             display = xvfb.display(),
         );
         std::fs::write(dir.path().join("agent.toml"), config).unwrap();
+        let (device_signer, device_key) = rearview_protocol::chain::Signer::generate().unwrap();
         let identity = serde_json::json!({
             "server": server,
             "device_id": DEVICE,
             "tenant_id": TENANT,
             "device_token": "test-token",
-            "device_key_pkcs8_hex": "00",
+            "device_key_pkcs8_hex": hex::encode(&*device_key),
             "signing_public_key": signing.verifying_key().to_base64(),
             "signing_key_id": signing.key_id().to_string(),
             "sealing_public_key": sealing.public_key().to_string(),
@@ -113,6 +116,7 @@ level = "info"
             notice: None,
             session_bus: None,
             stall: None,
+            device_key: device_signer.public_key(),
         }
     }
 
@@ -728,4 +732,69 @@ fn admin_requests_are_answered_while_the_store_waits_on_the_disk() {
     let s = env.wait_for("the held segments in the ring", 60, |s| s.ring.segments >= sent);
     assert!(s.ring.segments >= 3, "{s:#?}");
     assert!(env.stop().success());
+}
+
+/// The chain entries the daemon stored in its spool, by chain then seq.
+fn stored_chain(data: &Path) -> Vec<rearview_protocol::ChainEntry> {
+    let db = rusqlite::Connection::open(data.join("spool").join("spool.db")).unwrap();
+    let mut q = db.prepare("SELECT entry_json FROM chain_entries ORDER BY chain, seq").unwrap();
+    let rows = q.query_map([], |r| r.get::<_, String>(0)).unwrap();
+    rows.map(|j| serde_json::from_str(&j.unwrap()).unwrap()).collect()
+}
+
+/// Every segment the daemon keeps is signed into its stream's chain with the enrolled device
+/// key, before it is kept; when capture stops and resumes, the chain says so with a signed gap
+/// whose reason is the cause (here a revoked approval), and a restart of the daemon continues
+/// the same chain with a `daemon-stopped` gap.
+#[test]
+fn kept_segments_are_chained_and_stops_leave_signed_gaps() {
+    let mut env = Env::new(None);
+    env.start();
+    let user = me();
+    let approved = [(user.as_str(), CaptureMode::SpecificActivities)];
+    env.policy(&approved, 1, 2);
+    env.wait_for("segments in the ring", 60, |s| s.ring.segments >= 2);
+    env.policy(&[("alice", CaptureMode::SpecificActivities)], 1, 2);
+    std::thread::sleep(Duration::from_secs(4));
+    env.policy(&approved, 1, 2);
+    let before = env.status().ring.segments;
+    env.wait_for("segments after the new approval", 60, |s| s.ring.segments >= before + 2);
+    assert!(env.stop().success());
+    // Longer than the pause between two frames (2 fps: 2 s), so the restart is a gap.
+    std::thread::sleep(Duration::from_secs(4));
+    env.start();
+    env.wait_for("segments after the restart", 60, |s| s.ring.segments >= before + 4);
+    let buffer: Vec<rearview_agent::status::BufferEntry> =
+        serde_json::from_value(Client::new(env.socket()).call(&Request::Buffer).unwrap()).unwrap();
+    assert!(env.stop().success());
+
+    let entries = stored_chain(&env.data());
+    let chains: std::collections::BTreeSet<&str> =
+        entries.iter().map(|e| e.chain.as_str()).collect();
+    assert_eq!(chains.len(), 1, "one session, one monitor: one chain across the restart");
+    for (n, e) in entries.iter().enumerate() {
+        e.check_signature(&env.device_key).unwrap();
+        assert_eq!(e.seq, n as u64, "entries are numbered without holes");
+        let prev = if n == 0 {
+            hex::encode([0u8; 32])
+        } else {
+            hex::encode(entries[n - 1].hash().unwrap())
+        };
+        assert_eq!(e.prev, prev, "entry {n} names the one before it");
+        assert_eq!((e.stream.tenant.as_str(), e.stream.device.as_str()), (TENANT, DEVICE));
+        assert_eq!(e.stream.user, me());
+    }
+    let gaps: Vec<&str> =
+        entries.iter().filter_map(|e| e.gap.as_ref()).map(|g| g.reason.as_str()).collect();
+    assert_eq!(gaps, ["no-approval", "daemon-stopped"], "{entries:#?}");
+    // Every segment in the ring has its entry, with the hash of the file it is kept as.
+    let ring = env.data().join("ring").join("segments");
+    for b in &buffer {
+        let entry = entries
+            .iter()
+            .find(|e| e.segment.as_ref().is_some_and(|s| s.id == b.id))
+            .unwrap_or_else(|| panic!("segment {} has no chain entry", b.id));
+        let sealed = std::fs::read(ring.join(format!("{}.seal", b.id))).unwrap();
+        assert_eq!(entry.segment.as_ref().unwrap().sha256, rearview_evidence::sha256_hex(&sealed));
+    }
 }

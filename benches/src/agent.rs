@@ -123,9 +123,11 @@ pub fn run(args: AgentArgs) -> anyhow::Result<()> {
     let mut sealing_public = [0u8; 32];
     std::io::Read::read_exact(&mut std::fs::File::open("/dev/urandom")?, &mut sealing_public)?;
     let sealing_hex: String = sealing_public.iter().map(|b| format!("{b:02x}")).collect();
+    // The device key signs every segment into its chain: the bench pays for that too.
+    let (_, device_key) = rearview_evidence::keys::Signer::generate()?;
     let identity = serde_json::json!({
         "server": "http://127.0.0.1:9", "device_id": "bench", "tenant_id": "bench",
-        "device_token": "bench", "device_key_pkcs8_hex": "00",
+        "device_token": "bench", "device_key_pkcs8_hex": hex::encode(&*device_key),
         "signing_public_key": signing.verifying_key().to_base64(),
         "signing_key_id": signing.key_id().to_string(),
         "sealing_public_key": sealing_hex,

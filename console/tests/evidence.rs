@@ -9,8 +9,10 @@
 mod evidence_support;
 
 use evidence_support::{
-    audit_actions, custody_rows, export, exported, send_clip, tenant_key, world, World, CLIP, USER,
+    audit_actions, custody_rows, export, exported, send_clip, tenant_key, world, World, CLIP,
+    TENANT, USER,
 };
+use rearview_evidence::chain::{Appended, ChainHead, SegmentRef, Stream};
 use rearview_evidence::package;
 use rearview_evidence::record::{self, ClipRecord, EnrollmentRecord};
 use rearview_evidence::Signer;
@@ -212,11 +214,25 @@ async fn incomplete_clips_and_full_directories_are_refused() {
 async fn incomplete_clip(w: &World) -> (String, Vec<String>) {
     let id = "clip-ev-incomplete";
     let t0 = evidence_support::now_ms() + 1000;
+    // Properly chained (ingest checks that), but its segment never arrives.
+    let stream = Stream {
+        tenant: TENANT.into(),
+        device: w.device_id.clone(),
+        user: USER.into(),
+        session: "c-incomplete".into(),
+        monitor: 0,
+    };
+    let (sha256, span) = ("ab".repeat(32), (t0 * 1000, (t0 + 1000) * 1000));
+    let segment = SegmentRef { id: "cd".repeat(16), sha256: sha256.clone() };
+    let entry = ChainHead::new()
+        .unwrap()
+        .append(&w.device_key, &stream, span, Appended::Segment(segment))
+        .unwrap();
     let manifest = serde_json::json!({
         "clip_id": id, "trigger_id": w.trigger_id, "mode": "specific-activities", "user": USER,
         "device_id": w.device_id, "start_ms": t0, "end_ms": t0 + 2000,
-        "segments": [{"sha256": "ab".repeat(32), "size": 100, "start_ms": t0, "end_ms": t0 + 1000}],
-        "missing": [],
+        "segments": [{"sha256": sha256, "size": 100, "start_ms": t0, "end_ms": t0 + 1000}],
+        "missing": [], "chain": [entry],
     });
     let r = reqwest::Client::new()
         .put(format!("{}/api/v1/device/clips/{id}", w.console.url))

@@ -15,13 +15,20 @@
 //! (more may come; a verifier shows an unknown one as it is):
 //!
 //! ```text
-//! locked          the session's screen was locked
-//! no-approval     the user's approval ended (or was revoked) and capture stopped
-//! cpu-paused      the CPU limit paused capture
-//! worker-crashed  the capture worker died and was restarted
-//! daemon-stopped  the daemon was not running (stopped, upgraded, crashed)
-//! inactive        the session was not in the foreground (another seat or VT)
+//! locked            the session's screen was locked
+//! no-approval       the user's approval ended (or was revoked), or no policy was in force
+//! capture-disabled  the policy turned capture off
+//! cpu-paused        the CPU limit paused capture
+//! worker-crashed    the capture worker died and was restarted
+//! settings-changed  the worker was restarted on new settings (frame rate, segment length)
+//! daemon-stopped    the daemon was not running (stopped, upgraded, crashed)
+//! inactive          the session was not in the foreground (another seat or VT)
+//! not-recorded      capture stopped for a reason the daemon did not see
 //! ```
+//!
+//! A gap is recorded when the next segment starts later after the chain's last entry than
+//! the time between two frames allows (the device's tolerance: twice the frame interval and a
+//! second); shorter pauses are part of recording and are not entries.
 //!
 //! # Entry (JSON, one object per line in `chain.jsonl`)
 //!

@@ -169,7 +169,7 @@ pub struct Contents<'a> {
 /// Writes a package into `dir` (created, 0700; files 0600: sealed evidence, still personal
 /// data), then `SHA256SUMS` over every file in it (including an `open/` written before).
 pub fn write(dir: &std::path::Path, c: &Contents<'_>) -> std::io::Result<()> {
-    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    use std::os::unix::fs::DirBuilderExt;
     let mut builder = std::fs::DirBuilder::new();
     builder.recursive(true).mode(0o700);
     builder.create(dir.join(SEGMENTS))?;
@@ -199,16 +199,25 @@ pub fn write(dir: &std::path::Path, c: &Contents<'_>) -> std::io::Result<()> {
         files.push((segment_path(id), bytes));
     }
     for (name, bytes) in &files {
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(dir.join(name))?;
-        std::io::Write::write_all(&mut f, bytes)?;
-        f.sync_all()?;
+        write_private(&dir.join(name), bytes)?;
     }
     write_sums(dir)
+}
+
+/// Writes `bytes` to `path` as a file only its owner can read (0600, whatever the umask),
+/// synced.
+fn write_private(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    // An existing file keeps its mode through open(2): set it.
+    f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    std::io::Write::write_all(&mut f, bytes)?;
+    f.sync_all()
 }
 
 /// Every file under `dir` (not directories), as package paths with `/`, sorted.
@@ -237,5 +246,5 @@ pub fn write_sums(dir: &std::path::Path) -> std::io::Result<()> {
         let bytes = std::fs::read(dir.join(&path))?;
         listed.push((path, crate::sha256_hex(&bytes)));
     }
-    std::fs::write(dir.join(SUMS), sums(&listed))
+    write_private(&dir.join(SUMS), sums(&listed).as_bytes())
 }

@@ -46,6 +46,18 @@ impl Gate {
         }
     }
 
+    /// Why capture stops when a session's gate becomes this one: the reason of the gap the
+    /// session's chains record when capture resumes ([`rearview_protocol::chain`]).
+    pub fn gap_reason(&self, locked: bool) -> &'static str {
+        match self {
+            Gate::Idle { .. } if locked => "locked",
+            Gate::Idle { .. } => "inactive",
+            Gate::Disabled => "capture-disabled",
+            Gate::NotEnrolled | Gate::NoPolicy | Gate::NotApproved => "no-approval",
+            Gate::Capture { .. } => "not-recorded",
+        }
+    }
+
     /// The approval's mode, when there is one.
     pub fn mode(&self) -> Option<CaptureMode> {
         match self {

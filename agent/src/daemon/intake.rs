@@ -35,7 +35,9 @@ impl Daemon {
             return;
         };
         let expected = Expected { tenant, device, principal, session };
-        let intake = Intake { session_key: key.to_string(), expected, mode, seal_to, plaintext };
+        let stop = t.stopped;
+        let intake =
+            Intake { session_key: key.to_string(), expected, mode, seal_to, plaintext, stop };
         self.hand_to_store(Job::Segment(intake)).await;
     }
 }

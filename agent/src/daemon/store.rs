@@ -5,7 +5,8 @@
 //! ```text
 //!  Daemon::run (async loop)                          store thread (blocking)
 //!  ────────────────────────                          ───────────────────────
-//!  worker segment, gate passed ─── Job::Segment ───► check, seal, ring insert, clips take it,
+//!  worker segment, gate passed ─── Job::Segment ───► check, seal, sign into its chain
+//!                                                    ([`chain`]), ring insert, clips take it,
 //!                                                    spool hand-over, all-activities queue
 //!  verified trigger ────────────── Job::Trigger ───► record its clip, then tell the uploader
 //!  indicator's offline rule ────── Job::OpenClip ──► record the clip
@@ -33,6 +34,7 @@
 //!   [`DaemonError::StoreStopped`](super::DaemonError::StoreStopped), and the service manager
 //!   restarts the daemon, whose start recovers the ring and the clip records.
 
+mod chain;
 mod collect;
 mod intake;
 
@@ -99,6 +101,22 @@ pub(super) struct Intake {
     pub mode: CaptureMode,
     pub seal_to: TenantPublicKey,
     pub plaintext: Zeroizing<Vec<u8>>,
+    /// The session's last stop of capture, for the gap before this segment (if there is one).
+    pub stop: Option<StopNote>,
+}
+
+/// Why capture last stopped in a session, and when, as the loop saw it: the reason a chain's
+/// gap entry gives when capture resumes (see [`Gate::gap_reason`](super::gate::Gate::gap_reason)).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct StopNote {
+    pub reason: &'static str,
+    pub at_utc_micros: i64,
+}
+
+impl StopNote {
+    pub(super) fn now(reason: &'static str) -> StopNote {
+        StopNote { reason, at_utc_micros: now_micros() }
+    }
 }
 
 /// The pace of capture that clip closing depends on: how long segments are, and the frame rate
@@ -179,6 +197,8 @@ pub(super) struct Store {
     last_evict: Instant,
     /// Clips that failed to list a segment at intake; they take it on the next tick.
     retake: BTreeSet<String>,
+    /// The chains' heads in use and the key that signs them.
+    chains: chain::Chains,
 }
 
 /// What the store takes over at start: the ring the daemon opened, its retention, and the
@@ -208,6 +228,7 @@ impl Store {
             events,
             last_evict: Instant::now(),
             retake: BTreeSet::new(),
+            chains: chain::Chains::default(),
         }
     }
 
@@ -255,6 +276,7 @@ impl Store {
                 if self.last_evict.elapsed() >= EVICT_EVERY {
                     self.last_evict = Instant::now();
                     self.ring.evict_expired(now_micros());
+                    self.prune_chains(now_micros());
                 }
             }
             Job::Retention(wanted) => self.set_retention(wanted),

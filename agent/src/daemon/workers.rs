@@ -13,6 +13,8 @@ pub(super) struct Tracked {
     pub(super) died_at: Option<Instant>,
     /// `<session>#<n>`: tells this worker's messages from those of one being replaced.
     pub(super) worker_key: String,
+    /// Why capture last stopped here: a chain gap's reason when it resumes.
+    pub(super) stopped: Option<StopNote>,
 }
 
 /// The CPU bounds the policy sets (or the defaults without one).
@@ -131,6 +133,7 @@ impl Daemon {
             status: WorkerStatus::default(),
             died_at: None,
             worker_key: String::new(),
+            stopped: None,
         });
         t.session = session;
         let was = std::mem::replace(&mut t.gate, gate.clone());
@@ -151,6 +154,7 @@ impl Daemon {
         if t.worker.is_some() && t.spec.as_ref() != Some(&spec) {
             // Settings changed (fps, segment length, monitors): restart cleanly.
             if let Some(w) = t.worker.take() {
+                t.stopped = Some(StopNote::now("settings-changed"));
                 tokio::spawn(w.stop(DRAIN_DEADLINE));
             }
         }
@@ -203,6 +207,7 @@ impl Daemon {
         let Some(t) = self.sessions.get_mut(key) else { return };
         if let Some(w) = t.worker.take() {
             tracing::info!(session = key, gate = gate.describe(), "capture stopped");
+            t.stopped = Some(StopNote::now(gate.gap_reason(t.session.locked)));
             t.spec = None;
             if matches!(gate, Gate::Idle { .. }) {
                 tokio::spawn(w.stop(DRAIN_DEADLINE));
@@ -261,6 +266,7 @@ impl Daemon {
                         t.died_at = Some(Instant::now());
                     }
                     if matches!(t.gate, Gate::Capture { .. }) && !self.draining {
+                        t.stopped = Some(StopNote::now("worker-crashed"));
                         let msg = format!("capture worker of session {key} exited; restarting");
                         self.error(msg);
                     }
@@ -299,6 +305,9 @@ impl Daemon {
             );
             self.rate_milli = decision.fps_milli;
             for t in self.sessions.values_mut() {
+                if decision.paused() {
+                    t.stopped = Some(StopNote::now("cpu-paused"));
+                }
                 if let Some(w) = t.worker.as_mut() {
                     let _ = w.set_rate(decision.fps_milli).await;
                 }

@@ -182,9 +182,6 @@ impl Package<'_> {
             custody_head: &head,
         };
         package::write(dir, &contents).map_err(io(dir))?;
-        // `package::write` leaves SHA256SUMS to the umask; it is as private as the rest.
-        let sums = dir.join(package::SUMS);
-        private::tighten_file(&sums).map_err(io(&sums))?;
         Ok(counts)
     }
 

@@ -119,14 +119,30 @@ impl Store {
         if !close && clip.in_spool && fresh.is_empty() {
             return;
         }
-        let ForSpool { segments, handed, gone } = self.read_for_spool(fresh, just_sealed);
-        if !gone.is_empty() {
-            // Evicted before it was handed over (a pin that could not be made): the clip
-            // forgets it, so it is not looked for on every tick, and names its span missing.
-            if let Err(e) = self.clips.forget(self.uploader.spool(), i, &gone) {
-                let id = &self.clips.collecting()[i].id;
-                self.error(format!("clip {id}: segments the ring lost not forgotten: {e}"));
+        let ForSpool { mut segments, mut handed, gone } = self.read_for_spool(fresh, just_sealed);
+        // Evicted before it was handed over (a pin that could not be made): the clip forgets
+        // it, so it is not looked for on every tick; its entry gets an absence note.
+        self.forget(i, &gone, "the ring lost");
+        let clip = self.clips.collecting()[i].clone();
+        let chain = match self.clip_chain(&clip) {
+            Ok(chain) => chain,
+            Err(e) => {
+                // Nothing handed over: the next tick tries again.
+                self.error(format!("clip {}: not handed to the spool: {e}", clip.id));
+                return;
             }
+        };
+        // Recorded before this agent signed its segments: no entry vouches for them, so they
+        // are not sent (the console refuses what no entry names); their span is missing.
+        let unchained: Vec<String> =
+            clip.segments.iter().filter(|s| !chain.named.contains(*s)).cloned().collect();
+        if !unchained.is_empty() {
+            self.forget(i, &unchained, "no chain entry names");
+            let keep: Vec<bool> = handed.iter().map(|s| !unchained.contains(s)).collect();
+            let mut keep_handed = keep.iter();
+            handed.retain(|_| *keep_handed.next().unwrap_or(&true));
+            let mut keep_segments = keep.iter();
+            segments.retain(|_| *keep_segments.next().unwrap_or(&true));
         }
         let clip = &self.clips.collecting()[i];
         let missing = if close { self.uncovered(clip) } else { Vec::new() };
@@ -146,6 +162,8 @@ impl Store {
                 })
                 .collect(),
             open: !close,
+            chain: chain.entries,
+            absent: chain.absent,
         };
         let result = self.uploader.enqueue_clip(new, segments);
         self.settle_handover(i, close, result, handed, missing);
@@ -185,6 +203,22 @@ impl Store {
         out
     }
 
+    /// Clip `i` forgets segments `ids` (`why` names what happened to them, for the log).
+    fn forget(&mut self, i: usize, ids: &[String], why: &str) {
+        if ids.is_empty() {
+            return;
+        }
+        tracing::info!(
+            clip = self.clips.collecting()[i].id,
+            segments = ids.len(),
+            "clip forgets segments {why}"
+        );
+        if let Err(e) = self.clips.forget(self.uploader.spool(), i, ids) {
+            let id = &self.clips.collecting()[i].id;
+            self.error(format!("clip {id}: segments {why} not forgotten: {e}"));
+        }
+    }
+
     /// Clips that failed to list a new segment (a database error at intake) take what the
     /// ring holds for them now; one still failing is tried again on the next tick.
     fn retake_held(&mut self) {
@@ -217,8 +251,13 @@ impl Store {
             .filter_map(|id| self.ring.get(id))
             .map(|e| (e.start.utc_micros, e.end.utc_micros))
             .collect();
-        let frame_gap = 1_000_000_000 / i64::from(self.pace.base_fps_milli.max(1)) * 2 + 1_000_000;
-        clips::missing_ranges(clip.from_utc_micros, clip.to_utc_micros, &spans, frame_gap)
+        clips::missing_ranges(clip.from_utc_micros, clip.to_utc_micros, &spans, self.frame_gap())
+    }
+
+    /// The longest pause between two frames that is still recording (twice the frame interval
+    /// and a second, micros): a longer one is a gap.
+    pub(super) fn frame_gap(&self) -> i64 {
+        1_000_000_000 / i64::from(self.pace.base_fps_milli.max(1)) * 2 + 1_000_000
     }
 
     /// Stores what the spool made of clip `i`'s hand-over: handed segments, a close (pins

@@ -44,7 +44,7 @@ pub(in super::super) fn check_segment(
 impl Store {
     /// Checks, seals and stores one segment from a worker, then gives it to clips and uploads.
     pub(super) fn segment(&mut self, intake: Intake) {
-        let Intake { session_key: key, expected, mode, seal_to, plaintext } = intake;
+        let Intake { session_key: key, expected, mode, seal_to, plaintext, stop } = intake;
         let header = match Segment::parse(&plaintext) {
             Ok(s) => s.header().clone(),
             Err(e) => {
@@ -71,6 +71,13 @@ impl Store {
             }
         };
         drop(plaintext);
+        // Signed into its chain before it is kept: nothing unsigned enters the ring. A ring
+        // write that fails after this leaves an entry whose segment clips note as absent.
+        let sha256 = rearview_evidence::sha256(&sealed);
+        if let Err(e) = self.chain_segment(&header, &expected, &sha256, stop, self.frame_gap()) {
+            self.error(format!("session {key}: segment {} not kept: {e}", header.id));
+            return;
+        }
         if let Err(e) = self.ring.insert(&header, &sealed) {
             self.error(format!("ring: segment not stored: {e}"));
             return;
@@ -126,6 +133,13 @@ impl Store {
         end: i64,
         sealed: Vec<u8>,
     ) {
+        let chain = match self.segment_chain(&id.to_string()) {
+            Ok(chain) => chain,
+            Err(e) => {
+                self.error(format!("all-activities segment {id} not queued: {e}"));
+                return;
+            }
+        };
         let clip = NewClip {
             clip_id: format!("seg-{id}"),
             trigger_id: None,
@@ -135,6 +149,8 @@ impl Store {
             end_ms: end / 1000,
             missing: Vec::new(),
             open: false,
+            chain,
+            absent: Vec::new(),
         };
         let segment = NewSegment {
             start_ms: start / 1000,
