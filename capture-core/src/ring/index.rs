@@ -133,6 +133,22 @@ pub(super) struct IndexFile {
     file: File,
     len: u64,
     records: u64,
+    /// A failed append could not be cut back: bytes of a torn record may follow `len`. Nothing
+    /// is appended until the cut works (replay stops at a torn record, so a record written
+    /// behind one would be lost).
+    torn: bool,
+    #[cfg(test)]
+    faults: Faults,
+}
+
+/// Failures a unit test makes happen.
+#[cfg(test)]
+#[derive(Default)]
+struct Faults {
+    /// The next write stops half-way and fails.
+    write: bool,
+    /// This many cuts fail.
+    truncate: u32,
 }
 
 impl IndexFile {
@@ -151,6 +167,9 @@ impl IndexFile {
                     file,
                     len: FILE_HEADER_LEN as u64,
                     records: 0,
+                    torn: false,
+                    #[cfg(test)]
+                    faults: Faults::default(),
                 };
                 return Ok((index, Vec::new(), 0));
             }
@@ -183,7 +202,15 @@ impl IndexFile {
         }
         let count = records.len() as u64;
         Ok((
-            IndexFile { path: path.to_owned(), file, len: good_len, records: count },
+            IndexFile {
+                path: path.to_owned(),
+                file,
+                len: good_len,
+                records: count,
+                torn: false,
+                #[cfg(test)]
+                faults: Faults::default(),
+            },
             records,
             torn,
         ))
@@ -196,25 +223,7 @@ impl IndexFile {
 
     /// Appends one record. On failure the file is cut back to where it was.
     pub(super) fn append(&mut self, record: &Record, sync: bool) -> Result<(), RingError> {
-        let bytes = record.encode();
-        let result =
-            self.file.write_all(&bytes).and_then(
-                |()| {
-                    if sync {
-                        self.file.sync_data()
-                    } else {
-                        Ok(())
-                    }
-                },
-            );
-        if let Err(e) = result {
-            // Shrinking needs no space, so this works on a full disk too.
-            let _ = self.file.set_len(self.len);
-            return Err(RingError::io("append to", &self.path, e));
-        }
-        self.len += bytes.len() as u64;
-        self.records += 1;
-        Ok(())
+        self.append_bytes(&record.encode(), sync, 1)
     }
 
     /// Appends `records` with one write and one `fdatasync`. On failure the file is cut back
@@ -228,14 +237,47 @@ impl IndexFile {
         for r in records {
             bytes.extend_from_slice(&r.encode());
         }
-        if let Err(e) = self.file.write_all(&bytes).and_then(|()| self.file.sync_data()) {
+        self.append_bytes(&bytes, true, records.len() as u64)
+    }
+
+    /// Appends `bytes` (`count` whole records), synced if `sync`; a failed write is cut back,
+    /// and if that fails too, the next append cuts first (see [`IndexFile::torn`]).
+    fn append_bytes(&mut self, bytes: &[u8], sync: bool, count: u64) -> Result<(), RingError> {
+        if self.torn {
+            self.cut_back().map_err(|e| RingError::io("truncate", &self.path, e))?;
+            self.torn = false;
+        }
+        if let Err(e) = self.write_all(bytes, sync) {
             // Shrinking needs no space, so this works on a full disk too.
-            let _ = self.file.set_len(self.len);
+            self.torn = self.cut_back().is_err();
             return Err(RingError::io("append to", &self.path, e));
         }
         self.len += bytes.len() as u64;
-        self.records += records.len() as u64;
+        self.records += count;
         Ok(())
+    }
+
+    fn write_all(&mut self, bytes: &[u8], sync: bool) -> std::io::Result<()> {
+        #[cfg(test)]
+        if std::mem::take(&mut self.faults.write) {
+            self.file.write_all(&bytes[..bytes.len() / 2])?;
+            return Err(std::io::Error::other("injected: the disk failed half-way"));
+        }
+        self.file.write_all(bytes)?;
+        if sync {
+            self.file.sync_data()?;
+        }
+        Ok(())
+    }
+
+    /// Cuts the file back to the end of its last whole record.
+    fn cut_back(&mut self) -> std::io::Result<()> {
+        #[cfg(test)]
+        if self.faults.truncate > 0 {
+            self.faults.truncate -= 1;
+            return Err(std::io::Error::other("injected: truncate failed"));
+        }
+        self.file.set_len(self.len)
     }
 
     /// Replaces the whole log with `records`, atomically.
@@ -293,6 +335,24 @@ mod tests {
             sealed_len: 10,
             sha256: [n; 32],
         }
+    }
+
+    /// A failed append whose cut-back fails too leaves torn bytes; the next append must cut
+    /// them first, or every record after them is lost at the next open.
+    #[test]
+    fn an_append_after_a_failed_cut_back_is_not_lost() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("index");
+        let (mut index, _, _) = IndexFile::open(&path).unwrap();
+        index.append(&Record::Insert(entry(1)), true).unwrap();
+        index.faults = Faults { write: true, truncate: 1 };
+        assert!(index.append(&Record::Insert(entry(2)), true).is_err());
+        index.append_batch(&[Record::Insert(entry(3)), Record::Remove(entry(1).id)]).unwrap();
+        drop(index);
+        let (_, records, torn) = IndexFile::open(&path).unwrap();
+        let want =
+            vec![Record::Insert(entry(1)), Record::Insert(entry(3)), Record::Remove(entry(1).id)];
+        assert_eq!((records, torn), (want, 0));
     }
 
     #[test]
