@@ -23,9 +23,11 @@ use anyhow::{bail, Context};
 use clap::Args;
 use futures_util::StreamExt;
 use rearview_console::client::AdminClient;
+use rearview_evidence::keys::Signer;
 use rearview_protocol::{
     enroll_proof_message, CaptureMode, ClipManifest, EnrollRequest, ManifestSegment, TriggerMessage,
 };
+use rearview_testkit::chain::{DeviceChains, SegmentSpan};
 use rearview_testkit::console::{self, InitTokens, ServedConsole};
 use rearview_testkit::procfs::ProcStatus;
 use rearview_uploader::client::{Client, ClientConfig};
@@ -118,22 +120,42 @@ fn start_console() -> anyhow::Result<(ConsoleChild, InitTokens)> {
     Ok((ConsoleChild { served, _dir: dir }, tokens))
 }
 
-async fn enroll(url: &str, admin: &AdminClient) -> anyhow::Result<(Client, String)> {
+/// A simulated device: its client (with its token), its id, and the chains its enrolled key
+/// signs, so its manifests carry the entries the console verifies.
+#[derive(Clone)]
+struct BenchDevice {
+    client: Client,
+    id: String,
+    chains: Arc<Mutex<DeviceChains>>,
+}
+
+async fn enroll(url: &str, admin: &AdminClient) -> anyhow::Result<BenchDevice> {
     let t: Value = admin.post("/api/v1/enrollment-tokens", &json!({})).await?;
     let token = t["token"].as_str().context("no token")?;
-    let rng = ring::rand::SystemRandom::new();
-    let pkcs8 = ring::signature::Ed25519KeyPair::generate_pkcs8(&rng)
-        .map_err(|_| anyhow::anyhow!("rng"))?;
-    let pair = ring::signature::Ed25519KeyPair::from_pkcs8(pkcs8.as_ref())
-        .map_err(|_| anyhow::anyhow!("key"))?;
-    use ring::signature::KeyPair;
-    let public_key = hex::encode(pair.public_key().as_ref());
-    let proof = hex::encode(pair.sign(&enroll_proof_message(token, &public_key)).as_ref());
+    let (key, _der) = Signer::generate().map_err(|_| anyhow::anyhow!("rng"))?;
+    let public_key = hex::encode(key.public_key().as_bytes());
+    // The proof is a plain Ed25519 signature of the message (no domain before it).
+    let proof = hex::encode(key.sign("", &enroll_proof_message(token, &public_key)));
     let client = Client::new(&ClientConfig::new(url), None)?;
     let r = client
         .enroll(&EnrollRequest { token: token.into(), public_key, proof, hostname: "bench".into() })
         .await?;
-    Ok((client.with_token(r.device_token), r.device_id))
+    let chains = Arc::new(Mutex::new(DeviceChains::new(key, &r.tenant_id, &r.device_id)));
+    Ok(BenchDevice { client: client.with_token(r.device_token), id: r.device_id, chains })
+}
+
+/// Puts the entries that cover `manifest`'s segments into it (signed by the device key), one
+/// millisecond apart from the manifest's start, as a device records them.
+fn sign_chain(chains: &Mutex<DeviceChains>, manifest: &mut ClipManifest) {
+    let t = manifest.start_ms.millis();
+    let spans: Vec<SegmentSpan> = (0i64..)
+        .zip(&manifest.segments)
+        .map(|(k, s)| SegmentSpan { sha256: s.sha256.clone(), start_ms: t + k, end_ms: t + k + 1 })
+        .collect();
+    let mut chains = chains.lock().unwrap_or_else(|p| p.into_inner());
+    let covered = chains.cover(&manifest.clip_id, &manifest.user, &spans);
+    manifest.chain = covered.chain;
+    manifest.absent = covered.absent;
 }
 
 /// Holds one device's stream; reports each trigger's arrival to its waiter.
@@ -229,11 +251,11 @@ async fn run_async(args: ProtocolArgs) -> anyhow::Result<()> {
     for chunk in (0..args.devices).collect::<Vec<_>>().chunks(50) {
         let enrolled =
             futures_util::future::try_join_all(chunk.iter().map(|_| enroll(&url, &admin))).await?;
-        for (client, id) in enrolled {
+        for device in enrolled {
             let (tx, rx) = oneshot::channel();
             readies.push(rx);
-            tokio::spawn(hold_stream(client.clone(), waiters.clone(), tx));
-            devices.push((client, id));
+            tokio::spawn(hold_stream(device.client.clone(), waiters.clone(), tx));
+            devices.push(device);
         }
     }
     for r in readies {
@@ -244,7 +266,7 @@ async fn run_async(args: ProtocolArgs) -> anyhow::Result<()> {
     log(format!("{} streams open; issuing one trigger per device", args.devices));
 
     let latencies: Arc<Mutex<Vec<f64>>> = Arc::default();
-    let ids: Vec<String> = devices.iter().map(|(_, id)| id.clone()).collect();
+    let ids: Vec<String> = devices.iter().map(|d| d.id.clone()).collect();
     let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let workers = (0..args.concurrency).map(|_| {
         let (admin, ids, next, waiters, latencies) =
@@ -289,11 +311,10 @@ async fn run_async(args: ProtocolArgs) -> anyhow::Result<()> {
 
     log(format!("ingesting {} MiB from {} devices", args.ingest_mib, args.upload_devices));
     let per_device = args.ingest_mib.div_ceil(args.upload_devices);
-    let uploaders: Vec<(Client, String)> =
-        devices.iter().take(args.upload_devices).cloned().collect();
+    let uploaders: Vec<BenchDevice> = devices.iter().take(args.upload_devices).cloned().collect();
     let start = Instant::now();
     let bytes = futures_util::future::try_join_all(uploaders.into_iter().enumerate().map(
-        |(n, (client, id))| async move {
+        |(n, BenchDevice { client, id, chains })| async move {
             let mut sent = 0u64;
             for c in 0..per_device.div_ceil(16) {
                 let segs: Vec<Vec<u8>> = (0..16.min(per_device - c * 16))
@@ -306,7 +327,7 @@ async fn run_async(args: ProtocolArgs) -> anyhow::Result<()> {
                     .collect();
                 // Recorded now (the console refuses clips from before the approval).
                 let t = rearview_uploader::now_ms();
-                let manifest = ClipManifest {
+                let mut manifest = ClipManifest {
                     clip_id: format!("bench-{n}-{c}"),
                     trigger_id: None,
                     mode: CaptureMode::AllActivities,
@@ -330,6 +351,7 @@ async fn run_async(args: ProtocolArgs) -> anyhow::Result<()> {
                     chain: Vec::new(),
                     absent: Vec::new(),
                 };
+                sign_chain(&chains, &mut manifest);
                 let status = client.put_manifest(&manifest).await?;
                 for (seg, b) in manifest.segments.iter().zip(segs) {
                     if status.missing.contains(&seg.sha256) {

@@ -60,8 +60,10 @@
 //! names is stored. Any step can be repeated after a crash of either side with the same result.
 //!
 //! The console checks what a manifest claims against its own records (the user's approval at
-//! the clip's first recording, the trigger it names, the policy's window bounds) and refuses a
-//! clip it cannot take with 409 and the reason: a refusal of that clip alone, which the device
+//! the clip's first recording, the trigger it names, the policy's window bounds) and its
+//! device-signed chain against the key the device enrolled (every segment named has its signed
+//! entry, the chain has no hole, no fork of entries it accepted before; see
+//! [`ClipManifest::chain`]), and refuses a clip it cannot take with 409 and the reason: a refusal of that clip alone, which the device
 //! sets aside. A segment upload is answered before its body is read when no manifest names the
 //! hash (409) or the console holds it already (200, `newly_stored: false`); a device with too
 //! many uploads in flight gets 429 with `Retry-After` (try again later, keep the clip); a body

@@ -11,6 +11,7 @@ use serde_json::{json, Value};
 use tokio::io::AsyncWriteExt;
 
 use crate::console_support::device_trust::*;
+use crate::support::EnqueueChained;
 
 /// A real uploader enrolled with `c`, in its own state directory (keep it alive), and the same
 /// device as raw HTTP sees it (its id, and its token from the uploader's identity file).
@@ -23,7 +24,16 @@ async fn uploader_device(c: &Console) -> (tempfile::TempDir, Arc<Uploader>, Devi
         serde_json::from_str(&std::fs::read_to_string(state.path().join("identity.json")).unwrap())
             .unwrap();
     let token = file["device_token"].as_str().unwrap().to_owned();
-    (state, up, Device { token, id: identity.device_id.clone() })
+    let key = up.chain_signer().unwrap();
+    let chains =
+        crate::console_support::Enrolled::chains(key, &identity.tenant_id, &identity.device_id);
+    let dev = Device {
+        token,
+        id: identity.device_id.clone(),
+        chains: std::sync::Mutex::new(chains),
+        sealing_public_key: identity.sealing_public_key.clone(),
+    };
+    (state, up, dev)
 }
 
 /// An all-activities clip of `user` for the spool: one segment, `bytes`, over `[at, at + 1 s)`.
@@ -37,6 +47,8 @@ fn spooled_clip(id: &str, user: &str, at: i64, bytes: Vec<u8>) -> (NewClip, Vec<
         end_ms: at + 1000,
         missing: vec![],
         open: false,
+        chain: vec![],
+        absent: vec![],
     };
     (clip, vec![NewSegment { start_ms: at, end_ms: at + 1000, bytes: SegmentBytes::Bytes(bytes) }])
 }
@@ -51,8 +63,8 @@ async fn the_uploader_sets_a_refused_clip_aside_and_sends_the_next() {
     let now = now_ms();
     let (m1, s1) = spooled_clip("u-mallory", "mallory", now, bytes(7, 500));
     let (m2, s2) = spooled_clip("u-alice", "alice", now, bytes(8, 500));
-    up.enqueue_clip(m1, s1).unwrap();
-    up.enqueue_clip(m2, s2).unwrap();
+    up.enqueue_chained(m1, s1).unwrap();
+    up.enqueue_chained(m2, s2).unwrap();
     up.send_pending().await.unwrap();
     assert_eq!(up.clip_state("u-mallory").unwrap().map(|s| s.as_str()), Some("refused"));
     assert_eq!(up.clip_state("u-alice").unwrap().map(|s| s.as_str()), Some("sent"));
@@ -77,7 +89,7 @@ async fn the_uploader_keeps_a_clip_answered_429() {
     })
     .await;
     let (clip, segs) = spooled_clip("k-next", "alice", now, bytes(51, 1000));
-    up.enqueue_clip(clip, segs).unwrap();
+    up.enqueue_chained(clip, segs).unwrap();
     let err = up.send_pending().await.unwrap_err();
     assert!(err.to_string().contains("429"), "{err}");
     assert_eq!(up.clip_state("k-next").unwrap().map(|s| s.as_str()), Some("pending"));

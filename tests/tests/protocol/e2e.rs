@@ -64,7 +64,7 @@ async fn enroll_policy_trigger_clip_complete() {
     let originals: Vec<Vec<u8>> = segs.iter().map(|(_, b)| b.clone()).collect();
     let enq = device
         .uploader
-        .enqueue_clip(
+        .enqueue_chained(
             NewClip {
                 start_ms: now - 20_000,
                 end_ms: now + 10_000,
@@ -102,7 +102,7 @@ async fn enroll_policy_trigger_clip_complete() {
     assert_eq!(status.spool.spooled_bytes, 0);
     assert_eq!(status.spool.pending_clips, 0);
     // The same clip again is a no-op.
-    assert!(!device.uploader.enqueue_clip(new_clip("clip-1", None, 0), vec![]).unwrap().new);
+    assert!(!device.uploader.enqueue_chained(new_clip("clip-1", None, 0), vec![]).unwrap().new);
 
     // Health reaches the device list.
     device
@@ -291,7 +291,7 @@ async fn open_clip_is_sent_as_segments_close_and_completes_when_closed() {
     };
 
     // The first segment reaches the console at once; the clip stays open and pending.
-    let enq = device.uploader.enqueue_clip(open(), upto(1)).unwrap();
+    let enq = device.uploader.enqueue_chained(open(), upto(1)).unwrap();
     assert!(enq.new && enq.state.as_str() == "pending");
     eventually("first segment stored", Duration::from_secs(20), || {
         console.stored_segments().len() == 1
@@ -319,7 +319,7 @@ async fn open_clip_is_sent_as_segments_close_and_completes_when_closed() {
     let uploader =
         rearview_uploader::Uploader::open(uploader_config(&console.url(), dir.path())).unwrap();
     let running = uploader.start().unwrap();
-    let enq = uploader.enqueue_clip(open(), upto(2)).unwrap();
+    let enq = uploader.enqueue_chained(open(), upto(2)).unwrap();
     assert_eq!((enq.new, enq.added), (false, 1));
     eventually("second segment stored", Duration::from_secs(20), || {
         console.stored_segments().len() == 2
@@ -337,7 +337,7 @@ async fn open_clip_is_sent_as_segments_close_and_completes_when_closed() {
         end_ms: closed.end_ms.into(),
         reason: "capture stopped".into(),
     }];
-    let enq = uploader.enqueue_clip(closed.clone(), upto(3)).unwrap();
+    let enq = uploader.enqueue_chained(closed.clone(), upto(3)).unwrap();
     assert_eq!((enq.new, enq.added, enq.state.as_str()), (false, 1, "pending"));
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     assert_eq!(uploader.clip_state("window").unwrap().map(|s| s.as_str()), Some("pending"));
@@ -367,7 +367,7 @@ async fn open_clip_is_sent_as_segments_close_and_completes_when_closed() {
     assert_eq!(stored(&console), want, "each segment stored once");
     assert_eq!(uploader.status().unwrap().spool.spooled_bytes, 0);
     // Extending a sent clip changes nothing.
-    let enq = uploader.enqueue_clip(open(), upto(3)).unwrap();
+    let enq = uploader.enqueue_chained(open(), upto(3)).unwrap();
     assert_eq!((enq.new, enq.added, enq.state.as_str()), (false, 0, "sent"));
     running.stop();
 }

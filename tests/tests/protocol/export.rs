@@ -9,6 +9,7 @@ use rearview_uploader::{NewClip, NewSegment, SegmentBytes, Uploader, UploaderCon
 use serde_json::{json, Value};
 
 use crate::console_support as support;
+use crate::support::EnqueueChained;
 
 fn frame(width: u32, height: u32, shade: u8, at_ms: i64) -> Frame {
     let mut f = Frame::black(
@@ -111,7 +112,7 @@ async fn console_with_a_sealed_clip() -> Exportable {
             bytes: SegmentBytes::Bytes(sealed),
         });
     }
-    up.enqueue_clip(
+    up.enqueue_chained(
         NewClip {
             clip_id: "clip-x".into(),
             trigger_id: None,
@@ -121,6 +122,8 @@ async fn console_with_a_sealed_clip() -> Exportable {
             end_ms: t0 + 6000,
             missing: vec![],
             open: false,
+            chain: vec![],
+            absent: vec![],
         },
         segs,
     )

@@ -50,7 +50,7 @@ async fn console_restarted_mid_upload() {
     let originals: Vec<Vec<u8>> = segs.iter().map(|(_, b)| b.clone()).collect();
     device
         .uploader
-        .enqueue_clip(new_clip("clip-r", None, 24), segs.into_iter().map(|(s, _)| s).collect())
+        .enqueue_chained(new_clip("clip-r", None, 24), segs.into_iter().map(|(s, _)| s).collect())
         .unwrap();
     let _running = device.uploader.start().unwrap();
 
@@ -96,7 +96,7 @@ async fn console_answering_5xx_then_hanging_then_recovering() {
     proxy.set_mode(Mode::Fail);
     device
         .uploader
-        .enqueue_clip(new_clip("clip-f", None, 4), segs.into_iter().map(|(s, _)| s).collect())
+        .enqueue_chained(new_clip("clip-f", None, 4), segs.into_iter().map(|(s, _)| s).collect())
         .unwrap();
     let err = device.uploader.send_pending().await.unwrap_err();
     assert!(err.is_retryable(), "{err}");
@@ -145,7 +145,7 @@ async fn answers_cut_short_or_garbled_keep_the_clip_and_a_silent_stream_is_retri
     let originals: Vec<Vec<u8>> = segs.iter().map(|(_, b)| b.clone()).collect();
     device
         .uploader
-        .enqueue_clip(new_clip("clip-g", None, 3), segs.into_iter().map(|(s, _)| s).collect())
+        .enqueue_chained(new_clip("clip-g", None, 3), segs.into_iter().map(|(s, _)| s).collect())
         .unwrap();
     let spooled = device.uploader.status().unwrap().spool.spooled_bytes;
     for (mode, says) in [(Mode::CutBody, "unreachable"), (Mode::Garbage, "not the expected JSON")] {
@@ -214,7 +214,7 @@ async fn uploader_killed_mid_upload() {
         let file = state.path().join("ring-segment");
         std::fs::write(&file, &originals[0]).unwrap();
         segs[0].bytes = SegmentBytes::File(file);
-        up.enqueue_clip(new_clip("clip-k", None, 24), segs).unwrap();
+        up.enqueue_chained(new_clip("clip-k", None, 24), segs).unwrap();
     }
     let mut child = std::process::Command::new(std::env::current_exe().unwrap())
         .args(["--exact", "faults::child_uploader_process", "--nocapture"])

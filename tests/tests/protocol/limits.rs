@@ -17,7 +17,7 @@ async fn daily_upload_limit_warns_then_stops_and_keeps_the_rest() {
     let a = segments(2, 4_600, rearview_uploader::now_ms());
     device
         .uploader
-        .enqueue_clip(new_clip("clip-1", None, 2), a.into_iter().map(|(s, _)| s).collect())
+        .enqueue_chained(new_clip("clip-1", None, 2), a.into_iter().map(|(s, _)| s).collect())
         .unwrap();
     device.uploader.send_pending().await.unwrap();
     let status = device.uploader.status().unwrap();
@@ -29,7 +29,7 @@ async fn daily_upload_limit_warns_then_stops_and_keeps_the_rest() {
     let b = segments(2, 1_000, rearview_uploader::now_ms());
     device
         .uploader
-        .enqueue_clip(new_clip("clip-2", None, 2), b.into_iter().map(|(s, _)| s).collect())
+        .enqueue_chained(new_clip("clip-2", None, 2), b.into_iter().map(|(s, _)| s).collect())
         .unwrap();
     device.uploader.send_pending().await.unwrap();
     let status = device.uploader.status().unwrap();
@@ -42,7 +42,7 @@ async fn daily_upload_limit_warns_then_stops_and_keeps_the_rest() {
     let c = segments(1, 3_000, rearview_uploader::now_ms());
     let mut clip = new_clip("clip-bob", None, 1);
     clip.user = "bob".into();
-    device.uploader.enqueue_clip(clip, c.into_iter().map(|(s, _)| s).collect()).unwrap();
+    device.uploader.enqueue_chained(clip, c.into_iter().map(|(s, _)| s).collect()).unwrap();
     device.uploader.send_pending().await.unwrap();
     let status = device.uploader.status().unwrap();
     assert_eq!(status.spool.sent_clips, 2);
@@ -73,7 +73,7 @@ async fn offline_cache_overwrites_oldest_and_reports_the_loss() {
         let s = segments(1, 1_000_000, rearview_uploader::now_ms());
         let r = device
             .uploader
-            .enqueue_clip(
+            .enqueue_chained(
                 new_clip(&format!("clip-{i}"), None, 1),
                 s.into_iter().map(|(s, _)| s).collect(),
             )

@@ -62,7 +62,7 @@ async fn spooled_clip(clip_id: &str) -> (TestConsole, TestDevice, Vec<(i64, i64)
     let originals = segs.iter().map(|(_, b)| b.clone()).collect();
     device
         .uploader
-        .enqueue_clip(new_clip(clip_id, None, 3), segs.into_iter().map(|(s, _)| s).collect())
+        .enqueue_chained(new_clip(clip_id, None, 3), segs.into_iter().map(|(s, _)| s).collect())
         .unwrap();
     (console, device, spans, originals)
 }
@@ -117,7 +117,7 @@ async fn a_segment_lost_from_an_open_clip_is_named_missing_by_its_close() {
     let mut segs: Vec<_> = segs.into_iter().map(|(s, _)| s).collect();
     let last = segs.pop().unwrap();
     let open = NewClip { open: true, ..new_clip("clip-open", None, 4) };
-    device.uploader.enqueue_clip(open.clone(), segs).unwrap();
+    device.uploader.enqueue_chained(open.clone(), segs).unwrap();
     std::fs::remove_file(spool_file(&device, &originals[1])).unwrap();
     device.uploader.send_pending().await.unwrap();
     let clip = console.clip("clip-open").await;
@@ -126,7 +126,7 @@ async fn a_segment_lost_from_an_open_clip_is_named_missing_by_its_close() {
 
     // The window ends: the agent closes it with one more segment and its own missing ranges.
     let close = NewClip { open: false, ..open };
-    device.uploader.enqueue_clip(close, vec![last]).unwrap();
+    device.uploader.enqueue_chained(close, vec![last]).unwrap();
     send_until_sent(&device, 1).await;
     let clip = console.clip("clip-open").await;
     assert_eq!(clip["complete"], json!(true), "{clip}");
@@ -250,7 +250,7 @@ async fn a_full_disk_keeps_every_clip_and_they_upload_once_there_is_room() {
     let segs = segments(3, 200_000, rearview_uploader::now_ms());
     device
         .uploader
-        .enqueue_clip(new_clip("clip-a", None, 3), segs.into_iter().map(|(s, _)| s).collect())
+        .enqueue_chained(new_clip("clip-a", None, 3), segs.into_iter().map(|(s, _)| s).collect())
         .unwrap();
     let files = spool_files(&state);
 
@@ -263,12 +263,13 @@ async fn a_full_disk_keeps_every_clip_and_they_upload_once_there_is_room() {
     assert_eq!(spool_files(&state), files, "no spool file deleted");
     let more = segments(2, 200_000, rearview_uploader::now_ms());
     let next: Vec<_> = more.iter().map(|(s, _)| s.clone()).collect();
-    let err = device.uploader.enqueue_clip(new_clip("clip-b", None, 2), next.clone()).unwrap_err();
+    let err =
+        device.uploader.enqueue_chained(new_clip("clip-b", None, 2), next.clone()).unwrap_err();
     assert!(err.is_disk_full(), "{err}");
     assert_eq!(spool_files(&state), files, "a failed enqueue leaves no partial copy");
 
     std::fs::remove_file(filler).unwrap();
-    device.uploader.enqueue_clip(new_clip("clip-b", None, 2), next).unwrap();
+    device.uploader.enqueue_chained(new_clip("clip-b", None, 2), next).unwrap();
     send_until_sent(&device, 2).await;
     for id in ["clip-a", "clip-b"] {
         assert_eq!(console.clip(id).await["complete"], json!(true), "{id}");
@@ -308,6 +309,14 @@ async fn the_console_lets_a_device_give_up_only_segments_it_does_not_hold() {
             end_ms: s.end_ms.into(),
         })
         .collect();
+    // Segments 0..=2 are the clip's chain; each it does not name has the device's note.
+    let news: Vec<_> = segs.iter().map(|(s, _)| s.clone()).collect();
+    let chain = chain_entries(&device.uploader, USER, &news[..3]).unwrap();
+    let signer = device.uploader.chain_signer().unwrap();
+    let note = |i: usize| {
+        let reason = "segment lost on the device";
+        rearview_protocol::Absence::sign(&signer, &chain[i], "clip-rules", reason).unwrap()
+    };
     let manifest = |segments: &[usize], missing: &[usize]| ClipManifest {
         clip_id: "clip-rules".into(),
         trigger_id: None,
@@ -326,8 +335,8 @@ async fn the_console_lets_a_device_give_up_only_segments_it_does_not_hold() {
             })
             .collect(),
         open: false,
-        chain: Vec::new(),
-        absent: Vec::new(),
+        chain: chain.clone(),
+        absent: (0..3).filter(|i| !segments.contains(i)).map(note).collect(),
     };
     client.put_manifest(&manifest(&[0, 1, 2], &[])).await.unwrap();
     client.put_segment(&parts[0].sha256, segs[0].1.clone()).await.unwrap();

@@ -171,9 +171,11 @@ async fn device_cannot_touch_another_devices_clips() {
         .map(|(_, b)| hex::encode(ring::digest::digest(&ring::digest::SHA256, b).as_ref()))
         .collect();
     a.uploader
-        .enqueue_clip(new_clip("clip-a", None, 2), segs.iter().map(|(s, _)| s.clone()).collect())
+        .enqueue_chained(new_clip("clip-a", None, 2), segs.iter().map(|(s, _)| s.clone()).collect())
         .unwrap();
     // Only the manifest and the first segment: the clip is incomplete.
+    let news: Vec<_> = segs.iter().map(|(s, _)| s.clone()).collect();
+    let a_chain = chain_entries(&a.uploader, USER, &news).unwrap();
     let manifest: ClipManifest = {
         let status = a.uploader.status().unwrap();
         assert_eq!(status.spool.pending_clips, 1);
@@ -197,7 +199,7 @@ async fn device_cannot_touch_another_devices_clips() {
                 .collect(),
             missing: vec![],
             open: false,
-            chain: Vec::new(),
+            chain: a_chain,
             absent: Vec::new(),
         }
     };
@@ -249,6 +251,7 @@ async fn device_cannot_touch_another_devices_clips() {
     let probe = ClipManifest {
         clip_id: "clip-probe".into(),
         device_id: as_b.device_id.clone(),
+        chain: chain_entries(&b.uploader, USER, &news).unwrap(),
         ..manifest.clone()
     };
     let r = put(
@@ -572,7 +575,7 @@ async fn device_enrolls_syncs_policy_and_uploads_over_tls() {
     let mut commands = up.subscribe();
     let _running = up.start().unwrap();
     let segs = segments(2, 10_000, rearview_uploader::now_ms() - 5_000);
-    up.enqueue_clip(new_clip("tls-clip", None, 2), segs.into_iter().map(|(s, _)| s).collect())
+    up.enqueue_chained(new_clip("tls-clip", None, 2), segs.into_iter().map(|(s, _)| s).collect())
         .unwrap();
     let probe = up.clone();
     eventually("clip sent over TLS", Duration::from_secs(20), || {

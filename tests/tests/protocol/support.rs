@@ -1,6 +1,7 @@
 //! What the protocol tests share: a real console on 127.0.0.1 (started by the one in-process
 //! launcher, `console_support`, and restartable on the same port), people with roles, test
-//! devices, and a fault-injecting TCP proxy between device and console.
+//! devices that sign their chains as the daemon does ([`EnqueueChained`]), and a
+//! fault-injecting TCP proxy between device and console.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -10,8 +11,13 @@ use std::time::Duration;
 
 use rearview_console::client::AdminClient;
 use rearview_console::{Server, ServerConfig, ServerHandle};
+use rearview_protocol::chain::{Appended, ChainHead, SegmentRef, Stream};
+use rearview_protocol::ChainEntry;
 pub use rearview_testkit::eventually;
-use rearview_uploader::{Command, NewClip, NewSegment, SegmentBytes, Uploader, UploaderConfig};
+use rearview_uploader::spool::Enqueued;
+use rearview_uploader::{
+    Command, NewClip, NewSegment, SegmentBytes, StreamKey, UploadError, Uploader, UploaderConfig,
+};
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -252,7 +258,100 @@ pub fn new_clip(clip_id: &str, trigger_id: Option<String>, n: usize) -> NewClip 
         end_ms: start + (n as i64 + 20) * 1000,
         missing: vec![],
         open: false,
+        chain: vec![],
+        absent: vec![],
     }
+}
+
+/// What the daemon does before it hands a clip to the uploader: every segment gets its chain
+/// entry, signed with the enrolled key (`Uploader::chain_signer`) and stored through the
+/// spool's chain API, and the clip carries its segments' entries. One chain per user (its
+/// session id is the user's name, monitor 0); a segment that starts before the chain's last
+/// entry ends (tests send clips in any time order) starts a new chain in a session of its own.
+/// A segment that already has an entry in the spool (shared with a clip before) keeps it.
+pub trait EnqueueChained {
+    fn enqueue_chained(
+        &self,
+        clip: NewClip,
+        segments: Vec<NewSegment>,
+    ) -> Result<Enqueued, UploadError>;
+}
+
+impl EnqueueChained for Uploader {
+    fn enqueue_chained(
+        &self,
+        mut clip: NewClip,
+        segments: Vec<NewSegment>,
+    ) -> Result<Enqueued, UploadError> {
+        for e in chain_entries(self, &clip.user, &segments)? {
+            if !clip.chain.iter().any(|c| c.chain == e.chain && c.seq == e.seq) {
+                clip.chain.push(e);
+            }
+        }
+        self.enqueue_clip(clip, segments)
+    }
+}
+
+/// The chain entries of `segments` of `user`, as [`EnqueueChained`] signs and stores them (a
+/// segment that has one already keeps it), for tests that write manifests by hand.
+pub fn chain_entries(
+    up: &Uploader,
+    user: &str,
+    segments: &[NewSegment],
+) -> Result<Vec<ChainEntry>, UploadError> {
+    let mut out: Vec<ChainEntry> = Vec::new();
+    for s in segments {
+        let bytes = s.bytes.read()?;
+        let sha = hex::encode(ring::digest::digest(&ring::digest::SHA256, &bytes));
+        // A really sealed segment's entry names its id; stand-in bytes get one from the hash.
+        let id = match rearview_capture::seal::SealedHeader::parse(&bytes) {
+            Ok(header) => header.segment_id.to_string(),
+            Err(_) => rearview_testkit::chain::segment_id(&sha),
+        };
+        drop(bytes);
+        let mut entries = up.spool().chain_entries_for_segment(&id)?;
+        if entries.is_empty() {
+            entries.push(sign_segment(up, user, SegmentRef { id, sha256: sha }, s)?);
+        }
+        for e in entries {
+            if !out.iter().any(|c| c.chain == e.chain && c.seq == e.seq) {
+                out.push(e);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Appends `segment`'s entry to `user`'s chain in the spool (see [`EnqueueChained`]).
+fn sign_segment(
+    up: &Uploader,
+    user: &str,
+    segment: SegmentRef,
+    s: &NewSegment,
+) -> Result<ChainEntry, UploadError> {
+    let signer = up.chain_signer().ok_or(UploadError::NotEnrolled)?;
+    let identity = up.identity().ok_or(UploadError::NotEnrolled)?;
+    let span = (s.start_ms * 1000, s.end_ms * 1000);
+    let mut key = StreamKey { session: user.into(), monitor: 0 };
+    let mut head = up.spool().chain_head(&key)?;
+    if head.as_ref().and_then(|h| h.last_to_utc_micros).is_some_and(|end| end > span.0) {
+        key.session = format!("{user}-{}", rand::random::<u64>());
+        head = None;
+    }
+    let mut head = match head {
+        Some(h) => h,
+        None => ChainHead::new()?,
+    };
+    let stream = Stream {
+        tenant: identity.tenant_id.clone(),
+        device: identity.device_id.clone(),
+        user: user.into(),
+        session: key.session.clone(),
+        monitor: 0,
+    };
+    let entry = head.append(&signer, &stream, span, Appended::Segment(segment))?;
+    up.spool().append_chain(&key, &head, std::slice::from_ref(&entry))?;
+    Ok(entry)
 }
 
 /// How the proxy treats new connections.
