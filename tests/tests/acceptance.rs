@@ -251,6 +251,10 @@ fn the_usb_copy_story_end_to_end() {
     assert!(typed.contains("alicedraftstheroadmap"), "before the copy: {typed:?}");
     assert!(typed.contains("alicecopiedittousb"), "after the copy: {typed:?}");
     assert!(!typed.contains("bob") && !typed.contains("carol"), "others' keys: {typed:?}");
+    // The same clip as evidence: the daemon's signed chain, the console's records and custody
+    // log hold offline, and every frame decodes again from the sealed segments.
+    let report = console.verified_evidence(clip["id"].as_str().unwrap(), &dir.join("evidence-usb"));
+    assert!(report.ok(), "{}", report.text());
 
     // ---- 4. bob continuously, carol never --------------------------------------------------
     let bob_clips: Vec<Value> =

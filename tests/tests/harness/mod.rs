@@ -240,6 +240,30 @@ impl Console {
         let summary: Value = serde_json::from_slice(&summary.stdout).unwrap();
         Export { dir: out.to_path_buf(), summary }
     }
+
+    /// `clip export --evidence OUT CLIP_ID --open` as the investigator, then `rearview-verify`
+    /// on the package with the tenant key (every frame decoded again): the verifier's report.
+    pub fn verified_evidence(&self, clip_id: &str, out: &Path) -> rearview_verify::Report {
+        self.export(clip_id, &out.with_extension("plain"));
+        let investigator = self.investigator.get().expect("the plain export made the person");
+        run_ok(Command::new(Self::BIN).args([
+            "clip",
+            "export",
+            "--evidence",
+            out.to_str().unwrap(),
+            clip_id,
+            "--open",
+            "--data",
+            self.data.to_str().unwrap(),
+            "--token",
+            investigator,
+        ]));
+        rearview_verify::verify(&rearview_verify::Options {
+            dir: out.to_path_buf(),
+            tenant_key: Some(self.data.join("keys").join("sealing.key")),
+            console_key: None,
+        })
+    }
 }
 
 /// An exported clip.
