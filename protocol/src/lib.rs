@@ -106,8 +106,8 @@ pub use rearview_evidence::chain::{Absence, Entry as ChainEntry};
 /// contract's own rules without a dependency of their own on the evidence crate.
 pub mod chain {
     pub use rearview_evidence::chain::{
-        verify, Absence, Appended, ChainError, ChainHead, ClipFacts, Entry, Gap, SegmentRef,
-        Stream, VerifiedChain,
+        verify, verify_known, Absence, Appended, ChainError, ChainHead, ClipFacts, Entry, Gap,
+        SegmentRef, Stream, VerifiedChain,
     };
     pub use rearview_evidence::keys::{PublicKey, Signer, SignerError};
 }

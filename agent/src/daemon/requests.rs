@@ -66,48 +66,54 @@ impl Daemon {
                 return;
             }
             Request::Enroll { server, token } => {
-                if self.uploader.is_enrolled() {
-                    Response::err(AdminError::new(
-                        ErrorKind::Rejected,
-                        "this device is already enrolled; remove the identity in the data directory to re-enroll",
-                    ))
-                } else if server.trim_end_matches('/')
-                    != self.opts.config.server_url().trim_end_matches('/')
-                {
-                    Response::err(AdminError::new(
-                        ErrorKind::BadRequest,
-                        format!(
-                            "the agent config names server {}; set server_url to {server} in the config (then reload) or enroll with that server",
-                            self.opts.config.server_url()
-                        ),
-                    ))
-                } else {
-                    let up = self.uploader.clone();
-                    let tx = self.completed_tx.clone();
-                    tokio::spawn(async move {
-                        let response = match up.enroll(&token, &hostname()).await {
-                            Ok(id) => {
-                                let _ = tx.send(Completed::Enrolled);
-                                Response::ok(serde_json::json!({
-                                    "device": id.device_id, "tenant": id.tenant_id
-                                }))
-                            }
-                            Err(e) => Response::err(AdminError::new(
-                                if e.is_retryable() {
-                                    ErrorKind::Unavailable
-                                } else {
-                                    ErrorKind::Rejected
-                                },
-                                format!("enrollment failed: {e}"),
-                            )),
-                        };
-                        let _ = tx.send(Completed::Reply { reply, response });
-                    });
-                    return;
-                }
+                self.enroll(&server, token, reply);
+                return;
             }
         };
         let _ = reply.send(response);
+    }
+
+    /// Enrolls with `server` (it must be the configured one) in a task that answers `reply`.
+    fn enroll(&self, server: &str, token: String, reply: tokio::sync::oneshot::Sender<Response>) {
+        let refusal = if self.uploader.is_enrolled() {
+            Some(AdminError::new(
+                ErrorKind::Rejected,
+                "this device is already enrolled; remove the identity in the data directory to re-enroll",
+            ))
+        } else if server.trim_end_matches('/')
+            != self.opts.config.server_url().trim_end_matches('/')
+        {
+            Some(AdminError::new(
+                ErrorKind::BadRequest,
+                format!(
+                    "the agent config names server {}; set server_url to {server} in the config (then reload) or enroll with that server",
+                    self.opts.config.server_url()
+                ),
+            ))
+        } else {
+            None
+        };
+        if let Some(refusal) = refusal {
+            let _ = reply.send(Response::err(refusal));
+            return;
+        }
+        let up = self.uploader.clone();
+        let tx = self.completed_tx.clone();
+        tokio::spawn(async move {
+            let response = match up.enroll(&token, &hostname()).await {
+                Ok(id) => {
+                    let _ = tx.send(Completed::Enrolled);
+                    Response::ok(
+                        serde_json::json!({ "device": id.device_id, "tenant": id.tenant_id }),
+                    )
+                }
+                Err(e) => Response::err(AdminError::new(
+                    if e.is_retryable() { ErrorKind::Unavailable } else { ErrorKind::Rejected },
+                    format!("enrollment failed: {e}"),
+                )),
+            };
+            let _ = tx.send(Completed::Reply { reply, response });
+        });
     }
 
     pub(super) async fn apply_policy(&mut self, envelope: &str) -> Response {

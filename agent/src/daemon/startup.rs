@@ -83,13 +83,7 @@ impl Daemon {
         let mut ring = open_ring(config, ring_retention)?;
         let (clips, problems) = ClipBook::load(uploader.spool(), &mut ring, &data_dir)
             .map_err(|source| DaemonError::ClipRecords { dir: data_dir.clone(), source })?;
-        let errors: Vec<ErrorRecord> = problems
-            .into_iter()
-            .map(|p| {
-                tracing::warn!("{p}");
-                ErrorRecord { at_utc_micros: now_micros(), what: p }
-            })
-            .collect();
+        let errors = startup_errors(problems);
 
         let rule = admin::AccessRule::new(config.admin_group());
         let listener = admin::bind(config.socket_path(), rule.admin_gid()).map_err(|e| {
@@ -113,15 +107,12 @@ impl Daemon {
         let (worker_tx, worker_rx) = crate::worker::inbox();
         let (completed_tx, completed_rx) = mpsc::unbounded_channel();
         let cpu = cpu_settings(policy.as_ref());
-        let (store_tx, store_events) = mpsc::unbounded_channel();
         let pace = Pace {
             segment_secs: policy.as_ref().map_or(10, |p| p.payload().capture.segment_secs),
             base_fps_milli: cpu.base_fps_milli,
         };
         let held = store::Held { ring, ring_retention, clips };
-        let store = Store::new(config.clone(), uploader.clone(), held, pace, store_tx)
-            .spawn()
-            .map_err(DaemonError::StoreThread)?;
+        let (store, store_events) = spawn_store(config, &uploader, held, pace)?;
         Ok(Daemon {
             opts,
             uploader,
@@ -148,6 +139,31 @@ impl Daemon {
             next_worker: 0,
         })
     }
+}
+
+/// Problems found at start, logged and kept for `rearview status`.
+fn startup_errors(problems: Vec<String>) -> Vec<ErrorRecord> {
+    problems
+        .into_iter()
+        .map(|p| {
+            tracing::warn!("{p}");
+            ErrorRecord { at_utc_micros: now_micros(), what: p }
+        })
+        .collect()
+}
+
+/// Starts the evidence store's thread with what it takes over; its handle and its events.
+fn spawn_store(
+    config: &AgentConfig,
+    uploader: &Arc<Uploader>,
+    held: store::Held,
+    pace: Pace,
+) -> Result<(StoreHandle, mpsc::UnboundedReceiver<store::Event>), DaemonError> {
+    let (events, store_events) = mpsc::unbounded_channel();
+    let store = Store::new(config.clone(), uploader.clone(), held, pace, events)
+        .spawn()
+        .map_err(DaemonError::StoreThread)?;
+    Ok((store, store_events))
 }
 
 pub(super) fn hostname() -> String {

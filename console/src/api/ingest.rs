@@ -238,7 +238,9 @@ fn take_manifest(
 ) -> Result<Result<ClipStatus, String>, ApiError> {
     let clip_id = &manifest.clip_id;
     let bounds = crate::policy::bounds(tx)?;
-    let chained = || chain::refusal(tx, tenant, &device.id, manifest);
+    let stored = tx.stored_clip(clip_id)?;
+    let earlier = stored.as_ref().map(|s| &s.manifest);
+    let chained = || chain::refusal(tx, tenant, &device.id, manifest, earlier);
     let check = || match checks::check_manifest(tx, &bounds, &device.id, manifest, now)? {
         checks::Verdict::Accepted { alert_id } => Ok(match chained()? {
             Some(why) => checks::Verdict::Refused(why),
@@ -246,7 +248,7 @@ fn take_manifest(
         }),
         refused => Ok(refused),
     };
-    let change = match tx.stored_clip(clip_id)? {
+    let change = match &stored {
         // Clip ids are one namespace across devices. Taken by another device is a conflict of
         // this clip alone (the device sets it aside), not a refusal of the device (which would
         // hold up everything it has to send); the answer says nothing about the owner.
@@ -255,7 +257,7 @@ fn take_manifest(
                 "clip id {clip_id} is already taken; a clip needs an id of its own"
             )));
         }
-        Some(stored) => revise(tx, &device.id, &stored, manifest, check, chained)?,
+        Some(stored) => revise(tx, &device.id, stored, manifest, check, chained)?,
         None => match check()? {
             checks::Verdict::Refused(why) => ManifestChange::Refused(why),
             checks::Verdict::Accepted { alert_id } => {

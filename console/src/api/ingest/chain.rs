@@ -25,7 +25,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use rearview_protocol::chain::{verify, ChainError, ClipFacts, Entry, PublicKey};
+use rearview_protocol::chain::{verify_known, ChainError, ClipFacts, Entry, PublicKey};
 use rearview_protocol::ClipManifest;
 
 use crate::error::ApiError;
@@ -33,11 +33,14 @@ use crate::store::chain::AcceptedEntry;
 use crate::store::Tx;
 
 /// Why the chain of `m` (a manifest of `device_id`, already validated) is refused, if it is.
+/// `earlier` is the clip's stored manifest, if any: its entries were verified when it was
+/// taken, and an entry of `m` equal to one of them (signature included) is not checked again.
 pub fn refusal(
     tx: &Tx<'_>,
     tenant: &str,
     device_id: &str,
     m: &ClipManifest,
+    earlier: Option<&ClipManifest>,
 ) -> Result<Option<String>, ApiError> {
     let key = match enrolled_key(tx, device_id)? {
         Ok(key) => key,
@@ -70,7 +73,14 @@ pub fn refusal(
         user: &m.user,
         segments: &segments,
     };
-    if let Err(e) = verify(&key, &facts, &m.chain, &m.absent) {
+    // Re-checking every entry of a long open clip on each extension would cost O(n²)
+    // signature checks under the writer; what the stored version carried, byte for byte, was
+    // checked when it was taken (and is what an export hands out).
+    let verified: HashMap<(&str, u64), &Entry> = earlier
+        .map(|old| old.chain.iter().map(|e| ((e.chain.as_str(), e.seq), e)).collect())
+        .unwrap_or_default();
+    let known = |e: &Entry, _: &[u8; 32]| verified.get(&(e.chain.as_str(), e.seq)) == Some(&e);
+    if let Err(e) = verify_known(&key, &facts, &m.chain, &m.absent, &known) {
         return Ok(Some(describe(&e, m, &key)));
     }
     across_clips(tx, device_id, &m.chain)
