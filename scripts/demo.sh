@@ -5,7 +5,9 @@
 #   joins → a device enrolls → admin requests capture of this user → the approver approves (the
 #   admin may not, nor can an approver account the admin adds) → the user works on a desktop →
 #   a trigger for "file copied to removable media" → the agent uploads the clip → the
-#   investigator exports it as PNG frames and JSON Lines events (audited; 0700/0600).
+#   investigator exports it as PNG frames and JSON Lines events (audited; 0700/0600) → and as
+#   an evidence package, which rearview-verify checks offline (the device's signed chain, the
+#   console's signed records, the custody log).
 #
 # Uses the current X display when $DISPLAY works, else starts a private Xvfb. Leaves everything
 # under $REARVIEW_DEMO_DIR (default: a new temp directory) and prints where.
@@ -18,11 +20,12 @@ fail() { printf '\n\033[31mdemo failed: %s\033[0m\n' "$*" >&2; exit 1; }
 
 step "installing system packages (if missing) and building (release)"
 scripts/setup-debian.sh
-cargo build --release -q -p rearview-console -p rearview-agent
+cargo build --release -q -p rearview-console -p rearview-agent -p rearview-verify
 target=${CARGO_TARGET_DIR:-$root/target}/release
 console=$target/rearview-console
 rearviewd=$target/rearviewd
 rearview=$target/rearview
+verify=$target/rearview-verify
 
 demo=${REARVIEW_DEMO_DIR:-$(mktemp -d /tmp/rearview-demo.XXXXXX)}
 mkdir -p "$demo"
@@ -150,8 +153,17 @@ frames=$(find "$demo/export/frames" -name '*.png' | wc -l)
 events=$(wc -l <"$demo/export/events.jsonl")
 typed=$(jq -r 'select(.kind.type == "key_press") | .kind.text // empty' "$demo/export/events.jsonl" | tr -d '\n' | head -c 200)
 
+step "evidence package for someone else, checked offline with rearview-verify"
+summary=$("$console" clip export --evidence "$demo/evidence" "$clip_id" --data "$demo/console" \
+  --token "$investigator_token")
+fingerprint=$(echo "$summary" | jq -r .console_key)
+(cd "$demo/evidence" && sha256sum --quiet -c SHA256SUMS) || fail "evidence package sums do not hold"
+"$verify" "$demo/evidence" --console-key "$fingerprint" ||
+  fail "rearview-verify refused the package (see above)"
+
 step "done"
 echo "clip $clip_id: $frames frames (PNG), $events events (JSON Lines)"
 echo "typed in the window: $typed"
 echo "frames and events: $demo/export"
+echo "evidence package (verified): $demo/evidence"
 echo "everything else (logs, console data, agent ring): $demo"
