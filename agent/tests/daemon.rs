@@ -784,8 +784,13 @@ fn kept_segments_are_chained_and_stops_leave_signed_gaps() {
         assert_eq!((e.stream.tenant.as_str(), e.stream.device.as_str()), (TENANT, DEVICE));
         assert_eq!(e.stream.user, me());
     }
-    let gaps: Vec<&str> =
-        entries.iter().filter_map(|e| e.gap.as_ref()).map(|g| g.reason.as_str()).collect();
+    // A machine too busy to capture for two seconds may add a `not-recorded` gap of its own.
+    let gaps: Vec<&str> = entries
+        .iter()
+        .filter_map(|e| e.gap.as_ref())
+        .map(|g| g.reason.as_str())
+        .filter(|r| *r != "not-recorded")
+        .collect();
     assert_eq!(gaps, ["no-approval", "daemon-stopped"], "{entries:#?}");
     // Every segment in the ring has its entry, with the hash of the file it is kept as.
     let ring = env.data().join("ring").join("segments");
