@@ -159,6 +159,7 @@ fn write(
         manifest_sha256: sha256_hex(&manifest),
         window: built.window,
         trigger: None,
+        approval: None,
         segments: built
             .segments
             .iter()

@@ -30,7 +30,10 @@
 //!  "manifest_sha256": "<64 hex of manifest.json>",
 //!  "window": {"from_utc_micros": i64, "to_utc_micros": i64},
 //!  "trigger": {"id": str, "reason": str, "approval": {"id": str, "requested_by": str,
-//!              "approved_by": str}} | null,
+//!              "approved_by": str} | null} | null,
+//!  "approval": {"id": str, "requested_by": str, "approved_by": str},   only without a trigger
+//!                                                  (all-activities): the approval in force at
+//!                                                  the window's start
 //!  "segments": [{"id": "<32 hex>", "sha256": "<64 hex>", "received_utc": "<RFC 3339>"}],
 //!  "missing": [{"from_utc_micros": i64, "to_utc_micros": i64, "reason": str}],
 //!  "completed_utc": "<RFC 3339>"}
@@ -159,6 +162,10 @@ pub struct ClipRecord {
     pub manifest_sha256: String,
     pub window: Window,
     pub trigger: Option<TriggerRef>,
+    /// The approval a clip with no trigger (all-activities) was captured under; a triggered
+    /// clip names its approval in `trigger`. Absent in records of older consoles.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval: Option<ApprovalRef>,
     pub segments: Vec<ReceivedSegment>,
     pub missing: Vec<MissingSpan>,
     pub completed_utc: String,

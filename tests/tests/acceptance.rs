@@ -272,6 +272,17 @@ fn the_usb_copy_story_end_to_end() {
         })
         .collect();
     assert!(bob_typed.contains("bobworksonthebudget"), "bob's keys: {bob_typed:?}");
+    // An all-activities clip is evidence too: its one segment's chain entry (and the gaps before
+    // it) verify, and its record names the approval it was captured under.
+    let bob_clip = bob_clips.iter().find(|c| c["complete"] == true).unwrap();
+    let bob_evidence = dir.join("evidence-bob");
+    let report = console.verified_evidence(bob_clip["id"].as_str().unwrap(), &bob_evidence);
+    assert!(report.ok(), "{}", report.text());
+    let record: Value =
+        serde_json::from_slice(&std::fs::read(bob_evidence.join("clip-record.json")).unwrap())
+            .unwrap();
+    assert!(record["trigger"].is_null(), "{record}");
+    assert_eq!(record["approval"]["approved_by"], "approver", "{record}");
     let alice_clips: Vec<Value> =
         console.clips().into_iter().filter(|c| c["user"] == "alice").collect();
     assert!(

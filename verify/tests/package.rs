@@ -142,6 +142,7 @@ fn parts() -> Parts {
         manifest_sha256: sha256_hex(&manifest),
         window: Window { from_utc_micros: at(0).utc_micros, to_utc_micros: at(24).utc_micros },
         trigger: None,
+        approval: None,
         segments: segments
             .iter()
             .map(|(id, b)| ReceivedSegment {

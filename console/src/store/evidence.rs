@@ -255,6 +255,10 @@ impl Tx<'_> {
             Some(id) => self.trigger_ref(id)?,
             None => None,
         };
+        let approval = match &trigger {
+            Some(_) => None,
+            None => self.approval_at(&m.user, m.start_ms.millis())?,
+        };
         Ok(ClipRecord {
             clip: clip_id.to_owned(),
             tenant: self.tenant_id()?,
@@ -266,6 +270,7 @@ impl Tx<'_> {
                 to_utc_micros: m.end_ms.millis().saturating_mul(1000),
             },
             trigger,
+            approval,
             segments,
             missing: missing_spans(&m),
             completed_utc: utc_text(now),
@@ -325,6 +330,12 @@ impl Tx<'_> {
         else {
             return Ok(None);
         };
+        let approval = self.approval_at(&user, event_ms)?;
+        Ok(Some(TriggerRef { id: id.to_owned(), reason, approval }))
+    }
+
+    /// The approval of `user` in force at `at_ms` (the latest decided if several were).
+    fn approval_at(&self, user: &str, at_ms: i64) -> Result<Option<ApprovalRef>, ConsoleError> {
         let mut stmt = self.conn.prepare_cached(
             "SELECT id, user, requested_by, decided_by FROM approvals
              WHERE state IN ('approved', 'revoked') AND decided_ms IS NOT NULL
@@ -332,19 +343,17 @@ impl Tx<'_> {
              ORDER BY decided_ms DESC, id DESC",
         )?;
         let rows = stmt
-            .query_map([event_ms], |r| {
+            .query_map([at_ms], |r| {
                 Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get(2)?, r.get(3)?))
             })?
             .collect::<Result<Vec<(i64, String, String, String)>, _>>()?;
-        let approval = rows
-            .into_iter()
-            .find(|(_, u, _, _)| crate::policy::same_principal(u, &user))
-            .map(|(id, _, requested_by, approved_by)| ApprovalRef {
+        Ok(rows.into_iter().find(|(_, u, _, _)| crate::policy::same_principal(u, user)).map(
+            |(id, _, requested_by, approved_by)| ApprovalRef {
                 id: id.to_string(),
                 requested_by,
                 approved_by,
-            });
-        Ok(Some(TriggerRef { id: id.to_owned(), reason, approval }))
+            },
+        ))
     }
 
     /// Appends `received` to the custody log of every clip of `device_id` naming segment
