@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use rearview_agent::worker::{
-    inbox, FromWorker, RunAs, WorkerEvent, WorkerHandle, WorkerMessage, WorkerSpec,
+    inbox, FromWorker, RunAs, WorkerEvent, WorkerHandle, WorkerMessage, WorkerSender, WorkerSpec,
     MAX_QUEUED_BYTES,
 };
 
@@ -63,6 +63,20 @@ fn script(dir: &Path, body: &str) -> PathBuf {
     path
 }
 
+/// Starts the fake worker `exe`. A script just written may be busy for a moment: the other
+/// test's fork can hold its write descriptor until that child execs (ETXTBSY); try again then.
+async fn spawn(exe: &Path, tx: WorkerSender) -> WorkerHandle {
+    for _ in 0..100 {
+        match WorkerHandle::spawn(exe, spec(), &me(), "s#1".into(), tx.clone()).await {
+            Err(e) if e.kind() == std::io::ErrorKind::ExecutableFileBusy => {
+                tokio::time::sleep(Duration::from_millis(20)).await
+            }
+            started => return started.unwrap(),
+        }
+    }
+    panic!("{} stayed busy (ETXTBSY)", exe.display());
+}
+
 /// A segment exactly at the bound is taken; one byte more and the worker is cut off (killed,
 /// with the reason reported), and nothing of the oversized message reaches the daemon.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -73,7 +87,7 @@ async fn an_oversized_message_is_refused_and_the_worker_killed() {
         &format!("{}{}exec sleep 600\n", message(1 + MAX_PLAINTEXT), message(2 + MAX_PLAINTEXT)),
     );
     let (tx, mut rx) = inbox();
-    let mut worker = WorkerHandle::spawn(&exe, spec(), &me(), "s#1".into(), tx).await.unwrap();
+    let mut worker = spawn(&exe, tx).await;
 
     let first = tokio::time::timeout(Duration::from_secs(60), rx.recv()).await.unwrap().unwrap();
     assert_eq!(segment_len(&first), Some(MAX_PLAINTEXT), "the largest allowed segment");
@@ -114,7 +128,7 @@ async fn a_flooding_worker_is_held_back_and_its_queue_bounded_by_bytes() {
         ),
     );
     let (tx, mut rx) = inbox();
-    let _worker = WorkerHandle::spawn(&exe, spec(), &me(), "s#1".into(), tx).await.unwrap();
+    let _worker = spawn(&exe, tx).await;
 
     // Nobody takes messages: wait until the worker is done or stops getting anywhere.
     let read = || std::fs::read_to_string(&progress).unwrap_or_default();

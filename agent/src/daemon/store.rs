@@ -24,8 +24,10 @@
 //!   clip lists it, a clip is listed before it is pinned.
 //! * The queue is bounded ([`QUEUE`] jobs). When the disk cannot keep up the queue fills; the
 //!   loop then stops reading workers' messages (their inboxes, bounded in bytes, fill, see
-//!   [`crate::worker`], and the workers wait) and keeps answering everything else. At most one
-//!   tick waits in the queue (the next one does the same work). Plaintext does not pile up in memory.
+//!   [`crate::worker`], and the workers wait) and keeps answering the admin socket. At most
+//!   one tick waits in the queue (the next one does the same work). A policy, trigger or
+//!   offline clip that comes while the queue is full waits for the next free place (keeping
+//!   their order). Plaintext does not pile up in memory.
 //! * The loop never waits for a job's result: reports are awaited by a task that then answers
 //!   the admin caller.
 //! * Stopping: after the drain the loop hands over its last segments and calls
