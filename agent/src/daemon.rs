@@ -33,9 +33,10 @@
 //!   resend is a replay, only acknowledged. A restart continues collecting the clips the
 //!   spool database holds as collecting; the ring's pins follow those records
 //!   ([`clips::ClipBook::load`]).
-//! * The loop never waits on the network or the disk: `doctor`'s console probe, triggers sent
-//!   over the admin socket and the store's reports run in tasks that answer the caller
-//!   themselves.
+//! * The loop never waits on the network, nor for the disk's work to finish: `doctor`'s
+//!   console probe, triggers sent over the admin socket and the store's reports run in tasks
+//!   that answer the caller themselves. It may wait for a free place in the store's queue
+//!   (see [`store`], "bounded").
 //! * All-activities users: each stored segment is queued at once as a one-segment clip (the
 //!   uploader applies the daily limit).
 //! * Indicators are reported to the console; when that fails (offline) and the policy has a

@@ -7,6 +7,7 @@
 
 #[path = "support/evidence.rs"]
 mod evidence_support;
+mod support;
 
 use evidence_support::{
     audit_actions, custody_rows, export, exported, send_clip, tenant_key, world, World, CLIP,
@@ -234,14 +235,7 @@ async fn incomplete_clip(w: &World) -> (String, Vec<String>) {
         "segments": [{"sha256": sha256, "size": 100, "start_ms": t0, "end_ms": t0 + 1000}],
         "missing": [], "chain": [entry],
     });
-    let r = reqwest::Client::new()
-        .put(format!("{}/api/v1/device/clips/{id}", w.console.url))
-        .bearer_auth(&w.device_token)
-        .json(&manifest)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    evidence_support::put_manifest(w, &manifest).await;
     (id.to_owned(), custody_rows(w, id))
 }
 
@@ -292,14 +286,8 @@ async fn a_clip_of_segments_already_held_is_received_at_completion() {
     manifest["chain"].as_array_mut().unwrap().pop();
     manifest["absent"] = serde_json::json!([]);
     manifest["end_ms"] = manifest["segments"][2]["end_ms"].clone();
-    let r = reqwest::Client::new()
-        .put(format!("{}/api/v1/device/clips/{second}", w.console.url))
-        .bearer_auth(&w.device_token)
-        .json(&manifest)
-        .send()
-        .await
-        .unwrap();
-    let status: Value = r.json().await.unwrap();
+    assert_eq!(manifest["clip_id"], second);
+    let status = evidence_support::put_manifest(&w, &manifest).await;
     assert_eq!(status["complete"], true, "{status}");
     let lines = custody_rows(&w, second);
     assert_eq!(actions(&lines), ["received", "completed"]);

@@ -93,6 +93,20 @@ use serde::{Deserialize, Serialize};
 
 use crate::keys::{signature_from_base64, signature_to_base64, PublicKey, Signer};
 
+/// The gap reasons of the module docs, as the device writes them (a verifier shows any other
+/// as it is).
+pub mod reason {
+    pub const LOCKED: &str = "locked";
+    pub const NO_APPROVAL: &str = "no-approval";
+    pub const CAPTURE_DISABLED: &str = "capture-disabled";
+    pub const CPU_PAUSED: &str = "cpu-paused";
+    pub const WORKER_CRASHED: &str = "worker-crashed";
+    pub const SETTINGS_CHANGED: &str = "settings-changed";
+    pub const DAEMON_STOPPED: &str = "daemon-stopped";
+    pub const INACTIVE: &str = "inactive";
+    pub const NOT_RECORDED: &str = "not-recorded";
+}
+
 /// Domain of entry signatures and hashes.
 pub const CHAIN_DOMAIN: &str = "rearview/chain/v1\n";
 /// Domain of absence-note signatures.

@@ -49,12 +49,13 @@ impl Gate {
     /// Why capture stops when a session's gate becomes this one: the reason of the gap the
     /// session's chains record when capture resumes ([`rearview_protocol::chain`]).
     pub fn gap_reason(&self, locked: bool) -> &'static str {
+        use rearview_evidence::chain::reason;
         match self {
-            Gate::Idle { .. } if locked => "locked",
-            Gate::Idle { .. } => "inactive",
-            Gate::Disabled => "capture-disabled",
-            Gate::NotEnrolled | Gate::NoPolicy | Gate::NotApproved => "no-approval",
-            Gate::Capture { .. } => "not-recorded",
+            Gate::Idle { .. } if locked => reason::LOCKED,
+            Gate::Idle { .. } => reason::INACTIVE,
+            Gate::Disabled => reason::CAPTURE_DISABLED,
+            Gate::NotEnrolled | Gate::NoPolicy | Gate::NotApproved => reason::NO_APPROVAL,
+            Gate::Capture { .. } => reason::NOT_RECORDED,
         }
     }
 

@@ -26,8 +26,9 @@
 //!   loop then stops reading workers' messages (their inboxes, bounded in bytes, fill, see
 //!   [`crate::worker`], and the workers wait) and keeps answering the admin socket. At most
 //!   one tick waits in the queue (the next one does the same work). A policy, trigger or
-//!   offline clip that comes while the queue is full waits for the next free place (keeping
-//!   their order). Plaintext does not pile up in memory.
+//!   offline clip that comes while the queue is full waits on the loop for the next free
+//!   place, the end of the store's current job (keeping their order); so may a segment whose
+//!   place a report's task took first. Plaintext does not pile up in memory.
 //! * The loop never waits for a job's result: reports are awaited by a task that then answers
 //!   the admin caller.
 //! * Stopping: after the drain the loop hands over its last segments and calls

@@ -2,6 +2,7 @@
 //! clock ([`Daemon::reconcile`]), what a worker reports, the CPU limit, and the drain on SIGTERM.
 
 use super::*;
+use rearview_evidence::chain::reason;
 
 /// A session the daemon follows: its gate, its worker (if any) and what the worker said last.
 pub(super) struct Tracked {
@@ -154,7 +155,7 @@ impl Daemon {
         if t.worker.is_some() && t.spec.as_ref() != Some(&spec) {
             // Settings changed (fps, segment length, monitors): restart cleanly.
             if let Some(w) = t.worker.take() {
-                t.stopped = Some(StopNote::now("settings-changed"));
+                t.stopped = Some(StopNote::now(reason::SETTINGS_CHANGED));
                 tokio::spawn(w.stop(DRAIN_DEADLINE));
             }
         }
@@ -266,7 +267,7 @@ impl Daemon {
                         t.died_at = Some(Instant::now());
                     }
                     if matches!(t.gate, Gate::Capture { .. }) && !self.draining {
-                        t.stopped = Some(StopNote::now("worker-crashed"));
+                        t.stopped = Some(StopNote::now(reason::WORKER_CRASHED));
                         let msg = format!("capture worker of session {key} exited; restarting");
                         self.error(msg);
                     }
@@ -305,10 +306,11 @@ impl Daemon {
             );
             self.rate_milli = decision.fps_milli;
             for t in self.sessions.values_mut() {
-                if decision.paused() {
-                    t.stopped = Some(StopNote::now("cpu-paused"));
-                }
                 if let Some(w) = t.worker.as_mut() {
+                    // Only where capture runs: a locked session keeps its own reason.
+                    if decision.paused() {
+                        t.stopped = Some(StopNote::now(reason::CPU_PAUSED));
+                    }
                     let _ = w.set_rate(decision.fps_milli).await;
                 }
             }

@@ -230,7 +230,12 @@ impl Tx<'_> {
             params![clip_id, bytes, signature],
         )?;
         let actor = format!("device:{}", record.device);
-        if self.custody_log(clip_id)?.entries == 0 {
+        let logged: bool = self.conn.query_row(
+            "SELECT EXISTS (SELECT 1 FROM custody WHERE clip_id = ?1)",
+            [clip_id],
+            |r| r.get(0),
+        )?;
+        if !logged {
             let detail = "every segment was already held for an earlier clip";
             self.append_custody(clip_id, now, &actor, CustodyAction::Received, detail)?;
         }
@@ -498,10 +503,10 @@ fn missing_spans(m: &ClipManifest) -> Vec<MissingSpan> {
             reason: r.reason.clone(),
         })
         .collect();
+    let by_hash: std::collections::HashMap<String, &rearview_protocol::ChainEntry> =
+        m.chain.iter().filter_map(|e| Some((hex::encode(e.hash().ok()?), e))).collect();
     for note in &m.absent {
-        let entry =
-            m.chain.iter().find(|e| e.hash().ok().map(hex::encode) == Some(note.entry.clone()));
-        if let Some(e) = entry {
+        if let Some(e) = by_hash.get(&note.entry) {
             out.push(MissingSpan {
                 from_utc_micros: e.from_utc_micros,
                 to_utc_micros: e.to_utc_micros,

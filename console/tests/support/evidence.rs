@@ -80,8 +80,8 @@ pub async fn world() -> World {
         .post(&format!("/api/v1/approvals/{approval_id}/approve"), &json!({}))
         .await
         .unwrap();
-    let (device_key, der) = Signer::generate().unwrap();
-    let (device_token, device_id) = enroll(&url, &admin, &der).await;
+    let device = crate::support::enroll_keyed(&url, &admin).await;
+    let (device_token, device_id, device_key) = (device.token, device.id, device.key);
     let issued: Value = admin
         .post(
             "/api/v1/triggers",
@@ -105,30 +105,7 @@ pub async fn world() -> World {
     }
 }
 
-pub fn now_ms() -> i64 {
-    rearview_protocol::UnixMillis::now().millis()
-}
-
-/// Enrolls the key in `der` (PKCS#8) with a fresh enrollment token; the device token and id.
-async fn enroll(url: &str, admin: &AdminClient, der: &[u8]) -> (String, String) {
-    use ring::signature::KeyPair;
-    let t: Value = admin.post("/api/v1/enrollment-tokens", &json!({})).await.unwrap();
-    let token = t["token"].as_str().unwrap();
-    let pair = ring::signature::Ed25519KeyPair::from_pkcs8(der).unwrap();
-    let pk = hex::encode(pair.public_key().as_ref());
-    let proof =
-        hex::encode(pair.sign(&rearview_protocol::enroll_proof_message(token, &pk)).as_ref());
-    let r: Value = reqwest::Client::new()
-        .post(format!("{url}/api/v1/enroll"))
-        .json(&json!({"token": token, "public_key": pk, "proof": proof, "hostname": "h"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    (r["device_token"].as_str().unwrap().to_owned(), r["device_id"].as_str().unwrap().to_owned())
-}
+pub use crate::support::now_ms;
 
 fn at(t0_ms: i64, i: u64) -> Timestamp {
     Timestamp { utc_micros: t0_ms * 1000 + i as i64 * 250_000, mono_micros: i * 250_000 }
@@ -219,16 +196,9 @@ pub async fn send_clip(w: &World) -> Value {
                      "reason": "screen locked"}],
         "chain": chain, "absent": [absent],
     });
+    put_manifest(w, &manifest).await;
     let http = reqwest::Client::new();
     let url = &w.console.url;
-    let r = http
-        .put(format!("{url}/api/v1/device/clips/{CLIP}"))
-        .bearer_auth(&w.device_token)
-        .json(&manifest)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
     let mut completed = Value::Null;
     for sealed in segments.iter().cloned() {
         let r = http
@@ -244,6 +214,21 @@ pub async fn send_clip(w: &World) -> Value {
     }
     assert_eq!(completed, json!([CLIP]), "the last segment completes the clip");
     manifest
+}
+
+/// Sends `manifest` as the world's device; the console must take it. Its answer (the clip's
+/// status).
+pub async fn put_manifest(w: &World, manifest: &Value) -> Value {
+    let id = manifest["clip_id"].as_str().unwrap();
+    let r = reqwest::Client::new()
+        .put(format!("{}/api/v1/device/clips/{id}", w.console.url))
+        .bearer_auth(&w.device_token)
+        .json(manifest)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    r.json().await.unwrap()
 }
 
 /// `rearview-console clip export --evidence DIR CLIP --data DATA [--token TOKEN] [EXTRA…]`.

@@ -20,19 +20,16 @@
 use std::collections::{BTreeSet, HashMap};
 
 use rearview_capture::segment::SegmentHeader;
+use rearview_evidence::chain::reason;
 use rearview_protocol::chain::{
     Absence, Appended, ChainHead, Entry, Gap, SegmentRef, Signer, Stream,
 };
-use rearview_uploader::StreamKey;
+use rearview_uploader::{StreamKey, Uploader};
 
 use super::super::clips::{self, Clip};
 use super::intake::Expected;
 use super::{StopNote, Store};
 
-/// Reason of a gap across a restart of the daemon (the head was left by an earlier run).
-pub const DAEMON_STOPPED: &str = "daemon-stopped";
-/// Reason of a gap nothing explains better.
-pub const NOT_RECORDED: &str = "not-recorded";
 /// Reason of the absence notes a clip carries.
 pub const NOT_HELD: &str =
     "the device no longer held this segment when the clip took its window (evicted from the ring or not written)";
@@ -55,16 +52,17 @@ pub(super) struct ClipChain {
 }
 
 impl Store {
-    /// Reads the key that signs entries from the identity, once; `false` until enrolled.
-    fn load_signer(&mut self) -> bool {
-        if self.chains.signer.is_none() {
-            self.chains.signer = self.uploader.chain_signer();
+    /// The key that signs entries, read from the identity once; `None` until enrolled.
+    fn signer<'c>(chains: &'c mut Chains, uploader: &Uploader) -> Option<&'c Signer> {
+        if chains.signer.is_none() {
+            chains.signer = uploader.chain_signer();
         }
-        self.chains.signer.is_some()
+        chains.signer.as_ref()
     }
 
     /// Signs segment `header` (sealed bytes hashing to `sha256`) into its stream's chain and
-    /// stores the entries; `Err` says why not (then the segment is not kept).
+    /// stores the entries: the gap before it (if capture had stopped) and its own, which are
+    /// what a one-segment clip of it carries. `Err` says why not (then the segment is not kept).
     pub(super) fn chain_segment(
         &mut self,
         header: &SegmentHeader,
@@ -72,7 +70,7 @@ impl Store {
         sha256: &[u8; 32],
         stop: Option<StopNote>,
         tolerance: i64,
-    ) -> Result<(), String> {
+    ) -> Result<Vec<Entry>, String> {
         let key =
             StreamKey { session: expected.session.clone(), monitor: header.context.monitor.id };
         let (mut head, from_earlier_run) = match self.chains.heads.get(&key) {
@@ -91,18 +89,17 @@ impl Store {
             monitor: header.context.monitor.id,
         };
         let (start, end) = (header.start.utc_micros, header.end.utc_micros);
-        if !self.load_signer() {
+        let Some(signer) = Store::signer(&mut self.chains, &self.uploader) else {
             return Err("not enrolled: no device key to sign with".into());
-        }
-        let Some(signer) = self.chains.signer.as_ref() else { return Err("no device key".into()) };
+        };
         let mut entries = Vec::with_capacity(2);
         if let Some(last) = head.last_to_utc_micros.filter(|last| start > last + tolerance) {
             let reason = match stop {
                 Some(s) if s.at_utc_micros >= last - tolerance && s.at_utc_micros <= start => {
                     s.reason
                 }
-                _ if from_earlier_run => DAEMON_STOPPED,
-                _ => NOT_RECORDED,
+                _ if from_earlier_run => reason::DAEMON_STOPPED,
+                _ => reason::NOT_RECORDED,
             };
             let gap = Appended::Gap(Gap { reason: reason.to_string() });
             entries
@@ -119,7 +116,7 @@ impl Store {
             .append_chain(&key, &head, &entries)
             .map_err(|e| format!("chain entry not stored: {e}"))?;
         self.chains.heads.insert(key, head);
-        Ok(())
+        Ok(entries)
     }
 
     /// The entries covering `clip`'s window for its user, and a signed absence note for each
@@ -132,8 +129,7 @@ impl Store {
             .map_err(|e| format!("chain entries unreadable: {e}"))?;
         let listed: BTreeSet<&str> = clip.segments.iter().map(String::as_str).collect();
         let mut out = ClipChain::default();
-        self.load_signer();
-        let signer = self.chains.signer.as_ref();
+        let signer = Store::signer(&mut self.chains, &self.uploader);
         for e in entries.into_iter().filter(|e| clips::same_principal(&e.stream.user, &clip.user)) {
             if let Some(segment) = &e.segment {
                 out.named.insert(segment.id.clone());
@@ -147,14 +143,6 @@ impl Store {
             out.entries.push(e);
         }
         Ok(out)
-    }
-
-    /// The entries a one-segment clip of segment `id` carries.
-    pub(super) fn segment_chain(&self, id: &str) -> Result<Vec<Entry>, String> {
-        self.uploader
-            .spool()
-            .chain_entries_for_segment(id)
-            .map_err(|e| format!("chain entries unreadable: {e}"))
     }
 
     /// Forgets entries no clip can want any more (see the module docs).

@@ -74,10 +74,14 @@ impl Store {
         // Signed into its chain before it is kept: nothing unsigned enters the ring. A ring
         // write that fails after this leaves an entry whose segment clips note as absent.
         let sha256 = rearview_evidence::sha256(&sealed);
-        if let Err(e) = self.chain_segment(&header, &expected, &sha256, stop, self.frame_gap()) {
-            self.error(format!("session {key}: segment {} not kept: {e}", header.id));
-            return;
-        }
+        let chained = match self.chain_segment(&header, &expected, &sha256, stop, self.frame_gap())
+        {
+            Ok(entries) => entries,
+            Err(e) => {
+                self.error(format!("session {key}: segment {} not kept: {e}", header.id));
+                return;
+            }
+        };
         if let Err(e) = self.ring.insert(&header, &sealed) {
             self.error(format!("ring: segment not stored: {e}"));
             return;
@@ -90,7 +94,7 @@ impl Store {
         }
         self.clips.sweep();
         if mode == CaptureMode::AllActivities {
-            self.queue_continuous(&expected.principal, &header.id, start, end, sealed);
+            self.queue_continuous(&expected.principal, &header.id, start, end, sealed, chained);
         }
     }
 
@@ -123,8 +127,8 @@ impl Store {
         taken
     }
 
-    /// Queues an all-activities user's segment at once, as a one-segment clip (the uploader
-    /// applies the daily limit).
+    /// Queues an all-activities user's segment at once, as a one-segment clip carrying `chain`
+    /// (its entry and the gap before it) (the uploader applies the daily limit).
     fn queue_continuous(
         &mut self,
         user: &str,
@@ -132,14 +136,8 @@ impl Store {
         start: i64,
         end: i64,
         sealed: Vec<u8>,
+        chain: Vec<rearview_protocol::ChainEntry>,
     ) {
-        let chain = match self.segment_chain(&id.to_string()) {
-            Ok(chain) => chain,
-            Err(e) => {
-                self.error(format!("all-activities segment {id} not queued: {e}"));
-                return;
-            }
-        };
         let clip = NewClip {
             clip_id: format!("seg-{id}"),
             trigger_id: None,

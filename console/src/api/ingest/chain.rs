@@ -79,11 +79,14 @@ pub fn refusal(
     let verified: HashMap<(&str, u64), &Entry> = earlier
         .map(|old| old.chain.iter().map(|e| ((e.chain.as_str(), e.seq), e)).collect())
         .unwrap_or_default();
-    let known = |e: &Entry, _: &[u8; 32]| verified.get(&(e.chain.as_str(), e.seq)) == Some(&e);
+    let was_verified = |e: &Entry| verified.get(&(e.chain.as_str(), e.seq)) == Some(&e);
+    let known = |e: &Entry, _: &[u8; 32]| was_verified(e);
     if let Err(e) = verify_known(&key, &facts, &m.chain, &m.absent, &known) {
         return Ok(Some(describe(&e, m, &key)));
     }
-    across_clips(tx, device_id, &m.chain)
+    // What the stored version carried was held up against the accepted entries when it was
+    // taken; only the entries new in `m` can contradict them now.
+    across_clips(tx, device_id, m.chain.iter().filter(|e| !was_verified(e)))
 }
 
 /// Records the entries of `m` (checked by [`refusal`]) as accepted from `device_id`.
@@ -137,10 +140,10 @@ fn entry_hash(e: &Entry) -> Result<String, String> {
 }
 
 /// Why `entries` contradict entries of `device_id` the console accepted before, if they do.
-fn across_clips(
+fn across_clips<'a>(
     tx: &Tx<'_>,
     device_id: &str,
-    entries: &[Entry],
+    entries: impl Iterator<Item = &'a Entry>,
 ) -> Result<Option<String>, ApiError> {
     for e in entries {
         let hash = match entry_hash(e) {
