@@ -25,8 +25,12 @@
 //!   GET  /api/v1/devices                   admin, investigator
 //!   GET  /api/v1/audit                     admin, approver
 //! devices: see rearview_protocol
-//! GET /healthz                             no auth; "ok"
+//! GET /healthz                             no auth; "ok", or 503 with the reason
 //! ```
+//!
+//! `/healthz` is for load balancers and probes: it trusts nothing and tells nothing but
+//! whether this replica can serve (the database answers within [`HEALTH_WITHIN`]); a 503
+//! names what is unreachable, so a balancer takes the replica out and an operator sees why.
 //!
 //! The lists (clips, alerts, activity, devices, audit, approvals) come in pages:
 //! `?limit=&after=`, the next page's cursor in `X-Next-Cursor` (see [`page`]).
@@ -64,7 +68,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route(paths::CLIP, put(ingest::put_manifest).get(ingest::get_status))
         .layer(DefaultBodyLimit::max(MAX_MANIFEST_BYTES));
     Router::new()
-        .route("/healthz", get(|| async { "ok" }))
+        .route("/healthz", get(healthz))
         .route("/api/v1/people", post(people::create).get(people::list))
         .route("/api/v1/people/{id}/roles/{role}", post(roles::grant))
         .route("/api/v1/people/{id}/roles/{role}/confirm", post(roles::confirm))
@@ -101,4 +105,22 @@ async fn current_policy(
 ) -> Result<Json<PolicyMessage>, ApiError> {
     person.require(&[Role::Admin, Role::Approver, Role::Investigator])?;
     policy::bundle_for(&state).await.map(Json)
+}
+
+/// How long `/healthz` waits for the database before answering 503.
+pub const HEALTH_WITHIN: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// `GET /healthz`: "ok", or 503 naming what this replica cannot reach. No authentication.
+async fn healthz(
+    axum::extract::State(state): axum::extract::State<std::sync::Arc<AppState>>,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let unhealthy = |why: String| {
+        (axum::http::StatusCode::SERVICE_UNAVAILABLE, format!("unhealthy: {why}\n")).into_response()
+    };
+    match tokio::time::timeout(HEALTH_WITHIN, state.store.check()).await {
+        Ok(Ok(())) => "ok".into_response(),
+        Ok(Err(e)) => unhealthy(format!("database unreachable: {e}")),
+        Err(_) => unhealthy(format!("database unreachable: no answer within {HEALTH_WITHIN:?}")),
+    }
 }

@@ -41,14 +41,32 @@ pub enum Command {
         /// Name of the first approver (a different person from the admin).
         #[arg(long, default_value = crate::server::DEFAULT_APPROVER)]
         approver: String,
+        /// Where the metadata lives: `sqlite` (DATA/console.db) or a
+        /// `postgres://user@host:port/name` URL (password in it or in PGPASSWORD). Recorded in
+        /// DATA/backends.json, so every later command on DATA opens it.
+        #[arg(long, env = "REARVIEW_DATABASE", default_value = "sqlite", value_parser = parse_database)]
+        database: crate::store::Database,
+    },
+    /// Bring the database of DATA to this console's schema version (serve does it too, at
+    /// start), and print the version; refuses a database newer than this console knows.
+    Migrate {
+        #[arg(long, env = "REARVIEW_DATA")]
+        data: PathBuf,
+        /// The database, if not the one DATA records (see `init --database`).
+        #[arg(long, env = "REARVIEW_DATABASE", value_parser = parse_database)]
+        database: Option<crate::store::Database>,
     },
     /// Run the server.
     Serve {
-        #[arg(long)]
+        #[arg(long, env = "REARVIEW_DATA")]
         data: PathBuf,
         /// Address to listen on; port 0 picks a free one (printed, and written to DATA/console.url).
-        #[arg(long, default_value = "127.0.0.1:8443")]
+        #[arg(long, env = "REARVIEW_LISTEN", default_value = "127.0.0.1:8443")]
         listen: SocketAddr,
+        /// The metadata database, if not the one DATA records (see `init --database`). Every
+        /// replica of a tenant gives the same PostgreSQL database.
+        #[arg(long, env = "REARVIEW_DATABASE", value_parser = parse_database)]
+        database: Option<crate::store::Database>,
         #[arg(long, requires = "tls_key")]
         tls_cert: Option<PathBuf>,
         #[arg(long, requires = "tls_cert")]
@@ -338,6 +356,10 @@ fn read_url(data: &Path) -> anyhow::Result<String> {
     Ok(url.trim().to_owned())
 }
 
+fn parse_database(text: &str) -> Result<crate::store::Database, String> {
+    crate::store::Database::parse(text).map_err(|e| e.to_string())
+}
+
 /// The id of the person called `name` (in canonical form, as the console compares names).
 async fn person_id(c: &AdminClient, name: &str) -> anyhow::Result<i64> {
     let people: Vec<crate::api::people::PersonView> = c.get("/api/v1/people").await?;
@@ -356,7 +378,9 @@ fn print(v: &Value) {
 /// Runs an API subcommand (everything but init and serve, which `main` runs itself).
 pub async fn run_api(command: Command) -> anyhow::Result<()> {
     let v: Value = match command {
-        Command::Init { .. } | Command::Serve { .. } => bail!("init and serve are run by main"),
+        Command::Init { .. } | Command::Serve { .. } | Command::Migrate { .. } => {
+            bail!("init, migrate and serve are run by main")
+        }
         Command::Clip(ClipCommand::List { data }) => {
             let store = crate::store::Store::open(&data)?;
             let rows = store.read_now(|tx| tx.clip_summaries())?;

@@ -18,14 +18,48 @@
 //!   Signing
 //! ```
 //!
-//! SQLite errors are sorted once, in `From<rusqlite::Error>`; every caller gets the same
-//! classification ([`ConsoleError::is_retryable`]).
+//! Database errors are sorted once per backend, in `From<rusqlite::Error>` and
+//! `From<postgres::Error>`; every caller gets the same classification
+//! ([`ConsoleError::is_retryable`]) whichever backend the console runs on. PostgreSQL's are
+//! sorted by SQLSTATE class: integrity violations and a trigger's RAISE are `Constraint`;
+//! connection, resource, operator-intervention and system errors, serialization failures,
+//! deadlocks and a lost connection are `Unavailable`.
 
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use rearview_protocol::ErrorBody;
 use rusqlite::ErrorCode;
+
+/// A failure of either database backend, as its driver reported it.
+#[derive(Debug)]
+pub struct DbError(Box<dyn std::error::Error + Send + Sync>);
+
+impl std::fmt::Display for DbError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // PostgreSQL's Display is only "db error"; its message and detail are in the source.
+        let mut text = self.0.to_string();
+        let mut source = self.0.source();
+        while let Some(s) = source {
+            text.push_str(": ");
+            text.push_str(&s.to_string());
+            source = s.source();
+        }
+        f.write_str(&text)
+    }
+}
+
+impl std::error::Error for DbError {}
+
+impl DbError {
+    pub fn new(e: impl std::error::Error + Send + Sync + 'static) -> DbError {
+        DbError(Box::new(e))
+    }
+
+    pub fn message(text: impl Into<String>) -> DbError {
+        DbError(text.into().into())
+    }
+}
 
 /// Seconds a caller is told to wait before retrying a 503.
 pub const RETRY_AFTER_SECS: u64 = 1;
@@ -37,14 +71,14 @@ pub enum ConsoleError {
     /// The database refused the change because it breaks one of its rules; permanent for this
     /// request (the same request would be refused again).
     #[error("refused by the database: {0}")]
-    Constraint(#[source] rusqlite::Error),
+    Constraint(#[source] DbError),
     /// The database cannot serve now (busy, locked, disk full, read-only, I/O error); the same
     /// request may succeed later.
     #[error("database unavailable, try again: {0}")]
-    Unavailable(#[source] rusqlite::Error),
+    Unavailable(#[source] DbError),
     /// Any other database failure: a query the console got wrong, or a damaged file.
     #[error("database: {0}")]
-    Database(#[source] rusqlite::Error),
+    Database(#[source] DbError),
     /// A stored value the console cannot read back (`what` names it).
     #[error("stored {what} cannot be read: {why}")]
     Corrupt { what: String, why: String },
@@ -116,7 +150,7 @@ impl ConsoleError {
 impl From<rusqlite::Error> for ConsoleError {
     fn from(e: rusqlite::Error) -> Self {
         match e.sqlite_error_code() {
-            Some(ErrorCode::ConstraintViolation) => ConsoleError::Constraint(e),
+            Some(ErrorCode::ConstraintViolation) => ConsoleError::Constraint(DbError::new(e)),
             Some(
                 ErrorCode::DatabaseBusy
                 | ErrorCode::DatabaseLocked
@@ -126,10 +160,49 @@ impl From<rusqlite::Error> for ConsoleError {
                 | ErrorCode::CannotOpen
                 | ErrorCode::OutOfMemory
                 | ErrorCode::FileLockingProtocolFailed,
-            ) => ConsoleError::Unavailable(e),
-            _ => ConsoleError::Database(e),
+            ) => ConsoleError::Unavailable(DbError::new(e)),
+            _ => ConsoleError::Database(DbError::new(e)),
         }
     }
+}
+
+impl From<postgres::Error> for ConsoleError {
+    fn from(e: postgres::Error) -> Self {
+        let Some(code) = e.code().map(|c| c.code().to_owned()) else {
+            // No SQLSTATE: the connection broke or could not be made (I/O, closed, timed
+            // out), or a value did not convert (a bug: Database).
+            return if e.is_closed() || is_connection_failure(&e) {
+                ConsoleError::Unavailable(DbError::new(e))
+            } else {
+                ConsoleError::Database(DbError::new(e))
+            };
+        };
+        match code.get(..2) {
+            // 23: integrity constraint violation; P0001: raise_exception (a trigger's refusal).
+            Some("23") => ConsoleError::Constraint(DbError::new(e)),
+            _ if code == "P0001" => ConsoleError::Constraint(DbError::new(e)),
+            // 08 connection, 53 resources, 57 operator intervention (shutdown, cannot connect
+            // now, statement timeout), 58 system/I-O, 40 serialization failure and deadlock;
+            // 55P03 lock not available, 25006 read-only transaction (a standby).
+            Some("08" | "53" | "57" | "58" | "40") => ConsoleError::Unavailable(DbError::new(e)),
+            _ if code == "55P03" || code == "25006" => ConsoleError::Unavailable(DbError::new(e)),
+            _ => ConsoleError::Database(DbError::new(e)),
+        }
+    }
+}
+
+/// Whether a PostgreSQL error without SQLSTATE is the connection failing (I/O or a timeout)
+/// rather than a value that did not convert.
+fn is_connection_failure(e: &postgres::Error) -> bool {
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        if s.is::<std::io::Error>() {
+            return true;
+        }
+        source = s.source();
+    }
+    let text = e.to_string();
+    text.contains("timeout") || text.contains("connection") || text.contains("closed")
 }
 
 /// An answer to an API request that did not succeed: a status and a message for the caller.

@@ -46,6 +46,7 @@ pub mod export;
 pub mod policy;
 pub mod private;
 pub mod push;
+pub mod replicas;
 pub mod server;
 pub mod state;
 pub mod store;
@@ -53,4 +54,7 @@ pub mod tenant;
 
 pub use api::ingest::IngestLimits;
 pub use error::ConsoleError;
-pub use server::{init, init_with_approver, InitOutput, Server, ServerConfig, ServerHandle};
+pub use server::{
+    init, init_on, init_with_approver, InitOutput, Server, ServerConfig, ServerHandle,
+};
+pub use store::Database;

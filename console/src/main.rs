@@ -17,9 +17,15 @@ async fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     match Cli::parse().command {
-        Command::Init { data, tenant, admin, approver } => {
-            let out = rearview_console::init_with_approver(&data, &tenant, &admin, &approver)?;
+        Command::Init { data, tenant, admin, approver, database } => {
+            // On a thread of its own: PostgreSQL's driver blocks, and this is a runtime's.
+            let (dir, db) = (data.clone(), database.clone());
+            let out = tokio::task::spawn_blocking(move || {
+                rearview_console::init_on(&dir, &db, &tenant, &admin, &approver)
+            })
+            .await??;
             println!("tenant {} created in {}", out.tenant_id, data.display());
+            println!("database {}", database.shown());
             println!("signing key id {}", out.signing_key_id);
             println!("sealing public key {}", out.sealing_public_key);
             println!("tokens below are shown once: give each only to its person, keep it secret");
@@ -27,9 +33,23 @@ async fn main() -> anyhow::Result<()> {
             println!("approver token ({}): {}", out.approver_name, out.approver_token);
             Ok(())
         }
+        Command::Migrate { data, database } => {
+            let version = tokio::task::spawn_blocking(move || {
+                let db = match database {
+                    Some(db) => db,
+                    None => rearview_console::Database::recorded(&data)?,
+                };
+                let store = rearview_console::store::Store::open_with(&data, &db)?;
+                Ok::<_, rearview_console::ConsoleError>((db.shown(), store.schema_version()?))
+            })
+            .await??;
+            println!("database {} at schema version {}", version.0, version.1);
+            Ok(())
+        }
         Command::Serve {
             data,
             listen,
+            database,
             tls_cert,
             tls_key,
             insecure_http,
@@ -50,6 +70,7 @@ async fn main() -> anyhow::Result<()> {
                 idle_timeout: Duration::from_secs(idle_timeout),
                 max_connections,
                 ingest,
+                database,
                 ..ServerConfig::plain(data.clone(), listen)
             };
             let mut server = Server::start(config).await?;

@@ -32,6 +32,18 @@ pub fn create_new_file(path: &Path) -> io::Result<File> {
     Ok(f)
 }
 
+/// Writes `bytes` to `path`, 0600, whole or not at all (a temporary file beside it, synced,
+/// renamed over it).
+pub fn write_file(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    use std::io::Write;
+    let tmp = path.with_extension("tmp");
+    let _ = std::fs::remove_file(&tmp);
+    let mut f = create_new_file(&tmp)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)
+}
+
 /// Creates `path` 0600 if missing (keeping what it holds), or makes the existing file 0600.
 pub fn ensure_file(path: &Path) -> io::Result<()> {
     let f =

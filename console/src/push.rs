@@ -3,7 +3,25 @@
 //!
 //! Delivery is at-least-once: the stream subscribes *before* it reads the current policy and
 //! the unacknowledged triggers from the database, so nothing issued in between is missed; a
-//! trigger may then arrive twice, and the device drops repeats by trigger id.
+//! stream sends each trigger id once, and the device drops repeats by trigger id too.
+//!
+//! # Replicas
+//!
+//! The database is the source of truth: a trigger is a row before anyone is told of it, and a
+//! stream that (re)connects reads every pending one. Several console processes on one
+//! PostgreSQL database wake each other's streams ([`crate::replicas`]):
+//!
+//! ```text
+//! NOTIFY rearview_push 'trigger:<device_id>'   in the transaction that stores a trigger
+//! NOTIFY rearview_push 'policy'                in the transaction that raises the version
+//! ```
+//!
+//! delivered on commit to every process listening; each wakes its own stream of that device
+//! ([`Push::Wake`]: read the pending triggers, send those not sent yet) or every stream
+//! (policy). A notification is only a wake-up: one lost (a listener reconnecting) costs speed,
+//! not a trigger, because the listener then wakes every stream, and a poll of the database
+//! every few seconds wakes the streams of devices with triggers issued since (see
+//! [`crate::replicas`]). On SQLite there is one process, and the hub alone does this.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -18,6 +36,20 @@ pub enum Push {
     Trigger(TriggerMessage),
     /// Policy changed for everyone; the stream signs a fresh bundle for its own device.
     PolicyChanged,
+    /// The database may hold triggers for this device that its stream has not sent (another
+    /// replica issued them): the stream reads the pending ones and sends the new ones.
+    Wake,
+}
+
+/// The PostgreSQL channel replicas wake each other on.
+pub const CHANNEL: &str = "rearview_push";
+
+/// The notification payload for "policy changed".
+pub const POLICY_PAYLOAD: &str = "policy";
+
+/// The notification payload for "a trigger for `device_id` was stored".
+pub fn trigger_payload(device_id: &str) -> String {
+    format!("trigger:{device_id}")
 }
 
 /// How many pushes may wait for a slow stream before it is told it lagged (it then reloads
@@ -67,6 +99,25 @@ impl Hub {
         if let Some(tx) = all.as_ref() {
             let _ = tx.send(Push::PolicyChanged);
         }
+    }
+
+    /// Wakes every connected stream (after a replica may have missed notifications).
+    pub fn wake_all(&self) {
+        let map = self.devices.lock().unwrap_or_else(|p| p.into_inner());
+        for tx in map.values() {
+            let _ = tx.send(Push::Wake);
+        }
+    }
+
+    /// The devices holding a stream here now.
+    pub fn connected_ids(&self) -> Vec<String> {
+        self.devices
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .filter(|(_, t)| t.receiver_count() > 0)
+            .map(|(id, _)| id.clone())
+            .collect()
     }
 
     /// Whether `device_id` holds a stream now.

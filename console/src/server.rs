@@ -19,7 +19,7 @@ use crate::auth::Role;
 use crate::error::ConsoleError;
 use crate::push::Hub;
 use crate::state::AppState;
-use crate::store::{now_ms, Store, Tx};
+use crate::store::{now_ms, Database, Store, Tx};
 use crate::tenant::Tenant;
 
 /// What `init` produced. Each token is shown once and stored only as a hash.
@@ -55,6 +55,20 @@ pub fn init_with_approver(
     admin_name: &str,
     approver_name: &str,
 ) -> Result<InitOutput, ConsoleError> {
+    init_on(data, &Database::Sqlite, tenant_id, admin_name, approver_name)
+}
+
+/// [`init_with_approver`] with the metadata in `database`, which is recorded in `data`
+/// (`DATA/backends.json`) so that every later command on `data` opens it. A database that
+/// holds a tenant already is refused, as a directory that does. On PostgreSQL, call it from a
+/// thread that is not driving async tasks (the driver blocks).
+pub fn init_on(
+    data: &Path,
+    database: &Database,
+    tenant_id: &str,
+    admin_name: &str,
+    approver_name: &str,
+) -> Result<InitOutput, ConsoleError> {
     if rearview_config::canonical_name(admin_name) == rearview_config::canonical_name(approver_name)
     {
         return Err(ConsoleError::Config(format!(
@@ -69,11 +83,22 @@ pub fn init_with_approver(
             data.display()
         )));
     }
+    let store = Store::open_with(data, database)?;
+    if let Some(held) = store.read_now(|tx| tx.meta_get("tenant_id"))? {
+        return Err(ConsoleError::Config(format!(
+            "the database {} already holds tenant {held:?}; give another database, or copy the \
+             data directory (keys and backends.json) of the console that made it to serve it",
+            database.shown()
+        )));
+    }
+    if *database != Database::Sqlite {
+        database.record(data)?;
+    }
     let tenant = Tenant::create(data, tenant_id)?;
-    let store = Store::open(data)?;
     let granter = Granter { name: INIT, actor: INIT, confirms: true };
     let person = |tx: &Tx<'_>, name: &str, role: Role| {
-        api::people::create_person(tx, granter, name, &[role], store.event_ms())
+        let now = tx.event_ms()?;
+        api::people::create_person(tx, granter, name, &[role], now)
             .map_err(|e| ConsoleError::Config(format!("{name:?}: {}", e.message)))
     };
     // The tenant, its first two people and their audit lines: all of them, or none.
@@ -124,6 +149,9 @@ pub struct ServerConfig {
     pub max_connections: usize,
     /// What one device may ask of the console at once.
     pub ingest: IngestLimits,
+    /// Where the metadata is; `None`: as the data directory records it (`init` wrote it),
+    /// else SQLite in the data directory.
+    pub database: Option<Database>,
 }
 
 impl ServerConfig {
@@ -144,6 +172,7 @@ impl ServerConfig {
             idle_timeout: Self::IDLE_TIMEOUT,
             max_connections: Self::MAX_CONNECTIONS,
             ingest: IngestLimits::default(),
+            database: None,
         }
     }
 
@@ -188,6 +217,9 @@ pub struct ServerHandle {
     handle: axum_server::Handle,
     task: tokio::task::JoinHandle<Result<(), ConsoleError>>,
     ticker: tokio::task::JoinHandle<()>,
+    /// The replica listener and poller (PostgreSQL only), stopped with the server.
+    replicas: Option<crate::replicas::Replicas>,
+    state: Arc<AppState>,
     pub scheme: &'static str,
 }
 
@@ -201,11 +233,22 @@ impl ServerHandle {
         format!("{}://{}", self.scheme, self.addr)
     }
 
+    /// This process's replica id (what leases name).
+    pub fn replica_id(&self) -> &str {
+        &self.state.replica_id
+    }
+
+    /// The store this server runs on.
+    pub fn store(&self) -> &Store {
+        &self.state.store
+    }
+
     /// Stops at once: open connections (push streams, uploads) are cut, as in a crash of the
     /// network side. The database is consistent after every statement.
     pub async fn shutdown(self) -> Result<(), ConsoleError> {
         self.handle.shutdown();
         self.ticker.abort();
+        drop(self.replicas);
         match self.task.await {
             Ok(r) => r,
             Err(e) => Err(ConsoleError::Task { what: "server task", source: e }),
@@ -216,6 +259,7 @@ impl ServerHandle {
     pub async fn graceful_shutdown(self, grace: Duration) -> Result<(), ConsoleError> {
         self.handle.graceful_shutdown(Some(grace));
         self.ticker.abort();
+        drop(self.replicas);
         match self.task.await {
             Ok(r) => r,
             Err(e) => Err(ConsoleError::Task { what: "server task", source: e }),
@@ -245,8 +289,14 @@ impl Server {
         }
         config.check()?;
         config.ingest.validate().map_err(ConsoleError::Config)?;
-        let store = Store::open(&config.data)?;
-        let tenant_id = store.read_now(|tx| tx.meta_get("tenant_id"))?.ok_or_else(|| {
+        let (data, database) = (config.data.clone(), config.database.clone());
+        let store = tokio::task::spawn_blocking(move || match database {
+            Some(db) => Store::open_with(&data, &db),
+            None => Store::open(&data),
+        })
+        .await
+        .map_err(|e| ConsoleError::Task { what: "opening the store", source: e })??;
+        let tenant_id = store.read(|tx| tx.meta_get("tenant_id")).await?.ok_or_else(|| {
             ConsoleError::Config(format!(
                 "{} holds no tenant: run 'rearview-console init --data {}' first",
                 config.data.display(),
@@ -261,6 +311,7 @@ impl Server {
             policy_cache: Mutex::new(None),
             stream_ping: conn::stream_ping(config.idle_timeout),
             ingest: IngestState::new(config.ingest.clone()),
+            replica_id: crate::replicas::replica_id(),
         });
         api::ingest::clear_incoming(&state);
         let app = api::router(state.clone());
@@ -311,9 +362,10 @@ impl Server {
                 )
             }
         };
-        let ticker = tokio::spawn(tick(state));
-        tracing::info!(%addr, scheme, tenant = ?tenant_id, "console serving");
-        Ok(ServerHandle { addr, handle, task, ticker, scheme })
+        let ticker = tokio::spawn(tick(state.clone()));
+        let replicas = crate::replicas::start(&state);
+        tracing::info!(%addr, scheme, tenant = ?tenant_id, replica = ?state.replica_id, "console serving");
+        Ok(ServerHandle { addr, handle, task, ticker, replicas, state, scheme })
     }
 }
 
@@ -351,36 +403,79 @@ fn tls_config(
     Ok(axum_server::tls_rustls::RustlsConfig::from_config(Arc::new(config)))
 }
 
+/// The lease the time-driven policy work runs under (see [`crate::store::lease`]).
+pub const EXPIRY_LEASE: &str = "policy-expiry";
+
+/// How long the expiry lease lasts; its holder renews it when half has passed, and another
+/// replica takes it over this long after the holder stopped.
+pub const EXPIRY_LEASE_MS: i64 = 10_000;
+
 /// Time-driven policy changes: approvals reaching their expiry (each written to the audit log),
-/// and a daily re-signing so devices never run into the bundle's own expiry.
+/// and a daily re-signing so devices never run into the bundle's own expiry. One process does
+/// them, whichever holds the expiry lease; the others only read who holds it.
 ///
 /// Expiries are looked for since the stored bundle was signed (or since the last expiry handled,
-/// if later), not since this process started: an approval that expired while the console was
-/// down must still raise the version, or the stored bundle (which devices refuse for carrying an
-/// expired approval) would be served on.
+/// if later), as the database records both, not since this process started: an approval that
+/// expired while the console was down must still raise the version, or the stored bundle (which
+/// devices refuse for carrying an expired approval) would be served on; and a replica taking
+/// the lease over handles exactly what the last holder did not.
 async fn tick(state: Arc<AppState>) {
-    let mut last = match state.store.read(signed_or_handled_ms).await {
-        Ok(ms) => ms.unwrap_or_else(now_ms),
-        Err(e) => {
-            tracing::warn!(error = ?e.to_string(), "could not read when the policy was signed");
-            now_ms()
-        }
-    };
+    let mut held_until = 0i64;
     let mut interval = tokio::time::interval(Duration::from_secs(1));
     loop {
         interval.tick().await;
         let now = now_ms();
-        match state.store.write(move |tx| expire_in(tx, last, now)).await {
-            Ok(true) => state.hub.policy_changed(),
-            Ok(false) => {}
+        if held_until - now < EXPIRY_LEASE_MS / 2 {
+            match take_expiry_lease(&state, now).await {
+                Ok(true) => held_until = now + EXPIRY_LEASE_MS,
+                Ok(false) => {
+                    held_until = 0;
+                    continue;
+                }
+                Err(e) => {
+                    tracing::warn!(error = ?e.to_string(), "could not take the expiry lease; trying again");
+                    held_until = 0;
+                    continue;
+                }
+            }
+        }
+        // A read first: most seconds nothing expires, and nothing is written.
+        match state.store.read(move |tx| expiry_due(tx, now)).await {
+            Ok(false) => continue,
+            Ok(true) => {}
             Err(e) => {
-                // Nothing recorded: the next tick tries the same window again.
-                tracing::warn!(error = ?e.to_string(), "could not handle expired approvals; trying again");
+                tracing::warn!(error = ?e.to_string(), "could not look for expired approvals; trying again");
                 continue;
             }
         }
-        last = now;
+        match state.store.write(move |tx| expire_in(tx, now)).await {
+            Ok(true) => state.hub.policy_changed(),
+            Ok(false) => {}
+            // Nothing recorded: the next tick tries the same window again.
+            Err(e) => {
+                tracing::warn!(error = ?e.to_string(), "could not handle expired approvals; trying again")
+            }
+        }
     }
+}
+
+/// Takes or renews the expiry lease for this process; false when another holds it. Who holds
+/// it is read first, so a process that does not hold a live lease writes nothing.
+async fn take_expiry_lease(state: &Arc<AppState>, now: i64) -> Result<bool, ConsoleError> {
+    let me = state.replica_id.clone();
+    let held = state.store.read(|tx| tx.lease_holder(EXPIRY_LEASE)).await?;
+    if held.as_ref().is_some_and(|(holder, until)| *holder != me && *until > now) {
+        return Ok(false);
+    }
+    state.store.write(move |tx| tx.take_lease(EXPIRY_LEASE, &me, now, EXPIRY_LEASE_MS)).await
+}
+
+/// Whether [`expire_in`] has anything to do at `now`.
+fn expiry_due(tx: &Tx<'_>, now: i64) -> Result<bool, ConsoleError> {
+    let last = signed_or_handled_ms(tx)?.unwrap_or(0);
+    let signed = tx.meta_get("policy_signed_ms")?.and_then(|v| v.parse::<i64>().ok());
+    let stale = now - signed.unwrap_or(now) > 24 * 3600 * 1000;
+    Ok(stale || !tx.approvals_expiring(last, now)?.is_empty())
 }
 
 /// When the stored bundle was signed or the last expiries were handled, whichever is later.
@@ -391,10 +486,15 @@ fn signed_or_handled_ms(tx: &Tx<'_>) -> Result<Option<i64>, ConsoleError> {
     Ok(ms("policy_signed_ms")?.max(ms("expiries_handled_ms")?))
 }
 
-/// One tick in `tx`: approvals that expired in `(last, now]` are audited (`approval.expire`)
-/// and recorded as handled, and the policy version is raised for them or for a bundle signed
-/// over a day ago, all together or not at all. True when the version was raised.
-fn expire_in(tx: &Tx<'_>, last: i64, now: i64) -> Result<bool, ConsoleError> {
+/// One tick in `tx`: approvals that expired in `(last, now]` (`last`: when the bundle was
+/// signed or expiries were last handled) are audited (`approval.expire`) and recorded as
+/// handled, and the policy version is raised for them or for a bundle signed over a day ago,
+/// all together or not at all. True when the version was raised.
+fn expire_in(tx: &Tx<'_>, now: i64) -> Result<bool, ConsoleError> {
+    let last = signed_or_handled_ms(tx)?.unwrap_or(0);
+    if last >= now {
+        return Ok(false);
+    }
     let expired = tx.approvals_expiring(last, now)?;
     let signed = tx.meta_get("policy_signed_ms")?.and_then(|v| v.parse::<i64>().ok());
     let stale = now - signed.unwrap_or(now) > 24 * 3600 * 1000;

@@ -19,4 +19,6 @@ pub struct AppState {
     pub stream_ping: std::time::Duration,
     /// Ingest limits and the uploads in flight.
     pub ingest: IngestState,
+    /// This process's id among the replicas of the tenant (what leases name).
+    pub replica_id: String,
 }

@@ -106,8 +106,11 @@
 //! Segments are stored per device so one device can never learn, by the console answering
 //! "already have it", what another device uploaded.
 
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::Duration;
 
 use rusqlite::{Connection, TransactionBehavior};
 
@@ -120,22 +123,144 @@ pub mod chain;
 pub mod clips;
 pub mod devices;
 pub mod evidence;
+pub mod lease;
 pub mod meta;
 pub mod people;
 mod schema;
+pub(crate) mod sql;
 pub mod triggers;
 
 use audit::audit_in;
+use sql::{args, Row, Value};
+
+pub use schema::SCHEMA_VERSION;
 
 /// The granter and confirmer named by grants carried over from a console before grants.
 pub const LEGACY: &str = "legacy";
 
-/// Most read connections open at once (reads beyond wait for one).
+/// Most SQLite read connections open at once (reads beyond wait for one).
 const READERS: usize = 4;
 
-/// How long a statement waits for a lock another process holds before the database is
-/// "unavailable" (a retryable 503).
-const BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+/// Most PostgreSQL connections one console process holds (reads and writes share them).
+const PG_CONNECTIONS: usize = 16;
+
+/// How long a statement waits for a lock another process holds, or for a pooled connection,
+/// before the database is "unavailable" (a retryable 503).
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long connecting to PostgreSQL may take before the database is unavailable.
+const PG_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The advisory lock every PostgreSQL write transaction takes (see "Two backends").
+const PG_WRITE_LOCK: i64 = 0x7265_6172_7669_6577; // "rearview"
+
+/// Where the metadata lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Database {
+    /// `DATA/console.db` (the default).
+    Sqlite,
+    /// A PostgreSQL database, as a `postgres://user@host:port/name` URL (a password may be in
+    /// it or in `PGPASSWORD`).
+    Postgres(String),
+}
+
+/// What `DATA/backends.json` records (written by `init` when a backend is not the default, read
+/// by every command that opens the store, overridden by `serve --database`).
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+struct BackendsFile {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    database: Option<String>,
+}
+
+impl Database {
+    /// `sqlite` or a `postgres://` / `postgresql://` URL.
+    pub fn parse(text: &str) -> Result<Database, ConsoleError> {
+        let text = text.trim();
+        if text == "sqlite" {
+            return Ok(Database::Sqlite);
+        }
+        if text.starts_with("postgres://") || text.starts_with("postgresql://") {
+            pg_config(text)?;
+            return Ok(Database::Postgres(text.to_owned()));
+        }
+        Err(ConsoleError::Config(format!(
+            "database {:?}: give `sqlite` (DATA/console.db) or a postgres://user@host:port/name URL",
+            redact(text)
+        )))
+    }
+
+    /// The database `data` records (`DATA/backends.json`), else SQLite.
+    pub fn recorded(data: &Path) -> Result<Database, ConsoleError> {
+        let path = data.join("backends.json");
+        match std::fs::read(&path) {
+            Ok(bytes) => {
+                let file: BackendsFile = serde_json::from_slice(&bytes)
+                    .map_err(|e| ConsoleError::corrupt(path.display().to_string(), e))?;
+                file.database.as_deref().map_or(Ok(Database::Sqlite), Database::parse)
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Database::Sqlite),
+            Err(e) => Err(ConsoleError::io(&path, e)),
+        }
+    }
+
+    /// Records this database in `data` (`DATA/backends.json`, 0600: a URL may hold a password),
+    /// so every later command on `data` opens it.
+    pub fn record(&self, data: &Path) -> Result<(), ConsoleError> {
+        let path = data.join("backends.json");
+        let file = BackendsFile {
+            database: match self {
+                Database::Sqlite => None,
+                Database::Postgres(url) => Some(url.clone()),
+            },
+        };
+        let bytes = serde_json::to_vec_pretty(&file)
+            .map_err(|e| ConsoleError::Config(format!("backends.json: {e}")))?;
+        private::write_file(&path, &bytes).map_err(|e| ConsoleError::io(&path, e))
+    }
+
+    /// The database as it may be shown (a password in the URL is replaced by `***`).
+    pub fn shown(&self) -> String {
+        match self {
+            Database::Sqlite => "sqlite (DATA/console.db)".into(),
+            Database::Postgres(url) => redact(url),
+        }
+    }
+}
+
+/// `url` with the password of its user part, if any, replaced by `***`.
+fn redact(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else { return url.to_owned() };
+    let (authority, path) = rest.split_once('/').map_or((rest, None), |(a, p)| (a, Some(p)));
+    let shown = match authority.rsplit_once('@') {
+        Some((user, host)) => match user.split_once(':') {
+            Some((name, _)) => format!("{name}:***@{host}"),
+            None => authority.to_owned(),
+        },
+        None => authority.to_owned(),
+    };
+    match path {
+        Some(p) => format!("{scheme}://{shown}/{p}"),
+        None => format!("{scheme}://{shown}"),
+    }
+}
+
+/// The connection settings of `url`: bounded connect, keepalives so a dead server is noticed,
+/// the password from `PGPASSWORD` when the URL has none.
+fn pg_config(url: &str) -> Result<postgres::Config, ConsoleError> {
+    let mut config: postgres::Config =
+        url.parse().map_err(|e| ConsoleError::Config(format!("database {}: {e}", redact(url))))?;
+    if config.get_password().is_none() {
+        if let Some(password) = std::env::var_os("PGPASSWORD") {
+            config.password(password.as_encoded_bytes());
+        }
+    }
+    config
+        .connect_timeout(PG_CONNECT_TIMEOUT)
+        .keepalives(true)
+        .keepalives_idle(Duration::from_secs(10))
+        .application_name("rearview-console");
+    Ok(config)
+}
 
 /// The metadata database and the blob directory. Cheap to clone: clones share the connections.
 #[derive(Clone)]
@@ -144,28 +269,36 @@ pub struct Store {
 }
 
 struct Inner {
-    db: PathBuf,
+    data: PathBuf,
+    db: Db,
+    blob_dir: PathBuf,
+}
+
+enum Db {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
+}
+
+struct SqlitePool {
+    path: PathBuf,
     writer: Mutex<Connection>,
     readers: Mutex<Readers>,
     /// Signalled when a read connection is given back.
-    reader_free: std::sync::Condvar,
-    blob_dir: PathBuf,
-    /// The last time handed out by [`Store::event_ms`].
-    last_event_ms: Mutex<i64>,
+    reader_free: Condvar,
 }
 
 /// A reader taken from the pool; dropping it gives the connection back, also when the read
 /// panicked (the transaction is rolled back as it unwinds), so the pool never runs dry.
 struct ReaderLease<'a> {
-    inner: &'a Inner,
+    pool: &'a SqlitePool,
     conn: Option<Connection>,
 }
 
 impl Drop for ReaderLease<'_> {
     fn drop(&mut self) {
         if let Some(conn) = self.conn.take() {
-            lock(&self.inner.readers).idle.push(conn);
-            self.inner.reader_free.notify_one();
+            lock(&self.pool.readers).idle.push(conn);
+            self.pool.reader_free.notify_one();
         }
     }
 }
@@ -177,10 +310,134 @@ struct Readers {
     open: usize,
 }
 
+/// PostgreSQL connections, each with the statements prepared on it.
+struct PgPool {
+    config: postgres::Config,
+    idle: Mutex<PgIdle>,
+    free: Condvar,
+}
+
+#[derive(Default)]
+struct PgIdle {
+    conns: Vec<PgConn>,
+    open: usize,
+}
+
+struct PgConn {
+    client: postgres::Client,
+    statements: HashMap<String, postgres::Statement>,
+}
+
+/// A PostgreSQL connection taken from the pool; given back on drop unless it broke.
+struct PgLease<'a> {
+    pool: &'a PgPool,
+    conn: Option<PgConn>,
+}
+
+impl Drop for PgLease<'_> {
+    fn drop(&mut self) {
+        let mut idle = lock(&self.pool.idle);
+        match self.conn.take() {
+            Some(conn) if !conn.client.is_closed() => idle.conns.push(conn),
+            // A broken connection (or one lost in a panic) is forgotten; a new one is made.
+            _ => idle.open -= 1,
+        }
+        self.pool.free.notify_one();
+    }
+}
+
+impl Drop for PgPool {
+    /// A PostgreSQL client closes its connection by blocking on a runtime of its own, which
+    /// cannot run on a thread that drives async tasks (where the last store handle may well be
+    /// dropped): the idle connections are closed on a thread of their own.
+    fn drop(&mut self) {
+        let conns = std::mem::take(&mut lock(&self.idle).conns);
+        if !conns.is_empty() {
+            let _ = std::thread::Builder::new().name("pg-close".into()).spawn(move || drop(conns));
+        }
+    }
+}
+
+impl PgPool {
+    fn connect(&self) -> Result<PgConn, ConsoleError> {
+        let mut client = self.config.connect(postgres::NoTls)?;
+        // A statement never waits for ever: not for a lock (the write lock included), not on a
+        // server that stopped answering, not in a transaction a crashed caller left open.
+        client.batch_execute(
+            "SET statement_timeout = '30s'; SET lock_timeout = '10s';
+             SET idle_in_transaction_session_timeout = '60s';",
+        )?;
+        Ok(PgConn { client, statements: HashMap::new() })
+    }
+
+    fn lease(&self) -> Result<PgLease<'_>, ConsoleError> {
+        let deadline = std::time::Instant::now() + BUSY_TIMEOUT;
+        let mut idle = lock(&self.idle);
+        loop {
+            if let Some(conn) = idle.conns.pop() {
+                if conn.client.is_closed() {
+                    idle.open -= 1;
+                    continue;
+                }
+                return Ok(PgLease { pool: self, conn: Some(conn) });
+            }
+            if idle.open < PG_CONNECTIONS {
+                idle.open += 1;
+                drop(idle);
+                return match self.connect() {
+                    Ok(conn) => Ok(PgLease { pool: self, conn: Some(conn) }),
+                    Err(e) => {
+                        lock(&self.idle).open -= 1;
+                        Err(e)
+                    }
+                };
+            }
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                return Err(ConsoleError::Unavailable(crate::error::DbError::message(format!(
+                    "all {PG_CONNECTIONS} database connections are busy"
+                ))));
+            }
+            idle = self.free.wait_timeout(idle, left).unwrap_or_else(|p| p.into_inner()).0;
+        }
+    }
+}
+
 /// One transaction of the store, for the operations of its subject modules. Only this module
 /// and its children reach the connection inside.
 pub struct Tx<'c> {
-    conn: &'c Connection,
+    conn: TxConn<'c>,
+    /// The data directory (keys are beside the database there).
+    data: &'c Path,
+}
+
+enum TxConn<'c> {
+    Sqlite(&'c Connection),
+    Postgres(RefCell<PgTx<'c>>),
+}
+
+struct PgTx<'c> {
+    tx: postgres::Transaction<'c>,
+    statements: &'c mut HashMap<String, postgres::Statement>,
+}
+
+impl PgTx<'_> {
+    /// `sql`'s statement prepared on this connection (once per connection).
+    fn statement(&mut self, sql: &str) -> Result<postgres::Statement, ConsoleError> {
+        if let Some(s) = self.statements.get(sql) {
+            return Ok(s.clone());
+        }
+        let prepared = self.tx.prepare(&sql::to_postgres(sql))?;
+        self.statements.insert(sql.to_owned(), prepared.clone());
+        Ok(prepared)
+    }
+}
+
+/// Which engine holds the metadata.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
 }
 
 /// A poisoned lock still guards a usable connection: SQLite statements are atomic, and an
@@ -199,36 +456,53 @@ fn connect(db: &Path) -> Result<Connection, ConsoleError> {
 }
 
 impl Store {
-    /// Opens (creating if needed) the database and blob directory under `data`, all of them
-    /// private to the console's user (see [`crate::private`]), also when an older version
-    /// left them readable; brings the schema up to date (see "Migrations").
+    /// Opens the store of the data directory `data` on the database it records
+    /// (`DATA/backends.json`, else SQLite in `DATA/console.db`); see [`Store::open_with`].
     pub fn open(data: &Path) -> Result<Store, ConsoleError> {
+        Store::open_with(data, &Database::recorded(data)?)
+    }
+
+    /// Opens (creating if needed) the data directory `data`, the metadata in `database` and the
+    /// blob directory, all of them private to the console's user (see [`crate::private`]),
+    /// also when an older version left them readable; brings the schema up to date (see
+    /// "Migrations"), and refuses a schema newer than this console knows.
+    pub fn open_with(data: &Path, database: &Database) -> Result<Store, ConsoleError> {
+        if matches!(database, Database::Postgres(_))
+            && tokio::runtime::Handle::try_current().is_ok()
+        {
+            // PostgreSQL's driver cannot block a runtime's thread: connect on one of our own.
+            return std::thread::scope(|s| s.spawn(|| Store::open_here(data, database)).join())
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        }
+        Store::open_here(data, database)
+    }
+
+    fn open_here(data: &Path, database: &Database) -> Result<Store, ConsoleError> {
         let io = ConsoleError::io;
         private::create_dir(data).map_err(|e| io(data, e))?;
-        let db = data.join("console.db");
-        // SQLite gives a new database its default mode (0644 less the umask), and the WAL and
-        // shared-memory files the database's mode: so the database is made 0600 first.
-        private::ensure_file(&db).map_err(|e| io(&db, e))?;
-        for side in ["console.db-wal", "console.db-shm"] {
-            let path = data.join(side);
-            private::tighten_file(&path).map_err(|e| io(&path, e))?;
-        }
-        let mut conn = connect(&db)?;
-        conn.execute_batch(schema::SCHEMA)?;
-        schema::migrate(&mut conn)?;
-        let last_event_ms = Tx { conn: &conn }.last_event_ms()?;
+        let db = match database {
+            Database::Sqlite => Db::Sqlite(open_sqlite(data)?),
+            Database::Postgres(url) => Db::Postgres(open_postgres(url)?),
+        };
         let blob_dir = data.join("blobs");
         private::create_dir(&blob_dir).map_err(|e| io(&blob_dir, e))?;
-        Ok(Store {
-            inner: Arc::new(Inner {
-                db,
-                writer: Mutex::new(conn),
-                readers: Mutex::new(Readers::default()),
-                reader_free: std::sync::Condvar::new(),
-                blob_dir,
-                last_event_ms: Mutex::new(last_event_ms),
-            }),
-        })
+        Ok(Store { inner: Arc::new(Inner { data: data.to_path_buf(), db, blob_dir }) })
+    }
+
+    /// Which engine holds the metadata.
+    pub fn backend(&self) -> Backend {
+        match self.inner.db {
+            Db::Sqlite(_) => Backend::Sqlite,
+            Db::Postgres(_) => Backend::Postgres,
+        }
+    }
+
+    /// The PostgreSQL connection settings, for the replica wake-up listener; None on SQLite.
+    pub fn postgres_config(&self) -> Option<postgres::Config> {
+        match &self.inner.db {
+            Db::Postgres(pool) => Some(pool.config.clone()),
+            Db::Sqlite(_) => None,
+        }
     }
 
     /// Runs `f` in one write transaction on the blocking pool: committed when it returns Ok,
@@ -240,7 +514,7 @@ impl Store {
         E: From<ConsoleError> + Send + 'static,
     {
         let store = self.clone();
-        blocking(move || store.write_now(f)).await
+        blocking(move || store.write_here(f)).await
     }
 
     /// Runs `f` in one read transaction (a snapshot) on the blocking pool.
@@ -251,75 +525,134 @@ impl Store {
         E: From<ConsoleError> + Send + 'static,
     {
         let store = self.clone();
-        blocking(move || store.read_now(f)).await
+        blocking(move || store.read_here(f)).await
     }
 
-    /// [`Store::write`] on the calling thread (for commands that are not the server).
-    pub fn write_now<T, E: From<ConsoleError>>(
+    /// [`Store::write`] without the blocking pool, for commands that are not the server (and
+    /// tests): on the calling thread, or, on PostgreSQL when called inside an async runtime
+    /// (whose thread the driver must not block on), on a scoped thread it waits for.
+    pub fn write_now<T: Send, E: From<ConsoleError> + Send>(
+        &self,
+        f: impl FnOnce(&Tx<'_>) -> Result<T, E> + Send,
+    ) -> Result<T, E> {
+        if self.needs_own_thread() {
+            return std::thread::scope(|s| s.spawn(|| self.write_here(f)).join())
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        }
+        self.write_here(f)
+    }
+
+    /// [`Store::read`] without the blocking pool (see [`Store::write_now`]).
+    pub fn read_now<T: Send, E: From<ConsoleError> + Send>(
+        &self,
+        f: impl FnOnce(&Tx<'_>) -> Result<T, E> + Send,
+    ) -> Result<T, E> {
+        if self.needs_own_thread() {
+            return std::thread::scope(|s| s.spawn(|| self.read_here(f)).join())
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        }
+        self.read_here(f)
+    }
+
+    /// Whether a transaction must leave this thread: PostgreSQL's driver runs a runtime of its
+    /// own, which cannot start on a thread already inside one.
+    fn needs_own_thread(&self) -> bool {
+        matches!(self.inner.db, Db::Postgres(_)) && tokio::runtime::Handle::try_current().is_ok()
+    }
+
+    /// One write transaction on the calling thread.
+    fn write_here<T, E: From<ConsoleError>>(
         &self,
         f: impl FnOnce(&Tx<'_>) -> Result<T, E>,
     ) -> Result<T, E> {
-        let mut conn = lock(&self.inner.writer);
-        let tx = conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(ConsoleError::from)?;
-        let out = f(&Tx { conn: &tx })?;
-        tx.commit().map_err(ConsoleError::from)?;
-        Ok(out)
-    }
-
-    /// [`Store::read`] on the calling thread.
-    pub fn read_now<T, E: From<ConsoleError>>(
-        &self,
-        f: impl FnOnce(&Tx<'_>) -> Result<T, E>,
-    ) -> Result<T, E> {
-        let mut lease = ReaderLease { inner: &self.inner, conn: Some(self.reader()?) };
-        let Some(conn) = lease.conn.as_mut() else {
-            return Err(
-                ConsoleError::corrupt("reader pool", "a lease without its connection").into()
-            );
-        };
-        let tx = conn.transaction().map_err(ConsoleError::from)?;
-        let out = f(&Tx { conn: &tx });
-        // A read changes nothing; ending it releases the snapshot.
-        drop(tx);
-        out
-    }
-
-    /// An idle read connection, a new one while fewer than [`READERS`] exist, else the next
-    /// one given back.
-    fn reader(&self) -> Result<Connection, ConsoleError> {
-        let inner = &self.inner;
-        let mut readers = lock(&inner.readers);
-        loop {
-            if let Some(conn) = readers.idle.pop() {
-                return Ok(conn);
+        let data = self.inner.data.as_path();
+        match &self.inner.db {
+            Db::Sqlite(pool) => {
+                let mut conn = lock(&pool.writer);
+                let tx = conn
+                    .transaction_with_behavior(TransactionBehavior::Immediate)
+                    .map_err(ConsoleError::from)?;
+                let out = f(&Tx { conn: TxConn::Sqlite(&tx), data })?;
+                tx.commit().map_err(ConsoleError::from)?;
+                Ok(out)
             }
-            if readers.open < READERS {
-                readers.open += 1;
-                drop(readers);
-                let made = connect(&inner.db).and_then(|conn| {
-                    conn.execute_batch("PRAGMA query_only=ON;")?;
-                    Ok(conn)
-                });
-                if made.is_err() {
-                    lock(&inner.readers).open -= 1;
-                }
-                return made;
+            Db::Postgres(pool) => {
+                let mut lease = pool.lease()?;
+                let Some(PgConn { client, statements }) = lease.conn.as_mut() else {
+                    return Err(ConsoleError::corrupt(
+                        "database pool",
+                        "a lease without its connection",
+                    )
+                    .into());
+                };
+                let mut tx = client.transaction().map_err(ConsoleError::from)?;
+                // One writer at a time across every replica, as SQLite has one per file: what a
+                // write reads stays true until it commits.
+                tx.execute("SELECT pg_advisory_xact_lock($1)", &[&PG_WRITE_LOCK])
+                    .map_err(ConsoleError::from)?;
+                let tx = Tx { conn: TxConn::Postgres(RefCell::new(PgTx { tx, statements })), data };
+                let out = f(&tx)?;
+                let TxConn::Postgres(pg) = tx.conn else { unreachable!("built as Postgres above") };
+                pg.into_inner().tx.commit().map_err(ConsoleError::from)?;
+                Ok(out)
             }
-            readers = inner.reader_free.wait(readers).unwrap_or_else(|p| p.into_inner());
         }
     }
 
-    /// The time of an event whose order against others of its kind decides something: role
-    /// grants and their confirmations, approval requests. Wall-clock milliseconds, but always
-    /// above the last one handed out (here or, before this process, in the database), so "the
-    /// approver held the role before the request was filed" never hinges on two events sharing
-    /// a millisecond.
-    pub fn event_ms(&self) -> i64 {
-        let mut last = lock(&self.inner.last_event_ms);
-        *last = now_ms().max(last.saturating_add(1));
-        *last
+    /// One read transaction on the calling thread.
+    fn read_here<T, E: From<ConsoleError>>(
+        &self,
+        f: impl FnOnce(&Tx<'_>) -> Result<T, E>,
+    ) -> Result<T, E> {
+        let data = self.inner.data.as_path();
+        match &self.inner.db {
+            Db::Sqlite(pool) => {
+                let mut lease = ReaderLease { pool, conn: Some(pool.reader()?) };
+                let Some(conn) = lease.conn.as_mut() else {
+                    return Err(ConsoleError::corrupt(
+                        "reader pool",
+                        "a lease without its connection",
+                    )
+                    .into());
+                };
+                let tx = conn.transaction().map_err(ConsoleError::from)?;
+                let out = f(&Tx { conn: TxConn::Sqlite(&tx), data });
+                // A read changes nothing; ending it releases the snapshot.
+                drop(tx);
+                out
+            }
+            Db::Postgres(pool) => {
+                let mut lease = pool.lease()?;
+                let Some(PgConn { client, statements }) = lease.conn.as_mut() else {
+                    return Err(ConsoleError::corrupt(
+                        "database pool",
+                        "a lease without its connection",
+                    )
+                    .into());
+                };
+                // One snapshot for the whole read, as SQLite's deferred transaction gives.
+                let tx = client
+                    .build_transaction()
+                    .isolation_level(postgres::IsolationLevel::RepeatableRead)
+                    .read_only(true)
+                    .start()
+                    .map_err(ConsoleError::from)?;
+                let tx = Tx { conn: TxConn::Postgres(RefCell::new(PgTx { tx, statements })), data };
+                f(&tx)
+            }
+        }
+    }
+
+    /// Whether the database answers now (for `/healthz`); the reason when it does not.
+    pub async fn check(&self) -> Result<(), ConsoleError> {
+        self.read(|tx| tx.one("SELECT 1", args![], |r| r.get::<i64>(0)).map(drop)).await
+    }
+
+    /// The schema version of the database (see [`schema`]).
+    pub fn schema_version(&self) -> Result<i64, ConsoleError> {
+        self.read_now(|tx| {
+            tx.one("SELECT MAX(version) FROM schema_migrations", args![], |r| r.get(0))
+        })
     }
 
     pub fn blob_path(&self, device_id: &str, sha256: &str) -> PathBuf {
@@ -333,36 +666,220 @@ impl Store {
     }
 }
 
+impl SqlitePool {
+    /// An idle read connection, a new one while fewer than [`READERS`] exist, else the next
+    /// one given back.
+    fn reader(&self) -> Result<Connection, ConsoleError> {
+        let mut readers = lock(&self.readers);
+        loop {
+            if let Some(conn) = readers.idle.pop() {
+                return Ok(conn);
+            }
+            if readers.open < READERS {
+                readers.open += 1;
+                drop(readers);
+                let made = connect(&self.path).and_then(|conn| {
+                    conn.execute_batch("PRAGMA query_only=ON;")?;
+                    Ok(conn)
+                });
+                if made.is_err() {
+                    lock(&self.readers).open -= 1;
+                }
+                return made;
+            }
+            readers = self.reader_free.wait(readers).unwrap_or_else(|p| p.into_inner());
+        }
+    }
+}
+
+/// `DATA/console.db`, made private, migrated.
+fn open_sqlite(data: &Path) -> Result<SqlitePool, ConsoleError> {
+    let io = ConsoleError::io;
+    let db = data.join("console.db");
+    // SQLite gives a new database its default mode (0644 less the umask), and the WAL and
+    // shared-memory files the database's mode: so the database is made 0600 first.
+    private::ensure_file(&db).map_err(|e| io(&db, e))?;
+    for side in ["console.db-wal", "console.db-shm"] {
+        let path = data.join(side);
+        private::tighten_file(&path).map_err(|e| io(&path, e))?;
+    }
+    let mut conn = connect(&db)?;
+    schema::migrate_sqlite(&mut conn, data)?;
+    Ok(SqlitePool {
+        path: db,
+        writer: Mutex::new(conn),
+        readers: Mutex::new(Readers::default()),
+        reader_free: Condvar::new(),
+    })
+}
+
+/// The pool of the PostgreSQL database at `url`, migrated.
+fn open_postgres(url: &str) -> Result<PgPool, ConsoleError> {
+    let pool = PgPool {
+        config: pg_config(url)?,
+        idle: Mutex::new(PgIdle::default()),
+        free: Condvar::new(),
+    };
+    let mut conn = pool.connect()?;
+    schema::migrate_postgres(&mut conn.client)?;
+    lock(&pool.idle).conns.push(conn);
+    lock(&pool.idle).open = 1;
+    Ok(pool)
+}
+
 impl Tx<'_> {
+    /// Which engine this transaction runs on.
+    pub fn backend(&self) -> Backend {
+        match self.conn {
+            TxConn::Sqlite(_) => Backend::Sqlite,
+            TxConn::Postgres(_) => Backend::Postgres,
+        }
+    }
+
+    /// Runs one statement; how many rows it changed.
+    pub(crate) fn exec(&self, sql: &str, args: &[Value<'_>]) -> Result<u64, ConsoleError> {
+        match &self.conn {
+            TxConn::Sqlite(conn) => {
+                let changed =
+                    conn.prepare_cached(sql)?.execute(rusqlite::params_from_iter(args.iter()))?;
+                Ok(changed as u64)
+            }
+            TxConn::Postgres(pg) => {
+                let mut pg = pg.borrow_mut();
+                let stmt = pg.statement(sql)?;
+                Ok(pg.tx.execute(&stmt, &pg_args(args))?)
+            }
+        }
+    }
+
+    /// Every row of a query, each made into a `T` by `f`.
+    pub(crate) fn rows<T>(
+        &self,
+        sql: &str,
+        args: &[Value<'_>],
+        mut f: impl FnMut(&Row<'_>) -> Result<T, ConsoleError>,
+    ) -> Result<Vec<T>, ConsoleError> {
+        match &self.conn {
+            TxConn::Sqlite(conn) => {
+                let mut stmt = conn.prepare_cached(sql)?;
+                let mut rows = stmt.query(rusqlite::params_from_iter(args.iter()))?;
+                let mut out = Vec::new();
+                while let Some(r) = rows.next()? {
+                    out.push(f(&Row::sqlite(r))?);
+                }
+                Ok(out)
+            }
+            TxConn::Postgres(pg) => {
+                // The rows are taken whole before `f` runs, so `f` may query this transaction.
+                let rows = {
+                    let mut pg = pg.borrow_mut();
+                    let stmt = pg.statement(sql)?;
+                    pg.tx.query(&stmt, &pg_args(args))?
+                };
+                rows.iter().map(|r| f(&Row::postgres(r))).collect()
+            }
+        }
+    }
+
+    /// The first row of a query, if there is one.
+    pub(crate) fn opt<T>(
+        &self,
+        sql: &str,
+        args: &[Value<'_>],
+        f: impl FnOnce(&Row<'_>) -> Result<T, ConsoleError>,
+    ) -> Result<Option<T>, ConsoleError> {
+        match &self.conn {
+            TxConn::Sqlite(conn) => {
+                let mut stmt = conn.prepare_cached(sql)?;
+                let mut rows = stmt.query(rusqlite::params_from_iter(args.iter()))?;
+                match rows.next()? {
+                    Some(r) => f(&Row::sqlite(r)).map(Some),
+                    None => Ok(None),
+                }
+            }
+            TxConn::Postgres(pg) => {
+                let row = {
+                    let mut pg = pg.borrow_mut();
+                    let stmt = pg.statement(sql)?;
+                    pg.tx.query_opt(&stmt, &pg_args(args))?
+                };
+                row.as_ref().map(|r| f(&Row::postgres(r))).transpose()
+            }
+        }
+    }
+
+    /// The one row a query must give (an aggregate, or a row the caller knows exists).
+    pub(crate) fn one<T>(
+        &self,
+        sql: &str,
+        args: &[Value<'_>],
+        f: impl FnOnce(&Row<'_>) -> Result<T, ConsoleError>,
+    ) -> Result<T, ConsoleError> {
+        self.opt(sql, args, f)?.ok_or_else(|| {
+            ConsoleError::corrupt("query result", format!("no row where one must be: {sql}"))
+        })
+    }
+
+    /// Runs statements without arguments (a savepoint, a schema change).
+    pub(crate) fn batch(&self, sql: &str) -> Result<(), ConsoleError> {
+        match &self.conn {
+            TxConn::Sqlite(conn) => Ok(conn.execute_batch(sql)?),
+            TxConn::Postgres(pg) => Ok(pg.borrow_mut().tx.batch_execute(sql)?),
+        }
+    }
+
+    /// Tells every replica, when this transaction commits, `payload` on `channel` (PostgreSQL
+    /// `NOTIFY`: delivered on commit, never for a rolled-back change). Nothing on SQLite, whose
+    /// one process wakes its own streams.
+    pub(crate) fn notify(&self, channel: &str, payload: &str) -> Result<(), ConsoleError> {
+        match self.backend() {
+            Backend::Sqlite => Ok(()),
+            Backend::Postgres => {
+                self.opt("SELECT pg_notify(?1, ?2)", args![channel, payload], |_| Ok(()))?;
+                Ok(())
+            }
+        }
+    }
+
     /// One page of a list: `sql` takes the cursor as `?1` and the row limit as `?2`, and
     /// `row` makes an item of a row whose first column is its cursor.
     fn page_of<T>(
         &self,
         sql: &str,
         page: crate::api::page::PageRequest,
-        mut row: impl FnMut(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+        mut row: impl FnMut(&Row<'_>) -> Result<T, ConsoleError>,
     ) -> Result<Vec<(i64, T)>, ConsoleError> {
-        let mut stmt = self.conn.prepare_cached(sql)?;
-        let rows = stmt
-            .query_map(rusqlite::params![page.after, page.sql_limit()], |r| {
-                Ok((r.get(0)?, row(r)?))
-            })?
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(rows)
+        self.rows(sql, args![page.after, page.sql_limit()], |r| Ok((r.get(0)?, row(r)?)))
     }
 
     /// Runs `f` inside a savepoint of this transaction: what it changed is kept when it returns
-    /// Ok and undone when it returns Err, and the rest of the transaction goes on either way.
+    /// Ok and undone when it returns Err, and the rest of the transaction goes on either way
+    /// (on PostgreSQL too, where a failed statement would otherwise end the transaction).
     pub fn savepoint<T, E: From<ConsoleError>>(
         &self,
         f: impl FnOnce(&Tx<'_>) -> Result<T, E>,
     ) -> Result<T, E> {
-        self.conn.execute_batch("SAVEPOINT part;").map_err(ConsoleError::from)?;
+        self.batch("SAVEPOINT part;")?;
         let out = f(self);
         let end = if out.is_ok() { "RELEASE part;" } else { "ROLLBACK TO part; RELEASE part;" };
-        self.conn.execute_batch(end).map_err(ConsoleError::from)?;
+        self.batch(end)?;
         out
     }
+
+    /// The time of an event whose order against others of its kind decides something: role
+    /// grants and their confirmations, approval requests. Wall-clock milliseconds, but always
+    /// above the latest such time the database holds, so "the approver held the role before
+    /// the request was filed" never hinges on two events sharing a millisecond, nor on two
+    /// replicas' clocks (writes are one at a time, see "Two backends"). Call it in the write
+    /// that stores the event.
+    pub fn event_ms(&self) -> Result<i64, ConsoleError> {
+        Ok(now_ms().max(self.last_event_ms()?.saturating_add(1)))
+    }
+}
+
+/// The arguments as the PostgreSQL driver takes them.
+fn pg_args<'a>(args: &'a [Value<'a>]) -> Vec<&'a (dyn postgres::types::ToSql + Sync)> {
+    args.iter().map(|v| v as &(dyn postgres::types::ToSql + Sync)).collect()
 }
 
 /// A JSON column as a value; text that does not parse (a device sent it) reads as null.
@@ -390,6 +907,16 @@ fn blob_file(blob_dir: &Path, device_id: &str, sha256: &str) -> PathBuf {
 pub fn now_ms() -> i64 {
     let d = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// The segment id in the sealed header of the file at `path`, if it is a sealed segment (what
+/// ingest records with a stored segment, and clip records name).
+pub fn sealed_segment_id(path: &Path) -> Option<String> {
+    use rearview_capture::seal::{SealedHeader, OVERHEAD};
+    use std::io::Read;
+    let mut head = Vec::with_capacity(OVERHEAD);
+    std::fs::File::open(path).and_then(|f| f.take(OVERHEAD as u64).read_to_end(&mut head)).ok()?;
+    SealedHeader::parse(&head).ok().map(|h| h.segment_id.to_string())
 }
 
 /// Lowercase hex SHA-256.

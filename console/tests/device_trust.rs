@@ -503,11 +503,10 @@ async fn a_list_without_a_limit_answers_the_default_page() {
 
 /// Damages the stored manifest of `clip_id` (standing in for any clip the listing cannot read).
 fn damage_clip(c: &Console, clip_id: &str) {
-    let changed = c
-        .db()
-        .execute("UPDATE clips SET manifest_json = '{damaged' WHERE id = ?1", [clip_id])
-        .unwrap();
-    assert_eq!(changed, 1);
+    let db = c.db();
+    db.exec(&format!("UPDATE clips SET manifest_json = '{{damaged' WHERE id = '{clip_id}'"));
+    let stored = db.text(&format!("SELECT manifest_json FROM clips WHERE id = '{clip_id}'"));
+    assert_eq!(stored, "{damaged");
 }
 
 #[tokio::test]
@@ -622,7 +621,7 @@ async fn triggers_devices_would_refuse_are_refused_with_the_reason_and_leave_no_
     }
     let alerts: Vec<Value> = c.admin.get("/api/v1/alerts").await.unwrap();
     assert!(alerts.is_empty(), "refused triggers left alerts: {alerts:?}");
-    let issued: i64 = c.db().query_row("SELECT COUNT(*) FROM triggers", [], |r| r.get(0)).unwrap();
+    let issued = c.db().int("SELECT COUNT(*) FROM triggers");
     assert_eq!(issued, 0);
     // Within every bound it is issued.
     let (status, message, _) = c.trigger(base).await;
@@ -807,10 +806,8 @@ impl ChainConsole {
         assert!(line["details"]["reason"].as_str().unwrap().contains(why), "{line}");
         let err = self.admin.get::<Value>(&format!("/api/v1/clips/{id}")).await.unwrap_err();
         assert_eq!(err.status, 404, "the refused clip was stored");
-        let db = rusqlite::Connection::open(self.data.join("console.db")).unwrap();
-        let held: i64 = db
-            .query_row("SELECT COUNT(*) FROM chain_entries WHERE clip_id = ?1", [id], |r| r.get(0))
-            .unwrap();
+        let db = support::backend::TestDb::of(&self.data);
+        let held = db.int(&format!("SELECT COUNT(*) FROM chain_entries WHERE clip_id = '{id}'"));
         assert_eq!(held, 0, "entries of a refused clip were accepted");
         for s in manifest["segments"].as_array().unwrap() {
             let sha = s["sha256"].as_str().unwrap();

@@ -245,14 +245,14 @@ async fn incomplete_clip(w: &World) -> (String, Vec<String>) {
 async fn custody_lines_are_never_changed_and_opening_is_logged() {
     let w = world().await;
     send_clip(&w).await;
-    let db = rusqlite::Connection::open(w.data().join("console.db")).unwrap();
+    let db = support::backend::TestDb::of(w.data());
     for (sql, says) in [
         ("UPDATE custody SET line = 'x' WHERE seq = 0", "append-only"),
         ("DELETE FROM custody WHERE seq = 0", "append-only"),
-        ("UPDATE clip_records SET record = x'00'", "never changed"),
-        ("UPDATE enrollment_records SET record = x'00'", "never changed"),
+        ("UPDATE clip_records SET record = record", "never changed"),
+        ("UPDATE enrollment_records SET record = record", "never changed"),
     ] {
-        let err = db.execute(sql, []).unwrap_err().to_string();
+        let err = db.exec_err(sql);
         assert!(err.contains(says), "{sql}: {err}");
     }
     assert_eq!(actions(&custody_rows(&w, CLIP)), ["received", "completed"]);

@@ -77,15 +77,17 @@ impl InitTokens {
 }
 
 /// Runs `exe init --data DATA ARGS…` (e.g. `["--tenant", "t", "--admin", "ivan"]`) and returns
-/// the tokens it printed.
+/// the tokens it printed. With `REARVIEW_TEST_STORE=postgres` the tenant's metadata goes into a
+/// new database of the shared test cluster ([`crate::postgres::Postgres::shared`]), which the
+/// data directory then records for every later command on it.
 pub fn init(exe: &Path, data: &Path, args: &[&str]) -> Result<InitTokens, ConsoleLaunchError> {
-    let out = Command::new(exe)
-        .arg("init")
-        .arg("--data")
-        .arg(data)
-        .args(args)
-        .output()
-        .map_err(|source| ConsoleLaunchError::Spawn { exe: exe.to_owned(), source })?;
+    let mut cmd = Command::new(exe);
+    cmd.arg("init").arg("--data").arg(data).args(args);
+    if std::env::var("REARVIEW_TEST_STORE").as_deref() == Ok("postgres") {
+        cmd.arg("--database").arg(crate::postgres::Postgres::shared().create_database());
+    }
+    let out =
+        cmd.output().map_err(|source| ConsoleLaunchError::Spawn { exe: exe.to_owned(), source })?;
     if !out.status.success() {
         let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
         return Err(ConsoleLaunchError::InitFailed { exe: exe.to_owned(), stderr });

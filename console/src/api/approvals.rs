@@ -260,9 +260,9 @@ pub async fn request(
     if !(60..=366 * 86400).contains(&req.ttl_secs) {
         return Err(ApiError::bad_request("ttl_secs must be between 60 and 31622400 (366 days)"));
     }
-    let now = state.store.event_ms();
     let user = user.to_owned();
     let file = move |tx: &Tx<'_>| {
+        let now = tx.event_ms()?;
         let id = tx.insert_approval(&NewApprovalRow {
             user: &user,
             mode: &req.mode,

@@ -129,10 +129,10 @@ pub async fn create(
     Json(req): Json<NewPerson>,
 ) -> Result<Json<CreatedPerson>, ApiError> {
     person.require(&[Role::Admin])?;
-    let now = state.store.event_ms();
     let created = state
         .store
         .write(move |tx| {
+            let now = tx.event_ms()?;
             let actor = person.actor();
             let granter = Granter { name: &person.name, actor: &actor, confirms: false };
             create_person(tx, granter, &req.name, &req.roles, now)

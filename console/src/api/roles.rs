@@ -149,10 +149,10 @@ pub async fn grant(
 ) -> Result<Json<Grant>, ApiError> {
     person.require(&[Role::Admin])?;
     let role = parse_role(&role)?;
-    let now = state.store.event_ms();
     let grant = state
         .store
         .write(move |tx| {
+            let now = tx.event_ms()?;
             let name = person_name(tx, id)?;
             let actor = person.actor();
             let granter = Granter { name: &person.name, actor: &actor, confirms: false };
@@ -179,8 +179,7 @@ pub async fn confirm(
             "only approver grants wait for a confirmation; the role {role} is active when granted"
         )));
     }
-    let now = state.store.event_ms();
-    state.store.write(move |tx| confirm_in(tx, &person, id, now)).await.map(Json)
+    state.store.write(move |tx| confirm_in(tx, &person, id, tx.event_ms()?)).await.map(Json)
 }
 
 /// [`confirm`]'s checks and change, in one transaction with its audit line.

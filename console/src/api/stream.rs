@@ -1,5 +1,6 @@
 //! The device push stream (server-sent events) and the one-shot policy fetch.
 
+use std::collections::HashSet;
 use std::convert::Infallible;
 use std::sync::Arc;
 
@@ -34,21 +35,28 @@ fn trigger_event(t: &TriggerMessage) -> Option<Event> {
     Event::default().event("trigger").id(t.trigger_id.clone()).json_data(t).ok()
 }
 
-/// Sends the current policy and every unacknowledged trigger; used on connect and after lag.
-async fn send_all(
+/// Sends the current policy (when `with_policy`) and every unacknowledged trigger this stream
+/// has not sent yet (`sent`); used on connect, after lag, and when woken.
+async fn send_pending(
     state: &Arc<AppState>,
     device_id: &str,
     tx: &mpsc::Sender<Result<Event, Infallible>>,
+    sent: &mut HashSet<String>,
+    with_policy: bool,
 ) -> Result<(), ()> {
     let mut events = Vec::new();
-    match policy::bundle_for(state).await {
-        Ok(p) => events.extend(policy_event(&p)),
-        Err(e) => {
-            tracing::warn!(device = ?device_id, error = ?e.message, "cannot build policy for stream")
+    if with_policy {
+        match policy::bundle_for(state).await {
+            Ok(p) => events.extend(policy_event(&p)),
+            Err(e) => {
+                tracing::warn!(device = ?device_id, error = ?e.message, "cannot build policy for stream")
+            }
         }
     }
     match policy::pending_triggers(state, device_id).await {
-        Ok(ts) => events.extend(ts.iter().filter_map(trigger_event)),
+        Ok(ts) => events.extend(
+            ts.iter().filter(|t| sent.insert(t.trigger_id.clone())).filter_map(trigger_event),
+        ),
         Err(e) => {
             tracing::warn!(device = ?device_id, error = ?e.message, "cannot list triggers for stream")
         }
@@ -69,7 +77,10 @@ pub async fn stream(
     let (mut own, mut all) = state.hub.subscribe(&device.id);
     tokio::spawn(async move {
         let id = device.id;
-        if send_all(&state, &id, &tx).await.is_err() {
+        // The trigger ids this stream has sent, so a wake-up re-reading the pending ones sends
+        // each once.
+        let mut sent = HashSet::new();
+        if send_pending(&state, &id, &tx, &mut sent, true).await.is_err() {
             return;
         }
         loop {
@@ -80,7 +91,15 @@ pub async fn stream(
             };
             let event = match push {
                 Ok(Push::Policy(p)) => policy_event(&p),
-                Ok(Push::Trigger(t)) => trigger_event(&t),
+                Ok(Push::Trigger(t)) => {
+                    sent.insert(t.trigger_id.clone()).then(|| trigger_event(&t)).flatten()
+                }
+                Ok(Push::Wake) => {
+                    if send_pending(&state, &id, &tx, &mut sent, false).await.is_err() {
+                        return;
+                    }
+                    None
+                }
                 Ok(Push::PolicyChanged) => match policy::bundle_for(&state).await {
                     Ok(p) => policy_event(&p),
                     Err(e) => {
@@ -89,7 +108,7 @@ pub async fn stream(
                     }
                 },
                 Err(broadcast::error::RecvError::Lagged(_)) => {
-                    if send_all(&state, &id, &tx).await.is_err() {
+                    if send_pending(&state, &id, &tx, &mut sent, true).await.is_err() {
                         return;
                     }
                     None

@@ -2,20 +2,20 @@
 //! grant as of the decision, and the flag the signer sets on a record it leaves out (see
 //! [`crate::api::approvals`] for the rules).
 
-use rusqlite::{params, OptionalExtension};
-
+use super::sql::{args, Row};
 use super::{now_ms, Tx};
 use crate::api::approvals::{Approval, ApproverGrant};
 use crate::api::page::PageRequest;
 use crate::error::ConsoleError;
 
-const SELECT: &str = "SELECT id, user, mode, justification, requested_by, requested_ms, expires_ms,
+const SELECT: &str =
+    "SELECT id, user_name, mode, justification, requested_by, requested_ms, expires_ms,
     state, decided_by, decided_ms, revoked_by, revoked_ms, approver_granted_by,
     approver_granted_ms, approver_confirmed_by, approver_confirmed_ms, excluded_reason,
     excluded_ms FROM approvals";
 
 /// A row of [`SELECT`]; a pending or approved record past its expiry reads as `expired`.
-fn row_to_approval(r: &rusqlite::Row<'_>) -> rusqlite::Result<Approval> {
+fn row_to_approval(r: &Row<'_>) -> Result<Approval, ConsoleError> {
     let grant = match (r.get(12)?, r.get(13)?, r.get(14)?, r.get(15)?) {
         (Some(granted_by), Some(granted_ms), Some(confirmed_by), Some(confirmed_ms)) => {
             Some(ApproverGrant { granted_by, granted_ms, confirmed_by, confirmed_ms })
@@ -45,6 +45,11 @@ fn row_to_approval(r: &rusqlite::Row<'_>) -> rusqlite::Result<Approval> {
     Ok(a)
 }
 
+/// When an approval stopped covering capture: its revocation if that came before its expiry,
+/// else its expiry (written as CASE: two-value MIN is SQLite's only).
+pub(super) const ENDED_MS: &str = "(CASE WHEN revoked_ms IS NOT NULL AND revoked_ms < expires_ms \
+                                   THEN revoked_ms ELSE expires_ms END)";
+
 /// A new capture request as stored (pending).
 pub struct NewApprovalRow<'a> {
     pub user: &'a str,
@@ -71,38 +76,34 @@ pub struct ApprovedUser {
 impl Tx<'_> {
     /// Approvals in force at `now` (approved, not expired, not excluded), newest decision first.
     pub fn approvals_in_force(&self, now: i64) -> Result<Vec<Approval>, ConsoleError> {
-        let mut stmt = self.conn.prepare_cached(&format!(
+        let sql = format!(
             "{SELECT} WHERE state = 'approved' AND expires_ms > ?1 AND excluded_reason IS NULL
              ORDER BY decided_ms DESC, id DESC"
-        ))?;
-        let rows = stmt.query_map([now], row_to_approval)?.collect::<Result<Vec<_>, _>>()?;
-        Ok(rows)
+        );
+        self.rows(&sql, args![now], row_to_approval)
     }
 
     pub fn approval(&self, id: i64) -> Result<Option<Approval>, ConsoleError> {
-        Ok(self
-            .conn
-            .query_row(&format!("{SELECT} WHERE id = ?1"), [id], row_to_approval)
-            .optional()?)
+        self.opt(&format!("{SELECT} WHERE id = ?1"), args![id], row_to_approval)
     }
 
     /// Files a pending request; its id.
     pub fn insert_approval(&self, a: &NewApprovalRow<'_>) -> Result<i64, ConsoleError> {
-        self.conn.execute(
-            "INSERT INTO approvals (user, mode, justification, requested_by, requested_ms, expires_ms, state)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'pending')",
-            params![a.user, a.mode, a.justification, a.requested_by, a.requested_ms, a.expires_ms],
-        )?;
-        Ok(self.conn.last_insert_rowid())
+        self.one(
+            "INSERT INTO approvals (user_name, mode, justification, requested_by, requested_ms, expires_ms, state)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'pending') RETURNING id",
+            args![a.user, a.mode, a.justification, a.requested_by, a.requested_ms, a.expires_ms],
+            |r| r.get(0),
+        )
     }
 
     /// Revokes approval `id` (still approved and unexpired at `now`), keeping who approved it;
     /// false when it was not so.
     pub fn revoke_approval(&self, id: i64, by: &str, now: i64) -> Result<bool, ConsoleError> {
-        let changed = self.conn.execute(
+        let changed = self.exec(
             "UPDATE approvals SET state = 'revoked', revoked_by = ?1, revoked_ms = ?2
              WHERE id = ?3 AND state = 'approved' AND expires_ms > ?2",
-            params![by, now, id],
+            args![by, now, id],
         )?;
         Ok(changed == 1)
     }
@@ -117,12 +118,12 @@ impl Tx<'_> {
         now: i64,
         grant: &ApproverGrant,
     ) -> Result<bool, ConsoleError> {
-        let changed = self.conn.execute(
+        let changed = self.exec(
             "UPDATE approvals SET state = ?1, decided_by = ?2, decided_ms = ?3,
                  approver_granted_by = ?5, approver_granted_ms = ?6, approver_confirmed_by = ?7,
                  approver_confirmed_ms = ?8
              WHERE id = ?4 AND state = 'pending' AND expires_ms > ?3",
-            params![
+            args![
                 to,
                 by,
                 now,
@@ -138,17 +139,18 @@ impl Tx<'_> {
 
     /// Flags approval `id` as left out of the bundle; false when it was flagged already.
     pub fn exclude_approval(&self, id: i64, reason: &str, now: i64) -> Result<bool, ConsoleError> {
-        let changed = self.conn.execute(
+        let changed = self.exec(
             "UPDATE approvals SET excluded_reason = ?1, excluded_ms = ?2
              WHERE id = ?3 AND excluded_reason IS NULL",
-            params![reason, now, id],
+            args![reason, now, id],
         )?;
         Ok(changed == 1)
     }
 
     /// A page of approvals, oldest first, each with its cursor (its id).
     pub fn approvals_page(&self, page: PageRequest) -> Result<Vec<(i64, Approval)>, ConsoleError> {
-        let sql = format!("{SELECT} WHERE ?1 IS NULL OR id > ?1 ORDER BY id LIMIT ?2");
+        let sql =
+            format!("{SELECT} WHERE CAST(?1 AS BIGINT) IS NULL OR id > ?1 ORDER BY id LIMIT ?2");
         self.page_of(&sql, page, row_to_approval)
     }
 
@@ -158,16 +160,12 @@ impl Tx<'_> {
         after: i64,
         until: i64,
     ) -> Result<Vec<ApprovalName>, ConsoleError> {
-        let mut stmt = self.conn.prepare_cached(
-            "SELECT id, user, mode FROM approvals
+        self.rows(
+            "SELECT id, user_name, mode FROM approvals
              WHERE state = 'approved' AND expires_ms > ?1 AND expires_ms <= ?2 ORDER BY id",
-        )?;
-        let rows = stmt
-            .query_map(params![after, until], |r| {
-                Ok(ApprovalName { id: r.get(0)?, user: r.get(1)?, mode: r.get(2)? })
-            })?
-            .collect::<Result<_, _>>()?;
-        Ok(rows)
+            args![after, until],
+            |r| Ok(ApprovalName { id: r.get(0)?, user: r.get(1)?, mode: r.get(2)? }),
+        )
     }
 
     /// Users (and modes) of approvals decided by `decided_by` and neither revoked nor expired
@@ -177,16 +175,13 @@ impl Tx<'_> {
         decided_by: i64,
         ended_after: i64,
     ) -> Result<Vec<ApprovedUser>, ConsoleError> {
-        let mut stmt = self.conn.prepare_cached(
-            "SELECT user, mode FROM approvals
+        let sql = format!(
+            "SELECT user_name, mode FROM approvals
              WHERE state IN ('approved', 'revoked') AND decided_ms IS NOT NULL
-               AND decided_ms <= ?1 AND MIN(expires_ms, COALESCE(revoked_ms, expires_ms)) > ?2",
-        )?;
-        let rows = stmt
-            .query_map(params![decided_by, ended_after], |r| {
-                Ok(ApprovedUser { user: r.get(0)?, mode: r.get(1)? })
-            })?
-            .collect::<Result<_, _>>()?;
-        Ok(rows)
+               AND decided_ms <= ?1 AND {ENDED_MS} > ?2 ORDER BY id"
+        );
+        self.rows(&sql, args![decided_by, ended_after], |r| {
+            Ok(ApprovedUser { user: r.get(0)?, mode: r.get(1)? })
+        })
     }
 }

@@ -5,6 +5,7 @@
 use rusqlite::{params, Connection};
 use serde::{Deserialize, Serialize};
 
+use super::sql::args;
 use super::{json_or_null, now_ms, Tx};
 use crate::api::page::PageRequest;
 use crate::error::ConsoleError;
@@ -20,7 +21,7 @@ pub struct AuditEntry {
     pub details: serde_json::Value,
 }
 
-/// Appends one line to the audit log on `conn` (the migrations' transaction).
+/// Appends one line to the audit log on `conn` (the SQLite migrations' transaction).
 pub(super) fn audit_in(
     conn: &Connection,
     actor: &str,
@@ -45,14 +46,18 @@ impl Tx<'_> {
         target: &str,
         details: serde_json::Value,
     ) -> Result<(), ConsoleError> {
-        audit_in(self.conn, actor, action, target, details)
+        self.exec(
+            "INSERT INTO audit (time_ms, actor, action, target, details_json) VALUES (?1, ?2, ?3, ?4, ?5)",
+            args![now_ms(), actor, action, target, details.to_string()],
+        )?;
+        Ok(())
     }
 
     /// A page of the log, oldest first, each line with its cursor (its id).
     pub fn audit_page(&self, page: PageRequest) -> Result<Vec<(i64, AuditEntry)>, ConsoleError> {
         self.page_of(
             "SELECT id, time_ms, actor, action, target, details_json FROM audit
-             WHERE ?1 IS NULL OR id > ?1 ORDER BY id LIMIT ?2",
+             WHERE CAST(?1 AS BIGINT) IS NULL OR id > ?1 ORDER BY id LIMIT ?2",
             page,
             |r| {
                 Ok(AuditEntry {
@@ -61,7 +66,7 @@ impl Tx<'_> {
                     actor: r.get(2)?,
                     action: r.get(3)?,
                     target: r.get(4)?,
-                    details: json_or_null(&r.get::<_, String>(5)?),
+                    details: json_or_null(&r.get::<String>(5)?),
                 })
             },
         )

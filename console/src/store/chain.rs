@@ -12,8 +12,7 @@
 //! a later clip carrying the same entry finds it, one carrying another entry at its place is
 //! refused.
 
-use rusqlite::{params, OptionalExtension};
-
+use super::sql::args;
 use super::Tx;
 use crate::error::ConsoleError;
 
@@ -34,7 +33,7 @@ pub struct AcceptedEntry<'a> {
     pub prev: &'a str,
 }
 
-/// SQLite's integer for a seq: ingest refuses seqs beyond `i64::MAX` before they get here
+/// The database's integer for a seq: ingest refuses seqs beyond `i64::MAX` before they get here
 /// ([`crate::api::ingest::chain`]).
 fn seq_column(seq: u64) -> i64 {
     i64::try_from(seq).unwrap_or(i64::MAX)
@@ -43,10 +42,7 @@ fn seq_column(seq: u64) -> i64 {
 impl Tx<'_> {
     /// The Ed25519 public key device `id` enrolled with (hex, as enrollment stored it).
     pub fn device_public_key(&self, id: &str) -> Result<Option<String>, ConsoleError> {
-        Ok(self
-            .conn
-            .query_row("SELECT public_key FROM devices WHERE id = ?1", [id], |r| r.get(0))
-            .optional()?)
+        self.opt("SELECT public_key FROM devices WHERE id = ?1", args![id], |r| r.get(0))
     }
 
     /// The entry the console accepted from `device_id` at (`chain`, `seq`), if any.
@@ -56,14 +52,11 @@ impl Tx<'_> {
         chain: &str,
         seq: u64,
     ) -> Result<Option<HeldEntry>, ConsoleError> {
-        let mut stmt = self.conn.prepare_cached(
+        self.opt(
             "SELECT hash, prev FROM chain_entries WHERE device_id = ?1 AND chain = ?2 AND seq = ?3",
-        )?;
-        Ok(stmt
-            .query_row(params![device_id, chain, seq_column(seq)], |r| {
-                Ok(HeldEntry { hash: r.get(0)?, prev: r.get(1)? })
-            })
-            .optional()?)
+            args![device_id, chain, seq_column(seq)],
+            |r| Ok(HeldEntry { hash: r.get(0)?, prev: r.get(1)? }),
+        )
     }
 
     /// Records `entries` of `device_id` as accepted with `clip_id` at `now` (those already
@@ -75,20 +68,12 @@ impl Tx<'_> {
         entries: &[AcceptedEntry<'_>],
         now: i64,
     ) -> Result<(), ConsoleError> {
-        let mut stmt = self.conn.prepare_cached(
-            "INSERT OR IGNORE INTO chain_entries (device_id, chain, seq, hash, prev, clip_id, accepted_ms)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-        )?;
         for e in entries {
-            stmt.execute(params![
-                device_id,
-                e.chain,
-                seq_column(e.seq),
-                e.hash,
-                e.prev,
-                clip_id,
-                now
-            ])?;
+            self.exec(
+                "INSERT INTO chain_entries (device_id, chain, seq, hash, prev, clip_id, accepted_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT DO NOTHING",
+                args![device_id, e.chain, seq_column(e.seq), e.hash, e.prev, clip_id, now],
+            )?;
         }
         Ok(())
     }

@@ -2,16 +2,16 @@
 //! names (with the size it names), and which sealed segments are stored for which device (see
 //! [`crate::api::ingest`]).
 
-use rearview_protocol::kinds::capture_mode_name;
-use rearview_protocol::{CaptureMode, ClipManifest, UnixMillis};
-use rusqlite::{params, OptionalExtension};
-
+use super::sql::{args, Row};
 use super::Tx;
 use crate::api::clips::ClipView;
 use crate::api::page::PageRequest;
 use crate::error::ConsoleError;
+use rearview_protocol::kinds::capture_mode_name;
+use rearview_protocol::{CaptureMode, ClipManifest, UnixMillis};
 
-const COLUMNS: &str = "rowid, id, device_id, user, mode, trigger_id, alert_id, start_ms, end_ms, \
+const COLUMNS: &str =
+    "rowid, id, device_id, user_name, mode, trigger_id, alert_id, start_ms, end_ms, \
                        created_ms, complete_ms, manifest_json";
 
 /// A clip of [`COLUMNS`] whose manifest is still the stored text.
@@ -21,7 +21,7 @@ struct ClipRow {
     manifest_json: String,
 }
 
-fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ClipRow> {
+fn row(r: &Row<'_>) -> Result<ClipRow, ConsoleError> {
     let complete_ms: Option<i64> = r.get(10)?;
     Ok(ClipRow {
         cursor: r.get(0)?,
@@ -101,49 +101,47 @@ impl Tx<'_> {
         page: PageRequest,
         filter: &ClipFilter,
     ) -> Result<Vec<(i64, ClipView)>, ConsoleError> {
-        let mut stmt = self.conn.prepare_cached(&format!(
+        let sql = format!(
             "SELECT {COLUMNS} FROM clips
-             WHERE (?1 IS NULL OR rowid > ?1) AND (?2 IS NULL OR alert_id = ?2)
-               AND (?3 IS NULL OR trigger_id = ?3) AND (?4 IS NULL OR user = ?4 COLLATE NOCASE)
-               AND (?5 IS NULL OR device_id = ?5) AND (?6 IS NULL OR (complete_ms IS NOT NULL) = ?6)
+             WHERE (CAST(?1 AS BIGINT) IS NULL OR rowid > ?1)
+               AND (CAST(?2 AS BIGINT) IS NULL OR alert_id = ?2)
+               AND (CAST(?3 AS TEXT) IS NULL OR trigger_id = ?3)
+               AND (CAST(?4 AS TEXT) IS NULL OR LOWER(user_name) = LOWER(?4))
+               AND (CAST(?5 AS TEXT) IS NULL OR device_id = ?5)
+               AND (CAST(?6 AS BIGINT) IS NULL
+                    OR (CASE WHEN complete_ms IS NULL THEN 0 ELSE 1 END) = ?6)
              ORDER BY rowid LIMIT ?7"
-        ))?;
-        let rows = stmt
-            .query_map(
-                params![
-                    page.after,
-                    filter.alert,
-                    filter.trigger,
-                    filter.user.as_deref().map(str::trim),
-                    filter.device,
-                    filter.complete,
-                    page.sql_limit()
-                ],
-                row,
-            )?
-            .collect::<Result<Vec<_>, _>>()?;
+        );
+        let rows = self.rows(
+            &sql,
+            args![
+                page.after,
+                filter.alert,
+                filter.trigger,
+                filter.user.as_deref().map(str::trim),
+                filter.device,
+                filter.complete,
+                page.sql_limit()
+            ],
+            row,
+        )?;
         rows.into_iter().map(ClipRow::parsed).collect()
     }
 
     /// Clip `id`, if there is one.
     pub fn clip(&self, id: &str) -> Result<Option<ClipView>, ConsoleError> {
-        let found = self
-            .conn
-            .query_row(&format!("SELECT {COLUMNS} FROM clips WHERE id = ?1"), [id], row)
-            .optional()?;
+        let found =
+            self.opt(&format!("SELECT {COLUMNS} FROM clips WHERE id = ?1"), args![id], row)?;
         found.map(|r| r.parsed().map(|(_, v)| v)).transpose()
     }
 
     /// Clip `id` as stored, for judging a new manifest of it.
     pub fn stored_clip(&self, id: &str) -> Result<Option<StoredClip>, ConsoleError> {
-        let row: Option<(String, String, bool)> = self
-            .conn
-            .query_row(
-                "SELECT device_id, manifest_json, complete_ms IS NOT NULL FROM clips WHERE id = ?1",
-                [id],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-            )
-            .optional()?;
+        let row: Option<(String, String, bool)> = self.opt(
+            "SELECT device_id, manifest_json, complete_ms IS NOT NULL FROM clips WHERE id = ?1",
+            args![id],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )?;
         row.map(|(device_id, json, complete)| {
             let manifest = serde_json::from_str(&json)
                 .map_err(|e| ConsoleError::corrupt(format!("clip {id}"), e))?;
@@ -154,19 +152,16 @@ impl Tx<'_> {
 
     /// The device clip `id` belongs to.
     pub fn clip_owner(&self, id: &str) -> Result<Option<String>, ConsoleError> {
-        Ok(self
-            .conn
-            .query_row("SELECT device_id FROM clips WHERE id = ?1", [id], |r| r.get(0))
-            .optional()?)
+        self.opt("SELECT device_id FROM clips WHERE id = ?1", args![id], |r| r.get(0))
     }
 
     /// Stores a new clip and names its segments.
     pub fn insert_clip(&self, c: &NewClip<'_>) -> Result<(), ConsoleError> {
         let m = c.manifest;
-        self.conn.execute(
-            "INSERT INTO clips (id, device_id, trigger_id, alert_id, user, mode, start_ms, end_ms, manifest_json, created_ms)
+        self.exec(
+            "INSERT INTO clips (id, device_id, trigger_id, alert_id, user_name, mode, start_ms, end_ms, manifest_json, created_ms)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-            params![
+            args![
                 m.clip_id,
                 m.device_id,
                 m.trigger_id,
@@ -189,27 +184,28 @@ impl Tx<'_> {
         m: &ClipManifest,
         unnamed: &[String],
     ) -> Result<(), ConsoleError> {
-        self.conn.execute(
+        self.exec(
             "UPDATE clips SET manifest_json = ?1 WHERE id = ?2",
-            params![manifest_json(m)?, m.clip_id],
+            args![manifest_json(m)?, m.clip_id],
         )?;
         self.name_segments(m)?;
-        let mut unname = self
-            .conn
-            .prepare_cached("DELETE FROM clip_segments WHERE clip_id = ?1 AND sha256 = ?2")?;
         for sha in unnamed {
-            unname.execute(params![m.clip_id, sha])?;
+            self.exec(
+                "DELETE FROM clip_segments WHERE clip_id = ?1 AND sha256 = ?2",
+                args![m.clip_id, sha],
+            )?;
         }
         Ok(())
     }
 
     /// Names `m`'s segments as the clip's, with their sizes (already named ones are kept).
     fn name_segments(&self, m: &ClipManifest) -> Result<(), ConsoleError> {
-        let mut insert = self.conn.prepare_cached(
-            "INSERT OR IGNORE INTO clip_segments (clip_id, sha256, size) VALUES (?1, ?2, ?3)",
-        )?;
         for s in &m.segments {
-            insert.execute(params![m.clip_id, s.sha256, s.size as i64])?;
+            self.exec(
+                "INSERT INTO clip_segments (clip_id, sha256, size) VALUES (?1, ?2, ?3)
+                 ON CONFLICT DO NOTHING",
+                args![m.clip_id, s.sha256, s.size],
+            )?;
         }
         Ok(())
     }
@@ -220,33 +216,31 @@ impl Tx<'_> {
         device_id: &str,
         clip_id: &str,
     ) -> Result<Vec<String>, ConsoleError> {
-        let mut stmt = self.conn.prepare_cached(
+        self.rows(
             "SELECT cs.sha256 FROM clip_segments cs
              LEFT JOIN segments s ON s.device_id = ?1 AND s.sha256 = cs.sha256
              WHERE cs.clip_id = ?2 AND s.sha256 IS NULL ORDER BY cs.sha256",
-        )?;
-        let rows = stmt
-            .query_map(params![device_id, clip_id], |r| r.get(0))?
-            .collect::<Result<Vec<String>, _>>()?;
-        Ok(rows)
+            args![device_id, clip_id],
+            |r| r.get(0),
+        )
     }
 
     /// Whether clip `clip_id`'s manifest says it is still open.
     pub fn clip_is_open(&self, clip_id: &str) -> Result<bool, ConsoleError> {
-        Ok(self.conn.query_row(
-            "SELECT COALESCE(json_extract(manifest_json, '$.open'), 0) FROM clips WHERE id = ?1",
-            [clip_id],
-            |r| r.get(0),
-        )?)
+        let json: Option<String> =
+            self.opt("SELECT manifest_json FROM clips WHERE id = ?1", args![clip_id], |r| {
+                r.get(0)
+            })?;
+        Ok(json.is_some_and(|j| manifest_open(&j)))
     }
 
     /// Marks clip `clip_id` complete at `now` and countersigns it (its signed clip record and
     /// `completed` in its custody log, see [`super::evidence`]); false when it was complete
     /// already.
     pub fn mark_complete(&self, clip_id: &str, now: i64) -> Result<bool, ConsoleError> {
-        let changed = self.conn.execute(
+        let changed = self.exec(
             "UPDATE clips SET complete_ms = ?1 WHERE id = ?2 AND complete_ms IS NULL",
-            params![now, clip_id],
+            args![now, clip_id],
         )?;
         if changed == 1 {
             self.countersign_clip(clip_id, now)?;
@@ -262,35 +256,38 @@ impl Tx<'_> {
         sha256: &str,
         size_unknown: i64,
     ) -> Result<Option<i64>, ConsoleError> {
-        Ok(self.conn.query_row(
+        self.one(
             "SELECT COUNT(*) > 0, MAX(COALESCE(cs.size, ?3)) FROM clip_segments cs
              JOIN clips c ON c.id = cs.clip_id WHERE cs.sha256 = ?1 AND c.device_id = ?2",
-            params![sha256, device_id, size_unknown],
-            |r| Ok(if r.get::<_, bool>(0)? { Some(r.get(1)?) } else { None }),
-        )?)
+            args![sha256, device_id, size_unknown],
+            |r| Ok(if r.get::<bool>(0)? { Some(r.get(1)?) } else { None }),
+        )
     }
 
     /// Whether segment `sha256` of `device_id` is stored.
     pub fn segment_stored(&self, device_id: &str, sha256: &str) -> Result<bool, ConsoleError> {
-        Ok(self.conn.query_row(
+        self.one(
             "SELECT EXISTS (SELECT 1 FROM segments WHERE device_id = ?1 AND sha256 = ?2)",
-            params![device_id, sha256],
+            args![device_id, sha256],
             |r| r.get(0),
-        )?)
+        )
     }
 
-    /// Records that segment `sha256` of `device_id` is stored (once), with `received` in the
+    /// Records that segment `sha256` of `device_id` is stored (once), with the id its sealed
+    /// header carries (`None` for bytes that are no sealed segment), and `received` in the
     /// custody log of each clip it is the first stored segment of.
     pub fn insert_segment(
         &self,
         device_id: &str,
         sha256: &str,
         size: u64,
+        segment_id: Option<&str>,
         now: i64,
     ) -> Result<(), ConsoleError> {
-        let inserted = self.conn.execute(
-            "INSERT OR IGNORE INTO segments (device_id, sha256, size, stored_ms) VALUES (?1, ?2, ?3, ?4)",
-            params![device_id, sha256, size as i64, now],
+        let inserted = self.exec(
+            "INSERT INTO segments (device_id, sha256, size, stored_ms, segment_id)
+             VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT DO NOTHING",
+            args![device_id, sha256, size, now, segment_id],
         )?;
         if inserted == 1 {
             self.custody_segment_stored(device_id, sha256, now)?;
@@ -304,37 +301,47 @@ impl Tx<'_> {
         device_id: &str,
         sha256: &str,
     ) -> Result<Vec<String>, ConsoleError> {
-        let mut stmt = self.conn.prepare_cached(
+        self.rows(
             "SELECT c.id FROM clips c JOIN clip_segments cs ON cs.clip_id = c.id
-             WHERE cs.sha256 = ?1 AND c.device_id = ?2 AND c.complete_ms IS NULL",
-        )?;
-        let rows = stmt
-            .query_map(params![sha256, device_id], |r| r.get(0))?
-            .collect::<Result<Vec<String>, _>>()?;
-        Ok(rows)
+             WHERE cs.sha256 = ?1 AND c.device_id = ?2 AND c.complete_ms IS NULL ORDER BY c.id",
+            args![sha256, device_id],
+            |r| r.get(0),
+        )
     }
 
     /// Every clip in creation order as `clip list` prints it.
     pub fn clip_summaries(&self) -> Result<Vec<serde_json::Value>, ConsoleError> {
-        let mut stmt = self.conn.prepare(
-            "SELECT id, device_id, user, mode, trigger_id, alert_id, start_ms, end_ms, complete_ms,
-                    (SELECT COUNT(*) FROM clip_segments cs WHERE cs.clip_id = clips.id),
-                    COALESCE(json_extract(manifest_json, '$.open'), 0),
-                    (SELECT MAX(json_extract(value, '$.end_ms')) FROM json_each(manifest_json, '$.segments'))
-             FROM clips ORDER BY created_ms",
-        )?;
-        let rows = stmt
-            .query_map([], |r| {
+        self.rows(
+            "SELECT id, device_id, user_name, mode, trigger_id, alert_id, start_ms, end_ms,
+                    complete_ms, (SELECT COUNT(*) FROM clip_segments cs WHERE cs.clip_id = clips.id),
+                    manifest_json
+             FROM clips ORDER BY created_ms, rowid",
+            args![],
+            |r| {
+                let manifest: serde_json::Value =
+                    serde_json::from_str(&r.get::<String>(10)?).unwrap_or_default();
+                let covered_until = manifest["segments"]
+                    .as_array()
+                    .and_then(|s| s.iter().filter_map(|s| s["end_ms"].as_i64()).max());
                 Ok(serde_json::json!({
-                    "id": r.get::<_, String>(0)?, "device_id": r.get::<_, String>(1)?, "user": r.get::<_, String>(2)?,
-                    "mode": r.get::<_, String>(3)?, "trigger_id": r.get::<_, Option<String>>(4)?,
-                    "alert_id": r.get::<_, Option<i64>>(5)?, "start_ms": r.get::<_, i64>(6)?, "end_ms": r.get::<_, i64>(7)?,
-                    "complete": r.get::<_, Option<i64>>(8)?.is_some(), "segments": r.get::<_, i64>(9)?,
+                    "id": r.get::<String>(0)?, "device_id": r.get::<String>(1)?,
+                    "user": r.get::<String>(2)?, "mode": r.get::<String>(3)?,
+                    "trigger_id": r.get::<Option<String>>(4)?, "alert_id": r.get::<Option<i64>>(5)?,
+                    "start_ms": r.get::<i64>(6)?, "end_ms": r.get::<i64>(7)?,
+                    "complete": r.get::<Option<i64>>(8)?.is_some(), "segments": r.get::<i64>(9)?,
                     // An open clip's window still runs; its segments so far reach this far.
-                    "open": r.get::<_, bool>(10)?, "covered_until_ms": r.get::<_, Option<i64>>(11)?,
+                    "open": manifest["open"].as_bool().unwrap_or(false),
+                    "covered_until_ms": covered_until,
                 }))
-            })?
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(rows)
+            },
+        )
     }
+}
+
+/// Whether a stored manifest says its clip is still open (text that does not parse: no).
+fn manifest_open(json: &str) -> bool {
+    serde_json::from_str::<serde_json::Value>(json)
+        .ok()
+        .and_then(|m| m["open"].as_bool())
+        .unwrap_or(false)
 }

@@ -2,13 +2,12 @@
 //! they saw) and the activity (indicator) events they report, with what the console did with
 //! each (see [`crate::api::devices`]).
 
-use rearview_protocol::ActivityOutcome;
-use rusqlite::{params, OptionalExtension};
-
+use super::sql::args;
 use super::{json_or_null, Tx};
 use crate::api::devices::{ActivityView, DeviceView};
 use crate::api::page::PageRequest;
 use crate::error::ConsoleError;
+use rearview_protocol::ActivityOutcome;
 
 /// A device as enrollment stores it.
 pub struct NewDevice<'a> {
@@ -54,13 +53,10 @@ pub struct ActivityRow<'a> {
 impl Tx<'_> {
     /// The device whose token hashes to `hash`, marked seen at `now`.
     pub fn device_seen(&self, hash: &str, now: i64) -> Result<Option<String>, ConsoleError> {
-        let id: Option<String> = self
-            .conn
-            .query_row("SELECT id FROM devices WHERE token_sha256 = ?1", [hash], |r| r.get(0))
-            .optional()?;
+        let id: Option<String> =
+            self.opt("SELECT id FROM devices WHERE token_sha256 = ?1", args![hash], |r| r.get(0))?;
         if let Some(id) = &id {
-            self.conn
-                .execute("UPDATE devices SET last_seen_ms = ?1 WHERE id = ?2", params![now, id])?;
+            self.exec("UPDATE devices SET last_seen_ms = ?1 WHERE id = ?2", args![now, id])?;
         }
         Ok(id)
     }
@@ -73,22 +69,19 @@ impl Tx<'_> {
         device_id: &str,
         now: i64,
     ) -> Result<Result<(), TokenRefusal>, ConsoleError> {
-        let consumed = self.conn.execute(
+        let consumed = self.exec(
             "UPDATE enrollment_tokens SET used_ms = ?1, device_id = ?2
              WHERE token_sha256 = ?3 AND used_ms IS NULL AND expires_ms > ?1",
-            params![now, device_id, token_sha256],
+            args![now, device_id, token_sha256],
         )?;
         if consumed == 1 {
             return Ok(Ok(()));
         }
-        let used: Option<Option<i64>> = self
-            .conn
-            .query_row(
-                "SELECT used_ms FROM enrollment_tokens WHERE token_sha256 = ?1",
-                [token_sha256],
-                |r| r.get(0),
-            )
-            .optional()?;
+        let used: Option<Option<i64>> = self.opt(
+            "SELECT used_ms FROM enrollment_tokens WHERE token_sha256 = ?1",
+            args![token_sha256],
+            |r| r.get(0),
+        )?;
         Ok(Err(match used {
             None => TokenRefusal::Unknown,
             Some(Some(_)) => TokenRefusal::Used,
@@ -97,45 +90,37 @@ impl Tx<'_> {
     }
 
     pub fn insert_device(&self, d: &NewDevice<'_>) -> Result<(), ConsoleError> {
-        self.conn.execute(
+        self.exec(
             "INSERT INTO devices (id, public_key, token_sha256, hostname, enrolled_ms, last_seen_ms)
              VALUES (?1, ?2, ?3, ?4, ?5, ?5)",
-            params![d.id, d.public_key, d.token_sha256, d.hostname, d.enrolled_ms],
+            args![d.id, d.public_key, d.token_sha256, d.hostname, d.enrolled_ms],
         )?;
         Ok(())
     }
 
     pub fn set_health(&self, device_id: &str, h: &HealthRow<'_>) -> Result<(), ConsoleError> {
-        self.conn.execute(
+        self.exec(
             "UPDATE devices SET health_json = ?1, users_json = ?2, policy_version = ?3, last_seen_ms = ?4 WHERE id = ?5",
-            params![h.health_json, h.users_json, h.policy_version, h.seen_ms, device_id],
+            args![h.health_json, h.users_json, h.policy_version, h.seen_ms, device_id],
         )?;
         Ok(())
     }
 
     /// Whether device `id` is enrolled.
     pub fn device_exists(&self, id: &str) -> Result<bool, ConsoleError> {
-        Ok(self.conn.query_row(
-            "SELECT EXISTS (SELECT 1 FROM devices WHERE id = ?1)",
-            [id],
-            |r| r.get(0),
-        )?)
+        self.one("SELECT EXISTS (SELECT 1 FROM devices WHERE id = ?1)", args![id], |r| r.get(0))
     }
 
     /// Every device, in id order, with the users it last reported.
     pub fn device_users(&self) -> Result<Vec<DeviceUsers>, ConsoleError> {
-        let mut stmt = self.conn.prepare("SELECT id, users_json FROM devices ORDER BY id")?;
-        let all = stmt
-            .query_map([], |r| {
-                let users: String = r.get(1)?;
-                // A list that does not parse names nobody (it came from the device).
-                Ok(DeviceUsers {
-                    id: r.get(0)?,
-                    users: serde_json::from_str(&users).unwrap_or_default(),
-                })
-            })?
-            .collect::<Result<_, _>>()?;
-        Ok(all)
+        self.rows("SELECT id, users_json FROM devices ORDER BY id", args![], |r| {
+            let users: String = r.get(1)?;
+            // A list that does not parse names nobody (it came from the device).
+            Ok(DeviceUsers {
+                id: r.get(0)?,
+                users: serde_json::from_str(&users).unwrap_or_default(),
+            })
+        })
     }
 
     /// A page of devices in enrollment order, each with its cursor; `connected` and the
@@ -144,7 +129,7 @@ impl Tx<'_> {
         let sql = format!(
             "SELECT rowid, id, hostname, enrolled_ms, last_seen_ms, policy_version, health_json,
                     (SELECT COUNT(*) FROM activity a WHERE a.device_id = devices.id AND a.outcome = '{}')
-             FROM devices WHERE ?1 IS NULL OR rowid > ?1 ORDER BY rowid LIMIT ?2",
+             FROM devices WHERE CAST(?1 AS BIGINT) IS NULL OR rowid > ?1 ORDER BY rowid LIMIT ?2",
             ActivityOutcome::RateLimited.as_str()
         );
         self.page_of(&sql, page, |r| {
@@ -156,7 +141,7 @@ impl Tx<'_> {
                 policy_version: r.get(5)?,
                 current_policy_version: 0,
                 connected: false,
-                health: json_or_null(&r.get::<_, String>(6)?),
+                health: json_or_null(&r.get::<String>(6)?),
                 indicators_over_limit: r.get(7)?,
             })
         })
@@ -164,11 +149,12 @@ impl Tx<'_> {
 
     /// Stores one activity event; its id.
     pub fn insert_activity(&self, a: &ActivityRow<'_>) -> Result<i64, ConsoleError> {
-        self.conn.execute(
-            "INSERT INTO activity (device_id, user, kind, time_ms, details_json, received_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            params![a.device_id, a.user, a.kind, a.time_ms, a.details_json, a.received_ms],
-        )?;
-        Ok(self.conn.last_insert_rowid())
+        self.one(
+            "INSERT INTO activity (device_id, user_name, kind, time_ms, details_json, received_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6) RETURNING id",
+            args![a.device_id, a.user, a.kind, a.time_ms, a.details_json, a.received_ms],
+            |r| r.get(0),
+        )
     }
 
     pub fn set_activity_outcome(
@@ -176,19 +162,16 @@ impl Tx<'_> {
         id: i64,
         outcome: ActivityOutcome,
     ) -> Result<(), ConsoleError> {
-        self.conn.execute(
-            "UPDATE activity SET outcome = ?1 WHERE id = ?2",
-            params![outcome.as_str(), id],
-        )?;
+        self.exec("UPDATE activity SET outcome = ?1 WHERE id = ?2", args![outcome.as_str(), id])?;
         Ok(())
     }
 
     /// Events of `device_id` received since `since_ms` that issued a trigger (the indicator
     /// rate limit's count; the database holds it, so it holds across restarts and replicas).
     pub fn triggered_since(&self, device_id: &str, since_ms: i64) -> Result<u32, ConsoleError> {
-        let n: i64 = self.conn.query_row(
+        let n: i64 = self.one(
             "SELECT COUNT(*) FROM activity WHERE device_id = ?1 AND received_ms > ?2 AND outcome = ?3",
-            params![device_id, since_ms, ActivityOutcome::Triggered.as_str()],
+            args![device_id, since_ms, ActivityOutcome::Triggered.as_str()],
             |r| r.get(0),
         )?;
         Ok(u32::try_from(n).unwrap_or(u32::MAX))
@@ -200,8 +183,8 @@ impl Tx<'_> {
         page: PageRequest,
     ) -> Result<Vec<(i64, ActivityView)>, ConsoleError> {
         self.page_of(
-            "SELECT id, device_id, user, kind, time_ms, details_json, outcome FROM activity
-             WHERE ?1 IS NULL OR id < ?1 ORDER BY id DESC LIMIT ?2",
+            "SELECT id, device_id, user_name, kind, time_ms, details_json, outcome FROM activity
+             WHERE CAST(?1 AS BIGINT) IS NULL OR id < ?1 ORDER BY id DESC LIMIT ?2",
             page,
             |r| {
                 Ok(ActivityView {
@@ -210,7 +193,7 @@ impl Tx<'_> {
                     user: r.get(2)?,
                     kind: r.get(3)?,
                     time_ms: r.get(4)?,
-                    details: json_or_null(&r.get::<_, String>(5)?),
+                    details: json_or_null(&r.get::<String>(5)?),
                     outcome: r.get(6)?,
                 })
             },

@@ -44,10 +44,9 @@
 //!                                    whatever adds them appends these, in its transaction
 //! ```
 
-use std::io::Read;
-use std::path::{Path, PathBuf};
-
-use rearview_capture::seal::{SealedHeader, OVERHEAD};
+use super::sql::args;
+use super::Tx;
+use crate::error::ConsoleError;
 use rearview_evidence::package::{CLIP_KIND, ENROLLMENT_KIND};
 use rearview_evidence::record::{
     self, ApprovalRef, ClipRecord, EnrollmentRecord, MissingSpan, ReceivedSegment, TriggerRef,
@@ -55,10 +54,6 @@ use rearview_evidence::record::{
 };
 use rearview_evidence::{custody, PublicKey, Signer};
 use rearview_protocol::ClipManifest;
-use rusqlite::{params, OptionalExtension};
-
-use super::Tx;
-use crate::error::ConsoleError;
 
 /// What happened to a clip, as its custody log names it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -136,18 +131,8 @@ fn hash_from_hex(clip_id: &str, text: &str) -> Result<[u8; 32], ConsoleError> {
 }
 
 impl Tx<'_> {
-    /// The data directory this store's database lives in (keys and blobs are beside it).
-    fn data_dir(&self) -> Result<PathBuf, ConsoleError> {
-        let db = self.conn.path().filter(|p| !p.is_empty()).ok_or_else(|| {
-            ConsoleError::Config(
-                "the database is not a file: no data directory holds its keys".into(),
-            )
-        })?;
-        Ok(Path::new(db).parent().map(Path::to_path_buf).unwrap_or_default())
-    }
-
     fn record_signer(&self) -> Result<Signer, ConsoleError> {
-        crate::tenant::load_record_signer(&self.data_dir()?)
+        crate::tenant::load_record_signer(self.data)
     }
 
     fn tenant_id(&self) -> Result<String, ConsoleError> {
@@ -164,9 +149,9 @@ impl Tx<'_> {
         public_key_hex: &str,
         now: i64,
     ) -> Result<(), ConsoleError> {
-        let enrolled_by: String = self.conn.query_row(
+        let enrolled_by: String = self.one(
             "SELECT created_by FROM enrollment_tokens WHERE device_id = ?1",
-            [device_id],
+            args![device_id],
             |r| r.get(0),
         )?;
         let key: [u8; 32] = hex::decode(public_key_hex)
@@ -185,9 +170,9 @@ impl Tx<'_> {
             "signature",
             &record::sign(&self.record_signer()?, ENROLLMENT_KIND, &bytes),
         )?;
-        self.conn.execute(
+        self.exec(
             "INSERT INTO enrollment_records (device_id, record, signature) VALUES (?1, ?2, ?3)",
-            params![device_id, bytes, signature],
+            args![device_id, bytes, signature],
         )?;
         Ok(())
     }
@@ -195,26 +180,20 @@ impl Tx<'_> {
     /// The enrollment record of `device_id`, if the console signed one (devices enrolled
     /// before consoles did have none).
     pub fn enrollment_record(&self, device_id: &str) -> Result<Option<SignedRecord>, ConsoleError> {
-        Ok(self
-            .conn
-            .query_row(
-                "SELECT record, signature FROM enrollment_records WHERE device_id = ?1",
-                [device_id],
-                |r| Ok(SignedRecord { record: r.get(0)?, signature: r.get(1)? }),
-            )
-            .optional()?)
+        self.opt(
+            "SELECT record, signature FROM enrollment_records WHERE device_id = ?1",
+            args![device_id],
+            |r| Ok(SignedRecord { record: r.get(0)?, signature: r.get(1)? }),
+        )
     }
 
     /// The clip record of `clip_id`, if it completed.
     pub fn clip_record(&self, clip_id: &str) -> Result<Option<SignedRecord>, ConsoleError> {
-        Ok(self
-            .conn
-            .query_row(
-                "SELECT record, signature FROM clip_records WHERE clip_id = ?1",
-                [clip_id],
-                |r| Ok(SignedRecord { record: r.get(0)?, signature: r.get(1)? }),
-            )
-            .optional()?)
+        self.opt(
+            "SELECT record, signature FROM clip_records WHERE clip_id = ?1",
+            args![clip_id],
+            |r| Ok(SignedRecord { record: r.get(0)?, signature: r.get(1)? }),
+        )
     }
 
     /// Countersigns clip `clip_id`, which just became complete at `now`: its clip record, and
@@ -225,14 +204,14 @@ impl Tx<'_> {
         let bytes = json_bytes("clip record", &record)?;
         let signature =
             json_bytes("signature", &record::sign(&self.record_signer()?, CLIP_KIND, &bytes))?;
-        self.conn.execute(
+        self.exec(
             "INSERT INTO clip_records (clip_id, record, signature) VALUES (?1, ?2, ?3)",
-            params![clip_id, bytes, signature],
+            args![clip_id, bytes, signature],
         )?;
         let actor = format!("device:{}", record.device);
-        let logged: bool = self.conn.query_row(
+        let logged: bool = self.one(
             "SELECT EXISTS (SELECT 1 FROM custody WHERE clip_id = ?1)",
-            [clip_id],
+            args![clip_id],
             |r| r.get(0),
         )?;
         if !logged {
@@ -245,9 +224,9 @@ impl Tx<'_> {
 
     /// The clip record of the stored clip `clip_id`, completed at `now`.
     fn build_clip_record(&self, clip_id: &str, now: i64) -> Result<ClipRecord, ConsoleError> {
-        let (device, manifest_json): (String, String) = self.conn.query_row(
+        let (device, manifest_json): (String, String) = self.one(
             "SELECT device_id, manifest_json FROM clips WHERE id = ?1",
-            [clip_id],
+            args![clip_id],
             |r| Ok((r.get(0)?, r.get(1)?)),
         )?;
         let m: ClipManifest = serde_json::from_str(&manifest_json)
@@ -283,26 +262,21 @@ impl Tx<'_> {
     }
 
     /// A stored segment as the clip record names it: its id, its hash, and when the console
-    /// stored it. The id is the one its sealed header carries; bytes that are no sealed segment
-    /// (ingest stores what hashes to its name, it does not open it) get the id the device's
-    /// chain gives them, else none (`""`): the record still says what was received, and an
-    /// evidence export refuses such a clip.
+    /// stored it. The id is the one its sealed header carries, read when it was stored. Bytes
+    /// that are no sealed segment (ingest stores what hashes to its name, it does not open
+    /// it) get the id the device's chain gives them, else none (`""`): the record still says
+    /// what was received, and an evidence export refuses such a clip.
     fn received_segment(
         &self,
         device: &str,
         m: &ClipManifest,
         sha256: &str,
     ) -> Result<ReceivedSegment, ConsoleError> {
-        let stored_ms: i64 = self.conn.query_row(
-            "SELECT stored_ms FROM segments WHERE device_id = ?1 AND sha256 = ?2",
-            params![device, sha256],
-            |r| r.get(0),
+        let (stored_ms, header_id): (i64, Option<String>) = self.one(
+            "SELECT stored_ms, segment_id FROM segments WHERE device_id = ?1 AND sha256 = ?2",
+            args![device, sha256],
+            |r| Ok((r.get(0)?, r.get(1)?)),
         )?;
-        let path = super::blob_file(&self.data_dir()?.join("blobs"), device, sha256);
-        let mut head = Vec::with_capacity(OVERHEAD);
-        std::fs::File::open(&path)
-            .and_then(|f| f.take(OVERHEAD as u64).read_to_end(&mut head))
-            .map_err(|e| ConsoleError::io(&path, e))?;
         let chained = || {
             m.chain
                 .iter()
@@ -310,10 +284,10 @@ impl Tx<'_> {
                 .find(|s| s.sha256 == sha256)
                 .map(|s| s.id.clone())
         };
-        let id = match SealedHeader::parse(&head) {
-            Ok(header) => header.segment_id.to_string(),
-            Err(e) => {
-                tracing::warn!(segment = ?sha256, error = %e, "stored segment has no sealed header");
+        let id = match header_id {
+            Some(id) => id,
+            None => {
+                tracing::warn!(segment = ?sha256, "stored segment has no sealed header");
                 chained().unwrap_or_default()
             }
         };
@@ -324,14 +298,11 @@ impl Tx<'_> {
     /// trigger's event time (the one the console checked when it signed the trigger), the
     /// latest decided if several were.
     fn trigger_ref(&self, id: &str) -> Result<Option<TriggerRef>, ConsoleError> {
-        let Some((user, event_ms, reason)) = self
-            .conn
-            .query_row(
-                "SELECT user, event_time_ms, reason FROM triggers WHERE id = ?1",
-                [id],
-                |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?, r.get::<_, String>(2)?)),
-            )
-            .optional()?
+        let Some((user, event_ms, reason)) = self.opt(
+            "SELECT user_name, event_time_ms, reason FROM triggers WHERE id = ?1",
+            args![id],
+            |r| Ok((r.get::<String>(0)?, r.get::<i64>(1)?, r.get::<String>(2)?)),
+        )?
         else {
             return Ok(None);
         };
@@ -341,17 +312,15 @@ impl Tx<'_> {
 
     /// The approval of `user` in force at `at_ms` (the latest decided if several were).
     fn approval_at(&self, user: &str, at_ms: i64) -> Result<Option<ApprovalRef>, ConsoleError> {
-        let mut stmt = self.conn.prepare_cached(
-            "SELECT id, user, requested_by, decided_by FROM approvals
+        let sql = format!(
+            "SELECT id, user_name, requested_by, decided_by FROM approvals
              WHERE state IN ('approved', 'revoked') AND decided_ms IS NOT NULL
-               AND decided_ms <= ?1 AND MIN(expires_ms, COALESCE(revoked_ms, expires_ms)) > ?1
+               AND decided_ms <= ?1 AND {} > ?1
              ORDER BY decided_ms DESC, id DESC",
-        )?;
-        let rows = stmt
-            .query_map([at_ms], |r| {
-                Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get(2)?, r.get(3)?))
-            })?
-            .collect::<Result<Vec<(i64, String, String, String)>, _>>()?;
+            super::approvals::ENDED_MS
+        );
+        let rows: Vec<(i64, String, String, String)> =
+            self.rows(&sql, args![at_ms], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?;
         Ok(rows.into_iter().find(|(_, u, _, _)| crate::policy::same_principal(u, user)).map(
             |(id, _, requested_by, approved_by)| ApprovalRef {
                 id: id.to_string(),
@@ -369,14 +338,13 @@ impl Tx<'_> {
         sha256: &str,
         now: i64,
     ) -> Result<(), ConsoleError> {
-        let mut stmt = self.conn.prepare_cached(
+        let clips: Vec<String> = self.rows(
             "SELECT c.id FROM clips c JOIN clip_segments cs ON cs.clip_id = c.id
              WHERE cs.sha256 = ?1 AND c.device_id = ?2
-               AND NOT EXISTS (SELECT 1 FROM custody k WHERE k.clip_id = c.id)",
+               AND NOT EXISTS (SELECT 1 FROM custody k WHERE k.clip_id = c.id) ORDER BY c.id",
+            args![sha256, device_id],
+            |r| r.get(0),
         )?;
-        let clips = stmt
-            .query_map(params![sha256, device_id], |r| r.get(0))?
-            .collect::<Result<Vec<String>, _>>()?;
         let (actor, detail) =
             (format!("device:{device_id}"), format!("first segment {sha256} stored"));
         for clip in clips {
@@ -394,14 +362,11 @@ impl Tx<'_> {
         action: CustodyAction,
         detail: &str,
     ) -> Result<(), ConsoleError> {
-        let last: Option<(i64, String)> = self
-            .conn
-            .query_row(
-                "SELECT seq, hash FROM custody WHERE clip_id = ?1 ORDER BY seq DESC LIMIT 1",
-                [clip_id],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .optional()?;
+        let last: Option<(i64, String)> = self.opt(
+            "SELECT seq, hash FROM custody WHERE clip_id = ?1 ORDER BY seq DESC LIMIT 1",
+            args![clip_id],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?;
         let last = match last {
             Some((seq, hash)) => Some((seq as u64, hash_from_hex(clip_id, &hash)?)),
             None => None,
@@ -410,21 +375,20 @@ impl Tx<'_> {
             custody::next_line(clip_id, last, &utc_text(at_ms), actor, action.name(), detail)
                 .map_err(|e| ConsoleError::Signing(format!("custody entry: {e}")))?;
         let seq = last.map_or(0, |(seq, _)| seq + 1);
-        self.conn.execute(
+        self.exec(
             "INSERT INTO custody (clip_id, seq, line, hash) VALUES (?1, ?2, ?3, ?4)",
-            params![clip_id, seq as i64, line, hex::encode(hash)],
+            args![clip_id, seq, line, hex::encode(hash)],
         )?;
         Ok(())
     }
 
     /// Clip `clip_id`'s custody log, oldest entry first.
     pub fn custody_log(&self, clip_id: &str) -> Result<CustodyLog, ConsoleError> {
-        let mut stmt = self
-            .conn
-            .prepare_cached("SELECT line, hash FROM custody WHERE clip_id = ?1 ORDER BY seq")?;
-        let rows = stmt
-            .query_map([clip_id], |r| Ok((r.get(0)?, r.get(1)?)))?
-            .collect::<Result<Vec<(String, String)>, _>>()?;
+        let rows: Vec<(String, String)> = self.rows(
+            "SELECT line, hash FROM custody WHERE clip_id = ?1 ORDER BY seq",
+            args![clip_id],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?;
         let mut log =
             CustodyLog { text: String::new(), entries: 0, head: custody::genesis(clip_id) };
         for (line, hash) in rows {
@@ -439,14 +403,11 @@ impl Tx<'_> {
     /// What an evidence package of clip `clip_id` takes from the store. Refuses a clip that
     /// does not exist or is not complete, naming why.
     pub fn clip_evidence(&self, clip_id: &str) -> Result<ClipEvidence, ConsoleError> {
-        let row: Option<(String, String, bool)> = self
-            .conn
-            .query_row(
-                "SELECT device_id, manifest_json, complete_ms IS NOT NULL FROM clips WHERE id = ?1",
-                [clip_id],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-            )
-            .optional()?;
+        let row: Option<(String, String, bool)> = self.opt(
+            "SELECT device_id, manifest_json, complete_ms IS NOT NULL FROM clips WHERE id = ?1",
+            args![clip_id],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )?;
         let Some((device_id, manifest_json, complete)) = row else {
             return Err(ConsoleError::NotFound {
                 what: format!("no clip {clip_id}; 'clip list' shows them"),

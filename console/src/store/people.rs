@@ -2,8 +2,7 @@
 //! and confirmed by whom; the one-time tokens devices enroll with (see [`crate::api::roles`] for
 //! the rules, [`crate::auth`] for tokens).
 
-use rusqlite::{params, OptionalExtension};
-
+use super::sql::{args, Row};
 use super::Tx;
 use crate::api::people::PersonView;
 use crate::api::roles::{Grant, GrantState};
@@ -15,7 +14,7 @@ const GRANTS: &str = "SELECT p.name, g.role, g.state, g.granted_by, g.granted_ms
 
 /// A row of [`GRANTS`]; `None` for a role or state this console does not know (it grants
 /// nothing).
-fn row_to_grant(r: &rusqlite::Row<'_>) -> rusqlite::Result<Option<Grant>> {
+fn row_to_grant(r: &Row<'_>) -> Result<Option<Grant>, ConsoleError> {
     let role: String = r.get(1)?;
     let state: String = r.get(2)?;
     let state = match state.as_str() {
@@ -47,19 +46,17 @@ pub struct NewPersonRow<'a> {
 impl Tx<'_> {
     /// The person whose token hashes to `hash`, with their effective (active) roles.
     pub fn person_by_token_hash(&self, hash: &str) -> Result<Option<Person>, ConsoleError> {
-        let row: Option<(i64, String)> = self
-            .conn
-            .query_row("SELECT id, name FROM people WHERE token_sha256 = ?1", [hash], |r| {
+        let row: Option<(i64, String)> =
+            self.opt("SELECT id, name FROM people WHERE token_sha256 = ?1", args![hash], |r| {
                 Ok((r.get(0)?, r.get(1)?))
-            })
-            .optional()?;
+            })?;
         let Some((id, name)) = row else { return Ok(None) };
-        let mut stmt = self.conn.prepare_cached(
-            "SELECT role FROM role_grants WHERE person_id = ?1 AND state = 'active'",
-        )?;
-        let mut roles: Vec<Role> = stmt
-            .query_map([id], |r| r.get::<_, String>(0))?
-            .collect::<Result<Vec<_>, _>>()?
+        let mut roles: Vec<Role> = self
+            .rows(
+                "SELECT role FROM role_grants WHERE person_id = ?1 AND state = 'active'",
+                args![id],
+                |r| r.get::<String>(0),
+            )?
             .iter()
             .filter_map(|r| Role::parse(r))
             .collect();
@@ -73,38 +70,32 @@ impl Tx<'_> {
         name: &str,
         name_key: &str,
     ) -> Result<Option<String>, ConsoleError> {
-        Ok(self
-            .conn
-            .query_row(
-                "SELECT name FROM people WHERE name_key = ?1 OR name = ?2",
-                params![name_key, name],
-                |r| r.get(0),
-            )
-            .optional()?)
+        self.opt(
+            "SELECT name FROM people WHERE name_key = ?1 OR name = ?2 ORDER BY id",
+            args![name_key, name],
+            |r| r.get(0),
+        )
     }
 
     /// Stores a new person; their id.
     pub fn insert_person(&self, p: &NewPersonRow<'_>) -> Result<i64, ConsoleError> {
-        self.conn.execute(
-            "INSERT INTO people (name, name_key, token_sha256, created_ms) VALUES (?1, ?2, ?3, ?4)",
-            params![p.name, p.name_key, p.token_sha256, p.created_ms],
-        )?;
-        Ok(self.conn.last_insert_rowid())
+        self.one(
+            "INSERT INTO people (name, name_key, token_sha256, created_ms) VALUES (?1, ?2, ?3, ?4)
+             RETURNING id",
+            args![p.name, p.name_key, p.token_sha256, p.created_ms],
+            |r| r.get(0),
+        )
     }
 
     /// The name of person `id`, if there is one.
     pub fn person_name(&self, id: i64) -> Result<Option<String>, ConsoleError> {
-        Ok(self
-            .conn
-            .query_row("SELECT name FROM people WHERE id = ?1", [id], |r| r.get(0))
-            .optional()?)
+        self.opt("SELECT name FROM people WHERE id = ?1", args![id], |r| r.get(0))
     }
 
     /// Everybody, in creation order, with every grant and the roles in force.
     pub fn people(&self) -> Result<Vec<PersonView>, ConsoleError> {
-        let mut stmt = self.conn.prepare("SELECT id, name, created_ms FROM people ORDER BY id")?;
-        let rows = stmt
-            .query_map([], |r| {
+        let rows =
+            self.rows("SELECT id, name, created_ms FROM people ORDER BY id", args![], |r| {
                 Ok(PersonView {
                     id: r.get(0)?,
                     name: r.get(1)?,
@@ -112,8 +103,7 @@ impl Tx<'_> {
                     created_ms: r.get(2)?,
                     grants: Vec::new(),
                 })
-            })?
-            .collect::<Result<Vec<_>, _>>()?;
+            })?;
         rows.into_iter()
             .map(|mut p| {
                 p.grants = self.grants_of(p.id)?;
@@ -131,28 +121,24 @@ impl Tx<'_> {
 
     /// Every grant of `person_id`, by role.
     pub fn grants_of(&self, person_id: i64) -> Result<Vec<Grant>, ConsoleError> {
-        let mut stmt = self
-            .conn
-            .prepare_cached(&format!("{GRANTS} WHERE g.person_id = ?1 ORDER BY g.role"))?;
-        let rows = stmt.query_map([person_id], row_to_grant)?.collect::<Result<Vec<_>, _>>()?;
+        let sql = format!("{GRANTS} WHERE g.person_id = ?1 ORDER BY g.role");
+        let rows = self.rows(&sql, args![person_id], row_to_grant)?;
         Ok(rows.into_iter().flatten().collect())
     }
 
     /// The grant of `role` to `person_id`, pending or active.
     pub fn grant_of(&self, person_id: i64, role: Role) -> Result<Option<Grant>, ConsoleError> {
-        let mut stmt = self
-            .conn
-            .prepare_cached(&format!("{GRANTS} WHERE g.person_id = ?1 AND g.role = ?2"))?;
-        Ok(stmt.query_row(params![person_id, role.as_str()], row_to_grant).optional()?.flatten())
+        let sql = format!("{GRANTS} WHERE g.person_id = ?1 AND g.role = ?2");
+        Ok(self.opt(&sql, args![person_id, role.as_str()], row_to_grant)?.flatten())
     }
 
     /// Stores `grant` of `person_id`; false when the person holds or waits for that role
     /// already (nothing is changed then).
     pub fn insert_grant(&self, person_id: i64, grant: &Grant) -> Result<bool, ConsoleError> {
-        let inserted = self.conn.execute(
+        let inserted = self.exec(
             "INSERT INTO role_grants (person_id, role, granted_by, granted_ms, state, confirmed_by, confirmed_ms)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT (person_id, role) DO NOTHING",
-            params![
+            args![
                 person_id,
                 grant.role.as_str(),
                 grant.granted_by,
@@ -173,10 +159,10 @@ impl Tx<'_> {
         by: &str,
         now: i64,
     ) -> Result<bool, ConsoleError> {
-        let changed = self.conn.execute(
+        let changed = self.exec(
             "UPDATE role_grants SET state = 'active', confirmed_by = ?1, confirmed_ms = ?2
              WHERE person_id = ?3 AND role = 'approver' AND state = 'pending'",
-            params![by, now, person_id],
+            args![by, now, person_id],
         )?;
         Ok(changed == 1)
     }
@@ -189,9 +175,9 @@ impl Tx<'_> {
         created_ms: i64,
         expires_ms: i64,
     ) -> Result<(), ConsoleError> {
-        self.conn.execute(
+        self.exec(
             "INSERT INTO enrollment_tokens (token_sha256, created_by, created_ms, expires_ms) VALUES (?1, ?2, ?3, ?4)",
-            params![token_sha256, created_by, created_ms, expires_ms],
+            args![token_sha256, created_by, created_ms, expires_ms],
         )?;
         Ok(())
     }

@@ -2,13 +2,12 @@
 //! trigger sent to each of its devices, until the device acknowledges it (see
 //! [`crate::policy`]).
 
-use rearview_protocol::TriggerMessage;
-use rusqlite::{params, OptionalExtension};
-
+use super::sql::args;
 use super::Tx;
 use crate::api::page::{PageRequest, MAX_LIMIT};
 use crate::error::ConsoleError;
 use crate::policy::AlertView;
+use rearview_protocol::TriggerMessage;
 
 /// A new alert as stored.
 pub struct NewAlert<'a> {
@@ -48,19 +47,22 @@ pub struct TriggerWindow {
 impl Tx<'_> {
     /// Opens an alert; its id.
     pub fn insert_alert(&self, a: &NewAlert<'_>) -> Result<i64, ConsoleError> {
-        self.conn.execute(
-            "INSERT INTO alerts (user, reason, source, created_by, created_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![a.user, a.reason, a.source, a.created_by, a.created_ms],
-        )?;
-        Ok(self.conn.last_insert_rowid())
+        self.one(
+            "INSERT INTO alerts (user_name, reason, source, created_by, created_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5) RETURNING id",
+            args![a.user, a.reason, a.source, a.created_by, a.created_ms],
+            |r| r.get(0),
+        )
     }
 
+    /// Stores a signed trigger and wakes the replica streaming from its device (see
+    /// [`crate::push`]).
     pub fn insert_trigger(&self, t: &TriggerRow<'_>) -> Result<(), ConsoleError> {
-        self.conn.execute(
-            "INSERT INTO triggers (id, alert_id, device_id, user, event_time_ms, before_secs, after_secs, reason,
+        self.exec(
+            "INSERT INTO triggers (id, alert_id, device_id, user_name, event_time_ms, before_secs, after_secs, reason,
                                    issued_ms, expires_ms, signed_json)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
-            params![
+            args![
                 t.id,
                 t.alert_id,
                 t.device_id,
@@ -74,15 +76,15 @@ impl Tx<'_> {
                 t.signed_json
             ],
         )?;
-        Ok(())
+        self.notify(crate::push::CHANNEL, &crate::push::trigger_payload(t.device_id))
     }
 
     /// Marks trigger `id` of `device_id` acknowledged (once); false when the device has no
     /// such trigger.
     pub fn ack_trigger(&self, id: &str, device_id: &str, now: i64) -> Result<bool, ConsoleError> {
-        let changed = self.conn.execute(
+        let changed = self.exec(
             "UPDATE triggers SET acked_ms = COALESCE(acked_ms, ?1) WHERE id = ?2 AND device_id = ?3",
-            params![now, id, device_id],
+            args![now, id, device_id],
         )?;
         Ok(changed > 0)
     }
@@ -94,12 +96,12 @@ impl Tx<'_> {
         device_id: &str,
         now: i64,
     ) -> Result<Vec<TriggerMessage>, ConsoleError> {
-        let mut stmt = self.conn.prepare_cached(
-            "SELECT id, signed_json FROM triggers WHERE device_id = ?1 AND acked_ms IS NULL AND expires_ms > ?2 ORDER BY issued_ms",
+        let rows: Vec<(String, String)> = self.rows(
+            "SELECT id, signed_json FROM triggers
+             WHERE device_id = ?1 AND acked_ms IS NULL AND expires_ms > ?2 ORDER BY issued_ms, id",
+            args![device_id, now],
+            |r| Ok((r.get(0)?, r.get(1)?)),
         )?;
-        let rows: Vec<(String, String)> = stmt
-            .query_map(params![device_id, now], |r| Ok((r.get(0)?, r.get(1)?)))?
-            .collect::<Result<_, _>>()?;
         rows.into_iter()
             .map(|(trigger_id, json)| {
                 let signed = serde_json::from_str(&json)
@@ -111,31 +113,28 @@ impl Tx<'_> {
 
     /// Trigger `id` as a clip answering it is checked against.
     pub fn trigger_window(&self, id: &str) -> Result<Option<TriggerWindow>, ConsoleError> {
-        Ok(self
-            .conn
-            .query_row(
-                "SELECT device_id, user, event_time_ms, before_secs, after_secs, alert_id
-                 FROM triggers WHERE id = ?1",
-                [id],
-                |r| {
-                    Ok(TriggerWindow {
-                        device_id: r.get(0)?,
-                        user: r.get(1)?,
-                        event_time_ms: r.get(2)?,
-                        before_secs: r.get(3)?,
-                        after_secs: r.get(4)?,
-                        alert_id: r.get(5)?,
-                    })
-                },
-            )
-            .optional()?)
+        self.opt(
+            "SELECT device_id, user_name, event_time_ms, before_secs, after_secs, alert_id
+             FROM triggers WHERE id = ?1",
+            args![id],
+            |r| {
+                Ok(TriggerWindow {
+                    device_id: r.get(0)?,
+                    user: r.get(1)?,
+                    event_time_ms: r.get(2)?,
+                    before_secs: r.get(3)?,
+                    after_secs: r.get(4)?,
+                    alert_id: r.get(5)?,
+                })
+            },
+        )
     }
 
     /// A page of alerts, oldest first, each with its cursor (its id) and its clips.
     pub fn alerts_page(&self, page: PageRequest) -> Result<Vec<(i64, AlertView)>, ConsoleError> {
         let mut alerts = self.page_of(
-            "SELECT id, user, reason, source, created_by, created_ms FROM alerts
-             WHERE ?1 IS NULL OR id > ?1 ORDER BY id LIMIT ?2",
+            "SELECT id, user_name, reason, source, created_by, created_ms FROM alerts
+             WHERE CAST(?1 AS BIGINT) IS NULL OR id > ?1 ORDER BY id LIMIT ?2",
             page,
             |r| {
                 Ok(AlertView {
@@ -149,15 +148,30 @@ impl Tx<'_> {
                 })
             },
         )?;
-        let mut clips = self.conn.prepare_cached(
-            "SELECT id FROM clips WHERE alert_id = ?1 ORDER BY created_ms, id LIMIT ?2",
-        )?;
         for (_, a) in &mut alerts {
             // An alert's clips are one per device that held the window; bounded like a page.
-            a.clips = clips
-                .query_map(params![a.id, MAX_LIMIT as i64], |r| r.get(0))?
-                .collect::<Result<_, _>>()?;
+            a.clips = self.rows(
+                "SELECT id FROM clips WHERE alert_id = ?1 ORDER BY created_ms, id LIMIT ?2",
+                args![a.id, MAX_LIMIT],
+                |r| r.get(0),
+            )?;
         }
         Ok(alerts)
+    }
+}
+
+impl Tx<'_> {
+    /// Unacknowledged triggers issued after `since_ms`: id, device, issued time (what the
+    /// replica poller wakes streams for, see [`crate::replicas`]).
+    pub fn triggers_issued_since(
+        &self,
+        since_ms: i64,
+    ) -> Result<Vec<(String, String, i64)>, ConsoleError> {
+        self.rows(
+            "SELECT id, device_id, issued_ms FROM triggers
+             WHERE issued_ms > ?1 AND acked_ms IS NULL ORDER BY issued_ms, id",
+            args![since_ms],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
     }
 }

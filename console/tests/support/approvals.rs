@@ -72,11 +72,12 @@ impl Console {
     /// Moves the approval's expiry in the database, standing in for the time it takes to get
     /// there (the console reads it from the database on every call and every tick).
     pub fn set_expiry(&self, id: i64, expires_ms: i64) {
-        let db = rusqlite::Connection::open(self.dir.path().join("console.db")).unwrap();
-        let changed = db
-            .execute("UPDATE approvals SET expires_ms = ?1 WHERE id = ?2", [expires_ms, id])
-            .unwrap();
-        assert_eq!(changed, 1);
+        let db = super::backend::TestDb::of(self.dir.path());
+        db.exec(&format!("UPDATE approvals SET expires_ms = {expires_ms} WHERE id = {id}"));
+        assert_eq!(
+            db.int(&format!("SELECT expires_ms FROM approvals WHERE id = {id}")),
+            expires_ms
+        );
     }
 }
 

@@ -52,8 +52,7 @@ impl Console {
 
     pub async fn start_with(ingest: IngestLimits) -> Console {
         let dir = tempfile::tempdir().unwrap();
-        let out =
-            rearview_console::init_with_approver(dir.path(), "tenant-a", "ivan", "rita").unwrap();
+        let out = super::backend::init_tenant(dir.path(), "rita");
         let server = Server::start(ServerConfig {
             ingest,
             ..ServerConfig::plain(dir.path(), "127.0.0.1:0".parse().unwrap())
@@ -149,8 +148,9 @@ impl Console {
             .collect()
     }
 
-    pub fn db(&self) -> rusqlite::Connection {
-        rusqlite::Connection::open(self.dir.path().join("console.db")).unwrap()
+    /// The console's database, for raw SQL beside it (either backend).
+    pub fn db(&self) -> super::backend::TestDb {
+        super::backend::TestDb::of(self.dir.path())
     }
 }
 

@@ -255,10 +255,8 @@ pub fn tenant_key(w: &World) -> PathBuf {
 
 /// The lines of the custody table for `clip`, as stored.
 pub fn custody_rows(w: &World, clip: &str) -> Vec<String> {
-    let db = rusqlite::Connection::open(w.data().join("console.db")).unwrap();
-    let mut stmt = db.prepare("SELECT line FROM custody WHERE clip_id = ?1 ORDER BY seq").unwrap();
-    let rows = stmt.query_map([clip], |r| r.get(0)).unwrap();
-    rows.collect::<Result<Vec<String>, _>>().unwrap()
+    let db = crate::support::backend::TestDb::of(w.data());
+    db.texts(&format!("SELECT line FROM custody WHERE clip_id = '{clip}' ORDER BY seq"))
 }
 
 /// The actions of the audit log, oldest first.

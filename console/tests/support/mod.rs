@@ -6,6 +6,7 @@
 //!
 //! * [`approvals`], [`duties`], [`device_trust`]: each of those test files' console helpers,
 //!   here because their device halves (in `tests/tests/protocol`) use them too.
+//! * [`backend`]: which backend the tests run on (`REARVIEW_TEST_STORE`), and raw SQL on it.
 
 // Each test binary uses some of these helpers, none uses all.
 #![allow(dead_code)]
@@ -17,6 +18,7 @@ use rearview_testkit::chain::DeviceChains;
 use serde_json::{json, Value};
 
 pub mod approvals;
+pub mod backend;
 pub mod device_trust;
 pub mod duties;
 
@@ -44,8 +46,7 @@ pub async fn start_configured(
     adjust: impl FnOnce(&mut ServerConfig),
 ) -> (tempfile::TempDir, ServerHandle, InitOutput) {
     let dir = tempfile::tempdir().unwrap();
-    let out =
-        rearview_console::init_with_approver(dir.path(), "tenant-a", "ivan", approver).unwrap();
+    let out = backend::init_tenant(dir.path(), approver);
     let mut config = ServerConfig::plain(dir.path(), "127.0.0.1:0".parse().unwrap());
     adjust(&mut config);
     let server = Server::start(config).await.unwrap();

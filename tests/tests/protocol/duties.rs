@@ -30,7 +30,7 @@ async fn a_record_the_signer_refuses_is_left_out_flagged_and_audited_and_revocat
     let now = rearview_uploader::now_ms();
     let db = c.db();
     db.execute(
-        "INSERT INTO approvals (user, mode, justification, requested_by, requested_ms, expires_ms,
+        "INSERT INTO approvals (user_name, mode, justification, requested_by, requested_ms, expires_ms,
                                 state, decided_by, decided_ms)
          VALUES ('mallory', 'all-activities', 'case 6\r\nforged', 'ivan', ?1, ?2, 'approved', 'rita', ?3)",
         [now - 2000, now + DAY_MS, now - 1000],

@@ -90,10 +90,15 @@ pub async fn put_segment(
     }
     let size = incoming.size;
     let path = state.store.blob_path(&device.id, &sha256);
-    tokio::task::spawn_blocking(move || incoming.publish(&path))
-        .await
-        .map_err(|e| ApiError::from(ConsoleError::Task { what: "blob writer", source: e }))??;
-    Ok(Json(acknowledged(&state, device, sha256, Some(size)).await?).into_response())
+    let segment_id = tokio::task::spawn_blocking(move || {
+        // The id its sealed header carries, for the clip records that will name it.
+        let id = crate::store::sealed_segment_id(&incoming.tmp);
+        incoming.publish(&path).map(|()| id)
+    })
+    .await
+    .map_err(|e| ApiError::from(ConsoleError::Task { what: "blob writer", source: e }))??;
+    let stored = Some((size, segment_id));
+    Ok(Json(acknowledged(&state, device, sha256, stored).await?).into_response())
 }
 
 /// What the store knows of a segment a device offers.
@@ -109,17 +114,19 @@ fn known_segment(tx: &Tx<'_>, device_id: &str, sha256: &str) -> Result<KnownSegm
     Ok(KnownSegment { named_size, stored: tx.segment_stored(device_id, sha256)? })
 }
 
-/// Records the segment (when `stored_size` says it was just stored) and answers which of the
-/// device's clips it completed, in one transaction with their `clip.complete` lines.
+/// Records the segment (when `stored` says it was just stored: its size and the id its sealed
+/// header carries) and answers which of the device's clips it completed, in one transaction
+/// with their `clip.complete` lines.
 async fn acknowledged(
     state: &AppState,
     device: Device,
     sha256: String,
-    stored_size: Option<u64>,
+    stored: Option<(u64, Option<String>)>,
 ) -> Result<SegmentAck, ApiError> {
+    let newly_stored = stored.is_some();
     let answer = move |tx: &Tx<'_>| {
-        if let Some(size) = stored_size {
-            tx.insert_segment(&device.id, &sha256, size, now_ms())?;
+        if let Some((size, segment_id)) = &stored {
+            tx.insert_segment(&device.id, &sha256, *size, segment_id.as_deref(), now_ms())?;
         }
         let mut completed_clips = Vec::new();
         for clip in tx.incomplete_clips_naming(&device.id, &sha256)? {
@@ -127,11 +134,7 @@ async fn acknowledged(
                 completed_clips.push(clip);
             }
         }
-        Ok::<_, ApiError>(SegmentAck {
-            sha256,
-            newly_stored: stored_size.is_some(),
-            completed_clips,
-        })
+        Ok::<_, ApiError>(SegmentAck { sha256, newly_stored, completed_clips })
     };
     state.store.write(answer).await
 }

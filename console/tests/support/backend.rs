@@ -1,0 +1,147 @@
+//! Which backend the console's tests run on, and raw SQL on it for the tests that reach past
+//! the console into its database.
+//!
+//! `REARVIEW_TEST_STORE` picks the metadata backend: unset or `sqlite` (the default, as the
+//! demo and a small team run it), or `postgres` (a new database per console in the test kit's
+//! private cluster, [`rearview_testkit::postgres::Postgres::shared`]). `scripts/test.sh` runs
+//! the console's whole suite both ways. Every test gets its tenant from [`init_tenant`], so a
+//! test does not know which backend it runs on unless it asks ([`TestDb`]).
+
+use std::path::{Path, PathBuf};
+
+use rearview_console::{Database, InitOutput};
+use rearview_testkit::postgres::Postgres;
+
+/// The backend `REARVIEW_TEST_STORE` names, with a fresh database when it is PostgreSQL.
+pub fn test_database() -> Database {
+    match std::env::var("REARVIEW_TEST_STORE").as_deref() {
+        Err(_) | Ok("") | Ok("sqlite") => Database::Sqlite,
+        Ok("postgres") => Database::Postgres(Postgres::shared().create_database()),
+        Ok(other) => panic!("REARVIEW_TEST_STORE={other:?}: give sqlite or postgres"),
+    }
+}
+
+/// `init` of tenant `tenant-a` (first admin `ivan`, first approver `approver`) in `dir`, on the
+/// backend of [`test_database`]. Runs on a thread of its own: PostgreSQL's driver must not
+/// block a runtime's thread, and tests call this from async tests.
+pub fn init_tenant(dir: &Path, approver: &str) -> InitOutput {
+    let database = test_database();
+    std::thread::scope(|s| {
+        s.spawn(|| rearview_console::init_on(dir, &database, "tenant-a", "ivan", approver))
+            .join()
+            .expect("init panicked")
+    })
+    .unwrap_or_else(|e| panic!("init on {}: {e}", database.shown()))
+}
+
+/// The database of the console whose data directory is `dir`, for raw SQL beside it.
+pub enum TestDb {
+    Sqlite(PathBuf),
+    /// The database's name in the shared cluster.
+    Postgres(String),
+}
+
+impl TestDb {
+    /// The database the data directory `dir` records.
+    pub fn of(dir: &Path) -> TestDb {
+        match Database::recorded(dir).unwrap() {
+            Database::Sqlite => TestDb::Sqlite(dir.join("console.db")),
+            Database::Postgres(url) => TestDb::Postgres(url.rsplit('/').next().unwrap().to_owned()),
+        }
+    }
+
+    /// Runs `sql` (statements in the SQL both backends speak).
+    pub fn exec(&self, sql: &str) {
+        match self {
+            TestDb::Sqlite(path) => {
+                rusqlite::Connection::open(path).unwrap().execute_batch(sql).unwrap()
+            }
+            TestDb::Postgres(db) => {
+                Postgres::shared().psql(db, sql).unwrap();
+            }
+        }
+    }
+
+    /// Runs `sql`, which the database must refuse; its error text.
+    pub fn exec_err(&self, sql: &str) -> String {
+        match self {
+            TestDb::Sqlite(path) => rusqlite::Connection::open(path)
+                .unwrap()
+                .execute_batch(sql)
+                .expect_err("the database took it")
+                .to_string(),
+            TestDb::Postgres(db) => {
+                Postgres::shared().psql(db, sql).expect_err("the database took it").to_string()
+            }
+        }
+    }
+
+    /// The one value `query` reads, as text (NULL as "").
+    pub fn text(&self, query: &str) -> String {
+        match self {
+            TestDb::Sqlite(path) => {
+                let db = rusqlite::Connection::open(path).unwrap();
+                let v: rusqlite::types::Value = db.query_row(query, [], |r| r.get(0)).unwrap();
+                match v {
+                    rusqlite::types::Value::Null => String::new(),
+                    rusqlite::types::Value::Integer(i) => i.to_string(),
+                    rusqlite::types::Value::Real(f) => f.to_string(),
+                    rusqlite::types::Value::Text(t) => t,
+                    rusqlite::types::Value::Blob(b) => String::from_utf8_lossy(&b).into_owned(),
+                }
+            }
+            TestDb::Postgres(db) => {
+                Postgres::shared().psql(db, query).unwrap().trim_end_matches('\n').to_owned()
+            }
+        }
+    }
+
+    /// The first column of every row `query` reads, as text (values without newlines).
+    pub fn texts(&self, query: &str) -> Vec<String> {
+        match self {
+            TestDb::Sqlite(path) => {
+                let db = rusqlite::Connection::open(path).unwrap();
+                let mut stmt = db.prepare(query).unwrap();
+                let rows = stmt.query_map([], |r| r.get::<_, String>(0)).unwrap();
+                rows.collect::<Result<_, _>>().unwrap()
+            }
+            TestDb::Postgres(db) => {
+                let out = Postgres::shared().psql(db, query).unwrap();
+                out.lines().map(str::to_owned).collect()
+            }
+        }
+    }
+
+    /// The one integer `query` reads.
+    pub fn int(&self, query: &str) -> i64 {
+        let text = self.text(query);
+        text.parse().unwrap_or_else(|_| panic!("{query}: {text:?} is not an integer"))
+    }
+
+    /// From now on the database refuses inserts into `table` of rows where `condition` holds
+    /// (SQL over `NEW`), with `message`: an operator's rule, or a full or damaged table. Named
+    /// `name`, for [`TestDb::allow`].
+    pub fn refuse_inserts(&self, name: &str, table: &str, condition: &str, message: &str) {
+        match self {
+            TestDb::Sqlite(_) => self.exec(&format!(
+                "CREATE TRIGGER {name} BEFORE INSERT ON {table} WHEN {condition}
+                 BEGIN SELECT RAISE(ABORT, '{message}'); END;"
+            )),
+            TestDb::Postgres(_) => self.exec(&format!(
+                "CREATE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql AS $$
+                     BEGIN IF {condition} THEN RAISE EXCEPTION '{message}'; END IF; RETURN NEW; END $$;
+                 CREATE TRIGGER {name} BEFORE INSERT ON {table} FOR EACH ROW EXECUTE FUNCTION {name}();"
+            )),
+        }
+    }
+
+    /// Lifts the refusal `name` on `table`.
+    pub fn allow(&self, name: &str, table: &str) {
+        match self {
+            TestDb::Sqlite(_) => self.exec(&format!("DROP TRIGGER {name};")),
+            TestDb::Postgres(_) => {
+                self.exec(&format!("DROP TRIGGER {name} ON {table}; DROP FUNCTION {name}();"))
+            }
+        }
+    }
+}
