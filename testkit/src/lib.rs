@@ -15,12 +15,14 @@
 //!   prints (the people's tokens).
 //! * [`chain`]: a test device's signed chain entries and absence notes, so the manifests tests
 //!   send carry what the console verifies.
+//! * [`postgres`]: a private PostgreSQL cluster on a free port, removed however the process ends.
 //! * [`procfs`]: the one reader of `/proc/PID/status` (uids, memory high-water mark).
 //! * [`wait_until`], [`eventually`]: the one way tests wait for something that happens
 //!   elsewhere, from a thread or from an async test.
 
 pub mod chain;
 pub mod console;
+pub mod postgres;
 pub mod procfs;
 pub mod tmpfs;
 pub mod xvfb;
