@@ -296,7 +296,18 @@ impl Postgres {
             .arg(self.data())
             .args(["-U", SUPERUSER, "--auth=trust", "-E", "UTF8", "--no-locale", "--no-sync"])
             .arg("--no-instructions");
-        run(cmd)?;
+        run(cmd).map_err(|e| match e {
+            Error::Failed { command, status, stderr } if self.as_postgres => Error::Failed {
+                command,
+                status,
+                stderr: format!(
+                    "{stderr} (the postgres user must be able to reach {}: is $TMPDIR private \
+                     to root?)",
+                    self.dir.display()
+                ),
+            },
+            e => e,
+        })?;
         // Trust, but only on the cluster's own socket and loopback: nothing else can reach it
         // anyway (it listens on 127.0.0.1 only), and this says so in the one place that decides.
         let hba = "# written by rearview-testkit\n\
