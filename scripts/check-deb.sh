@@ -162,6 +162,9 @@ else
   [ -s /var/lib/rearview-console/console.url ] ||
     fail "serve wrote no console.url (see /tmp/check-deb-console.log or journalctl -u rearview-console)"
   url=$(cat /var/lib/rearview-console/console.url)
+  serve_pid=${console_pid:-$(systemctl show -p MainPID --value rearview-console 2>/dev/null || true)}
+  [ "$(stat -c %U "/proc/$serve_pid" 2>/dev/null)" = rearview-console ] ||
+    fail "serve (pid $serve_pid) does not run as rearview-console"
   [ "$(curl -fsS --max-time 10 "$url/healthz")" = ok ] || fail "$url/healthz is not ok"
   echo "rearview-console serves $url as its user; /healthz is ok"
   cleanup_console_check
