@@ -14,6 +14,7 @@
 //!   data/                            PGDATA: initdb's, plus
 //!     postgresql.conf                  ... ending in `include 'rearview.conf'`
 //!     rearview.conf                    port, listen_addresses = '127.0.0.1', socket dir, fsync off
+//!                                      (commits survive stop/restart, not a machine crash)
 //!     pg_hba.conf                      trust, for the local socket and 127.0.0.1/32 only
 //!   sock/                            the server's Unix socket (no /run/postgresql needed)
 //!   server.log                       the server's log; its tail is in every start error
@@ -325,14 +326,17 @@ impl Postgres {
     }
 
     /// The settings a start uses: this cluster's port, loopback only, its own socket dir, and
-    /// no durability (a test cluster is thrown away; fsync only slows the suite).
+    /// no durability against a machine crash (a test cluster is thrown away; fsync only slows
+    /// the suite). Commits still wait for their WAL write (`synchronous_commit` stays on): an
+    /// immediate stop kills the server, not the OS, so what a commit wrote survives
+    /// [`Postgres::stop`] and [`Postgres::restart`], as failure tests need; with it off, the
+    /// last commits before a stop would vanish.
     fn write_config(&self) -> Result<(), Error> {
         let conf = format!(
             "port = {port}\n\
              listen_addresses = '127.0.0.1'\n\
              unix_socket_directories = '{sock}'\n\
              fsync = off\n\
-             synchronous_commit = off\n\
              full_page_writes = off\n\
              # replica and load tests open a pool per console process\n\
              max_connections = 300\n",

@@ -61,6 +61,8 @@ fn start_databases_stop_restart_drop() {
     // The superuser is the one the URLs name.
     assert_eq!(pg.psql(&b, "SELECT current_user").expect("query b").trim(), "rearview");
 
+    // Committed just before an immediate stop: it must survive the restart.
+    pg.psql(&a, "INSERT INTO t VALUES (100)").expect("write in a before the stop");
     pg.stop();
     assert!(refused(pg.port()), "port {} still accepts connections after stop", pg.port());
     let err = pg.psql(&a, "SELECT 1").expect_err("a stopped server answered");
@@ -68,7 +70,7 @@ fn start_databases_stop_restart_drop() {
 
     pg.restart();
     assert!(!refused(pg.port()), "nothing listens after restart");
-    assert_eq!(pg.psql(&a, "SELECT sum(v) FROM t").expect("query a after restart").trim(), "42");
+    assert_eq!(pg.psql(&a, "SELECT sum(v) FROM t").expect("query a after restart").trim(), "142");
     let c = database_name(&pg, &pg.create_database());
     assert!(c != a && c != b, "a database name was handed out twice");
 
