@@ -181,9 +181,7 @@ impl Postgres {
             CLUSTERS.fetch_add(1, Ordering::Relaxed),
             SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.subsec_nanos()),
         ));
-        let dir_err = |source| Error::Dir { path: dir.clone(), source };
-        fs::create_dir(&dir).map_err(dir_err)?;
-        fs::create_dir(dir.join("sock")).map_err(dir_err)?;
+        fs::create_dir(&dir).map_err(|source| Error::Dir { path: dir.clone(), source })?;
         // From here on the reaper owns the directory's removal, whatever fails below.
         let (reaper, reaper_pipe) = spawn_reaper(&programs, &dir, as_postgres)?;
         let mut pg = Postgres {
@@ -195,6 +193,7 @@ impl Postgres {
             reaper_pipe: Some(reaper_pipe),
             reaper: Some(reaper),
         };
+        fs::create_dir(pg.dir.join("sock")).map_err(|source| pg.dir_error(source))?;
         if as_postgres {
             let mut chown = Command::new("chown");
             chown.arg("-R").arg("postgres:").arg(&pg.dir);
