@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Builds the agent's .deb, installs it, checks what it installed, and purges it again.
+# Builds the agent's .deb, installs it, checks what it installed, and purges it again; then the
+# console's (below, after the agent's).
 #
 #   cargo deb (stripped) → dpkg -i → files, modes, group, enabled unit → systemd-analyze verify
 #   → rearview/rearviewd --version from /usr/bin → the daemon running (the unit, or by hand as
@@ -88,4 +89,96 @@ for f in /usr/bin/rearviewd /usr/bin/rearview /etc/rearview /var/lib/rearview \
   [ ! -e "$f" ] || fail "$f left behind after purge"
 done
 ! getent group rearview-admin >/dev/null || fail "group rearview-admin left behind after purge"
+echo "rearview-agent: ok"
+
+# The console's package, the same way: files and modes, its system user and data dir, the
+# enabled (not started) unit, systemd-analyze verify, --version from /usr/bin, a first start as
+# the unit would start it, purge.
+deb=$(cargo deb -p rearview-console --strip | tail -n 1)
+[ -f "$deb" ] || fail "cargo deb did not produce the console's package"
+echo "built $deb ($(du -h "$deb" | cut -f1))"
+
+dpkg --purge rearview-console >/dev/null 2>&1 || true
+dpkg -i "$deb"
+
+for f in /usr/bin/rearview-console /etc/rearview/console.env \
+         /usr/lib/systemd/system/rearview-console.service; do
+  [ -e "$f" ] || fail "$f not installed"
+done
+getent passwd rearview-console >/dev/null || fail "user rearview-console not created"
+[ "$(getent passwd rearview-console | cut -d: -f7)" = /usr/sbin/nologin ] ||
+  fail "user rearview-console can log in"
+[ "$(stat -c '%U:%G %a' /var/lib/rearview-console)" = "rearview-console:rearview-console 700" ] ||
+  fail "/var/lib/rearview-console is $(stat -c '%U:%G %a' /var/lib/rearview-console), not rearview-console 0700"
+[ "$(stat -c '%U:%G %a' /etc/rearview/console.env)" = "root:rearview-console 640" ] ||
+  fail "console.env is $(stat -c '%U:%G %a' /etc/rearview/console.env), not root:rearview-console 0640"
+grep -qx /etc/rearview/console.env /var/lib/dpkg/info/rearview-console.conffiles ||
+  fail "console.env is not a conffile"
+[ -L /etc/systemd/system/multi-user.target.wants/rearview-console.service ] ||
+  fail "rearview-console.service is not enabled"
+# Every variable serve reads is documented (commented out) in the env file.
+for v in REARVIEW_DATA REARVIEW_LISTEN REARVIEW_DATABASE REARVIEW_BLOBS AWS_ENDPOINT_URL \
+         AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY AWS_REGION AWS_ALLOW_HTTP; do
+  grep -q "^#$v=" /etc/rearview/console.env || fail "console.env does not document $v"
+done
+if [ -d /run/systemd/system ]; then
+  ! systemctl is-active --quiet rearview-console || fail "rearview-console was started on install"
+fi
+
+systemd-analyze verify /usr/lib/systemd/system/rearview-console.service
+/usr/bin/rearview-console --version | grep -x "rearview-console [0-9.]*" || fail "rearview-console --version"
+
+# A first start: `init` as the service user (the step the env file and the unit name), then
+# `serve` with nothing but the unit's environment, and /healthz. With systemd as PID 1 the unit
+# itself runs; otherwise serve is started by hand as the unit would (its user, its Environment=
+# lines, then the env file), on a free port rather than 8443.
+runuser -u rearview-console -- /usr/bin/rearview-console init --data /var/lib/rearview-console \
+  >/dev/null 2>/tmp/check-deb-console-init.txt ||
+  fail "rearview-console init as its user failed: $(cat /tmp/check-deb-console-init.txt)"
+serve_help=$(/usr/bin/rearview-console serve --help)
+if ! grep -q REARVIEW_DATA <<<"$serve_help"; then
+  echo "rearview-console serve takes no REARVIEW_* variables yet: the first start is not checked" >&2
+else
+  console_pid=
+  cleanup_console_check() {
+    if [ -n "${console_pid:-}" ]; then kill "$console_pid" 2>/dev/null || true; wait "$console_pid" 2>/dev/null || true; fi
+    [ -d /run/systemd/system ] && systemctl stop rearview-console 2>/dev/null || true
+  }
+  trap cleanup_console_check EXIT
+  if [ -d /run/systemd/system ]; then
+    systemctl start rearview-console
+    echo "rearview-console started by systemd"
+  else
+    unit_env=$(sed -n 's/^Environment=//p' /usr/lib/systemd/system/rearview-console.service)
+    file_env=$(grep -v '^[[:space:]]*#' /etc/rearview/console.env | grep = || true)
+    # shellcheck disable=SC2086 # one VAR=value a word, as systemd reads them
+    (umask 0077; exec env -i PATH=/usr/bin:/bin $unit_env $file_env REARVIEW_LISTEN=127.0.0.1:0 \
+      setpriv --reuid=rearview-console --regid=rearview-console --init-groups \
+      /usr/bin/rearview-console serve) >/tmp/check-deb-console.log 2>&1 &
+    console_pid=$!
+    echo "systemd is not PID 1 here: rearview-console serve started by hand as the unit would (pid $console_pid)"
+  fi
+  for _ in $(seq 300); do [ -s /var/lib/rearview-console/console.url ] && break; sleep 0.1; done
+  [ -s /var/lib/rearview-console/console.url ] ||
+    fail "serve wrote no console.url (see /tmp/check-deb-console.log or journalctl -u rearview-console)"
+  url=$(cat /var/lib/rearview-console/console.url)
+  serve_pid=${console_pid:-$(systemctl show -p MainPID --value rearview-console 2>/dev/null || true)}
+  [ "$(stat -c %U "/proc/$serve_pid" 2>/dev/null)" = rearview-console ] ||
+    fail "serve (pid $serve_pid) does not run as rearview-console"
+  [ "$(curl -fsS --max-time 10 "$url/healthz")" = ok ] || fail "$url/healthz is not ok"
+  echo "rearview-console serves $url as its user; /healthz is ok"
+  cleanup_console_check
+  trap - EXIT
+  console_pid=
+fi
+
+dpkg --purge rearview-console
+for f in /usr/bin/rearview-console /etc/rearview /var/lib/rearview-console \
+         /usr/lib/systemd/system/rearview-console.service \
+         /etc/systemd/system/multi-user.target.wants/rearview-console.service; do
+  [ ! -e "$f" ] || fail "$f left behind after purge"
+done
+! getent passwd rearview-console >/dev/null || fail "user rearview-console left behind after purge"
+! getent group rearview-console >/dev/null || fail "group rearview-console left behind after purge"
+echo "rearview-console: ok"
 echo "check-deb: ok"

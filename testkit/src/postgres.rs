@@ -14,6 +14,7 @@
 //!   data/                            PGDATA: initdb's, plus
 //!     postgresql.conf                  ... ending in `include 'rearview.conf'`
 //!     rearview.conf                    port, listen_addresses = '127.0.0.1', socket dir, fsync off
+//!                                      (commits survive stop/restart, not a machine crash)
 //!     pg_hba.conf                      trust, for the local socket and 127.0.0.1/32 only
 //!   sock/                            the server's Unix socket (no /run/postgresql needed)
 //!   server.log                       the server's log; its tail is in every start error
@@ -180,9 +181,7 @@ impl Postgres {
             CLUSTERS.fetch_add(1, Ordering::Relaxed),
             SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.subsec_nanos()),
         ));
-        let dir_err = |source| Error::Dir { path: dir.clone(), source };
-        fs::create_dir(&dir).map_err(dir_err)?;
-        fs::create_dir(dir.join("sock")).map_err(dir_err)?;
+        fs::create_dir(&dir).map_err(|source| Error::Dir { path: dir.clone(), source })?;
         // From here on the reaper owns the directory's removal, whatever fails below.
         let (reaper, reaper_pipe) = spawn_reaper(&programs, &dir, as_postgres)?;
         let mut pg = Postgres {
@@ -194,6 +193,7 @@ impl Postgres {
             reaper_pipe: Some(reaper_pipe),
             reaper: Some(reaper),
         };
+        fs::create_dir(pg.dir.join("sock")).map_err(|source| pg.dir_error(source))?;
         if as_postgres {
             let mut chown = Command::new("chown");
             chown.arg("-R").arg("postgres:").arg(&pg.dir);
@@ -296,7 +296,18 @@ impl Postgres {
             .arg(self.data())
             .args(["-U", SUPERUSER, "--auth=trust", "-E", "UTF8", "--no-locale", "--no-sync"])
             .arg("--no-instructions");
-        run(cmd)?;
+        run(cmd).map_err(|e| match e {
+            Error::Failed { command, status, stderr } if self.as_postgres => Error::Failed {
+                command,
+                status,
+                stderr: format!(
+                    "{stderr} (the postgres user must be able to reach {}: is $TMPDIR private \
+                     to root?)",
+                    self.dir.display()
+                ),
+            },
+            e => e,
+        })?;
         // Trust, but only on the cluster's own socket and loopback: nothing else can reach it
         // anyway (it listens on 127.0.0.1 only), and this says so in the one place that decides.
         let hba = "# written by rearview-testkit\n\
@@ -314,14 +325,17 @@ impl Postgres {
     }
 
     /// The settings a start uses: this cluster's port, loopback only, its own socket dir, and
-    /// no durability (a test cluster is thrown away; fsync only slows the suite).
+    /// no durability against a machine crash (a test cluster is thrown away; fsync only slows
+    /// the suite). Commits still wait for their WAL write (`synchronous_commit` stays on): an
+    /// immediate stop kills the server, not the OS, so what a commit wrote survives
+    /// [`Postgres::stop`] and [`Postgres::restart`], as failure tests need; with it off, the
+    /// last commits before a stop would vanish.
     fn write_config(&self) -> Result<(), Error> {
         let conf = format!(
             "port = {port}\n\
              listen_addresses = '127.0.0.1'\n\
              unix_socket_directories = '{sock}'\n\
              fsync = off\n\
-             synchronous_commit = off\n\
              full_page_writes = off\n\
              # replica and load tests open a pool per console process\n\
              max_connections = 300\n",

@@ -21,6 +21,12 @@ const CHILD_ENV: &str = "REARVIEW_PG_REAPER_CHILD";
 /// What the child prints before its cluster's port and directory.
 const MARKER: &str = "rearview-pg-cluster";
 
+/// A private cluster, or a panic that says why not (PostgreSQL missing, say: these tests fail
+/// rather than skip without it).
+fn start() -> Postgres {
+    Postgres::start().unwrap_or_else(|e| panic!("cannot start a private PostgreSQL cluster: {e}"))
+}
+
 fn refused(port: u16) -> bool {
     matches!(
         TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_secs(5)),
@@ -39,7 +45,7 @@ fn database_name(pg: &Postgres, url: &str) -> String {
 
 #[test]
 fn start_databases_stop_restart_drop() {
-    let pg = Postgres::start().expect("start a private cluster");
+    let pg = start();
     let dir = pg.dir().to_owned();
     assert!(dir.join("data/PG_VERSION").is_file(), "no cluster in {}", dir.display());
 
@@ -55,6 +61,8 @@ fn start_databases_stop_restart_drop() {
     // The superuser is the one the URLs name.
     assert_eq!(pg.psql(&b, "SELECT current_user").expect("query b").trim(), "rearview");
 
+    // Committed just before an immediate stop: it must survive the restart.
+    pg.psql(&a, "INSERT INTO t VALUES (100)").expect("write in a before the stop");
     pg.stop();
     assert!(refused(pg.port()), "port {} still accepts connections after stop", pg.port());
     let err = pg.psql(&a, "SELECT 1").expect_err("a stopped server answered");
@@ -62,7 +70,7 @@ fn start_databases_stop_restart_drop() {
 
     pg.restart();
     assert!(!refused(pg.port()), "nothing listens after restart");
-    assert_eq!(pg.psql(&a, "SELECT sum(v) FROM t").expect("query a after restart").trim(), "42");
+    assert_eq!(pg.psql(&a, "SELECT sum(v) FROM t").expect("query a after restart").trim(), "142");
     let c = database_name(&pg, &pg.create_database());
     assert!(c != a && c != b, "a database name was handed out twice");
 
@@ -72,8 +80,8 @@ fn start_databases_stop_restart_drop() {
 
 #[test]
 fn clusters_run_side_by_side() {
-    let one = Postgres::start().expect("start the first cluster");
-    let two = Postgres::start().expect("start the second cluster");
+    let one = start();
+    let two = start();
     assert_ne!(one.port(), two.port());
     assert_ne!(one.dir(), two.dir());
     let db = database_name(&one, &one.create_database());
