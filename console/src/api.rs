@@ -25,7 +25,8 @@
 //!   GET  /api/v1/devices                   admin, investigator
 //!   GET  /api/v1/audit                     admin, approver
 //! devices: see rearview_protocol
-//! GET /healthz                             no auth; "ok"
+//! GET /healthz                             no auth; 200 "ok", or 503 naming what is not
+//!                                          (the blob store: "bucket unreachable: …")
 //! ```
 //!
 //! The lists (clips, alerts, activity, devices, audit, approvals) come in pages:
@@ -44,6 +45,8 @@ pub mod stream;
 use std::sync::Arc;
 
 use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use rearview_protocol::{paths, PolicyMessage, MAX_MANIFEST_BYTES};
@@ -64,7 +67,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route(paths::CLIP, put(ingest::put_manifest).get(ingest::get_status))
         .layer(DefaultBodyLimit::max(MAX_MANIFEST_BYTES));
     Router::new()
-        .route("/healthz", get(|| async { "ok" }))
+        .route("/healthz", get(healthz))
         .route("/api/v1/people", post(people::create).get(people::list))
         .route("/api/v1/people/{id}/roles/{role}", post(roles::grant))
         .route("/api/v1/people/{id}/roles/{role}/confirm", post(roles::confirm))
@@ -93,6 +96,18 @@ pub fn router(state: Arc<AppState>) -> Router {
         .merge(segments)
         .merge(manifests)
         .with_state(state)
+}
+
+/// `GET /healthz`: 200 `ok` when the console can take uploads, else 503 (with Retry-After)
+/// and the reason as text.
+async fn healthz(State(state): State<Arc<AppState>>) -> Response {
+    match state.store.blobs().health().await {
+        Ok(()) => "ok".into_response(),
+        Err(why) => {
+            let retry = crate::error::RETRY_AFTER_SECS.to_string();
+            (StatusCode::SERVICE_UNAVAILABLE, [(header::RETRY_AFTER, retry)], why).into_response()
+        }
+    }
 }
 
 async fn current_policy(

@@ -6,7 +6,8 @@
 //!
 //! The console address comes from `--server URL`, else `$REARVIEW_CONSOLE`, else the
 //! `console.url` file that `serve` writes into its data directory (`--data DIR`). The token
-//! comes from `--token`, else `$REARVIEW_TOKEN`.
+//! comes from `--token`, else `$REARVIEW_TOKEN`. Where the sealed segments are (`serve` and
+//! `clip export`): `--blobs LOC`, else `$REARVIEW_BLOBS`, else `files` (see [`crate::blobs`]).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -74,6 +75,11 @@ pub enum Command {
         /// stored, counted and reported, not acted on.
         #[arg(long, default_value_t = crate::IngestLimits::default().indicator_triggers_per_minute)]
         indicator_triggers_per_minute: u32,
+        /// Where sealed segments are kept: `files` (DATA/blobs), `file:///DIR`, or
+        /// `s3://BUCKET[/PREFIX][?endpoint=URL&region=REGION]` with credentials from the AWS
+        /// variables (default: $REARVIEW_BLOBS, else files).
+        #[arg(long, value_name = "LOC")]
+        blobs: Option<String>,
     },
     /// Clips: list, wait for one, export one.
     #[command(subcommand)]
@@ -169,6 +175,10 @@ pub enum ClipCommand {
         /// An investigator's API token (default: $REARVIEW_TOKEN).
         #[arg(long)]
         token: Option<String>,
+        /// Where the console keeps sealed segments, as `serve --blobs` (default:
+        /// $REARVIEW_BLOBS, else files).
+        #[arg(long, value_name = "LOC")]
+        blobs: Option<String>,
     },
 }
 
@@ -321,6 +331,16 @@ impl Api {
     }
 }
 
+/// Where the sealed segments of the console in `data` are: `--blobs` (`arg`), else
+/// `$REARVIEW_BLOBS`, else `files`.
+pub fn blob_location(arg: Option<&str>, data: &Path) -> anyhow::Result<crate::blobs::BlobLocation> {
+    let text = match arg {
+        Some(text) => text.to_owned(),
+        None => std::env::var("REARVIEW_BLOBS").unwrap_or_else(|_| "files".into()),
+    };
+    Ok(crate::blobs::BlobLocation::parse(&text, data)?)
+}
+
 /// The file `serve` writes with its URL.
 pub fn url_file(data: &Path) -> PathBuf {
     data.join("console.url")
@@ -362,19 +382,25 @@ pub async fn run_api(command: Command) -> anyhow::Result<()> {
             let rows = store.read_now(|tx| tx.clip_summaries())?;
             Value::Array(rows)
         }
-        Command::Clip(ClipCommand::Export { id, data, out, evidence, open, token }) => {
+        Command::Clip(ClipCommand::Export { id, data, out, evidence, open, token, blobs }) => {
             let token = token.or_else(|| std::env::var("REARVIEW_TOKEN").ok());
+            let blobs = blob_location(blobs.as_deref(), &data)?;
             match (evidence, out) {
-                (Some(dir), _) => serde_json::to_value(crate::export::export_evidence(
+                (Some(dir), _) => serde_json::to_value(crate::export::export_evidence_with_blobs(
                     &data,
+                    &blobs,
                     token.as_deref(),
                     &id,
                     &dir,
                     open,
                 )?)?,
-                (None, Some(out)) => {
-                    serde_json::to_value(crate::export::export_clip(&data, token.as_deref(), &id, &out)?)?
-                }
+                (None, Some(out)) => serde_json::to_value(crate::export::export_clip_with_blobs(
+                    &data,
+                    &blobs,
+                    token.as_deref(),
+                    &id,
+                    &out,
+                )?)?,
                 (None, None) => bail!("say where the clip goes: --out DIR, or --evidence DIR"),
             }
         }

@@ -38,6 +38,7 @@ async fn main() -> anyhow::Result<()> {
             max_connections,
             max_uploads_per_device,
             indicator_triggers_per_minute,
+            blobs,
         } => {
             let ingest = IngestLimits {
                 uploads_per_device: max_uploads_per_device,
@@ -50,6 +51,7 @@ async fn main() -> anyhow::Result<()> {
                 idle_timeout: Duration::from_secs(idle_timeout),
                 max_connections,
                 ingest,
+                blobs: Some(cli::blob_location(blobs.as_deref(), &data)?),
                 ..ServerConfig::plain(data.clone(), listen)
             };
             let mut server = Server::start(config).await?;

@@ -16,6 +16,7 @@ use crate::api;
 use crate::api::ingest::{IngestLimits, IngestState};
 use crate::api::roles::{Granter, INIT};
 use crate::auth::Role;
+use crate::blobs::BlobLocation;
 use crate::error::ConsoleError;
 use crate::push::Hub;
 use crate::state::AppState;
@@ -124,6 +125,8 @@ pub struct ServerConfig {
     pub max_connections: usize,
     /// What one device may ask of the console at once.
     pub ingest: IngestLimits,
+    /// Where sealed segments are kept; `None`: files in the data directory (`DATA/blobs`).
+    pub blobs: Option<BlobLocation>,
 }
 
 impl ServerConfig {
@@ -144,6 +147,7 @@ impl ServerConfig {
             idle_timeout: Self::IDLE_TIMEOUT,
             max_connections: Self::MAX_CONNECTIONS,
             ingest: IngestLimits::default(),
+            blobs: None,
         }
     }
 
@@ -245,7 +249,13 @@ impl Server {
         }
         config.check()?;
         config.ingest.validate().map_err(ConsoleError::Config)?;
-        let store = Store::open(&config.data)?;
+        let store = match &config.blobs {
+            Some(blobs) => Store::open_with_blobs(&config.data, blobs)?,
+            None => Store::open(&config.data)?,
+        };
+        if let Err(why) = store.blobs().health().await {
+            tracing::warn!(%why, "blob store not usable at start: uploads answer 503 until it is");
+        }
         let tenant_id = store.read_now(|tx| tx.meta_get("tenant_id"))?.ok_or_else(|| {
             ConsoleError::Config(format!(
                 "{} holds no tenant: run 'rearview-console init --data {}' first",

@@ -1,4 +1,5 @@
-//! The console's metadata in one SQLite file (`DATA/console.db`, WAL), and the blob directory.
+//! The console's metadata in one SQLite file (`DATA/console.db`, WAL), and its blob store
+//! ([`crate::blobs`]: sealed segments in a directory or a bucket).
 //!
 //! All SQL of the console lives here, one module per subject ([`meta`], [`audit`], [`people`],
 //! [`approvals`], [`devices`], [`triggers`], [`clips`], [`evidence`]; `schema` holds the tables and the
@@ -77,7 +78,7 @@
 //! ```text
 //! DATA/                          0700   (made so on every open)
 //! DATA/console.db, -wal, -shm    0600   (SQLite gives WAL and SHM the database's mode)
-//! DATA/blobs/ and below          0700 directories, 0600 blobs
+//! DATA/blobs/ and below          0700 directories, 0600 blobs (see crate::blobs)
 //! ```
 //!
 //! whatever the umask of whoever runs the console (see [`crate::private`]).
@@ -93,24 +94,16 @@
 //!
 //! # Blobs
 //!
-//! ```text
-//! DATA/blobs/<device_id>/<sha256[0..2]>/<sha256>     sealed segment bytes, exactly as uploaded
-//! DATA/blobs/.incoming/<random>.part                 an upload in flight
-//! ```
-//!
-//! An upload is streamed into a file in `.incoming/` while it is hashed (never held in
-//! memory), fsynced, and renamed to its place only when its bytes hash to its name; only then
-//! is it recorded in `segments`. A crash leaves either nothing or a complete blob (a complete
-//! blob without a row is simply written again by the next upload of the same hash), plus at
-//! most some `.part` files, which `serve` removes when it starts.
-//! Segments are stored per device so one device can never learn, by the console answering
-//! "already have it", what another device uploaded.
+//! Their layout, publishing and failures are [`crate::blobs`]'s: the store holds the
+//! [`Blobs`] it was opened with ([`Store::blobs`]); a segment is recorded in `segments` only
+//! once its blob is published.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use rusqlite::{Connection, TransactionBehavior};
 
+use crate::blobs::{BlobLocation, Blobs};
 use crate::error::ConsoleError;
 use crate::private;
 
@@ -137,7 +130,7 @@ const READERS: usize = 4;
 /// "unavailable" (a retryable 503).
 const BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
-/// The metadata database and the blob directory. Cheap to clone: clones share the connections.
+/// The metadata database and the blob store. Cheap to clone: clones share the connections.
 #[derive(Clone)]
 pub struct Store {
     inner: Arc<Inner>,
@@ -149,7 +142,7 @@ struct Inner {
     readers: Mutex<Readers>,
     /// Signalled when a read connection is given back.
     reader_free: std::sync::Condvar,
-    blob_dir: PathBuf,
+    blobs: Blobs,
     /// The last time handed out by [`Store::event_ms`].
     last_event_ms: Mutex<i64>,
 }
@@ -181,6 +174,8 @@ struct Readers {
 /// and its children reach the connection inside.
 pub struct Tx<'c> {
     conn: &'c Connection,
+    /// The store's blobs, for the clip record (it names each segment's sealed header).
+    blobs: &'c Blobs,
 }
 
 /// A poisoned lock still guards a usable connection: SQLite statements are atomic, and an
@@ -203,6 +198,11 @@ impl Store {
     /// private to the console's user (see [`crate::private`]), also when an older version
     /// left them readable; brings the schema up to date (see "Migrations").
     pub fn open(data: &Path) -> Result<Store, ConsoleError> {
+        Store::open_with_blobs(data, &BlobLocation::Files(data.join("blobs")))
+    }
+
+    /// As [`Store::open`], with the blobs at `blobs` ([`Blobs::open`]: no network I/O here).
+    pub fn open_with_blobs(data: &Path, blobs: &BlobLocation) -> Result<Store, ConsoleError> {
         let io = ConsoleError::io;
         private::create_dir(data).map_err(|e| io(data, e))?;
         let db = data.join("console.db");
@@ -216,16 +216,15 @@ impl Store {
         let mut conn = connect(&db)?;
         conn.execute_batch(schema::SCHEMA)?;
         schema::migrate(&mut conn)?;
-        let last_event_ms = Tx { conn: &conn }.last_event_ms()?;
-        let blob_dir = data.join("blobs");
-        private::create_dir(&blob_dir).map_err(|e| io(&blob_dir, e))?;
+        let blobs = Blobs::open(blobs, data)?;
+        let last_event_ms = Tx { conn: &conn, blobs: &blobs }.last_event_ms()?;
         Ok(Store {
             inner: Arc::new(Inner {
                 db,
                 writer: Mutex::new(conn),
                 readers: Mutex::new(Readers::default()),
                 reader_free: std::sync::Condvar::new(),
-                blob_dir,
+                blobs,
                 last_event_ms: Mutex::new(last_event_ms),
             }),
         })
@@ -263,7 +262,7 @@ impl Store {
         let tx = conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(ConsoleError::from)?;
-        let out = f(&Tx { conn: &tx })?;
+        let out = f(&Tx { conn: &tx, blobs: &self.inner.blobs })?;
         tx.commit().map_err(ConsoleError::from)?;
         Ok(out)
     }
@@ -280,7 +279,7 @@ impl Store {
             );
         };
         let tx = conn.transaction().map_err(ConsoleError::from)?;
-        let out = f(&Tx { conn: &tx });
+        let out = f(&Tx { conn: &tx, blobs: &self.inner.blobs });
         // A read changes nothing; ending it releases the snapshot.
         drop(tx);
         out
@@ -322,14 +321,9 @@ impl Store {
         *last
     }
 
-    pub fn blob_path(&self, device_id: &str, sha256: &str) -> PathBuf {
-        blob_file(&self.inner.blob_dir, device_id, sha256)
-    }
-
-    /// Where uploads in flight are written (same file system as the blobs, so a rename
-    /// publishes one atomically).
-    pub fn incoming_dir(&self) -> PathBuf {
-        self.inner.blob_dir.join(".incoming")
+    /// Where the sealed segments are.
+    pub fn blobs(&self) -> &Blobs {
+        &self.inner.blobs
     }
 }
 
@@ -379,11 +373,6 @@ where
     tokio::task::spawn_blocking(f)
         .await
         .map_err(|source| ConsoleError::Task { what: "store call", source })?
-}
-
-/// Where segment `sha256` of `device_id` lies under `blob_dir` (see "Blobs").
-fn blob_file(blob_dir: &Path, device_id: &str, sha256: &str) -> PathBuf {
-    blob_dir.join(device_id).join(&sha256[..2]).join(sha256)
 }
 
 /// Wall-clock time, Unix milliseconds.

@@ -44,7 +44,6 @@
 //!                                    whatever adds them appends these, in its transaction
 //! ```
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use rearview_capture::seal::{SealedHeader, OVERHEAD};
@@ -298,11 +297,10 @@ impl Tx<'_> {
             params![device, sha256],
             |r| r.get(0),
         )?;
-        let path = super::blob_file(&self.data_dir()?.join("blobs"), device, sha256);
-        let mut head = Vec::with_capacity(OVERHEAD);
-        std::fs::File::open(&path)
-            .and_then(|f| f.take(OVERHEAD as u64).read_to_end(&mut head))
-            .map_err(|e| ConsoleError::io(&path, e))?;
+        let head = self.blobs.head_blocking(device, sha256, OVERHEAD)?.ok_or_else(|| {
+            let at = self.blobs.address(device, sha256);
+            ConsoleError::corrupt(format!("segment {sha256}"), format!("stored, but {at} is gone"))
+        })?;
         let chained = || {
             m.chain
                 .iter()
