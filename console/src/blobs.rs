@@ -141,9 +141,10 @@ impl BlobLocation {
         if s == "files" {
             return Ok(BlobLocation::Files(data.join("blobs")));
         }
+        let shown = redacted(s);
         let refuse = |why: &str| {
             ConsoleError::Config(format!(
-                "blob location {s:?}: {why}; give 'files', 'file:///ABSOLUTE/DIR' or \
+                "blob location {shown:?}: {why}; give 'files', 'file:///ABSOLUTE/DIR' or \
                  's3://BUCKET[/PREFIX][?endpoint=URL&region=REGION]'"
             ))
         };
@@ -173,7 +174,11 @@ impl BlobLocation {
                 }
                 let bucket = url.host_str().unwrap_or_default().to_owned();
                 check_bucket(&bucket).map_err(|why| refuse(&why))?;
-                let prefix = url.path().trim_matches('/').to_owned();
+                // From the text as written: the URL parser would resolve `a/../b` to `b`.
+                let written = s.split_once("://").map_or("", |(_, rest)| rest);
+                let written = written.split(['?', '#']).next().unwrap_or_default();
+                let prefix = written.split_once('/').map_or("", |(_, path)| path);
+                let prefix = prefix.trim_matches('/').to_owned();
                 check_prefix(&prefix).map_err(|why| refuse(&why))?;
                 let (mut endpoint, mut region) = (None, None);
                 for (key, value) in url.query_pairs() {
@@ -240,6 +245,27 @@ impl std::fmt::Display for BlobLocation {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(&self.to_url())
     }
+}
+
+/// `text` as a refusal may quote it: without a `user:password@` and without the `?options`
+/// (the reason names the option it refuses), so a secret typed into a location is not echoed
+/// into a log.
+fn redacted(text: &str) -> String {
+    let (head, query) = match text.split_once('?') {
+        Some((head, _)) => (head, "?…"),
+        None => (text, ""),
+    };
+    let head = match head.split_once("://") {
+        Some((scheme, rest)) => {
+            let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+            match authority.rsplit_once('@') {
+                Some((_, host)) => format!("{scheme}://…@{host}{path}"),
+                None => head.to_owned(),
+            }
+        }
+        None => head.to_owned(),
+    };
+    format!("{head}{query}")
 }
 
 /// S3's bucket naming rules (3–63 lowercase letters, digits, `.` and `-`, starting and ending
@@ -882,8 +908,8 @@ mod tests {
                 s3("ev-1.b", "p", Some("http://127.0.0.1:9000"), Some("eu-west-1")),
             ),
             (
-                "s3://ev/p?region=us-east-1&endpoint=https%3A%2F%2Fminio.corp%3A9000%2F",
-                s3("ev", "p", Some("https://minio.corp:9000/"), Some("us-east-1")),
+                "s3://evb/p?region=us-east-1&endpoint=https%3A%2F%2Fminio.corp%3A9000%2F",
+                s3("evb", "p", Some("https://minio.corp:9000/"), Some("us-east-1")),
             ),
         ];
         for (text, want) in cases {
@@ -897,15 +923,18 @@ mod tests {
     fn a_location_with_credentials_or_anything_unknown_is_refused_naming_why() {
         let data = Path::new("/srv/rv");
         let cases = [
-            ("s3://AKIA:secret@bucket/p", "credentials never go into a location"),
-            ("s3://bucket/p?endpoint=http://k:s@h:9000", "credentials never go into a location"),
-            ("s3://bucket/p?secret=x", "unknown option \"secret\""),
+            ("s3://AKIA:hunter2@bucket/p", "credentials never go into a location"),
+            ("s3://hunter2@bucket/p", "credentials never go into a location"),
+            ("s3://bucket/p?endpoint=http://k:hunter2@h:9000", "credentials never go into"),
+            ("s3://bucket/p?secret=hunter2", "unknown option \"secret\""),
             ("s3://bucket/p?region=a&region=b", "region given twice"),
             ("s3://Bucket/p", "is not a bucket name"),
             ("s3://ab/p", "is not a bucket name"),
             ("s3://bucket:9000/p", "has no port"),
             ("s3://bucket/a/../b", "prefix"),
             ("s3://bucket/a//b", "prefix"),
+            ("s3://bucket/a/%2e%2e/b", "prefix"),
+            ("s3://bucket/./b", "prefix"),
             ("s3://bucket/p?endpoint=ftp://h", "is not an http:// or https:// URL"),
             ("s3://bucket/p?region=US", "is not a region name"),
             ("file://host/dir", "not an absolute local path"),
@@ -916,7 +945,7 @@ mod tests {
         for (text, why) in cases {
             let err = BlobLocation::parse(text, data).unwrap_err().to_string();
             assert!(err.contains(why), "{text}: {err}");
-            assert!(!err.contains("secret@"), "{err}");
+            assert!(!err.contains("hunter2"), "a refusal quotes a secret: {err}");
         }
     }
 
