@@ -61,8 +61,10 @@
 //! [`ConsoleError::BlobsUnavailable`], which the API answers 503 with `Retry-After`: a device
 //! keeps the segment in its spool and sends it again later. Nothing waits unbounded: a connection
 //! gets [`CONNECT_TIMEOUT`], a request [`REQUEST_TIMEOUT`], quick failures are retried within
-//! [`RETRY_WINDOW`], and [`Blobs::health`] (`/healthz`) gives the bucket [`HEALTH_TIMEOUT`] to
-//! answer. Local failures are [`ConsoleError::Io`] (also a retryable 503).
+//! [`RETRY_WINDOW`], [`Blobs::health`] (`/healthz`) gives the bucket [`HEALTH_TIMEOUT`] to
+//! answer, and a segment's head (read when a clip completes, inside the store's write
+//! transaction, which other writes wait for) [`HEAD_TIMEOUT`]. Local failures are
+//! [`ConsoleError::Io`] (also a retryable 503).
 //!
 //! # Threads
 //!
@@ -103,6 +105,9 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 pub const RETRY_WINDOW: Duration = Duration::from_secs(10);
 /// How long `/healthz` waits for the bucket.
 pub const HEALTH_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long [`Blobs::head_blocking`] waits for the bucket: the clip record reads the heads
+/// inside the store's write transaction, which other writes wait for.
+pub const HEAD_TIMEOUT: Duration = Duration::from_secs(5);
 /// Blobs up to this size go up in one PUT (read into memory once); larger ones in parts.
 pub const SINGLE_PUT_MAX: u64 = 8 * 1024 * 1024;
 /// The part size of a multipart upload (S3 wants at least 5 MiB for every part but the last).
@@ -753,18 +758,27 @@ impl S3 {
     ) -> impl Future<Output = Result<Option<Vec<u8>>, ConsoleError>> + Send + 'static {
         let (store, key, url) = (self.store.clone(), self.key(device_id, sha256), self.url_of());
         async move {
-            let options = GetOptions::new().with_range(len.map(|n| 0..n as u64));
-            let got = match store.get_opts(&key, options).await {
-                Ok(got) => got.bytes().await,
-                Err(object_store::Error::NotFound { .. }) => return Ok(None),
-                // A range of an empty object is refused (416); it has no head to give.
-                Err(e) if len.is_some() => match store.head(&key).await {
-                    Ok(meta) if meta.size == 0 => return Ok(Some(Vec::new())),
-                    _ => Err(e),
-                },
-                Err(e) => Err(e),
+            let read = async {
+                let options = GetOptions::new().with_range(len.map(|n| 0..n as u64));
+                match store.get_opts(&key, options).await {
+                    Ok(got) => got.bytes().await.map(|b| Some(b.to_vec())),
+                    Err(object_store::Error::NotFound { .. }) => Ok(None),
+                    // A range of an empty object is refused (416); it has no head to give.
+                    Err(e) if len.is_some() => match store.head(&key).await {
+                        Ok(meta) if meta.size == 0 => Ok(Some(Vec::new())),
+                        _ => Err(e),
+                    },
+                    Err(e) => Err(e),
+                }
             };
-            got.map(|b| Some(b.to_vec())).map_err(|e| unavailable(url(&key), e))
+            let read = match len {
+                // A head is read inside the store's write transaction: keep that short.
+                Some(_) => tokio::time::timeout(HEAD_TIMEOUT, read).await.unwrap_or_else(|e| {
+                    Err(object_store::Error::Generic { store: "S3", source: Box::new(e) })
+                }),
+                None => read.await,
+            };
+            read.map_err(|e| unavailable(url(&key), e))
         }
     }
 }

@@ -336,6 +336,10 @@ async fn a_paused_server_fails_bounded_with_a_503_and_works_again() {
     let read = tokio::task::spawn_blocking(move || blocking.get_blocking(DEVICE, &k));
     let e = bounded("get_blocking", read).await.unwrap().unwrap_err();
     assert!(is_503(&e), "{e:?}");
+    let (blocking, k) = (b.blobs.clone(), kept.clone());
+    let read = tokio::task::spawn_blocking(move || blocking.head_blocking(DEVICE, &k, 64));
+    let e = bounded("head_blocking", read).await.unwrap().unwrap_err();
+    assert!(matches!(e, ConsoleError::BlobsUnavailable { .. }) && is_503(&e), "{e:?}");
     let why = bounded("health", b.blobs.health()).await.unwrap_err();
     assert!(why.starts_with("bucket unreachable: ") && why.contains(&bucket), "{why}");
 
