@@ -454,12 +454,12 @@ impl Blobs {
         let BlobLocation::S3 { bucket, prefix, endpoint, region } = loc else {
             return Err(ConsoleError::Config(format!("{loc} is not an S3 location")));
         };
-        let secs = |d: Duration| format!("{}ms", d.as_millis());
+        let millis = |d: Duration| format!("{}ms", d.as_millis());
         let client = AmazonS3ConfigKey::Client;
         let mut builder = builder
             .with_bucket_name(bucket)
-            .with_config(client(ClientConfigKey::ConnectTimeout), secs(CONNECT_TIMEOUT))
-            .with_config(client(ClientConfigKey::Timeout), secs(request_timeout))
+            .with_config(client(ClientConfigKey::ConnectTimeout), millis(CONNECT_TIMEOUT))
+            .with_config(client(ClientConfigKey::Timeout), millis(request_timeout))
             .with_retry(RetryConfig {
                 backoff: BackoffConfig {
                     init_backoff: Duration::from_millis(100),
