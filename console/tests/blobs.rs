@@ -1,9 +1,9 @@
 //! The blob store on both backends, against the real things: a temp directory, and a real
 //! S3-speaking server in its own process (`moto_server`, started by the test kit) reached over
-//! HTTP with signed requests. Put, get, exists and the exact layout; publishing again; a missing
-//! local file; names that could leave the layout; 20 MB through the multipart path; a paused
-//! server (every call fails, bounded, as a retryable 503, and works again once resumed); a
-//! bucket that does not exist.
+//! HTTP with signed requests. Put, get, exists and the exact layout; an empty blob; publishing
+//! again; a missing local file; names that could leave the layout; 20 MB through the multipart
+//! path; a paused server (every call fails, bounded, as a retryable 503, and works again once
+//! resumed); a bucket that does not exist.
 //!
 //! End to end: the console binary serving with its blobs in a bucket ingests a device's clip
 //! (the segments land in the bucket, nothing in DATA), answers an upload 503 with Retry-After
@@ -235,6 +235,20 @@ async fn publishing_the_same_bytes_again_is_harmless() {
                 assert_eq!(std::fs::read_dir(dir).unwrap().count(), 1);
             }
         }
+    }
+}
+
+/// An empty blob (nothing to range over: S3 refuses a range of it) is stored, read back and
+/// has an empty head.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_empty_blob_reads_back_empty_whole_and_by_its_head() {
+    for b in [files(), s3("empty", "p")] {
+        let (sha, bytes) = blob(0);
+        put(&b.blobs, &sha, &bytes).await.unwrap();
+        assert_eq!(b.blobs.get(DEVICE, &sha).await.unwrap(), Some(Vec::new()));
+        let blocking = b.blobs.clone();
+        let head = tokio::task::spawn_blocking(move || blocking.head_blocking(DEVICE, &sha, 64));
+        assert_eq!(head.await.unwrap().unwrap(), Some(Vec::new()));
     }
 }
 
