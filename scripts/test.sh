@@ -1,7 +1,16 @@
 #!/usr/bin/env bash
 # The test command of README.md: installs what the tests need, then runs every test of the
-# workspace. Tests that need a display start their own Xvfb; nothing has to be started by hand.
+# workspace (on the default backends: SQLite and files), then the console's whole suite again on
+# PostgreSQL and an S3 bucket. Tests that need a display, a PostgreSQL cluster or an S3 server
+# start their own (Xvfb, the test kit's private cluster, moto_server); nothing has to be started
+# by hand.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup-debian.sh
 cargo test --workspace --all-targets "$@"
+# The same console tests on the fleet backends (console/tests/support/backend.rs): a database
+# of a private PostgreSQL cluster and a bucket of moto_server per console; the bucket takes any
+# credentials, these are the ones the S3 client signs with.
+REARVIEW_TEST_STORE=postgres REARVIEW_TEST_BLOBS=s3 \
+  AWS_ACCESS_KEY_ID=rearview-test AWS_SECRET_ACCESS_KEY=rearview-test AWS_REGION=us-east-1 \
+  cargo test -p rearview-console --all-targets "$@"

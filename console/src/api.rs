@@ -25,11 +25,13 @@
 //!   GET  /api/v1/devices                   admin, investigator
 //!   GET  /api/v1/audit                     admin, approver
 //! devices: see rearview_protocol
-//! GET /healthz                             no auth; "ok", or 503 with the reason
+//! GET /healthz                             no auth; 200 "ok", or 503 naming what is not
+//!                                          ("database unreachable: …", "bucket unreachable: …")
 //! ```
 //!
 //! `/healthz` is for load balancers and probes: it trusts nothing and tells nothing but
-//! whether this replica can serve (the database answers within [`HEALTH_WITHIN`]); a 503
+//! whether this replica can serve (the database and the blob store answer within
+//! [`HEALTH_WITHIN`]); a 503
 //! names what is unreachable, so a balancer takes the replica out and an operator sees why.
 //!
 //! The lists (clips, alerts, activity, devices, audit, approvals) come in pages:
@@ -48,6 +50,8 @@ pub mod stream;
 use std::sync::Arc;
 
 use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use rearview_protocol::{paths, PolicyMessage, MAX_MANIFEST_BYTES};
@@ -107,20 +111,26 @@ async fn current_policy(
     policy::bundle_for(&state).await.map(Json)
 }
 
-/// How long `/healthz` waits for the database before answering 503.
+/// How long `/healthz` waits for the database, and for the blob store, before answering 503.
 pub const HEALTH_WITHIN: std::time::Duration = std::time::Duration::from_secs(3);
 
-/// `GET /healthz`: "ok", or 503 naming what this replica cannot reach. No authentication.
-async fn healthz(
-    axum::extract::State(state): axum::extract::State<std::sync::Arc<AppState>>,
-) -> axum::response::Response {
-    use axum::response::IntoResponse;
-    let unhealthy = |why: String| {
-        (axum::http::StatusCode::SERVICE_UNAVAILABLE, format!("unhealthy: {why}\n")).into_response()
+/// `GET /healthz`: 200 `ok` when this replica can serve (the database answers, the blob store
+/// takes uploads), else 503 with Retry-After and the reason as text.
+async fn healthz(State(state): State<Arc<AppState>>) -> Response {
+    let database = async {
+        match tokio::time::timeout(HEALTH_WITHIN, state.store.check()).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(format!("database unreachable: {e}")),
+            Err(_) => Err(format!("database unreachable: no answer within {HEALTH_WITHIN:?}")),
+        }
     };
-    match tokio::time::timeout(HEALTH_WITHIN, state.store.check()).await {
-        Ok(Ok(())) => "ok".into_response(),
-        Ok(Err(e)) => unhealthy(format!("database unreachable: {e}")),
-        Err(_) => unhealthy(format!("database unreachable: no answer within {HEALTH_WITHIN:?}")),
+    let blobs = state.store.blobs().health();
+    let (database, blobs) = tokio::join!(database, blobs);
+    let why: Vec<String> = [database.err(), blobs.err()].into_iter().flatten().collect();
+    if why.is_empty() {
+        return "ok".into_response();
     }
+    let retry = crate::error::RETRY_AFTER_SECS.to_string();
+    let text = format!("unhealthy: {}\n", why.join("; "));
+    (StatusCode::SERVICE_UNAVAILABLE, [(header::RETRY_AFTER, retry)], text).into_response()
 }

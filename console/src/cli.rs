@@ -6,7 +6,9 @@
 //!
 //! The console address comes from `--server URL`, else `$REARVIEW_CONSOLE`, else the
 //! `console.url` file that `serve` writes into its data directory (`--data DIR`). The token
-//! comes from `--token`, else `$REARVIEW_TOKEN`.
+//! comes from `--token`, else `$REARVIEW_TOKEN`. Where the sealed segments are (`serve` and
+//! `clip export`): `--blobs LOC` (or `$REARVIEW_BLOBS`), else where `init --blobs` recorded
+//! them in `DATA/backends.json`, else `files` (see [`crate::blobs`]).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -46,6 +48,11 @@ pub enum Command {
         /// DATA/backends.json, so every later command on DATA opens it.
         #[arg(long, env = "REARVIEW_DATABASE", default_value = "sqlite", value_parser = parse_database)]
         database: crate::store::Database,
+        /// Where sealed segments are kept: `files` (DATA/blobs), `file:///DIR`, or
+        /// `s3://BUCKET[/PREFIX][?endpoint=URL&region=REGION]` with credentials from the AWS
+        /// variables. Recorded in DATA/backends.json as the database is.
+        #[arg(long, env = "REARVIEW_BLOBS", value_name = "LOC", default_value = "files")]
+        blobs: String,
     },
     /// Bring the database of DATA to this console's schema version (serve does it too, at
     /// start), and print the version; refuses a database newer than this console knows.
@@ -92,6 +99,11 @@ pub enum Command {
         /// stored, counted and reported, not acted on.
         #[arg(long, default_value_t = crate::IngestLimits::default().indicator_triggers_per_minute)]
         indicator_triggers_per_minute: u32,
+        /// Where sealed segments are kept: `files` (DATA/blobs), `file:///DIR`, or
+        /// `s3://BUCKET[/PREFIX][?endpoint=URL&region=REGION]` with credentials from the AWS
+        /// variables (default: where DATA records them, else files).
+        #[arg(long, env = "REARVIEW_BLOBS", value_name = "LOC")]
+        blobs: Option<String>,
     },
     /// Clips: list, wait for one, export one.
     #[command(subcommand)]
@@ -187,6 +199,10 @@ pub enum ClipCommand {
         /// An investigator's API token (default: $REARVIEW_TOKEN).
         #[arg(long)]
         token: Option<String>,
+        /// Where the console keeps sealed segments, as `serve --blobs` (default: where DATA
+        /// records them, else files).
+        #[arg(long, env = "REARVIEW_BLOBS", value_name = "LOC")]
+        blobs: Option<String>,
     },
 }
 
@@ -339,6 +355,15 @@ impl Api {
     }
 }
 
+/// Where the sealed segments of the console in `data` are: `--blobs` (`arg`, or
+/// `$REARVIEW_BLOBS`), else where `data` records them (`init --blobs`), else files.
+pub fn blob_location(arg: Option<&str>, data: &Path) -> anyhow::Result<crate::blobs::BlobLocation> {
+    Ok(match arg {
+        Some(text) => crate::blobs::BlobLocation::parse(text, data)?,
+        None => crate::store::recorded_blobs(data)?,
+    })
+}
+
 /// The file `serve` writes with its URL.
 pub fn url_file(data: &Path) -> PathBuf {
     data.join("console.url")
@@ -386,19 +411,25 @@ pub async fn run_api(command: Command) -> anyhow::Result<()> {
             let rows = store.read_now(|tx| tx.clip_summaries())?;
             Value::Array(rows)
         }
-        Command::Clip(ClipCommand::Export { id, data, out, evidence, open, token }) => {
+        Command::Clip(ClipCommand::Export { id, data, out, evidence, open, token, blobs }) => {
             let token = token.or_else(|| std::env::var("REARVIEW_TOKEN").ok());
+            let blobs = blob_location(blobs.as_deref(), &data)?;
             match (evidence, out) {
-                (Some(dir), _) => serde_json::to_value(crate::export::export_evidence(
+                (Some(dir), _) => serde_json::to_value(crate::export::export_evidence_with_blobs(
                     &data,
+                    &blobs,
                     token.as_deref(),
                     &id,
                     &dir,
                     open,
                 )?)?,
-                (None, Some(out)) => {
-                    serde_json::to_value(crate::export::export_clip(&data, token.as_deref(), &id, &out)?)?
-                }
+                (None, Some(out)) => serde_json::to_value(crate::export::export_clip_with_blobs(
+                    &data,
+                    &blobs,
+                    token.as_deref(),
+                    &id,
+                    &out,
+                )?)?,
                 (None, None) => bail!("say where the clip goes: --out DIR, or --evidence DIR"),
             }
         }

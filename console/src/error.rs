@@ -13,6 +13,8 @@
 //! Unavailable (busy, locked, full,     503    yes (Retry-After): the database will take
 //!   read-only, I/O, cannot open)              the same request later
 //! Io { .. }, Task(..) cancelled       503    yes
+//! BlobsUnavailable { .. } (the bucket  503    yes (Retry-After): a device keeps the segment
+//!   unreachable, timed out, refused)          in its spool and sends it again
 //! Task(..) that panicked               500    no: the same request panics again
 //! Database, Corrupt, Keys, Config,     500    no: a bug or a damaged store; the log says which
 //!   Signing
@@ -98,6 +100,15 @@ pub enum ConsoleError {
         #[source]
         source: std::io::Error,
     },
+    /// The blob store (an S3-compatible bucket) did not do what was asked on `what` (an
+    /// `s3://` URL): unreachable, timed out, refused, missing. The same request may succeed
+    /// later; see [`crate::blobs`].
+    #[error("blob store unavailable, try again: {what}: {source}")]
+    BlobsUnavailable {
+        what: String,
+        #[source]
+        source: object_store::Error,
+    },
     /// A blocking task (store call, blob writer, server) panicked or was cancelled.
     #[error("{what}: {source}")]
     Task {
@@ -120,8 +131,12 @@ pub enum ConsoleError {
 impl ConsoleError {
     /// Whether trying the same thing again may work (a busy database, a full disk freed).
     pub fn is_retryable(&self) -> bool {
-        matches!(self, ConsoleError::Unavailable(_) | ConsoleError::Io { .. })
-            || matches!(self, ConsoleError::Task { source, .. } if !source.is_panic())
+        matches!(
+            self,
+            ConsoleError::Unavailable(_)
+                | ConsoleError::Io { .. }
+                | ConsoleError::BlobsUnavailable { .. }
+        ) || matches!(self, ConsoleError::Task { source, .. } if !source.is_panic())
     }
 
     /// An I/O failure on the file or directory `path`.

@@ -49,6 +49,7 @@ use rearview_capture::segment::Segment;
 use rearview_protocol::ClipManifest;
 
 use crate::auth::{person_by_token, Person, Role};
+use crate::blobs::BlobLocation;
 use crate::error::ConsoleError;
 use crate::private;
 use crate::store::Store;
@@ -56,7 +57,7 @@ use crate::tenant::load_sealing_key;
 
 mod evidence;
 
-pub use evidence::{export_evidence, EvidenceSummary};
+pub use evidence::{export_evidence, export_evidence_with_blobs, EvidenceSummary};
 
 /// What an export wrote.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -108,14 +109,27 @@ fn investigator(store: &Store, token: Option<&str>) -> Result<Person, ConsoleErr
 }
 
 /// Exports clip `clip_id` of the tenant in `data` to `out` (created; must be empty if present)
-/// as the investigator whose API token is `token`; audited (see the module docs).
+/// as the investigator whose API token is `token`; audited (see the module docs). The blobs are
+/// in `data` ([`export_clip_with_blobs`] for elsewhere).
 pub fn export_clip(
     data: &Path,
     token: Option<&str>,
     clip_id: &str,
     out: &Path,
 ) -> Result<ExportSummary, ConsoleError> {
-    let store = Store::open(data)?;
+    export_clip_with_blobs(data, &BlobLocation::Files(data.join("blobs")), token, clip_id, out)
+}
+
+/// [`export_clip`] with the segments read from `blobs` (`clip export --blobs`). Blocking: the
+/// blob store's reads wait on this thread (see `crate::blobs`, "Threads").
+pub fn export_clip_with_blobs(
+    data: &Path,
+    blobs: &BlobLocation,
+    token: Option<&str>,
+    clip_id: &str,
+    out: &Path,
+) -> Result<ExportSummary, ConsoleError> {
+    let store = Store::open_with_blobs(data, blobs)?;
     let person = investigator(&store, token)?;
     let tenant = store
         .read_now(|tx| tx.meta_get("tenant_id"))?
@@ -203,14 +217,9 @@ impl Opened<'_> {
         let mut events = Vec::new();
         let mut segments = 0;
         for seg in &manifest.segments {
-            let path = self.store.blob_path(self.device, &seg.sha256);
-            let sealed = match std::fs::read(&path) {
-                Ok(b) => b,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                    tracing::warn!(segment = ?seg.sha256, "segment not uploaded (yet); skipped");
-                    continue;
-                }
-                Err(e) => return Err(io(&path)(e)),
+            let Some(sealed) = self.store.blobs().get_blocking(self.device, &seg.sha256)? else {
+                tracing::warn!(segment = ?seg.sha256, "segment not uploaded (yet); skipped");
+                continue;
             };
             let plain = open_sealed(self.key, self.tenant, self.device, &sealed)?;
             let segment = Segment::parse(&plain)

@@ -2,7 +2,7 @@
 //! triggers, clip ingest and review — and the command line that drives it.
 //!
 //! Everything lives in one data directory: `console.db` (SQLite), `blobs/` (sealed segments
-//! exactly as uploaded, see [`store`]) and `keys/` (see [`tenant`]). The server never opens a
+//! exactly as uploaded, see [`blobs`]; or a bucket) and `keys/` (see [`tenant`]). The server never opens a
 //! segment; `clip export` does, on the console host, with the tenant's private key.
 //!
 //! # Layout
@@ -17,7 +17,9 @@
 //!   and triggers, segments streamed to disk), [`api::clips`] (clip review), [`api::devices`]
 //!   (health, activity/indicators), [`api::page`] (how every list is paged).
 //! * [`policy`]: the signed bundle, triggers and indicator rules.
-//! * [`store`]: the database and blob layout, and all of the console's SQL, one module per
+//! * [`blobs`]: where sealed segments live, a directory or an S3-compatible bucket, and how
+//!   one is published whole or not at all.
+//! * [`store`]: the database, and all of the console's SQL, one module per
 //!   subject; handlers pass it closures it runs on the blocking pool, one transaction each (a
 //!   change and its audit line commit together). [`error`]: what fails, and which HTTP answer
 //!   and retry advice each failure gets.
@@ -39,6 +41,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod blobs;
 pub mod cli;
 pub mod client;
 pub mod error;
@@ -55,6 +58,6 @@ pub mod tenant;
 pub use api::ingest::IngestLimits;
 pub use error::ConsoleError;
 pub use server::{
-    init, init_on, init_with_approver, InitOutput, Server, ServerConfig, ServerHandle,
+    init, init_on, init_with_approver, Backends, InitOutput, Server, ServerConfig, ServerHandle,
 };
 pub use store::Database;

@@ -17,15 +17,18 @@ async fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     match Cli::parse().command {
-        Command::Init { data, tenant, admin, approver, database } => {
+        Command::Init { data, tenant, admin, approver, database, blobs } => {
+            let blobs = rearview_console::blobs::BlobLocation::parse(&blobs, &data)?;
+            let backends = rearview_console::Backends { database, blobs };
             // On a thread of its own: PostgreSQL's driver blocks, and this is a runtime's.
-            let (dir, db) = (data.clone(), database.clone());
+            let (dir, chosen) = (data.clone(), backends.clone());
             let out = tokio::task::spawn_blocking(move || {
-                rearview_console::init_on(&dir, &db, &tenant, &admin, &approver)
+                rearview_console::init_on(&dir, &chosen, &tenant, &admin, &approver)
             })
             .await??;
             println!("tenant {} created in {}", out.tenant_id, data.display());
-            println!("database {}", database.shown());
+            println!("database {}", backends.database.shown());
+            println!("blobs {}", backends.blobs.to_url());
             println!("signing key id {}", out.signing_key_id);
             println!("sealing public key {}", out.sealing_public_key);
             println!("tokens below are shown once: give each only to its person, keep it secret");
@@ -39,7 +42,8 @@ async fn main() -> anyhow::Result<()> {
                     Some(db) => db,
                     None => rearview_console::Database::recorded(&data)?,
                 };
-                let store = rearview_console::store::Store::open_with(&data, &db)?;
+                let blobs = rearview_console::store::recorded_blobs(&data)?;
+                let store = rearview_console::store::Store::open_with(&data, &db, &blobs)?;
                 Ok::<_, rearview_console::ConsoleError>((db.shown(), store.schema_version()?))
             })
             .await??;
@@ -58,6 +62,7 @@ async fn main() -> anyhow::Result<()> {
             max_connections,
             max_uploads_per_device,
             indicator_triggers_per_minute,
+            blobs,
         } => {
             let ingest = IngestLimits {
                 uploads_per_device: max_uploads_per_device,
@@ -71,6 +76,7 @@ async fn main() -> anyhow::Result<()> {
                 max_connections,
                 ingest,
                 database,
+                blobs: Some(cli::blob_location(blobs.as_deref(), &data)?),
                 ..ServerConfig::plain(data.clone(), listen)
             };
             let mut server = Server::start(config).await?;

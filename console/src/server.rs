@@ -16,6 +16,7 @@ use crate::api;
 use crate::api::ingest::{IngestLimits, IngestState};
 use crate::api::roles::{Granter, INIT};
 use crate::auth::Role;
+use crate::blobs::BlobLocation;
 use crate::error::ConsoleError;
 use crate::push::Hub;
 use crate::state::AppState;
@@ -55,16 +56,31 @@ pub fn init_with_approver(
     admin_name: &str,
     approver_name: &str,
 ) -> Result<InitOutput, ConsoleError> {
-    init_on(data, &Database::Sqlite, tenant_id, admin_name, approver_name)
+    let backends = Backends::defaults(data);
+    init_on(data, &backends, tenant_id, admin_name, approver_name)
 }
 
-/// [`init_with_approver`] with the metadata in `database`, which is recorded in `data`
-/// (`DATA/backends.json`) so that every later command on `data` opens it. A database that
-/// holds a tenant already is refused, as a directory that does. On PostgreSQL, call it from a
-/// thread that is not driving async tasks (the driver blocks).
+/// Where a tenant's metadata and sealed segments are kept.
+#[derive(Debug, Clone)]
+pub struct Backends {
+    pub database: Database,
+    pub blobs: BlobLocation,
+}
+
+impl Backends {
+    /// SQLite in `DATA/console.db`, files in `DATA/blobs`.
+    pub fn defaults(data: &Path) -> Backends {
+        Backends { database: Database::Sqlite, blobs: BlobLocation::Files(data.join("blobs")) }
+    }
+}
+
+/// [`init_with_approver`] on `backends`, which are recorded in `data` (`DATA/backends.json`)
+/// so that every later command on `data` opens them. A database that holds a tenant already is
+/// refused, as a directory that does. Callable from anywhere (on PostgreSQL it connects on a
+/// thread of its own when called inside an async runtime).
 pub fn init_on(
     data: &Path,
-    database: &Database,
+    backends: &Backends,
     tenant_id: &str,
     admin_name: &str,
     approver_name: &str,
@@ -83,7 +99,8 @@ pub fn init_on(
             data.display()
         )));
     }
-    let store = Store::open_with(data, database)?;
+    let database = &backends.database;
+    let store = Store::open_with(data, database, &backends.blobs)?;
     if let Some(held) = store.read_now(|tx| tx.meta_get("tenant_id"))? {
         return Err(ConsoleError::Config(format!(
             "the database {} already holds tenant {held:?}; give another database, or copy the \
@@ -91,9 +108,7 @@ pub fn init_on(
             database.shown()
         )));
     }
-    if *database != Database::Sqlite {
-        database.record(data)?;
-    }
+    crate::store::record_backends(data, database, &backends.blobs)?;
     let tenant = Tenant::create(data, tenant_id)?;
     let granter = Granter { name: INIT, actor: INIT, confirms: true };
     let person = |tx: &Tx<'_>, name: &str, role: Role| {
@@ -152,6 +167,9 @@ pub struct ServerConfig {
     /// Where the metadata is; `None`: as the data directory records it (`init` wrote it),
     /// else SQLite in the data directory.
     pub database: Option<Database>,
+    /// Where sealed segments are kept; `None`: as the data directory records it, else files
+    /// in the data directory (`DATA/blobs`).
+    pub blobs: Option<BlobLocation>,
 }
 
 impl ServerConfig {
@@ -173,6 +191,7 @@ impl ServerConfig {
             max_connections: Self::MAX_CONNECTIONS,
             ingest: IngestLimits::default(),
             database: None,
+            blobs: None,
         }
     }
 
@@ -289,13 +308,24 @@ impl Server {
         }
         config.check()?;
         config.ingest.validate().map_err(ConsoleError::Config)?;
-        let (data, database) = (config.data.clone(), config.database.clone());
-        let store = tokio::task::spawn_blocking(move || match database {
-            Some(db) => Store::open_with(&data, &db),
-            None => Store::open(&data),
+        let (data, database, blobs) =
+            (config.data.clone(), config.database.clone(), config.blobs.clone());
+        let store = tokio::task::spawn_blocking(move || {
+            let database = match database {
+                Some(db) => db,
+                None => Database::recorded(&data)?,
+            };
+            let blobs = match blobs {
+                Some(b) => b,
+                None => crate::store::recorded_blobs(&data)?,
+            };
+            Store::open_with(&data, &database, &blobs)
         })
         .await
         .map_err(|e| ConsoleError::Task { what: "opening the store", source: e })??;
+        if let Err(why) = store.blobs().health().await {
+            tracing::warn!(%why, "blob store not usable at start: uploads answer 503 until it is");
+        }
         let tenant_id = store.read(|tx| tx.meta_get("tenant_id")).await?.ok_or_else(|| {
             ConsoleError::Config(format!(
                 "{} holds no tenant: run 'rearview-console init --data {}' first",

@@ -1,4 +1,5 @@
-//! The console's metadata in one SQLite file (`DATA/console.db`, WAL), and the blob directory.
+//! The console's metadata in one SQLite file (`DATA/console.db`, WAL), and its blob store
+//! ([`crate::blobs`]: sealed segments in a directory or a bucket).
 //!
 //! All SQL of the console lives here, one module per subject ([`meta`], [`audit`], [`people`],
 //! [`approvals`], [`devices`], [`triggers`], [`clips`], [`evidence`]; `schema` holds the tables and the
@@ -77,7 +78,7 @@
 //! ```text
 //! DATA/                          0700   (made so on every open)
 //! DATA/console.db, -wal, -shm    0600   (SQLite gives WAL and SHM the database's mode)
-//! DATA/blobs/ and below          0700 directories, 0600 blobs
+//! DATA/blobs/ and below          0700 directories, 0600 blobs (see crate::blobs)
 //! ```
 //!
 //! whatever the umask of whoever runs the console (see [`crate::private`]).
@@ -93,18 +94,9 @@
 //!
 //! # Blobs
 //!
-//! ```text
-//! DATA/blobs/<device_id>/<sha256[0..2]>/<sha256>     sealed segment bytes, exactly as uploaded
-//! DATA/blobs/.incoming/<random>.part                 an upload in flight
-//! ```
-//!
-//! An upload is streamed into a file in `.incoming/` while it is hashed (never held in
-//! memory), fsynced, and renamed to its place only when its bytes hash to its name; only then
-//! is it recorded in `segments`. A crash leaves either nothing or a complete blob (a complete
-//! blob without a row is simply written again by the next upload of the same hash), plus at
-//! most some `.part` files, which `serve` removes when it starts.
-//! Segments are stored per device so one device can never learn, by the console answering
-//! "already have it", what another device uploaded.
+//! Their layout, publishing and failures are [`crate::blobs`]'s: the store holds the
+//! [`Blobs`] it was opened with ([`Store::blobs`]); a segment is recorded in `segments` only
+//! once its blob is published.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -114,6 +106,7 @@ use std::time::Duration;
 
 use rusqlite::{Connection, TransactionBehavior};
 
+use crate::blobs::{BlobLocation, Blobs};
 use crate::error::ConsoleError;
 use crate::private;
 
@@ -170,6 +163,50 @@ pub enum Database {
 struct BackendsFile {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     database: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    blobs: Option<String>,
+}
+
+fn read_backends(data: &Path) -> Result<BackendsFile, ConsoleError> {
+    let path = data.join("backends.json");
+    match std::fs::read(&path) {
+        Ok(bytes) => serde_json::from_slice(&bytes)
+            .map_err(|e| ConsoleError::corrupt(path.display().to_string(), e)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(BackendsFile::default()),
+        Err(e) => Err(ConsoleError::io(&path, e)),
+    }
+}
+
+/// Records where the metadata and the blobs of `data` are (`DATA/backends.json`, 0600: a URL
+/// may hold a password), so that every later command on `data` opens them; nothing is written
+/// when both are the defaults.
+pub fn record_backends(
+    data: &Path,
+    database: &Database,
+    blobs: &BlobLocation,
+) -> Result<(), ConsoleError> {
+    let file = BackendsFile {
+        database: match database {
+            Database::Sqlite => None,
+            Database::Postgres(url) => Some(url.clone()),
+        },
+        blobs: (*blobs != BlobLocation::Files(data.join("blobs"))).then(|| blobs.to_url()),
+    };
+    if file.database.is_none() && file.blobs.is_none() {
+        return Ok(());
+    }
+    let path = data.join("backends.json");
+    let bytes = serde_json::to_vec_pretty(&file)
+        .map_err(|e| ConsoleError::Config(format!("backends.json: {e}")))?;
+    private::write_file(&path, &bytes).map_err(|e| ConsoleError::io(&path, e))
+}
+
+/// Where `data` records its blobs (`DATA/backends.json`), else files in `DATA/blobs`.
+pub fn recorded_blobs(data: &Path) -> Result<BlobLocation, ConsoleError> {
+    match read_backends(data)?.blobs {
+        Some(text) => BlobLocation::parse(&text, data),
+        None => Ok(BlobLocation::Files(data.join("blobs"))),
+    }
 }
 
 impl Database {
@@ -191,31 +228,7 @@ impl Database {
 
     /// The database `data` records (`DATA/backends.json`), else SQLite.
     pub fn recorded(data: &Path) -> Result<Database, ConsoleError> {
-        let path = data.join("backends.json");
-        match std::fs::read(&path) {
-            Ok(bytes) => {
-                let file: BackendsFile = serde_json::from_slice(&bytes)
-                    .map_err(|e| ConsoleError::corrupt(path.display().to_string(), e))?;
-                file.database.as_deref().map_or(Ok(Database::Sqlite), Database::parse)
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Database::Sqlite),
-            Err(e) => Err(ConsoleError::io(&path, e)),
-        }
-    }
-
-    /// Records this database in `data` (`DATA/backends.json`, 0600: a URL may hold a password),
-    /// so every later command on `data` opens it.
-    pub fn record(&self, data: &Path) -> Result<(), ConsoleError> {
-        let path = data.join("backends.json");
-        let file = BackendsFile {
-            database: match self {
-                Database::Sqlite => None,
-                Database::Postgres(url) => Some(url.clone()),
-            },
-        };
-        let bytes = serde_json::to_vec_pretty(&file)
-            .map_err(|e| ConsoleError::Config(format!("backends.json: {e}")))?;
-        private::write_file(&path, &bytes).map_err(|e| ConsoleError::io(&path, e))
+        read_backends(data)?.database.as_deref().map_or(Ok(Database::Sqlite), Database::parse)
     }
 
     /// The database as it may be shown (a password in the URL is replaced by `***`).
@@ -262,7 +275,7 @@ fn pg_config(url: &str) -> Result<postgres::Config, ConsoleError> {
     Ok(config)
 }
 
-/// The metadata database and the blob directory. Cheap to clone: clones share the connections.
+/// The metadata database and the blob store. Cheap to clone: clones share the connections.
 #[derive(Clone)]
 pub struct Store {
     inner: Arc<Inner>,
@@ -271,7 +284,7 @@ pub struct Store {
 struct Inner {
     data: PathBuf,
     db: Db,
-    blob_dir: PathBuf,
+    blobs: Blobs,
 }
 
 enum Db {
@@ -456,37 +469,53 @@ fn connect(db: &Path) -> Result<Connection, ConsoleError> {
 }
 
 impl Store {
-    /// Opens the store of the data directory `data` on the database it records
-    /// (`DATA/backends.json`, else SQLite in `DATA/console.db`); see [`Store::open_with`].
+    /// Opens the store of the data directory `data` on the database and blobs it records
+    /// (`DATA/backends.json`, else SQLite in `DATA/console.db` and files in `DATA/blobs`); see
+    /// [`Store::open_with`].
     pub fn open(data: &Path) -> Result<Store, ConsoleError> {
-        Store::open_with(data, &Database::recorded(data)?)
+        Store::open_with(data, &Database::recorded(data)?, &recorded_blobs(data)?)
+    }
+
+    /// As [`Store::open`], with the blobs at `blobs` instead of where `data` records them.
+    pub fn open_with_blobs(data: &Path, blobs: &BlobLocation) -> Result<Store, ConsoleError> {
+        Store::open_with(data, &Database::recorded(data)?, blobs)
     }
 
     /// Opens (creating if needed) the data directory `data`, the metadata in `database` and the
-    /// blob directory, all of them private to the console's user (see [`crate::private`]),
-    /// also when an older version left them readable; brings the schema up to date (see
-    /// "Migrations"), and refuses a schema newer than this console knows.
-    pub fn open_with(data: &Path, database: &Database) -> Result<Store, ConsoleError> {
+    /// blobs at `blobs` ([`Blobs::open`]: no network I/O), all local files private to the
+    /// console's user (see [`crate::private`]), also when an older version left them readable;
+    /// brings the schema up to date (see "Migrations"), and refuses a schema newer than this
+    /// console knows.
+    pub fn open_with(
+        data: &Path,
+        database: &Database,
+        blobs: &BlobLocation,
+    ) -> Result<Store, ConsoleError> {
         if matches!(database, Database::Postgres(_))
             && tokio::runtime::Handle::try_current().is_ok()
         {
             // PostgreSQL's driver cannot block a runtime's thread: connect on one of our own.
-            return std::thread::scope(|s| s.spawn(|| Store::open_here(data, database)).join())
-                .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+            return std::thread::scope(|s| {
+                s.spawn(|| Store::open_here(data, database, blobs)).join()
+            })
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
         }
-        Store::open_here(data, database)
+        Store::open_here(data, database, blobs)
     }
 
-    fn open_here(data: &Path, database: &Database) -> Result<Store, ConsoleError> {
+    fn open_here(
+        data: &Path,
+        database: &Database,
+        blobs: &BlobLocation,
+    ) -> Result<Store, ConsoleError> {
         let io = ConsoleError::io;
         private::create_dir(data).map_err(|e| io(data, e))?;
         let db = match database {
             Database::Sqlite => Db::Sqlite(open_sqlite(data)?),
             Database::Postgres(url) => Db::Postgres(open_postgres(url)?),
         };
-        let blob_dir = data.join("blobs");
-        private::create_dir(&blob_dir).map_err(|e| io(&blob_dir, e))?;
-        Ok(Store { inner: Arc::new(Inner { data: data.to_path_buf(), db, blob_dir }) })
+        let blobs = Blobs::open(blobs, data)?;
+        Ok(Store { inner: Arc::new(Inner { data: data.to_path_buf(), db, blobs }) })
     }
 
     /// Which engine holds the metadata.
@@ -655,14 +684,9 @@ impl Store {
         })
     }
 
-    pub fn blob_path(&self, device_id: &str, sha256: &str) -> PathBuf {
-        blob_file(&self.inner.blob_dir, device_id, sha256)
-    }
-
-    /// Where uploads in flight are written (same file system as the blobs, so a rename
-    /// publishes one atomically).
-    pub fn incoming_dir(&self) -> PathBuf {
-        self.inner.blob_dir.join(".incoming")
+    /// Where the sealed segments are.
+    pub fn blobs(&self) -> &Blobs {
+        &self.inner.blobs
     }
 }
 
@@ -896,11 +920,6 @@ where
     tokio::task::spawn_blocking(f)
         .await
         .map_err(|source| ConsoleError::Task { what: "store call", source })?
-}
-
-/// Where segment `sha256` of `device_id` lies under `blob_dir` (see "Blobs").
-fn blob_file(blob_dir: &Path, device_id: &str, sha256: &str) -> PathBuf {
-    blob_dir.join(device_id).join(&sha256[..2]).join(sha256)
 }
 
 /// Wall-clock time, Unix milliseconds.

@@ -136,9 +136,10 @@ async fn malformed_oversized_mismatched_and_unauthenticated_uploads_change_nothi
     let clip: Value = admin.get("/api/v1/clips/c1").await.unwrap();
     assert_eq!(clip["complete"], json!(false));
     assert!(
-        !dir.path().join("blobs").join(&device_id).exists(),
+        !server.store().blobs().exists(&device_id, &sha).await.unwrap(),
         "nothing may be stored by refused uploads"
     );
+    assert!(!dir.path().join("blobs").join(&device_id).exists());
 
     // The right bytes complete it; a repeat is acknowledged as already stored.
     let ack: Value = put(format!("/api/v1/device/segments/{sha}"), seg.clone(), Some(&dev))

@@ -299,8 +299,8 @@ async fn segment_bodies_are_streamed_to_a_temp_file_while_hashed() {
     s.write_all(&b[half..]).await.unwrap();
     let (status, _, body) = read_answer(&mut s).await.expect("an answer");
     assert_eq!(status, 200, "{body}");
-    let blob = c.dir.path().join("blobs").join(&dev.id).join(&sha(&b)[..2]).join(sha(&b));
-    assert_eq!(std::fs::read(blob).unwrap(), b);
+    let stored = c.server.store().blobs().get(&dev.id, &sha(&b)).await.unwrap();
+    assert_eq!(stored.as_deref(), Some(&b[..]), "the blob is not the bytes sent");
     assert!(incoming_files(&c).is_empty(), "the temp file became the blob");
     // Damaged bytes: refused, the temp file removed.
     let b2 = bytes(11, 100_000);

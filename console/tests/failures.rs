@@ -43,8 +43,10 @@ async fn a_stopped_database_makes_the_console_unhealthy_and_devices_retry_then_i
     let pg = Postgres::start().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let database = Database::Postgres(pg.create_database());
+    let blobs = support::backend::test_blobs(dir.path());
+    let backends = rearview_console::Backends { database, blobs };
     let out = std::thread::scope(|s| {
-        s.spawn(|| rearview_console::init_on(dir.path(), &database, "tenant-a", "ivan", "rita"))
+        s.spawn(|| rearview_console::init_on(dir.path(), &backends, "tenant-a", "ivan", "rita"))
             .join()
             .unwrap()
     })

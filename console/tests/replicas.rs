@@ -32,8 +32,10 @@ impl Fleet {
     async fn start(n: usize) -> Fleet {
         let dir = tempfile::tempdir().unwrap();
         let database = Database::Postgres(Postgres::shared().create_database());
+        let blobs = support::backend::test_blobs(dir.path());
+        let backends = rearview_console::Backends { database, blobs };
         let out = std::thread::scope(|s| {
-            s.spawn(|| rearview_console::init_on(dir.path(), &database, "tenant-a", "ivan", "rita"))
+            s.spawn(|| rearview_console::init_on(dir.path(), &backends, "tenant-a", "ivan", "rita"))
                 .join()
                 .unwrap()
         })

@@ -16,6 +16,7 @@
 //! * [`chain`]: a test device's signed chain entries and absence notes, so the manifests tests
 //!   send carry what the console verifies.
 //! * [`postgres`]: a private PostgreSQL cluster on a free port, removed however the process ends.
+//! * [`s3`]: a real S3-speaking server (`moto_server`) in its own process, to pause and resume.
 //! * [`procfs`]: the one reader of `/proc/PID/status` (uids, memory high-water mark).
 //! * [`wait_until`], [`eventually`]: the one way tests wait for something that happens
 //!   elsewhere, from a thread or from an async test.
@@ -24,6 +25,7 @@ pub mod chain;
 pub mod console;
 pub mod postgres;
 pub mod procfs;
+pub mod s3;
 pub mod tmpfs;
 pub mod xvfb;
 

@@ -381,7 +381,7 @@ pub async fn get_status(
 
 /// Removes uploads a stopped console left in flight (`serve` calls it before taking any).
 pub fn clear_incoming(state: &AppState) {
-    let dir = state.store.incoming_dir();
+    let dir = state.store.blobs().incoming_dir();
     let Ok(entries) = std::fs::read_dir(&dir) else { return };
     for e in entries.flatten() {
         if let Err(err) = std::fs::remove_file(e.path()) {

@@ -43,6 +43,7 @@ use rearview_evidence::record::ReceivedSegment;
 use rearview_evidence::{custody, sha256_hex, Signer};
 
 use super::{investigator, io, open_sealed, write_png};
+use crate::blobs::BlobLocation;
 use crate::error::ConsoleError;
 use crate::private;
 use crate::store::evidence::{ClipEvidence, CustodyAction};
@@ -79,7 +80,21 @@ pub fn export_evidence(
     dir: &Path,
     open: bool,
 ) -> Result<EvidenceSummary, ConsoleError> {
-    let store = Store::open(data)?;
+    let blobs = BlobLocation::Files(data.join("blobs"));
+    export_evidence_with_blobs(data, &blobs, token, clip_id, dir, open)
+}
+
+/// [`export_evidence`] with the segments read from `blobs` (`clip export --blobs`). Blocking:
+/// the blob store's reads wait on this thread (see `crate::blobs`, "Threads").
+pub fn export_evidence_with_blobs(
+    data: &Path,
+    blobs: &BlobLocation,
+    token: Option<&str>,
+    clip_id: &str,
+    dir: &Path,
+    open: bool,
+) -> Result<EvidenceSummary, ConsoleError> {
+    let store = Store::open_with_blobs(data, blobs)?;
     let person = investigator(&store, token)?;
     if dir.exists() && std::fs::read_dir(dir).map_err(io(dir))?.next().is_some() {
         return Err(ConsoleError::Config(format!(
@@ -202,15 +217,15 @@ impl Package<'_> {
                     ),
                 });
             }
-            let path = self.store.blob_path(device, &s.sha256);
-            let bytes = std::fs::read(&path).map_err(io(&path))?;
+            let blobs = self.store.blobs();
+            let at = || blobs.address(device, &s.sha256);
+            let bytes = blobs.get_blocking(device, &s.sha256)?.ok_or_else(|| {
+                ConsoleError::corrupt(format!("segment {}", s.sha256), format!("{} is gone", at()))
+            })?;
             if sha256_hex(&bytes) != s.sha256 {
                 return Err(ConsoleError::corrupt(
                     format!("segment {}", s.sha256),
-                    format!(
-                        "{} no longer hashes to its name: the blob store is damaged",
-                        path.display()
-                    ),
+                    format!("{} no longer hashes to its name: the blob store is damaged", at()),
                 ));
             }
             out.push((s.id.clone(), bytes));

@@ -3,14 +3,20 @@
 //!
 //! `REARVIEW_TEST_STORE` picks the metadata backend: unset or `sqlite` (the default, as the
 //! demo and a small team run it), or `postgres` (a new database per console in the test kit's
-//! private cluster, [`rearview_testkit::postgres::Postgres::shared`]). `scripts/test.sh` runs
-//! the console's whole suite both ways. Every test gets its tenant from [`init_tenant`], so a
-//! test does not know which backend it runs on unless it asks ([`TestDb`]).
+//! private cluster, [`rearview_testkit::postgres::Postgres::shared`]). `REARVIEW_TEST_BLOBS`
+//! picks the blob backend: unset or `files`, or `s3` (a new bucket per console on the test
+//! kit's `moto_server`, [`rearview_testkit::s3::S3Server::shared`]; the credentials come from
+//! the AWS variables, which `scripts/test.sh` sets for that run). `scripts/test.sh` runs the
+//! console's whole suite on SQLite and files, then again on PostgreSQL and S3. Every test gets
+//! its tenant from [`init_tenant`], so a test does not know which backends it runs on unless
+//! it asks ([`TestDb`]).
 
 use std::path::{Path, PathBuf};
 
-use rearview_console::{Database, InitOutput};
+use rearview_console::blobs::BlobLocation;
+use rearview_console::{Backends, Database, InitOutput};
 use rearview_testkit::postgres::Postgres;
+use rearview_testkit::s3::S3Server;
 
 /// The backend `REARVIEW_TEST_STORE` names, with a fresh database when it is PostgreSQL.
 pub fn test_database() -> Database {
@@ -21,17 +27,40 @@ pub fn test_database() -> Database {
     }
 }
 
+/// The blob location `REARVIEW_TEST_BLOBS` names for a console in `dir`, with a fresh bucket
+/// when it is S3.
+pub fn test_blobs(dir: &Path) -> BlobLocation {
+    match std::env::var("REARVIEW_TEST_BLOBS").as_deref() {
+        Err(_) | Ok("") | Ok("files") => BlobLocation::Files(dir.join("blobs")),
+        Ok("s3") => {
+            static BUCKETS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+            let n = BUCKETS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let bucket = format!("rv-{}-{n}", std::process::id());
+            let server = S3Server::shared();
+            server.create_bucket(&bucket);
+            BlobLocation::S3 {
+                bucket,
+                prefix: "tenant-a".into(),
+                endpoint: Some(server.endpoint()),
+                region: Some("us-east-1".into()),
+            }
+        }
+        Ok(other) => panic!("REARVIEW_TEST_BLOBS={other:?}: give files or s3"),
+    }
+}
+
+/// The backends these tests run on (see the module docs), for a console in `dir`.
+pub fn test_backends(dir: &Path) -> Backends {
+    Backends { database: test_database(), blobs: test_blobs(dir) }
+}
+
 /// `init` of tenant `tenant-a` (first admin `ivan`, first approver `approver`) in `dir`, on the
-/// backend of [`test_database`]. Runs on a thread of its own: PostgreSQL's driver must not
-/// block a runtime's thread, and tests call this from async tests.
+/// backends of [`test_backends`].
 pub fn init_tenant(dir: &Path, approver: &str) -> InitOutput {
-    let database = test_database();
-    std::thread::scope(|s| {
-        s.spawn(|| rearview_console::init_on(dir, &database, "tenant-a", "ivan", approver))
-            .join()
-            .expect("init panicked")
+    let backends = test_backends(dir);
+    rearview_console::init_on(dir, &backends, "tenant-a", "ivan", approver).unwrap_or_else(|e| {
+        panic!("init on {} and {}: {e}", backends.database.shown(), backends.blobs.to_url())
     })
-    .unwrap_or_else(|e| panic!("init on {}: {e}", database.shown()))
 }
 
 /// The database of the console whose data directory is `dir`, for raw SQL beside it.

@@ -263,7 +263,9 @@ pub async fn read_answer(s: &mut TcpStream) -> Option<(u16, String, String)> {
 }
 
 pub fn incoming_files(c: &Console) -> Vec<(std::path::PathBuf, u64)> {
-    let dir = c.dir.path().join("blobs").join(".incoming");
+    // Where this console's blob store keeps uploads in flight (DATA/blobs/.incoming for files,
+    // DATA/incoming for a bucket).
+    let dir = c.server.store().blobs().incoming_dir();
     let Ok(rd) = std::fs::read_dir(dir) else { return vec![] };
     rd.flatten().map(|e| (e.path(), e.metadata().unwrap().len())).collect()
 }

@@ -52,6 +52,11 @@ impl World {
 /// `init` + `serve` (the binary), an investigator, an approval of [`USER`] (admin requests,
 /// approver approves), a device enrolled with a fresh key, a trigger for its user and device.
 pub async fn world() -> World {
+    world_with(&[]).await
+}
+
+/// [`world`], with `env` set for `serve` (e.g. `REARVIEW_BLOBS` and the AWS variables).
+pub async fn world_with(env: &[(&str, &str)]) -> World {
     let dir = tempfile::tempdir().unwrap();
     let tokens = init(
         Path::new(BIN),
@@ -59,7 +64,7 @@ pub async fn world() -> World {
         &["--tenant", TENANT, "--admin", "ivan", "--approver", "rita"],
     )
     .unwrap();
-    let console = ServedConsole::start(Path::new(BIN), dir.path(), &[]).unwrap();
+    let console = ServedConsole::start(Path::new(BIN), dir.path(), env).unwrap();
     let url = console.url.clone();
     let admin = AdminClient::new(&url, &tokens.admin_token, None).unwrap();
     let approver = AdminClient::new(&url, &tokens.approver_token, None).unwrap();
@@ -153,11 +158,44 @@ fn sealed_segment(w: &World, t0_ms: i64, first: u64) -> (String, Vec<u8>, (i64, 
     (id.to_string(), sealed, (done.header.start.utc_micros, done.header.end.utc_micros))
 }
 
-/// Sends clip [`CLIP`] answering the world's trigger: three segments with a signed "locked"
-/// gap between the second and the third, and a fourth the device's ring lost before the clip
-/// took it (its chain entry and a signed absence note, no segment); the chain in the manifest;
-/// then every segment. The clip completes with the last one. Returns the manifest.
+/// A clip's manifest and the sealed segments it names, in its order.
+pub struct Clip {
+    pub manifest: Value,
+    pub segments: Vec<Vec<u8>>,
+}
+
+/// Sends clip [`CLIP`] of [`make_clip`]: the manifest, then every segment. The clip completes
+/// with the last one. Returns the manifest.
 pub async fn send_clip(w: &World) -> Value {
+    let clip = make_clip(w);
+    put_manifest(w, &clip.manifest).await;
+    let mut completed = Value::Null;
+    for sealed in clip.segments.iter().cloned() {
+        let r = put_segment(w, sealed).await;
+        assert_eq!(r.status(), 200);
+        let ack: Value = r.json().await.unwrap();
+        completed = ack["completed_clips"].clone();
+    }
+    assert_eq!(completed, json!([CLIP]), "the last segment completes the clip");
+    clip.manifest
+}
+
+/// Uploads `sealed` as the world's device; the console's answer, whatever it is.
+pub async fn put_segment(w: &World, sealed: Vec<u8>) -> reqwest::Response {
+    reqwest::Client::new()
+        .put(format!("{}/api/v1/device/segments/{}", w.console.url, sha256_hex(&sealed)))
+        .bearer_auth(&w.device_token)
+        .body(sealed)
+        .send()
+        .await
+        .unwrap()
+}
+
+/// Clip [`CLIP`] answering the world's trigger, not sent: three segments with a signed
+/// "locked" gap between the second and the third, and a fourth the device's ring lost before
+/// the clip took it (its chain entry and a signed absence note, no segment); the chain in the
+/// manifest.
+pub fn make_clip(w: &World) -> Clip {
     let t0 = now_ms() + 1000;
     let stream = Stream {
         tenant: TENANT.into(),
@@ -196,24 +234,7 @@ pub async fn send_clip(w: &World) -> Value {
                      "reason": "screen locked"}],
         "chain": chain, "absent": [absent],
     });
-    put_manifest(w, &manifest).await;
-    let http = reqwest::Client::new();
-    let url = &w.console.url;
-    let mut completed = Value::Null;
-    for sealed in segments.iter().cloned() {
-        let r = http
-            .put(format!("{url}/api/v1/device/segments/{}", sha256_hex(&sealed)))
-            .bearer_auth(&w.device_token)
-            .body(sealed)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 200);
-        let ack: Value = r.json().await.unwrap();
-        completed = ack["completed_clips"].clone();
-    }
-    assert_eq!(completed, json!([CLIP]), "the last segment completes the clip");
-    manifest
+    Clip { manifest, segments }
 }
 
 /// Sends `manifest` as the world's device; the console must take it. Its answer (the clip's

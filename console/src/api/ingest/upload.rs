@@ -10,9 +10,11 @@
 //! 4. a permit of the device's uploads_per_device, else 429 with Retry-After
 //!    (answers 2–4 are sent at once; what the client still sends is read and thrown away, not
 //!    kept, so the answer is not lost to a connection reset)
-//! 5. the body is streamed into blobs/.incoming/<random>.part by a blocking thread that hashes
-//!    as it writes; more bytes than the manifest names (or MAX_SEGMENT_BYTES) stop it: 400/413
-//! 6. fsync; a hash other than the name removes the file: 400; else rename into place, record
+//! 5. the body is streamed into <incoming>/<random>.part (a local directory, see
+//!    crate::blobs) by a blocking thread that hashes as it writes; more bytes than the manifest
+//!    names (or MAX_SEGMENT_BYTES) stop it: 400/413
+//! 6. fsync; a hash other than the name removes the file: 400; else publish it (Blobs::put_file:
+//!    a rename into place, or a PUT to the bucket; a bucket that fails: 503), then record
 //! ```
 
 use std::io::Write;
@@ -80,7 +82,7 @@ pub async fn put_segment(
         discard(body);
         return Ok(busy(state.ingest.limits.uploads_per_device));
     };
-    let incoming = receive(&state.store.incoming_dir(), body, named_size).await?;
+    let incoming = receive(&state.store.blobs().incoming_dir(), body, named_size).await?;
     if incoming.sha256 != sha256 {
         let got = incoming.sha256.clone();
         incoming.discard();
@@ -89,14 +91,13 @@ pub async fn put_segment(
         )));
     }
     let size = incoming.size;
-    let path = state.store.blob_path(&device.id, &sha256);
-    let segment_id = tokio::task::spawn_blocking(move || {
-        // The id its sealed header carries, for the clip records that will name it.
-        let id = crate::store::sealed_segment_id(&incoming.tmp);
-        incoming.publish(&path).map(|()| id)
-    })
-    .await
-    .map_err(|e| ApiError::from(ConsoleError::Task { what: "blob writer", source: e }))??;
+    // The id its sealed header carries, for the clip records that will name it (read from
+    // the local file before it is published, so completing a clip never reads a blob).
+    let tmp = incoming.tmp.clone();
+    let segment_id = tokio::task::spawn_blocking(move || crate::store::sealed_segment_id(&tmp))
+        .await
+        .map_err(|e| ApiError::from(ConsoleError::Task { what: "segment header", source: e }))?;
+    state.store.blobs().put_file(&device.id, &sha256, &incoming.tmp).await?;
     let stored = Some((size, segment_id));
     Ok(Json(acknowledged(&state, device, sha256, stored).await?).into_response())
 }
@@ -185,7 +186,8 @@ fn discard(body: Body) {
     });
 }
 
-/// An upload received into a temporary file, fsynced, not yet in place.
+/// An upload received into a temporary file, fsynced, not yet published (`Blobs::put_file`
+/// consumes the file).
 struct Incoming {
     tmp: PathBuf,
     sha256: String,
@@ -195,20 +197,6 @@ struct Incoming {
 impl Incoming {
     fn discard(self) {
         let _ = std::fs::remove_file(&self.tmp);
-    }
-
-    /// Renames the file to `path` (creating its directory): the blob appears whole or not at all.
-    fn publish(self, path: &FsPath) -> Result<(), ApiError> {
-        let io = |e: std::io::Error| ApiError::from(ConsoleError::io(path, e));
-        let done = path
-            .parent()
-            .ok_or_else(|| ApiError::bad_request("bad blob path"))
-            .and_then(|dir| crate::private::create_dir(dir).map_err(io))
-            .and_then(|()| std::fs::rename(&self.tmp, path).map_err(io));
-        if done.is_err() {
-            let _ = std::fs::remove_file(&self.tmp);
-        }
-        done
     }
 }
 
