@@ -11,7 +11,15 @@
 //! 4. **ingest**: `--upload-devices` devices upload clips of 1 MiB segments in parallel
 //!    (manifest, then the segments), `--ingest-mib` MiB in total; MB/s = 10^6 bytes per second of
 //!    sealed bytes accepted (hashed, fsynced, recorded).
-//! 5. **console_rss**: the child's `VmHWM` (peak resident set) from `/proc`.
+//! 5. **console_rss**: each replica's `VmHWM` (peak resident set) from `/proc`.
+//!
+//! `--backend postgres` puts the metadata in a database of a private PostgreSQL cluster (the
+//! test kit's), `--blobs s3` the segments in a bucket of a `moto_server` process (the test
+//! kit's), and `--replicas N` serves the tenant from N console processes on those (each with
+//! its own copy of the data directory: the keys and `backends.json`). Device `k` enrolls with
+//! and streams from replica `k mod N`, and its trigger is issued on replica `k+1 mod N`, so with
+//! two or more replicas every trigger crosses from one replica to another. The fleet is this
+//! process; each replica is its own.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -28,7 +36,7 @@ use rearview_protocol::{
     enroll_proof_message, CaptureMode, ClipManifest, EnrollRequest, ManifestSegment, TriggerMessage,
 };
 use rearview_testkit::chain::{DeviceChains, SegmentSpan};
-use rearview_testkit::console::{self, InitTokens, ServedConsole};
+use rearview_testkit::console::{InitTokens, ServedConsole};
 use rearview_testkit::procfs::ProcStatus;
 use rearview_uploader::client::{Client, ClientConfig};
 use rearview_uploader::sse::SseParser;
@@ -52,6 +60,15 @@ pub struct ProtocolArgs {
     /// Devices uploading in parallel.
     #[arg(long, default_value_t = 4)]
     upload_devices: usize,
+    /// Metadata backend: `sqlite` or `postgres` (a private cluster started for the run).
+    #[arg(long, default_value = "sqlite")]
+    backend: String,
+    /// Blob backend: `files` or `s3` (a moto_server started for the run).
+    #[arg(long, default_value = "files")]
+    blobs: String,
+    /// Console processes serving the tenant (more than one needs `--backend postgres`).
+    #[arg(long, default_value_t = 1)]
+    replicas: usize,
 }
 
 /// Trigger arrivals. The console may push a trigger before the admin's POST returns its id, so
@@ -64,11 +81,21 @@ struct Arrivals {
 
 type Waiters = Arc<Mutex<Arrivals>>;
 
-/// The console process (killed on drop, before its data directory goes).
-struct ConsoleChild {
-    served: ServedConsole,
+/// The console processes (killed on drop, before their data directories and the servers
+/// they use go).
+struct ConsoleChildren {
+    served: Vec<ServedConsole>,
     _dir: tempfile::TempDir,
+    _s3: Option<rearview_testkit::s3::S3Server>,
+    _pg: Option<rearview_testkit::postgres::Postgres>,
 }
+
+/// Credentials the bench's S3 client signs with (moto takes any).
+const S3_ENV: [(&str, &str); 3] = [
+    ("AWS_ACCESS_KEY_ID", "rearview-bench"),
+    ("AWS_SECRET_ACCESS_KEY", "rearview-bench"),
+    ("AWS_REGION", "us-east-1"),
+];
 
 fn console_binary() -> anyhow::Result<PathBuf> {
     let here = std::env::current_exe()?;
@@ -109,15 +136,73 @@ fn raise_nofile(want: u64) -> anyhow::Result<u64> {
     }
 }
 
-/// The console child, serving a tenant `init` made in a temp directory (the test kit's
-/// launcher), and the tokens `init` printed.
-fn start_console() -> anyhow::Result<(ConsoleChild, InitTokens)> {
+/// The console replicas, serving a tenant `init` made in a temp directory (the test kit's
+/// launcher) on the backends `args` names, and the tokens `init` printed.
+fn start_console(args: &ProtocolArgs) -> anyhow::Result<(ConsoleChildren, InitTokens)> {
     let bin = console_binary()?;
     let dir = tempfile::tempdir()?;
     let data = dir.path().join("data");
-    let tokens = console::init(&bin, &data, &[])?;
-    let served = ServedConsole::start(&bin, &data, &[("RUST_LOG", "warn")])?;
-    Ok((ConsoleChild { served, _dir: dir }, tokens))
+    let mut init_args: Vec<String> = Vec::new();
+    let pg = match args.backend.as_str() {
+        "sqlite" if args.replicas > 1 => {
+            bail!("--replicas {} needs --backend postgres", args.replicas)
+        }
+        "sqlite" => None,
+        "postgres" => {
+            let pg = rearview_testkit::postgres::Postgres::start()?;
+            init_args.extend(["--database".into(), pg.create_database()]);
+            Some(pg)
+        }
+        other => bail!("--backend {other:?}: give sqlite or postgres"),
+    };
+    let s3 = match args.blobs.as_str() {
+        "files" => None,
+        "s3" => {
+            let s3 = rearview_testkit::s3::S3Server::start()?;
+            s3.create_bucket("rearview-bench");
+            let location =
+                format!("s3://rearview-bench/bench?endpoint={}&region=us-east-1", s3.endpoint());
+            init_args.extend(["--blobs".into(), location]);
+            Some(s3)
+        }
+        other => bail!("--blobs {other:?}: give files or s3"),
+    };
+    let init_args: Vec<&str> = init_args.iter().map(String::as_str).collect();
+    let tokens = init_with_env(&bin, &data, &init_args)?;
+    let env: Vec<(&str, &str)> = [("RUST_LOG", "warn")].into_iter().chain(S3_ENV).collect();
+    let mut served = Vec::new();
+    for r in 0..args.replicas.max(1) {
+        let replica_data = if r == 0 { data.clone() } else { copy_data_dir(&data, r)? };
+        served.push(ServedConsole::start(&bin, &replica_data, &env)?);
+    }
+    Ok((ConsoleChildren { served, _dir: dir, _s3: s3, _pg: pg }, tokens))
+}
+
+/// `init` with the S3 credentials in its environment.
+fn init_with_env(
+    bin: &std::path::Path,
+    data: &std::path::Path,
+    args: &[&str],
+) -> anyhow::Result<InitTokens> {
+    let out =
+        Command::new(bin).arg("init").arg("--data").arg(data).args(args).envs(S3_ENV).output()?;
+    if !out.status.success() {
+        bail!("init failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(InitTokens::parse(&String::from_utf8_lossy(&out.stdout))?)
+}
+
+/// A data directory for replica `r` beside `data`: its keys and `backends.json`, as an
+/// operator copies them to each replica.
+fn copy_data_dir(data: &std::path::Path, r: usize) -> anyhow::Result<PathBuf> {
+    let to = data.with_file_name(format!("data-{r}"));
+    std::fs::create_dir_all(to.join("keys"))?;
+    for entry in std::fs::read_dir(data.join("keys"))? {
+        let entry = entry?;
+        std::fs::copy(entry.path(), to.join("keys").join(entry.file_name()))?;
+    }
+    std::fs::copy(data.join("backends.json"), to.join("backends.json"))?;
+    Ok(to)
 }
 
 /// A simulated device: its client (with its token), its id, and the chains its enrolled key
@@ -227,9 +312,14 @@ async fn run_async(args: ProtocolArgs) -> anyhow::Result<()> {
             eprintln!("{msg}");
         }
     };
-    let (console, tokens) = start_console()?;
-    let url = console.served.url.clone();
+    let (console, tokens) = start_console(&args)?;
+    let urls: Vec<String> = console.served.iter().map(|s| s.url.clone()).collect();
+    let url = urls[0].clone();
     let admin = AdminClient::new(&url, &tokens.admin_token, None)?;
+    let admins: Vec<AdminClient> = urls
+        .iter()
+        .map(|u| AdminClient::new(u, &tokens.admin_token, None))
+        .collect::<Result<_, _>>()?;
     let approver = AdminClient::new(&url, &tokens.approver_token, None)?;
     let _: Value =
         admin.put("/api/v1/policy/settings", &json!({"capture": {"enabled": true}})).await?;
@@ -249,8 +339,11 @@ async fn run_async(args: ProtocolArgs) -> anyhow::Result<()> {
     let mut devices = Vec::with_capacity(args.devices);
     let mut readies = Vec::with_capacity(args.devices);
     for chunk in (0..args.devices).collect::<Vec<_>>().chunks(50) {
-        let enrolled =
-            futures_util::future::try_join_all(chunk.iter().map(|_| enroll(&url, &admin))).await?;
+        // Device k enrolls with (and so streams from) replica k mod N.
+        let enrolled = futures_util::future::try_join_all(
+            chunk.iter().map(|k| enroll(&urls[k % urls.len()], &admins[k % urls.len()])),
+        )
+        .await?;
         for device in enrolled {
             let (tx, rx) = oneshot::channel();
             readies.push(rx);
@@ -269,12 +362,15 @@ async fn run_async(args: ProtocolArgs) -> anyhow::Result<()> {
     let ids: Vec<String> = devices.iter().map(|d| d.id.clone()).collect();
     let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let workers = (0..args.concurrency).map(|_| {
-        let (admin, ids, next, waiters, latencies) =
-            (admin.clone(), ids.clone(), next.clone(), waiters.clone(), latencies.clone());
+        let (admins, ids, next, waiters, latencies) =
+            (admins.clone(), ids.clone(), next.clone(), waiters.clone(), latencies.clone());
         async move {
             loop {
                 let i = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 let Some(device) = ids.get(i) else { return anyhow::Ok(()) };
+                // Issued on the replica after the device's: with two or more, every trigger
+                // crosses replicas.
+                let admin = &admins[(i + 1) % admins.len()];
                 let start = Instant::now();
                 let issued: Value = admin
                     .post(
@@ -370,15 +466,23 @@ async fn run_async(args: ProtocolArgs) -> anyhow::Result<()> {
     .into_iter()
     .sum::<u64>();
     let mb_per_s = bytes as f64 / 1e6 / start.elapsed().as_secs_f64();
-    let rss = peak_rss_mb(console.served.child.id())?;
+    let rss: Vec<f64> = console
+        .served
+        .iter()
+        .map(|s| peak_rss_mb(s.child.id()).map(round))
+        .collect::<Result<_, _>>()?;
     let result = json!({
         "bench": "protocol",
         "devices": args.devices,
+        "backend": args.backend,
+        "blobs": args.blobs,
+        "replicas": console.served.len(),
         "results": [
             {"name": "trigger_latency", "p50_ms": round(percentile(&lat, 50.0)), "p99_ms": round(percentile(&lat, 99.0)),
              "max_ms": round(lat.last().copied().unwrap_or(f64::NAN)), "triggers": lat.len()},
             {"name": "ingest", "mb_per_s": round(mb_per_s), "bytes": bytes, "upload_devices": args.upload_devices},
-            {"name": "console_rss", "mb": round(rss)},
+            {"name": "console_rss", "mb_per_replica": rss,
+             "mb": round(rss.iter().copied().fold(0.0, f64::max))},
         ]
     });
     println!("{result}");

@@ -21,14 +21,30 @@
 //! [`Store::write_now`]/[`Store::read_now`] run them on the calling thread, for the commands that
 //! are not a server (`init`, `clip export`, `clip list`).
 //!
-//! # A second backend
+//! # Two backends
 //!
-//! What callers see is backend-neutral: `read`/`write` with a closure, and the methods of [`Tx`]
-//! (typed rows in, typed rows out, [`ConsoleError`] classified). What is SQLite's is the inside:
-//! the connections here and each method's body in the subject modules. PostgreSQL (issue 14)
-//! comes in there and nowhere else: `Tx` over either backend, each method written once per
-//! backend, the writer/readers replaced by that backend's pool. No trait or enum exists yet: with
-//! one backend it would only be a second name for the same thing.
+//! ```text
+//! sqlite      DATA/console.db (default): the writer and readers above
+//! postgres    a postgres://… database: a pool of up to PG_CONNECTIONS connections, shared by
+//!             reads and writes; every write transaction first takes one advisory lock
+//!             (pg_advisory_xact_lock), so writes are one at a time across every replica as
+//!             they are on one SQLite file, and what a write reads stays true until it commits;
+//!             every read is one REPEATABLE READ, READ ONLY snapshot
+//! ```
+//!
+//! What callers see is the same on both: `read`/`write` with a closure and the methods of
+//! [`Tx`]. Each method is written once, in the SQL both engines speak ([`sql`] gives the rules
+//! and the typed arguments and columns). Which backend a data directory uses is recorded in
+//! `DATA/backends.json` by `init` (with the blob location), so `serve`, `migrate` and `clip`
+//! commands open the same; `serve --database/--blobs` override it. On PostgreSQL a statement
+//! waits at most 30 s, a lock 10 s, a pooled connection 5 s, and a connection 5 s to be made:
+//! past those the database is "unavailable" (503, retried by devices), never a hung request. A
+//! connection that broke is dropped from the pool and a new one made, so a database that comes
+//! back is used again without restarting the console.
+//!
+//! The PostgreSQL driver is synchronous (its client runs a small runtime of its own): store
+//! calls run on the blocking pool anyway, and the `*_now` forms move to a thread of their own
+//! when called inside an async runtime.
 //!
 //! # Tables
 //!
@@ -43,26 +59,30 @@
 //! enrollment_tokens token_sha256, created_by, created_ms, expires_ms, used_ms, device_id
 //! devices          id, public_key, token_sha256, hostname, enrolled_ms, last_seen_ms,
 //!                  policy_version (last reported), health_json, users_json
-//! approvals        id, user, mode, justification, requested_by, requested_ms, expires_ms,
+//! approvals        id, user_name, mode, justification, requested_by, requested_ms, expires_ms,
 //!                  state (pending|approved|rejected|revoked), decided_by, decided_ms (who
 //!                  approved or rejected, and when), revoked_by, revoked_ms,
 //!                  approver_granted_by, approver_granted_ms, approver_confirmed_by,
 //!                  approver_confirmed_ms (the decider's approver grant, copied at the decision),
 //!                  excluded_reason, excluded_ms (set when the signer left the record out of
 //!                  the bundle because it breaks a rule; never cleared)
-//! alerts           id, user, reason, source (manual|rule:<kind>), created_by, created_ms
-//! triggers         id, alert_id, device_id, user, event_time_ms, before_secs, after_secs,
+//! alerts           id, user_name, reason, source (manual|rule:<kind>), created_by, created_ms
+//! triggers         id, alert_id, device_id, user_name, event_time_ms, before_secs, after_secs,
 //!                  reason, issued_ms, expires_ms, signed_json, acked_ms
-//! activity         id, device_id, user, kind, time_ms, details_json, received_ms,
+//! activity         id, device_id, user_name, kind, time_ms, details_json, received_ms,
 //!                  outcome (what the console did with it: stored|not_approved|rate_limited|
 //!                  triggered|trigger_refused, NULL before consoles recorded it; the
 //!                  per-device indicator rate limit counts `triggered` rows)
-//! clips            id, device_id, trigger_id, alert_id, user, mode, start_ms, end_ms,
+//! clips            id, device_id, trigger_id, alert_id, user_name, mode, start_ms, end_ms,
 //!                  manifest_json, created_ms, complete_ms   (rowid: the listing's cursor)
 //! clip_segments    clip_id, sha256, size              (which segments a clip names, and the
 //!                                                      size it names, which bounds the upload;
 //!                                                      NULL in rows of older consoles)
-//! segments         device_id, sha256, size, stored_ms (which blobs are stored)
+//! segments         device_id, sha256, size, stored_ms, segment_id (which blobs are stored;
+//!                  the id their sealed header carries, read at ingest, NULL for bytes that
+//!                  are no sealed segment)
+//! leases           name, holder, until_ms        (who runs background work, see [`lease`])
+//! schema_migrations version, name, applied_ms    (see [`schema`])
 //! audit            id, time_ms, actor, action, target, details_json
 //! enrollment_records device_id, record, signature   (console-signed, as stored; see [`evidence`])
 //! clip_records     clip_id, record, signature        (console-signed at completion)
@@ -85,8 +105,10 @@
 //!
 //! # Migrations
 //!
-//! [`Store::open`] brings an older database up to date in one transaction: columns added since
-//! are added; the `roles` column of `people` ("admin,approver") becomes active `role_grants`
+//! Versioned, one list per backend ([`schema`] documents each version); [`Store::open`] runs
+//! what a database lacks and refuses one newer than this console knows (`rearview-console
+//! migrate` does the same and prints the version). Version 1 on SQLite is the carry-over of
+//! databases from before versions, in one transaction: columns added since are added; the `roles` column of `people` ("admin,approver") becomes active `role_grants`
 //! granted and confirmed by `legacy` at the person's creation time (each audited as
 //! `role.migrate`) and is dropped; `name_key` is filled; decided approvals get their approver's
 //! grant copied; the policy version is raised, so the next bundle is signed under the rules of
