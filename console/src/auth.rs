@@ -158,8 +158,16 @@ impl FromRequestParts<Arc<AppState>> for Device {
         state: &Arc<AppState>,
     ) -> Result<Self, Self::Rejection> {
         let hash = bearer_token_hash(parts, "rvd_", "a device token")?;
-        let id = state.store.write(move |tx| tx.device_seen(&hash, now_ms())).await?;
-        let id = id.ok_or_else(|| ApiError::unauthorized("unknown device token"))?;
+        // A read first: an unknown token writes nothing, and a known device is marked seen at
+        // most every SEEN_EVERY_MS (a write takes the one writer every replica shares).
+        let now = now_ms();
+        let known = state.store.read(move |tx| tx.device_by_token(&hash)).await?;
+        let (id, last_seen) =
+            known.ok_or_else(|| ApiError::unauthorized("unknown device token"))?;
+        if now - last_seen >= crate::store::devices::SEEN_EVERY_MS {
+            let seen = id.clone();
+            state.store.write(move |tx| tx.mark_device_seen(&seen, now)).await?;
+        }
         Ok(Device { id })
     }
 }

@@ -183,6 +183,13 @@ impl From<rusqlite::Error> for ConsoleError {
 
 impl From<postgres::Error> for ConsoleError {
     fn from(e: postgres::Error) -> Self {
+        // What a caller may be told of a server error: its code and message, never its DETAIL
+        // (which quotes the values of other rows: "Key (name)=(…) already exists").
+        if let Some(db) = e.as_db_error() {
+            let told = DbError::message(format!("{}: {}", db.code().code(), db.message()));
+            let code = db.code().code().to_owned();
+            return classify_pg(&code, told);
+        }
         let Some(code) = e.code().map(|c| c.code().to_owned()) else {
             // No SQLSTATE: the connection broke or could not be made (I/O, closed, timed
             // out), or a value did not convert (a bug: Database).
@@ -192,17 +199,22 @@ impl From<postgres::Error> for ConsoleError {
                 ConsoleError::Database(DbError::new(e))
             };
         };
-        match code.get(..2) {
-            // 23: integrity constraint violation; P0001: raise_exception (a trigger's refusal).
-            Some("23") => ConsoleError::Constraint(DbError::new(e)),
-            _ if code == "P0001" => ConsoleError::Constraint(DbError::new(e)),
-            // 08 connection, 53 resources, 57 operator intervention (shutdown, cannot connect
-            // now, statement timeout), 58 system/I-O, 40 serialization failure and deadlock;
-            // 55P03 lock not available, 25006 read-only transaction (a standby).
-            Some("08" | "53" | "57" | "58" | "40") => ConsoleError::Unavailable(DbError::new(e)),
-            _ if code == "55P03" || code == "25006" => ConsoleError::Unavailable(DbError::new(e)),
-            _ => ConsoleError::Database(DbError::new(e)),
-        }
+        classify_pg(&code, DbError::new(e))
+    }
+}
+
+/// A PostgreSQL error of SQLSTATE `code`, sorted (see the module docs).
+fn classify_pg(code: &str, e: DbError) -> ConsoleError {
+    match code.get(..2) {
+        // 23: integrity constraint violation; P0001: raise_exception (a trigger's refusal).
+        Some("23") => ConsoleError::Constraint(e),
+        _ if code == "P0001" => ConsoleError::Constraint(e),
+        // 08 connection, 53 resources, 57 operator intervention (shutdown, cannot connect now,
+        // statement timeout), 58 system/I-O, 40 serialization failure and deadlock; 55P03 lock
+        // not available, 25006 read-only transaction (a standby).
+        Some("08" | "53" | "57" | "58" | "40") => ConsoleError::Unavailable(e),
+        _ if code == "55P03" || code == "25006" => ConsoleError::Unavailable(e),
+        _ => ConsoleError::Database(e),
     }
 }
 

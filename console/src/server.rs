@@ -118,6 +118,14 @@ pub fn init_on(
     };
     // The tenant, its first two people and their audit lines: all of them, or none.
     let (admin, approver) = store.write_now(|tx| {
+        // Under the one writer: of two inits racing on one database, the second finds the
+        // first's tenant here and stops, writing nothing.
+        if let Some(held) = tx.meta_get("tenant_id")? {
+            return Err(ConsoleError::Config(format!(
+                "the database {} already holds tenant {held:?}",
+                database.shown()
+            )));
+        }
         tx.meta_set("tenant_id", tenant_id)?;
         tx.bump_policy_version()?;
         let admin = person(tx, admin_name, Role::Admin)?;

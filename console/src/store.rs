@@ -242,10 +242,11 @@ impl Database {
             pg_config(text)?;
             return Ok(Database::Postgres(text.to_owned()));
         }
-        Err(ConsoleError::Config(format!(
-            "database {:?}: give `sqlite` (DATA/console.db) or a postgres://user@host:port/name URL",
-            redact(text)
-        )))
+        Err(ConsoleError::Config(
+            "database: give `sqlite` (DATA/console.db) or a postgres://user@host:port/name URL \
+             (what was given is not repeated: it may hold a password)"
+                .into(),
+        ))
     }
 
     /// The database `data` records (`DATA/backends.json`), else SQLite.
@@ -257,33 +258,41 @@ impl Database {
     pub fn shown(&self) -> String {
         match self {
             Database::Sqlite => "sqlite (DATA/console.db)".into(),
-            Database::Postgres(url) => redact(url),
+            Database::Postgres(url) => match url.parse::<postgres::Config>() {
+                Ok(c) => shown_config(&c),
+                Err(_) => "postgres (a URL that does not parse)".into(),
+            },
         }
     }
 }
 
-/// `url` with the password of its user part, if any, replaced by `***`.
-fn redact(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else { return url.to_owned() };
-    let (authority, path) = rest.split_once('/').map_or((rest, None), |(a, p)| (a, Some(p)));
-    let shown = match authority.rsplit_once('@') {
-        Some((user, host)) => match user.split_once(':') {
-            Some((name, _)) => format!("{name}:***@{host}"),
-            None => authority.to_owned(),
-        },
-        None => authority.to_owned(),
-    };
-    match path {
-        Some(p) => format!("{scheme}://{shown}/{p}"),
-        None => format!("{scheme}://{shown}"),
-    }
+/// A PostgreSQL connection's user, hosts, ports and database: never its password, wherever
+/// the URL put it.
+fn shown_config(c: &postgres::Config) -> String {
+    let hosts: Vec<String> = c
+        .get_hosts()
+        .iter()
+        .map(|h| match h {
+            postgres::config::Host::Tcp(name) => name.clone(),
+            postgres::config::Host::Unix(path) => path.display().to_string(),
+        })
+        .collect();
+    let ports: Vec<String> = c.get_ports().iter().map(u16::to_string).collect();
+    format!(
+        "postgres://{}@{}:{}/{}",
+        c.get_user().unwrap_or(""),
+        hosts.join(","),
+        ports.join(","),
+        c.get_dbname().unwrap_or("")
+    )
 }
 
 /// The connection settings of `url`: bounded connect, keepalives so a dead server is noticed,
 /// the password from `PGPASSWORD` when the URL has none.
 fn pg_config(url: &str) -> Result<postgres::Config, ConsoleError> {
-    let mut config: postgres::Config =
-        url.parse().map_err(|e| ConsoleError::Config(format!("database {}: {e}", redact(url))))?;
+    let mut config: postgres::Config = url
+        .parse()
+        .map_err(|e| ConsoleError::Config(format!("database URL does not parse: {e}")))?;
     if config.get_password().is_none() {
         if let Some(password) = std::env::var_os("PGPASSWORD") {
             config.password(password.as_encoded_bytes());
@@ -293,6 +302,11 @@ fn pg_config(url: &str) -> Result<postgres::Config, ConsoleError> {
         .connect_timeout(PG_CONNECT_TIMEOUT)
         .keepalives(true)
         .keepalives_idle(Duration::from_secs(10))
+        .keepalives_interval(Duration::from_secs(5))
+        .keepalives_retries(3)
+        // A server that stops answering (a partition, not a refusal) fails the call within
+        // this, rather than after the kernel's minutes of retransmissions.
+        .tcp_user_timeout(Duration::from_secs(30))
         .application_name("rearview-console");
     Ok(config)
 }
@@ -350,6 +364,9 @@ struct PgPool {
     config: postgres::Config,
     idle: Mutex<PgIdle>,
     free: Condvar,
+    /// Held by this process's one write in progress: writes queue here, not on pooled
+    /// connections waiting for the database's write lock, so reads always find a connection.
+    writer: Mutex<()>,
 }
 
 #[derive(Default)]
@@ -628,6 +645,7 @@ impl Store {
                 Ok(out)
             }
             Db::Postgres(pool) => {
+                let _one_writer = lock(&pool.writer);
                 let mut lease = pool.lease()?;
                 let Some(PgConn { client, statements }) = lease.conn.as_mut() else {
                     return Err(ConsoleError::corrupt(
@@ -765,6 +783,7 @@ fn open_postgres(url: &str) -> Result<PgPool, ConsoleError> {
         config: pg_config(url)?,
         idle: Mutex::new(PgIdle::default()),
         free: Condvar::new(),
+        writer: Mutex::new(()),
     };
     let mut conn = pool.connect()?;
     schema::migrate_postgres(&mut conn.client)?;
@@ -847,7 +866,8 @@ impl Tx<'_> {
                 let row = {
                     let mut pg = pg.borrow_mut();
                     let stmt = pg.statement(sql)?;
-                    pg.tx.query_opt(&stmt, &pg_args(args))?
+                    // The first row, as SQLite gives it (query_opt refuses a second one).
+                    pg.tx.query(&stmt, &pg_args(args))?.into_iter().next()
                 };
                 row.as_ref().map(|r| f(&Row::postgres(r))).transpose()
             }

@@ -50,15 +50,24 @@ pub struct ActivityRow<'a> {
     pub received_ms: i64,
 }
 
+/// How stale a device's `last_seen_ms` may get before a request of it writes a new one.
+pub const SEEN_EVERY_MS: i64 = 30_000;
+
 impl Tx<'_> {
-    /// The device whose token hashes to `hash`, marked seen at `now`.
-    pub fn device_seen(&self, hash: &str, now: i64) -> Result<Option<String>, ConsoleError> {
-        let id: Option<String> =
-            self.opt("SELECT id FROM devices WHERE token_sha256 = ?1", args![hash], |r| r.get(0))?;
-        if let Some(id) = &id {
-            self.exec("UPDATE devices SET last_seen_ms = ?1 WHERE id = ?2", args![now, id])?;
-        }
-        Ok(id)
+    /// The device whose token hashes to `hash`, and when it was last marked seen.
+    pub fn device_by_token(&self, hash: &str) -> Result<Option<(String, i64)>, ConsoleError> {
+        self.opt("SELECT id, last_seen_ms FROM devices WHERE token_sha256 = ?1", args![hash], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+    }
+
+    /// Marks device `id` seen at `now` (never back in time).
+    pub fn mark_device_seen(&self, id: &str, now: i64) -> Result<(), ConsoleError> {
+        self.exec(
+            "UPDATE devices SET last_seen_ms = ?1 WHERE id = ?2 AND last_seen_ms < ?1",
+            args![now, id],
+        )?;
+        Ok(())
     }
 
     /// Uses up the enrollment token `token_sha256` for `device_id` at `now`, unless it is
