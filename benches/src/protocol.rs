@@ -11,7 +11,11 @@
 //! 4. **ingest**: `--upload-devices` devices upload clips of 1 MiB segments in parallel
 //!    (manifest, then the segments), `--ingest-mib` MiB in total; MB/s = 10^6 bytes per second of
 //!    sealed bytes accepted (hashed, fsynced, recorded).
-//! 5. **console_rss**: each replica's `VmHWM` (peak resident set) from `/proc`.
+//! 5. **console_rss**: each replica's `VmHWM` (peak resident set) from `/proc` at the end
+//!    (`mb_per_replica`), and what the streams cost apart from ingest: `VmRSS` before any
+//!    device enrolled (`idle_mb_per_replica`), `VmHWM` once every stream is open and every
+//!    trigger pushed (`streams_peak_mb_per_replica`), and the difference per stream held
+//!    (`kb_per_stream`).
 //!
 //! `--backend postgres` puts the metadata in a database of a private PostgreSQL cluster (the
 //! test kit's), `--blobs s3` the segments in a bucket of a `moto_server` process (the test
@@ -168,41 +172,18 @@ fn start_console(args: &ProtocolArgs) -> anyhow::Result<(ConsoleChildren, InitTo
         other => bail!("--blobs {other:?}: give files or s3"),
     };
     let init_args: Vec<&str> = init_args.iter().map(String::as_str).collect();
-    let tokens = init_with_env(&bin, &data, &init_args)?;
+    let tokens = rearview_testkit::console::init_with(&bin, &data, &init_args, &S3_ENV)?;
     let env: Vec<(&str, &str)> = [("RUST_LOG", "warn")].into_iter().chain(S3_ENV).collect();
     let mut served = Vec::new();
     for r in 0..args.replicas.max(1) {
-        let replica_data = if r == 0 { data.clone() } else { copy_data_dir(&data, r)? };
+        let replica_data = if r == 0 {
+            data.clone()
+        } else {
+            rearview_testkit::console::replica_data_dir(&data, r)?
+        };
         served.push(ServedConsole::start(&bin, &replica_data, &env)?);
     }
     Ok((ConsoleChildren { served, _dir: dir, _s3: s3, _pg: pg }, tokens))
-}
-
-/// `init` with the S3 credentials in its environment.
-fn init_with_env(
-    bin: &std::path::Path,
-    data: &std::path::Path,
-    args: &[&str],
-) -> anyhow::Result<InitTokens> {
-    let out =
-        Command::new(bin).arg("init").arg("--data").arg(data).args(args).envs(S3_ENV).output()?;
-    if !out.status.success() {
-        bail!("init failed: {}", String::from_utf8_lossy(&out.stderr));
-    }
-    Ok(InitTokens::parse(&String::from_utf8_lossy(&out.stdout))?)
-}
-
-/// A data directory for replica `r` beside `data`: its keys and `backends.json`, as an
-/// operator copies them to each replica.
-fn copy_data_dir(data: &std::path::Path, r: usize) -> anyhow::Result<PathBuf> {
-    let to = data.with_file_name(format!("data-{r}"));
-    std::fs::create_dir_all(to.join("keys"))?;
-    for entry in std::fs::read_dir(data.join("keys"))? {
-        let entry = entry?;
-        std::fs::copy(entry.path(), to.join("keys").join(entry.file_name()))?;
-    }
-    std::fs::copy(data.join("backends.json"), to.join("backends.json"))?;
-    Ok(to)
 }
 
 /// A simulated device: its client (with its token), its id, and the chains its enrolled key
@@ -214,19 +195,21 @@ struct BenchDevice {
     chains: Arc<Mutex<DeviceChains>>,
 }
 
-async fn enroll(url: &str, admin: &AdminClient) -> anyhow::Result<BenchDevice> {
+/// Enrolls a device through `base`, the fleet's client for its replica: every device's client
+/// is a clone of it with its own token, so they share one connection pool (a device's stream is
+/// its one socket, and enrolling leaves no idle connection per device behind).
+async fn enroll(base: &Client, admin: &AdminClient) -> anyhow::Result<BenchDevice> {
     let t: Value = admin.post("/api/v1/enrollment-tokens", &json!({})).await?;
     let token = t["token"].as_str().context("no token")?;
     let (key, _der) = Signer::generate().map_err(|_| anyhow::anyhow!("rng"))?;
     let public_key = hex::encode(key.public_key().as_bytes());
     // The proof is a plain Ed25519 signature of the message (no domain before it).
     let proof = hex::encode(key.sign("", &enroll_proof_message(token, &public_key)));
-    let client = Client::new(&ClientConfig::new(url), None)?;
-    let r = client
+    let r = base
         .enroll(&EnrollRequest { token: token.into(), public_key, proof, hostname: "bench".into() })
         .await?;
     let chains = Arc::new(Mutex::new(DeviceChains::new(key, &r.tenant_id, &r.device_id)));
-    Ok(BenchDevice { client: client.with_token(r.device_token), id: r.device_id, chains })
+    Ok(BenchDevice { client: base.with_token(r.device_token), id: r.device_id, chains })
 }
 
 /// Puts the entries that cover `manifest`'s segments into it (signed by the device key), one
@@ -289,14 +272,17 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[rank.min(sorted.len() - 1)]
 }
 
-fn peak_rss_mb(pid: u32) -> anyhow::Result<f64> {
-    let kib = ProcStatus::read(pid)?.kib("VmHWM").context("no VmHWM in /proc/PID/status")?;
+/// `key` (`VmRSS` now, `VmHWM` the peak) of process `pid`, MiB.
+fn rss_mb(pid: u32, key: &str) -> anyhow::Result<f64> {
+    let kib =
+        ProcStatus::read(pid)?.kib(key).with_context(|| format!("no {key} in /proc/PID/status"))?;
     Ok(kib as f64 / 1024.0)
 }
 
 pub fn run(args: ProtocolArgs) -> anyhow::Result<()> {
     let nofile = raise_nofile(args.devices as u64 * 4 + 1024)?;
-    if (nofile as usize) < args.devices * 2 + 256 {
+    // One socket a device (its stream), and the shared pools' few.
+    if (nofile as usize) < args.devices + 512 {
         bail!(
             "RLIMIT_NOFILE is {nofile}: too low for {} devices; raise the hard limit",
             args.devices
@@ -320,6 +306,8 @@ async fn run_async(args: ProtocolArgs) -> anyhow::Result<()> {
         .iter()
         .map(|u| AdminClient::new(u, &tokens.admin_token, None))
         .collect::<Result<_, _>>()?;
+    let bases: Vec<Client> =
+        urls.iter().map(|u| Client::new(&ClientConfig::new(u), None)).collect::<Result<_, _>>()?;
     let approver = AdminClient::new(&url, &tokens.approver_token, None)?;
     let _: Value =
         admin.put("/api/v1/policy/settings", &json!({"capture": {"enabled": true}})).await?;
@@ -334,6 +322,10 @@ async fn run_async(args: ProtocolArgs) -> anyhow::Result<()> {
     let _: Value =
         approver.post(&format!("/api/v1/approvals/{}/approve", req["id"]), &json!({})).await?;
 
+    let replica_rss = |key: &'static str| -> anyhow::Result<Vec<f64>> {
+        console.served.iter().map(|s| rss_mb(s.child.id(), key).map(round)).collect()
+    };
+    let idle = replica_rss("VmRSS")?;
     log(format!("enrolling {} devices", args.devices));
     let waiters: Waiters = Arc::default();
     let mut devices = Vec::with_capacity(args.devices);
@@ -341,7 +333,7 @@ async fn run_async(args: ProtocolArgs) -> anyhow::Result<()> {
     for chunk in (0..args.devices).collect::<Vec<_>>().chunks(50) {
         // Device k enrolls with (and so streams from) replica k mod N.
         let enrolled = futures_util::future::try_join_all(
-            chunk.iter().map(|k| enroll(&urls[k % urls.len()], &admins[k % urls.len()])),
+            chunk.iter().map(|k| enroll(&bases[k % urls.len()], &admins[k % urls.len()])),
         )
         .await?;
         for device in enrolled {
@@ -404,6 +396,14 @@ async fn run_async(args: ProtocolArgs) -> anyhow::Result<()> {
     futures_util::future::try_join_all(workers).await?;
     let mut lat = latencies.lock().unwrap_or_else(|p| p.into_inner()).clone();
     lat.sort_by(|a, b| a.total_cmp(b));
+    // Streams held and every trigger pushed, before any segment: what the streams cost.
+    let with_streams = replica_rss("VmHWM")?;
+    let streams_per_replica = args.devices as f64 / console.served.len() as f64;
+    let kb_per_stream: Vec<f64> = with_streams
+        .iter()
+        .zip(&idle)
+        .map(|(s, i)| round((s - i) * 1024.0 / streams_per_replica))
+        .collect();
 
     log(format!("ingesting {} MiB from {} devices", args.ingest_mib, args.upload_devices));
     let per_device = args.ingest_mib.div_ceil(args.upload_devices);
@@ -466,11 +466,7 @@ async fn run_async(args: ProtocolArgs) -> anyhow::Result<()> {
     .into_iter()
     .sum::<u64>();
     let mb_per_s = bytes as f64 / 1e6 / start.elapsed().as_secs_f64();
-    let rss: Vec<f64> = console
-        .served
-        .iter()
-        .map(|s| peak_rss_mb(s.child.id()).map(round))
-        .collect::<Result<_, _>>()?;
+    let rss = replica_rss("VmHWM")?;
     let result = json!({
         "bench": "protocol",
         "devices": args.devices,
@@ -482,7 +478,9 @@ async fn run_async(args: ProtocolArgs) -> anyhow::Result<()> {
              "max_ms": round(lat.last().copied().unwrap_or(f64::NAN)), "triggers": lat.len()},
             {"name": "ingest", "mb_per_s": round(mb_per_s), "bytes": bytes, "upload_devices": args.upload_devices},
             {"name": "console_rss", "mb_per_replica": rss,
-             "mb": round(rss.iter().copied().fold(0.0, f64::max))},
+             "mb": round(rss.iter().copied().fold(0.0, f64::max)),
+             "idle_mb_per_replica": idle, "streams_peak_mb_per_replica": with_streams,
+             "kb_per_stream": kb_per_stream},
         ]
     });
     println!("{result}");

@@ -179,7 +179,7 @@ pub async fn bundle_for(state: &Arc<AppState>) -> Result<PolicyMessage, ApiError
 }
 
 /// The bundle of the version `tx` sees: as stored, or signed now and stored.
-fn stored_or_signed(tx: &Tx<'_>, state: &AppState) -> Result<PolicyMessage, ApiError> {
+pub(crate) fn stored_or_signed(tx: &Tx<'_>, state: &AppState) -> Result<PolicyMessage, ApiError> {
     let version = tx.policy_version()?;
     let stored: Option<PolicyMessage> =
         tx.meta_get("policy_bundle")?.and_then(|json| serde_json::from_str(&json).ok());

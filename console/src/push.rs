@@ -52,9 +52,13 @@ pub fn trigger_payload(device_id: &str) -> String {
     format!("trigger:{device_id}")
 }
 
-/// How many pushes may wait for a slow stream before it is told it lagged (it then reloads
-/// everything from the database, so lagging loses nothing).
-const QUEUE: usize = 64;
+/// How many pushes to one device may wait for its stream before it is told it lagged (it then
+/// reloads everything from the database, so lagging loses nothing). Small: every connected
+/// device holds this many slots, and a stream drains its pushes as they come.
+const DEVICE_QUEUE: usize = 8;
+
+/// The same for the pushes to every device (one channel for all).
+const ALL_QUEUE: usize = 64;
 
 #[derive(Default)]
 pub struct Hub {
@@ -71,12 +75,12 @@ impl Hub {
         let own = {
             let mut map = self.devices.lock().unwrap_or_else(|p| p.into_inner());
             map.entry(device_id.to_owned())
-                .or_insert_with(|| broadcast::channel(QUEUE).0)
+                .or_insert_with(|| broadcast::channel(DEVICE_QUEUE).0)
                 .subscribe()
         };
         let all = {
             let mut all = self.all.lock().unwrap_or_else(|p| p.into_inner());
-            all.get_or_insert_with(|| broadcast::channel(QUEUE).0).subscribe()
+            all.get_or_insert_with(|| broadcast::channel(ALL_QUEUE).0).subscribe()
         };
         (own, all)
     }

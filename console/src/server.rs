@@ -17,7 +17,7 @@ use crate::api::ingest::{IngestLimits, IngestState};
 use crate::api::roles::{Granter, INIT};
 use crate::auth::Role;
 use crate::blobs::BlobLocation;
-use crate::error::ConsoleError;
+use crate::error::{ApiError, ConsoleError};
 use crate::push::Hub;
 use crate::state::AppState;
 use crate::store::{now_ms, Database, Store, Tx};
@@ -99,6 +99,25 @@ pub fn init_on(
             data.display()
         )));
     }
+    init_into(data, backends, tenant_id, admin_name, approver_name).inspect_err(|_| {
+        // Nothing of this init was here (checked above): what it made goes, so the same
+        // command, corrected, can run again.
+        for made in ["backends.json", "console.db", "console.db-wal", "console.db-shm"] {
+            let _ = std::fs::remove_file(data.join(made));
+        }
+        let _ = std::fs::remove_dir_all(data.join("keys"));
+    })
+}
+
+/// [`init_on`] past its checks of the directory: whatever fails here leaves things for it to
+/// remove.
+fn init_into(
+    data: &Path,
+    backends: &Backends,
+    tenant_id: &str,
+    admin_name: &str,
+    approver_name: &str,
+) -> Result<InitOutput, ConsoleError> {
     let database = &backends.database;
     let store = Store::open_with(data, database, &backends.blobs)?;
     if let Some(held) = store.read_now(|tx| tx.meta_get("tenant_id"))? {
@@ -486,12 +505,13 @@ async fn tick(state: Arc<AppState>) {
                 continue;
             }
         }
-        match state.store.write(move |tx| expire_in(tx, now)).await {
+        let signer = state.clone();
+        match state.store.write(move |tx| expire_and_sign(tx, &signer, now)).await {
             Ok(true) => state.hub.policy_changed(),
             Ok(false) => {}
             // Nothing recorded: the next tick tries the same window again.
             Err(e) => {
-                tracing::warn!(error = ?e.to_string(), "could not handle expired approvals; trying again")
+                tracing::warn!(error = ?e.message, "could not handle expired approvals; trying again")
             }
         }
     }
@@ -522,6 +542,17 @@ fn signed_or_handled_ms(tx: &Tx<'_>) -> Result<Option<i64>, ConsoleError> {
         Ok(tx.meta_get(key)?.and_then(|v| v.parse().ok()))
     };
     Ok(ms("policy_signed_ms")?.max(ms("expiries_handled_ms")?))
+}
+
+/// [`expire_in`], and when it raised the version, the bundle of the new version signed and
+/// stored in the same write: a tick must not find the old bundle stale again (and raise the
+/// version again) just because no device asked for the new one.
+fn expire_and_sign(tx: &Tx<'_>, state: &AppState, now: i64) -> Result<bool, ApiError> {
+    let raised = expire_in(tx, now)?;
+    if raised {
+        crate::policy::stored_or_signed(tx, state)?;
+    }
+    Ok(raised)
 }
 
 /// One tick in `tx`: approvals that expired in `(last, now]` (`last`: when the bundle was

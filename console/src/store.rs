@@ -129,7 +129,7 @@ use std::time::Duration;
 use rusqlite::{Connection, TransactionBehavior};
 
 use crate::blobs::{BlobLocation, Blobs};
-use crate::error::ConsoleError;
+use crate::error::{ConsoleError, DbError};
 use crate::private;
 
 pub mod approvals;
@@ -461,6 +461,26 @@ pub struct Tx<'c> {
     conn: TxConn<'c>,
     /// The data directory (keys are beside the database there).
     data: &'c Path,
+    /// The first statement of this transaction the database failed, outside a savepoint that
+    /// undid it (see [`Tx::noting`]): a write that holds one does not commit.
+    failed: RefCell<Option<Failed>>,
+}
+
+/// A failed statement, kept to be told again at commit: how to make its error, and its text.
+#[derive(Clone)]
+struct Failed {
+    error: fn(DbError) -> ConsoleError,
+    text: String,
+}
+
+impl Failed {
+    /// The error a write that holds this failure ends with.
+    fn error(self) -> ConsoleError {
+        (self.error)(DbError::message(format!(
+            "{}; a statement of this write failed, so none of it was written",
+            self.text
+        )))
+    }
 }
 
 enum TxConn<'c> {
@@ -640,7 +660,12 @@ impl Store {
                 let tx = conn
                     .transaction_with_behavior(TransactionBehavior::Immediate)
                     .map_err(ConsoleError::from)?;
-                let out = f(&Tx { conn: TxConn::Sqlite(&tx), data })?;
+                let t = Tx::new(TxConn::Sqlite(&tx), data);
+                let out = f(&t)?;
+                if let Some(failed) = t.failed.take() {
+                    return Err(failed.error().into());
+                }
+                drop(t);
                 tx.commit().map_err(ConsoleError::from)?;
                 Ok(out)
             }
@@ -659,8 +684,13 @@ impl Store {
                 // write reads stays true until it commits.
                 tx.execute("SELECT pg_advisory_xact_lock($1)", &[&PG_WRITE_LOCK])
                     .map_err(ConsoleError::from)?;
-                let tx = Tx { conn: TxConn::Postgres(RefCell::new(PgTx { tx, statements })), data };
+                let tx = Tx::new(TxConn::Postgres(RefCell::new(PgTx { tx, statements })), data);
                 let out = f(&tx)?;
+                // PostgreSQL ends a transaction at its first failed statement, and answers its
+                // COMMIT with a rollback, not an error: the caller must hear of it.
+                if let Some(failed) = tx.failed.take() {
+                    return Err(failed.error().into());
+                }
                 let TxConn::Postgres(pg) = tx.conn else { unreachable!("built as Postgres above") };
                 pg.into_inner().tx.commit().map_err(ConsoleError::from)?;
                 Ok(out)
@@ -685,7 +715,7 @@ impl Store {
                     .into());
                 };
                 let tx = conn.transaction().map_err(ConsoleError::from)?;
-                let out = f(&Tx { conn: TxConn::Sqlite(&tx), data });
+                let out = f(&Tx::new(TxConn::Sqlite(&tx), data));
                 // A read changes nothing; ending it releases the snapshot.
                 drop(tx);
                 out
@@ -706,7 +736,7 @@ impl Store {
                     .read_only(true)
                     .start()
                     .map_err(ConsoleError::from)?;
-                let tx = Tx { conn: TxConn::Postgres(RefCell::new(PgTx { tx, statements })), data };
+                let tx = Tx::new(TxConn::Postgres(RefCell::new(PgTx { tx, statements })), data);
                 f(&tx)
             }
         }
@@ -792,7 +822,31 @@ fn open_postgres(url: &str) -> Result<PgPool, ConsoleError> {
     Ok(pool)
 }
 
+impl<'c> Tx<'c> {
+    fn new(conn: TxConn<'c>, data: &'c Path) -> Tx<'c> {
+        Tx { conn, data, failed: RefCell::new(None) }
+    }
+}
+
 impl Tx<'_> {
+    /// `result` of a statement, its failure noted (the first one) so that the write does not
+    /// commit, whatever the caller does with the error.
+    fn noting<T>(&self, result: Result<T, ConsoleError>) -> Result<T, ConsoleError> {
+        if let Err(e) = &result {
+            let error: fn(DbError) -> ConsoleError = match e {
+                ConsoleError::Constraint(_) => ConsoleError::Constraint,
+                ConsoleError::Unavailable(_) => ConsoleError::Unavailable,
+                ConsoleError::Database(_) => ConsoleError::Database,
+                _ => return result,
+            };
+            let mut failed = self.failed.borrow_mut();
+            if failed.is_none() {
+                *failed = Some(Failed { error, text: e.to_string() });
+            }
+        }
+        result
+    }
+
     /// Which engine this transaction runs on.
     pub fn backend(&self) -> Backend {
         match self.conn {
@@ -803,7 +857,7 @@ impl Tx<'_> {
 
     /// Runs one statement; how many rows it changed.
     pub(crate) fn exec(&self, sql: &str, args: &[Value<'_>]) -> Result<u64, ConsoleError> {
-        match &self.conn {
+        self.noting((|| match &self.conn {
             TxConn::Sqlite(conn) => {
                 let changed =
                     conn.prepare_cached(sql)?.execute(rusqlite::params_from_iter(args.iter()))?;
@@ -814,7 +868,7 @@ impl Tx<'_> {
                 let stmt = pg.statement(sql)?;
                 Ok(pg.tx.execute(&stmt, &pg_args(args))?)
             }
-        }
+        })())
     }
 
     /// Every row of a query, each made into a `T` by `f`.
@@ -824,7 +878,7 @@ impl Tx<'_> {
         args: &[Value<'_>],
         mut f: impl FnMut(&Row<'_>) -> Result<T, ConsoleError>,
     ) -> Result<Vec<T>, ConsoleError> {
-        match &self.conn {
+        self.noting((|| match &self.conn {
             TxConn::Sqlite(conn) => {
                 let mut stmt = conn.prepare_cached(sql)?;
                 let mut rows = stmt.query(rusqlite::params_from_iter(args.iter()))?;
@@ -843,7 +897,7 @@ impl Tx<'_> {
                 };
                 rows.iter().map(|r| f(&Row::postgres(r))).collect()
             }
-        }
+        })())
     }
 
     /// The first row of a query, if there is one.
@@ -853,7 +907,7 @@ impl Tx<'_> {
         args: &[Value<'_>],
         f: impl FnOnce(&Row<'_>) -> Result<T, ConsoleError>,
     ) -> Result<Option<T>, ConsoleError> {
-        match &self.conn {
+        self.noting((|| match &self.conn {
             TxConn::Sqlite(conn) => {
                 let mut stmt = conn.prepare_cached(sql)?;
                 let mut rows = stmt.query(rusqlite::params_from_iter(args.iter()))?;
@@ -871,7 +925,7 @@ impl Tx<'_> {
                 };
                 row.as_ref().map(|r| f(&Row::postgres(r))).transpose()
             }
-        }
+        })())
     }
 
     /// The one row a query must give (an aggregate, or a row the caller knows exists).
@@ -888,10 +942,10 @@ impl Tx<'_> {
 
     /// Runs statements without arguments (a savepoint, a schema change).
     pub(crate) fn batch(&self, sql: &str) -> Result<(), ConsoleError> {
-        match &self.conn {
+        self.noting((|| match &self.conn {
             TxConn::Sqlite(conn) => Ok(conn.execute_batch(sql)?),
             TxConn::Postgres(pg) => Ok(pg.borrow_mut().tx.batch_execute(sql)?),
-        }
+        })())
     }
 
     /// Tells every replica, when this transaction commits, `payload` on `channel` (PostgreSQL
@@ -926,9 +980,15 @@ impl Tx<'_> {
         f: impl FnOnce(&Tx<'_>) -> Result<T, E>,
     ) -> Result<T, E> {
         self.batch("SAVEPOINT part;")?;
+        let before = self.failed.borrow().clone();
         let out = f(self);
-        let end = if out.is_ok() { "RELEASE part;" } else { "ROLLBACK TO part; RELEASE part;" };
-        self.batch(end)?;
+        if out.is_ok() {
+            self.batch("RELEASE part;")?;
+        } else {
+            // What failed inside is undone, and the transaction is whole again.
+            self.failed.replace(before);
+            self.batch("ROLLBACK TO part; RELEASE part;")?;
+        }
         out
     }
 

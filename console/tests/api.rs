@@ -348,6 +348,28 @@ async fn people_roles_and_audit() {
     server.shutdown().await.unwrap();
 }
 
+/// The daily re-signing signs: a bundle signed over a day ago, with no device connected to ask
+/// for the new one, is signed again under one new version — not raised again every second
+/// until a device happens to ask.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bundle_signed_over_a_day_ago_is_signed_again_once_with_no_device_asking() {
+    let (dir, server, token) = start().await;
+    let admin = AdminClient::new(&server.url(), &token, None).unwrap();
+    let before: Value = admin.get("/api/v1/policy").await.unwrap();
+    let db = support::backend::TestDb::of(dir.path());
+    let day_ago = support::now_ms() - 25 * 3600 * 1000;
+    db.exec(&format!("UPDATE meta SET value = '{day_ago}' WHERE key = 'policy_signed_ms'"));
+    // The expiry tick runs every second: a few of them, with nobody asking for the bundle.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let version = db.int("SELECT CAST(value AS BIGINT) FROM meta WHERE key = 'policy_version'");
+    assert_eq!(version, before["version"].as_i64().unwrap() + 1, "raised once, not every tick");
+    let signed = db.int("SELECT CAST(value AS BIGINT) FROM meta WHERE key = 'policy_signed_ms'");
+    assert!(signed > support::now_ms() - 60_000, "the new version was not signed");
+    let after: Value = admin.get("/api/v1/policy").await.unwrap();
+    assert_eq!(after["version"].as_i64(), Some(version));
+    server.shutdown().await.unwrap();
+}
+
 #[tokio::test]
 async fn plain_http_only_on_loopback_and_tls_works() {
     let dir = tempfile::tempdir().unwrap();
@@ -377,6 +399,22 @@ async fn plain_http_only_on_loopback_and_tls_works() {
     let untrusting = AdminClient::new(&url, &out.admin_token, None).unwrap();
     assert_eq!(untrusting.get::<Vec<Value>>("/api/v1/people").await.unwrap_err().status, 0);
     server.shutdown().await.unwrap();
+}
+
+/// An init that fails part way — here at a first approver's name the console refuses, which is
+/// found only when the people are written, after the keys — leaves nothing of itself behind:
+/// the same command with the name corrected works in the same directory, on the same database.
+#[test]
+fn an_init_that_fails_part_way_can_be_run_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let backends = support::backend::test_backends(dir.path());
+    let long = "x".repeat(500);
+    let err = rearview_console::init_on(dir.path(), &backends, "tenant-a", "ivan", &long)
+        .expect_err("a 500-character name was taken");
+    assert!(!err.to_string().contains("already holds"), "{err}");
+    let out = rearview_console::init_on(dir.path(), &backends, "tenant-a", "ivan", "rita")
+        .unwrap_or_else(|e| panic!("init again after a failed one: {e}"));
+    assert_eq!(out.approver_name, "rita");
 }
 
 #[test]

@@ -11,7 +11,7 @@ mod support;
 use std::time::Duration;
 
 use rearview_console::client::AdminClient;
-use rearview_console::{Database, Server, ServerConfig};
+use rearview_console::{Server, ServerConfig};
 use rearview_testkit::postgres::Postgres;
 use serde_json::{json, Value};
 use support::device_trust::{bytes, enroll_at, one_segment, sha};
@@ -42,15 +42,7 @@ async fn put_manifest(url: &str, token: &str, manifest: &Value) -> (u16, Option<
 async fn a_stopped_database_makes_the_console_unhealthy_and_devices_retry_then_it_resumes() {
     let pg = Postgres::start().unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let database = Database::Postgres(pg.create_database());
-    let blobs = support::backend::test_blobs(dir.path());
-    let backends = rearview_console::Backends { database, blobs };
-    let out = std::thread::scope(|s| {
-        s.spawn(|| rearview_console::init_on(dir.path(), &backends, "tenant-a", "ivan", "rita"))
-            .join()
-            .unwrap()
-    })
-    .unwrap();
+    let out = support::backend::init_on_postgres(dir.path(), pg.create_database(), "rita");
     let server = Server::start(ServerConfig::plain(dir.path(), "127.0.0.1:0".parse().unwrap()))
         .await
         .unwrap();
@@ -103,4 +95,30 @@ async fn a_stopped_database_makes_the_console_unhealthy_and_devices_retry_then_i
     assert_eq!(clips.len(), 1, "the outage left a clip half written or twice: {clips:?}");
     assert_eq!(clips[0]["complete"], json!(true), "{clips:?}");
     server.shutdown().await.unwrap();
+}
+
+/// A write in which the database refused a statement commits nothing, also when the code that
+/// ran it dropped the error and went on: on PostgreSQL the refused statement ends the
+/// transaction and its COMMIT silently rolls back what came before, on SQLite the rest would
+/// commit without it; both must tell the caller instead. (Runs on the backend
+/// `REARVIEW_TEST_STORE` names.)
+#[test]
+fn a_write_with_a_refused_statement_commits_nothing_even_when_its_error_was_dropped() {
+    use rearview_console::error::ConsoleError;
+    use rearview_console::store::Store;
+    let dir = tempfile::tempdir().unwrap();
+    support::backend::init_tenant(dir.path(), "rita");
+    let db = support::backend::TestDb::of(dir.path());
+    db.refuse_inserts("no_bad_key", "meta", "NEW.key = 'bad'", "refused by the test");
+    let store = Store::open(dir.path()).unwrap();
+    let wrote = store.write_now(|tx| {
+        tx.meta_set("good", "1")?;
+        // A bug: the error is dropped.
+        let _ = tx.meta_set("bad", "1");
+        Ok::<_, ConsoleError>(())
+    });
+    let err = wrote.expect_err("a write with a refused statement reported success");
+    assert!(err.to_string().contains("refused"), "{err}");
+    let good = store.read_now(|tx| tx.meta_get("good")).unwrap();
+    assert_eq!(good, None, "half of a failed write was committed");
 }

@@ -15,7 +15,7 @@ mod support;
 use std::time::Duration;
 
 use rearview_console::client::AdminClient;
-use rearview_console::{Database, InitOutput, Server, ServerConfig, ServerHandle};
+use rearview_console::{InitOutput, Server, ServerConfig, ServerHandle};
 use rearview_testkit::postgres::Postgres;
 use serde_json::{json, Value};
 use support::backend::TestDb;
@@ -31,15 +31,8 @@ struct Fleet {
 impl Fleet {
     async fn start(n: usize) -> Fleet {
         let dir = tempfile::tempdir().unwrap();
-        let database = Database::Postgres(Postgres::shared().create_database());
-        let blobs = support::backend::test_blobs(dir.path());
-        let backends = rearview_console::Backends { database, blobs };
-        let out = std::thread::scope(|s| {
-            s.spawn(|| rearview_console::init_on(dir.path(), &backends, "tenant-a", "ivan", "rita"))
-                .join()
-                .unwrap()
-        })
-        .unwrap();
+        let url = Postgres::shared().create_database();
+        let out = support::backend::init_on_postgres(dir.path(), url, "rita");
         let mut replicas = Vec::new();
         for _ in 0..n {
             let config = ServerConfig::plain(dir.path(), "127.0.0.1:0".parse().unwrap());

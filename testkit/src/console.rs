@@ -81,18 +81,50 @@ impl InitTokens {
 /// new database of the shared test cluster ([`crate::postgres::Postgres::shared`]), which the
 /// data directory then records for every later command on it.
 pub fn init(exe: &Path, data: &Path, args: &[&str]) -> Result<InitTokens, ConsoleLaunchError> {
-    let mut cmd = Command::new(exe);
-    cmd.arg("init").arg("--data").arg(data).args(args);
+    let database;
+    let mut with: Vec<&str> = args.to_vec();
     if std::env::var("REARVIEW_TEST_STORE").as_deref() == Ok("postgres") {
-        cmd.arg("--database").arg(crate::postgres::Postgres::shared().create_database());
+        database = crate::postgres::Postgres::shared().create_database();
+        with.extend(["--database", database.as_str()]);
     }
-    let out =
-        cmd.output().map_err(|source| ConsoleLaunchError::Spawn { exe: exe.to_owned(), source })?;
+    init_with(exe, data, &with, &[])
+}
+
+/// `exe init --data DATA ARGS` with `env` set and nothing added: for a caller that names the
+/// backends itself (`--database`, `--blobs`) and the credentials they need.
+pub fn init_with(
+    exe: &Path,
+    data: &Path,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> Result<InitTokens, ConsoleLaunchError> {
+    let out = Command::new(exe)
+        .arg("init")
+        .arg("--data")
+        .arg(data)
+        .args(args)
+        .envs(env.iter().copied())
+        .output()
+        .map_err(|source| ConsoleLaunchError::Spawn { exe: exe.to_owned(), source })?;
     if !out.status.success() {
         let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
         return Err(ConsoleLaunchError::InitFailed { exe: exe.to_owned(), stderr });
     }
     InitTokens::parse(&String::from_utf8_lossy(&out.stdout))
+}
+
+/// A data directory for replica `r` of the tenant `init` made in `data`, beside it
+/// (`data-R`): the tenant's keys and `backends.json`, as an operator copies them to each
+/// replica (the metadata and blobs are shared, so nothing else is). Its path.
+pub fn replica_data_dir(data: &Path, r: usize) -> std::io::Result<PathBuf> {
+    let to = data.with_file_name(format!("data-{r}"));
+    std::fs::create_dir_all(to.join("keys"))?;
+    for entry in std::fs::read_dir(data.join("keys"))? {
+        let entry = entry?;
+        std::fs::copy(entry.path(), to.join("keys").join(entry.file_name()))?;
+    }
+    std::fs::copy(data.join("backends.json"), to.join("backends.json"))?;
+    Ok(to)
 }
 
 /// `exe serve --data DATA --listen LISTEN`, not yet started: the caller adds what it needs

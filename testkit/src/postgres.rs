@@ -89,6 +89,9 @@ pub enum Error {
     /// Retryable: other processes keep taking the free ports we pick.
     #[error("no free port after {PORT_ATTEMPTS} attempts; the server's log ends with: {0}")]
     PortTaken(String),
+    /// Permanent: not a URL [`Postgres::create_database`] made.
+    #[error("{0:?} is not a test kit database URL (postgres://rearview@127.0.0.1:PORT/NAME)")]
+    BadUrl(String),
 }
 
 impl Error {
@@ -102,6 +105,28 @@ impl Error {
                 | Error::PortTaken(_)
         )
     }
+}
+
+/// [`Postgres::psql`] in the database a [`Postgres::create_database`] URL names, on whichever
+/// test kit cluster it is (the shared one or a private one): for a test that holds only the URL
+/// (a console's data directory records it).
+pub fn psql_url(url: &str, sql: &str) -> Result<String, Error> {
+    let bad = || Error::BadUrl(url.to_owned());
+    let rest = url.strip_prefix(&format!("postgres://{SUPERUSER}@127.0.0.1:")).ok_or_else(bad)?;
+    let (port, database) = rest.split_once('/').ok_or_else(bad)?;
+    let port = port.parse().map_err(|_| bad())?;
+    psql(&Programs::find()?, port, database, sql)
+}
+
+fn psql(programs: &Programs, port: u16, database: &str, sql: &str) -> Result<String, Error> {
+    let mut cmd = Command::new(&programs.psql);
+    cmd.args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1"])
+        .arg("-p")
+        .arg(port.to_string())
+        .args(["-U", SUPERUSER, "-d", database, "-c", sql])
+        .env("PGCONNECT_TIMEOUT", "10");
+    let out = run(cmd)?;
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 /// The programs the cluster is run with.
@@ -245,14 +270,7 @@ impl Postgres {
     /// superuser, stopping at the first error; its output unaligned, tuples only
     /// (`psql -At`), one row a line.
     pub fn psql(&self, database: &str, sql: &str) -> Result<String, Error> {
-        let mut cmd = Command::new(&self.programs.psql);
-        cmd.args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1"])
-            .arg("-p")
-            .arg(self.port.to_string())
-            .args(["-U", SUPERUSER, "-d", database, "-c", sql])
-            .env("PGCONNECT_TIMEOUT", "10");
-        let out = run(cmd)?;
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        psql(&self.programs, self.port, database, sql)
     }
 
     /// The loopback TCP port the server listens on (the same across [`Postgres::restart`]).

@@ -14,8 +14,11 @@
 //!   device-trust rules as the real uploader meets them (the console-only halves stay in
 //!   `console/tests`).
 //! * `export`: `clip export` of a clip the real uploader sent.
+//! * `replicas`: 200 real uploaders behind a balancer in front of two console processes on
+//!   PostgreSQL: a replica SIGKILLed, and PostgreSQL restarted, under load — every trigger once,
+//!   every segment once, no clip lost.
 //!
-//! `support` is the device side of the harness (test devices, a fault proxy); the console side
+//! `support` is the device side of the harness (test devices, a fault proxy, a balancer); the console side
 //! is the console's own test support (`console/tests/support`), mounted here as
 //! `console_support`, so there is one in-process console launcher.
 
@@ -37,6 +40,8 @@ mod faults;
 mod limits;
 #[path = "protocol/local.rs"]
 mod local;
+#[path = "protocol/replicas.rs"]
+mod replicas;
 #[path = "protocol/security.rs"]
 mod security;
 #[path = "protocol/support.rs"]

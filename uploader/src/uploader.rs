@@ -15,7 +15,10 @@
 //! * **stream**: holds `GET /api/v1/device/stream`; every policy and trigger is verified by
 //!   [`rearview_config::TrustStore`] before anything else sees it; accepted ones go to every
 //!   [`Uploader::subscribe`]r as [`Command`]s. A trigger is marked seen and acknowledged to
-//!   the console only after a subscriber has recorded its clip ([`TriggerDelivery`]).
+//!   the console only after a subscriber has recorded its clip ([`TriggerDelivery`]); an
+//!   acknowledgement the console could not take (unreachable, 5xx) is sent again by the send
+//!   task until it is (the stream may stay up through a console's outage, so no resend of the
+//!   trigger would bring it).
 //!   A stream that ends, fails or stays silent past 45 s (the console pings every 15 s) is
 //!   reopened after an exponential backoff with jitter.
 //! * **send**: takes pending clips oldest first: manifest, then only the segments the console
@@ -274,6 +277,10 @@ pub struct Uploader {
     live: Mutex<Live>,
     subscribers: Mutex<Vec<mpsc::UnboundedSender<Command>>>,
     wake: Notify,
+    /// Triggers recorded and seen whose acknowledgement the console could not take (it was
+    /// unreachable or answered 5xx): the send loop tells it again. The stream may well stay up
+    /// meanwhile (a console whose database is down still holds it), so no resend would come.
+    unacked: Mutex<std::collections::BTreeSet<String>>,
 }
 
 impl std::fmt::Debug for Uploader {
@@ -335,6 +342,7 @@ impl Uploader {
             live: Mutex::new(Live { policy_version, ..Live::default() }),
             subscribers: Mutex::new(Vec::new()),
             wake: Notify::new(),
+            unacked: Mutex::default(),
         }))
     }
 
@@ -531,19 +539,57 @@ impl Uploader {
                 })?;
                 crate::fault::point("trigger:after-seen");
                 tracing::info!(trigger = %id, "trigger accepted");
-                let acknowledged = self.client().ack_trigger(&id).await;
+                let acknowledged = self.acknowledge(&id).await;
                 Ok(TriggerAccepted { id, acknowledged })
             }
             // Seen before (a resend after a reconnect): the ack got lost, send it again.
             Err(TriggerRejected::Replay { id }) => {
                 let id = id.to_string();
-                let acknowledged = self.client().ack_trigger(&id).await;
+                let acknowledged = self.acknowledge(&id).await;
                 Ok(TriggerAccepted { id, acknowledged })
             }
             Err(e) => {
                 Err(UploadError::Rejected { what: "trigger".into(), reason: Box::new(e.into()) })
             }
         }
+    }
+
+    /// Acknowledges trigger `id` (recorded and seen) to the console; when that may work later,
+    /// the send loop tries again until it does (see `unacked`).
+    async fn acknowledge(&self, id: &str) -> Result<(), UploadError> {
+        let result = self.client().ack_trigger(id).await;
+        match &result {
+            Ok(()) => {
+                lock(&self.unacked).remove(id);
+            }
+            Err(e) if e.is_retryable() => {
+                lock(&self.unacked).insert(id.to_owned());
+                self.wake.notify_one();
+            }
+            Err(_) => {}
+        }
+        result
+    }
+
+    /// Tells the console of the triggers whose acknowledgement it could not take before; a
+    /// refusal (it no longer holds the trigger) ends the attempt. The first error that may pass
+    /// later, if any.
+    async fn acknowledge_again(&self) -> Option<UploadError> {
+        let ids: Vec<String> = lock(&self.unacked).iter().cloned().collect();
+        for id in ids {
+            match self.client().ack_trigger(&id).await {
+                Ok(()) => {
+                    tracing::info!(trigger = %id, "trigger acknowledged again");
+                    lock(&self.unacked).remove(&id);
+                }
+                Err(e) if e.is_retryable() => return Some(e),
+                Err(e) => {
+                    tracing::warn!(trigger = %id, error = %e, "console refused the acknowledgement");
+                    lock(&self.unacked).remove(&id);
+                }
+            }
+        }
+        None
     }
 
     /// Hands `trigger` to the subscribers and waits until one says its clip is recorded.
@@ -831,6 +877,7 @@ impl Uploader {
                 Err(e) => return Err(e),
             }
         }
+        let unacked = self.acknowledge_again().await;
         match local {
             Some(e) => {
                 lock(&self.live).local_error = Some(local_warning(&e));
@@ -838,7 +885,7 @@ impl Uploader {
             }
             None => {
                 lock(&self.live).local_error = None;
-                Ok(())
+                unacked.map_or(Ok(()), Err)
             }
         }
     }

@@ -1,6 +1,6 @@
 //! The device push stream (server-sent events) and the one-shot policy fetch.
 
-use std::collections::HashSet;
+use std::collections::{HashSet, VecDeque};
 use std::convert::Infallible;
 use std::sync::Arc;
 
@@ -9,8 +9,7 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::Json;
 use futures_util::Stream;
 use rearview_protocol::{PolicyMessage, TriggerMessage};
-use tokio::sync::{broadcast, mpsc};
-use tokio_stream::wrappers::ReceiverStream;
+use tokio::sync::broadcast;
 
 use crate::auth::Device;
 use crate::error::ApiError;
@@ -35,94 +34,110 @@ fn trigger_event(t: &TriggerMessage) -> Option<Event> {
     Event::default().event("trigger").id(t.trigger_id.clone()).json_data(t).ok()
 }
 
-/// Sends the current policy (when `with_policy`) and every unacknowledged trigger this stream
-/// has not sent yet (`sent`); used on connect, after lag, and when woken.
-async fn send_pending(
-    state: &Arc<AppState>,
-    device_id: &str,
-    tx: &mpsc::Sender<Result<Event, Infallible>>,
-    sent: &mut HashSet<String>,
-    with_policy: bool,
-) -> Result<(), ()> {
-    let mut events = Vec::new();
-    if with_policy {
-        match policy::bundle_for(state).await {
-            Ok(p) => events.extend(policy_event(&p)),
+/// One device's push stream: what it listens to and what it has sent. Its events are made as
+/// the connection asks for them (no task or channel of its own: a held stream is this struct,
+/// its two receivers and hyper's connection, which is what 10,000 of them cost).
+struct DeviceStream {
+    state: Arc<AppState>,
+    id: String,
+    own: broadcast::Receiver<Push>,
+    all: broadcast::Receiver<Push>,
+    /// The trigger ids this stream has sent, so a wake-up re-reading the pending ones sends
+    /// each once.
+    sent: HashSet<String>,
+    /// Events made and not yet taken by the connection.
+    ready: VecDeque<Event>,
+    /// Whether the policy and the pending triggers were read (on connect).
+    started: bool,
+}
+
+impl DeviceStream {
+    /// Queues the current policy (when `with_policy`) and every unacknowledged trigger this
+    /// stream has not sent yet; used on connect, after lag, and when woken.
+    async fn pending(&mut self, with_policy: bool) {
+        if with_policy {
+            self.policy().await;
+        }
+        match policy::pending_triggers(&self.state, &self.id).await {
+            Ok(ts) => {
+                for t in ts {
+                    if self.sent.insert(t.trigger_id.clone()) {
+                        self.ready.extend(trigger_event(&t));
+                    }
+                }
+            }
             Err(e) => {
-                tracing::warn!(device = ?device_id, error = ?e.message, "cannot build policy for stream")
+                tracing::warn!(device = ?self.id, error = ?e.message, "cannot list triggers for stream")
             }
         }
     }
-    match policy::pending_triggers(state, device_id).await {
-        Ok(ts) => events.extend(
-            ts.iter().filter(|t| sent.insert(t.trigger_id.clone())).filter_map(trigger_event),
-        ),
-        Err(e) => {
-            tracing::warn!(device = ?device_id, error = ?e.message, "cannot list triggers for stream")
+
+    async fn policy(&mut self) {
+        match policy::bundle_for(&self.state).await {
+            Ok(p) => self.ready.extend(policy_event(&p)),
+            Err(e) => {
+                tracing::warn!(device = ?self.id, error = ?e.message, "cannot build policy for stream")
+            }
         }
     }
-    for e in events {
-        tx.send(Ok(e)).await.map_err(|_| ())?;
+
+    /// The next event, waiting for a push when none is ready; None when the hub is gone.
+    async fn next(&mut self) -> Option<Event> {
+        loop {
+            if let Some(e) = self.ready.pop_front() {
+                return Some(e);
+            }
+            if !self.started {
+                // Subscribed before this read, so nothing issued in between is missed.
+                self.started = true;
+                self.pending(true).await;
+                continue;
+            }
+            let push = tokio::select! {
+                p = self.own.recv() => p,
+                p = self.all.recv() => p,
+            };
+            match push {
+                Ok(Push::Policy(p)) => self.ready.extend(policy_event(&p)),
+                Ok(Push::Trigger(t)) => {
+                    if self.sent.insert(t.trigger_id.clone()) {
+                        self.ready.extend(trigger_event(&t));
+                    }
+                }
+                Ok(Push::Wake) => self.pending(false).await,
+                Ok(Push::PolicyChanged) => self.policy().await,
+                // Pushes were dropped: everything is read again from the database.
+                Err(broadcast::error::RecvError::Lagged(_)) => self.pending(true).await,
+                Err(broadcast::error::RecvError::Closed) => return None,
+            }
+        }
     }
-    Ok(())
 }
 
+/// `GET /api/v1/device/stream` (a device, by its token): the policy, then every pending trigger,
+/// then whatever is pushed, as server-sent events with a keep-alive ping. The stream ends when
+/// the connection does.
 pub async fn stream(
     State(state): State<Arc<AppState>>,
     device: Device,
 ) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
     let ping = state.stream_ping;
-    let (tx, rx) = mpsc::channel(32);
     // Subscribe before reading the database, so nothing issued in between is missed.
-    let (mut own, mut all) = state.hub.subscribe(&device.id);
-    tokio::spawn(async move {
-        let id = device.id;
-        // The trigger ids this stream has sent, so a wake-up re-reading the pending ones sends
-        // each once.
-        let mut sent = HashSet::new();
-        if send_pending(&state, &id, &tx, &mut sent, true).await.is_err() {
-            return;
-        }
-        loop {
-            let push = tokio::select! {
-                _ = tx.closed() => return,
-                p = own.recv() => p,
-                p = all.recv() => p,
-            };
-            let event = match push {
-                Ok(Push::Policy(p)) => policy_event(&p),
-                Ok(Push::Trigger(t)) => {
-                    sent.insert(t.trigger_id.clone()).then(|| trigger_event(&t)).flatten()
-                }
-                Ok(Push::Wake) => {
-                    if send_pending(&state, &id, &tx, &mut sent, false).await.is_err() {
-                        return;
-                    }
-                    None
-                }
-                Ok(Push::PolicyChanged) => match policy::bundle_for(&state).await {
-                    Ok(p) => policy_event(&p),
-                    Err(e) => {
-                        tracing::warn!(device = ?id, error = ?e.message, "cannot build policy for stream");
-                        None
-                    }
-                },
-                Err(broadcast::error::RecvError::Lagged(_)) => {
-                    if send_pending(&state, &id, &tx, &mut sent, true).await.is_err() {
-                        return;
-                    }
-                    None
-                }
-                Err(broadcast::error::RecvError::Closed) => return,
-            };
-            if let Some(event) = event {
-                if tx.send(Ok(event)).await.is_err() {
-                    return;
-                }
-            }
-        }
+    let (own, all) = state.hub.subscribe(&device.id);
+    let stream = DeviceStream {
+        state,
+        id: device.id,
+        own,
+        all,
+        sent: HashSet::new(),
+        ready: VecDeque::new(),
+        started: false,
+    };
+    let events = futures_util::stream::unfold(stream, |mut s| async move {
+        let event = s.next().await?;
+        Some((Ok(event), s))
     });
-    Sse::new(ReceiverStream::new(rx)).keep_alive(
+    Sse::new(events).keep_alive(
         KeepAlive::new().interval(ping).event(Event::default().event("ping").data("{}")),
     )
 }

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 
 use rearview_console::blobs::BlobLocation;
 use rearview_console::{Backends, Database, InitOutput};
-use rearview_testkit::postgres::Postgres;
+use rearview_testkit::postgres::{psql_url, Postgres};
 use rearview_testkit::s3::S3Server;
 
 /// The backend `REARVIEW_TEST_STORE` names, with a fresh database when it is PostgreSQL.
@@ -63,10 +63,19 @@ pub fn init_tenant(dir: &Path, approver: &str) -> InitOutput {
     })
 }
 
+/// `init` of tenant `tenant-a` (ivan, `approver`) in `dir` on the PostgreSQL database at `url`
+/// (whatever `REARVIEW_TEST_STORE` says) and the test blobs: for the tests that are about
+/// PostgreSQL itself (replicas, a database that stops).
+pub fn init_on_postgres(dir: &Path, url: String, approver: &str) -> InitOutput {
+    let backends = Backends { database: Database::Postgres(url), blobs: test_blobs(dir) };
+    rearview_console::init_on(dir, &backends, "tenant-a", "ivan", approver)
+        .unwrap_or_else(|e| panic!("init on {}: {e}", backends.database.shown()))
+}
+
 /// The database of the console whose data directory is `dir`, for raw SQL beside it.
 pub enum TestDb {
     Sqlite(PathBuf),
-    /// The database's name in the shared cluster.
+    /// The database's URL, on a test kit cluster (the shared one or a test's own).
     Postgres(String),
 }
 
@@ -75,7 +84,7 @@ impl TestDb {
     pub fn of(dir: &Path) -> TestDb {
         match Database::recorded(dir).unwrap() {
             Database::Sqlite => TestDb::Sqlite(dir.join("console.db")),
-            Database::Postgres(url) => TestDb::Postgres(url.rsplit('/').next().unwrap().to_owned()),
+            Database::Postgres(url) => TestDb::Postgres(url),
         }
     }
 
@@ -86,7 +95,7 @@ impl TestDb {
                 rusqlite::Connection::open(path).unwrap().execute_batch(sql).unwrap()
             }
             TestDb::Postgres(db) => {
-                Postgres::shared().psql(db, sql).unwrap();
+                psql_url(db, sql).unwrap();
             }
         }
     }
@@ -100,7 +109,7 @@ impl TestDb {
                 .expect_err("the database took it")
                 .to_string(),
             TestDb::Postgres(db) => {
-                Postgres::shared().psql(db, sql).expect_err("the database took it").to_string()
+                psql_url(db, sql).expect_err("the database took it").to_string()
             }
         }
     }
@@ -119,9 +128,7 @@ impl TestDb {
                     rusqlite::types::Value::Blob(b) => String::from_utf8_lossy(&b).into_owned(),
                 }
             }
-            TestDb::Postgres(db) => {
-                Postgres::shared().psql(db, query).unwrap().trim_end_matches('\n').to_owned()
-            }
+            TestDb::Postgres(db) => psql_url(db, query).unwrap().trim_end_matches('\n').to_owned(),
         }
     }
 
@@ -135,7 +142,7 @@ impl TestDb {
                 rows.collect::<Result<_, _>>().unwrap()
             }
             TestDb::Postgres(db) => {
-                let out = Postgres::shared().psql(db, query).unwrap();
+                let out = psql_url(db, query).unwrap();
                 out.lines().map(str::to_owned).collect()
             }
         }

@@ -440,6 +440,12 @@ impl Drop for FaultProxy {
 
 async fn forward(client: TcpStream, upstream: SocketAddr, throttle_us: Arc<AtomicU64>) {
     let Ok(server) = TcpStream::connect(upstream).await else { return };
+    splice(client, server, throttle_us).await
+}
+
+/// Copies both ways between `client` and `server` until either side ends, delaying
+/// `throttle_us` per read from the client.
+async fn splice(client: TcpStream, server: TcpStream, throttle_us: Arc<AtomicU64>) {
     let (mut cr, mut cw) = client.into_split();
     let (mut sr, mut sw) = server.into_split();
     let up = async move {
@@ -462,6 +468,62 @@ async fn forward(client: TcpStream, upstream: SocketAddr, throttle_us: Arc<Atomi
         let _ = tokio::io::copy(&mut sr, &mut cw).await;
     };
     tokio::select! { _ = up => {}, _ = down => {} }
+}
+
+/// A round-robin TCP balancer in front of several consoles, as an operator's reverse proxy
+/// in front of replicas: each new connection goes to the next upstream in turn, passing over
+/// one that refuses to connect (a replica that died), so devices that reconnect land on a
+/// live one.
+pub struct Balancer {
+    pub addr: SocketAddr,
+    conns: Arc<Mutex<Vec<tokio::task::JoinHandle<()>>>>,
+    accept: tokio::task::JoinHandle<()>,
+}
+
+impl Balancer {
+    pub async fn start(upstreams: Vec<SocketAddr>) -> Balancer {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let conns: Arc<Mutex<Vec<tokio::task::JoinHandle<()>>>> = Arc::default();
+        let accept = {
+            let conns = conns.clone();
+            tokio::spawn(async move {
+                let mut turn = 0usize;
+                loop {
+                    let Ok((client, _)) = listener.accept().await else { return };
+                    let first = turn;
+                    turn += 1;
+                    let upstreams = upstreams.clone();
+                    let task = tokio::spawn(async move {
+                        for k in 0..upstreams.len() {
+                            let to = upstreams[(first + k) % upstreams.len()];
+                            if let Ok(server) = TcpStream::connect(to).await {
+                                splice(client, server, Arc::default()).await;
+                                return;
+                            }
+                        }
+                    });
+                    let mut conns = conns.lock().unwrap();
+                    conns.retain(|t| !t.is_finished());
+                    conns.push(task);
+                }
+            })
+        };
+        Balancer { addr, conns, accept }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+}
+
+impl Drop for Balancer {
+    fn drop(&mut self) {
+        self.accept.abort();
+        for t in self.conns.lock().unwrap().drain(..) {
+            t.abort();
+        }
+    }
 }
 
 async fn fail(mut client: TcpStream) {
