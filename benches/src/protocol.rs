@@ -7,7 +7,7 @@
 //! 3. **trigger_latency**: issues one trigger per device (`--concurrency` admins in parallel) and
 //!    measures, per trigger, from just before `POST /api/v1/triggers` to the moment the trigger
 //!    event is read from that device's stream. Signing, storing, pushing and the HTTP round trip
-//!    are all inside.
+//!    are all inside. Each device acknowledges its trigger, as devices do.
 //! 4. **ingest**: `--upload-devices` devices upload clips of 1 MiB segments in parallel
 //!    (manifest, then the segments), `--ingest-mib` MiB in total; MB/s = 10^6 bytes per second of
 //!    sealed bytes accepted (hashed, fsynced, recorded).
@@ -226,7 +226,8 @@ fn sign_chain(chains: &Mutex<DeviceChains>, manifest: &mut ClipManifest) {
     manifest.absent = covered.absent;
 }
 
-/// Holds one device's stream; reports each trigger's arrival to its waiter.
+/// Holds one device's stream; reports each trigger's arrival to its waiter, and acknowledges
+/// the trigger.
 async fn hold_stream(
     client: Client,
     waiters: Waiters,
@@ -247,6 +248,9 @@ async fn hold_stream(
                 }
                 "trigger" => {
                     let m: TriggerMessage = serde_json::from_str(&ev.data)?;
+                    // Acknowledged, as a device does once its clip is recorded.
+                    let (acker, id) = (client.clone(), m.trigger_id.clone());
+                    tokio::spawn(async move { acker.ack_trigger(&id).await });
                     let mut a = waiters.lock().unwrap_or_else(|p| p.into_inner());
                     match a.waiters.remove(&m.trigger_id) {
                         Some(w) => {

@@ -9,11 +9,13 @@
 //!           crate::push for the payloads. On (re)connecting it wakes every stream and
 //!           announces a policy change, so what was sent while it did not listen is read
 //!           from the database. A dead database: it retries, backing off to 5 s.
-//! poller    every POLL, the unacknowledged triggers issued in the last WINDOW: the stream of
-//!           each one's device, if here, is woken (it sends only ids it has not sent); a policy
-//!           version other than the last seen wakes every stream. This is what makes a lost
-//!           notification, or a stream that could not read the database when woken, cost at
-//!           most POLL.
+//! poller    every POLL, the unacknowledged triggers issued in the last WINDOW: for each one
+//!           this poller has not seen before, the stream of its device, if here, is woken (it
+//!           sends only ids it has not sent); a policy version other than the last seen wakes
+//!           every stream. This is what makes a lost notification cost at most POLL. Each
+//!           trigger wakes a stream once this way (a device that does not acknowledge is not
+//!           woken every POLL for ever); a stream that could not read the database when woken
+//!           tries again by itself (`api::stream`).
 //! ```
 //!
 //! Background work that must run once across replicas (approval expiry) is guarded by a lease
@@ -137,6 +139,9 @@ fn deliver(state: &AppState, payload: &str) {
 /// The poller task (see the module docs).
 async fn poll(state: Arc<AppState>) {
     let mut version = None;
+    // The unacknowledged triggers of the window this poller has woken a stream for, and when
+    // each was issued (to forget it once it leaves the window).
+    let mut woken: std::collections::HashMap<String, i64> = std::collections::HashMap::new();
     let mut interval = tokio::time::interval(POLL);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -158,8 +163,13 @@ async fn poll(state: Arc<AppState>) {
                 continue;
             }
         };
-        let devices: std::collections::BTreeSet<String> =
-            issued.into_iter().map(|(_, device, _)| device).collect();
+        let mut devices = std::collections::BTreeSet::new();
+        for (id, device, issued_ms) in issued {
+            if woken.insert(id, issued_ms).is_none() {
+                devices.insert(device);
+            }
+        }
+        woken.retain(|_, issued_ms| *issued_ms > since);
         for device in devices {
             state.hub.send(&device, crate::push::Push::Wake);
         }

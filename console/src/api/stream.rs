@@ -49,7 +49,13 @@ struct DeviceStream {
     ready: VecDeque<Event>,
     /// Whether the policy and the pending triggers were read (on connect).
     started: bool,
+    /// When to read them again, after a read that failed (the database was down, say): no
+    /// wake-up may come for what was missed.
+    retry: Option<tokio::time::Instant>,
 }
+
+/// How long a stream whose read of the database failed waits before it reads again.
+const RETRY: std::time::Duration = std::time::Duration::from_secs(2);
 
 impl DeviceStream {
     /// Queues the current policy (when `with_policy`) and every unacknowledged trigger this
@@ -67,16 +73,22 @@ impl DeviceStream {
                 }
             }
             Err(e) => {
-                tracing::warn!(device = ?self.id, error = ?e.message, "cannot list triggers for stream")
+                tracing::warn!(device = ?self.id, error = ?e.message, "cannot list triggers for stream");
+                self.retry_soon();
             }
         }
+    }
+
+    fn retry_soon(&mut self) {
+        self.retry.get_or_insert_with(|| tokio::time::Instant::now() + RETRY);
     }
 
     async fn policy(&mut self) {
         match policy::bundle_for(&self.state).await {
             Ok(p) => self.ready.extend(policy_event(&p)),
             Err(e) => {
-                tracing::warn!(device = ?self.id, error = ?e.message, "cannot build policy for stream")
+                tracing::warn!(device = ?self.id, error = ?e.message, "cannot build policy for stream");
+                self.retry_soon();
             }
         }
     }
@@ -93,9 +105,15 @@ impl DeviceStream {
                 self.pending(true).await;
                 continue;
             }
+            let retry = self.retry;
             let push = tokio::select! {
                 p = self.own.recv() => p,
                 p = self.all.recv() => p,
+                () = sleep_until(retry) => {
+                    self.retry = None;
+                    self.pending(true).await;
+                    continue;
+                }
             };
             match push {
                 Ok(Push::Policy(p)) => self.ready.extend(policy_event(&p)),
@@ -111,6 +129,14 @@ impl DeviceStream {
                 Err(broadcast::error::RecvError::Closed) => return None,
             }
         }
+    }
+}
+
+/// Until `at`, or for ever when there is none.
+async fn sleep_until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }
 
@@ -132,6 +158,7 @@ pub async fn stream(
         sent: HashSet::new(),
         ready: VecDeque::new(),
         started: false,
+        retry: None,
     };
     let events = futures_util::stream::unfold(stream, |mut s| async move {
         let event = s.next().await?;
