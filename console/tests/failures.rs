@@ -122,3 +122,38 @@ fn a_write_with_a_refused_statement_commits_nothing_even_when_its_error_was_drop
     let good = store.read_now(|tx| tx.meta_get("good")).unwrap();
     assert_eq!(good, None, "half of a failed write was committed");
 }
+
+/// A stream that could not read the pending triggers when it opened (the database refused the
+/// read: the table is renamed away meanwhile) reads them again by itself: the trigger arrives
+/// on the same stream, with no reconnect and no wake-up from anyone. (Both backends.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_whose_read_failed_reads_again_by_itself() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = support::backend::init_tenant(dir.path(), "rita");
+    let server = Server::start(ServerConfig::plain(dir.path(), "127.0.0.1:0".parse().unwrap()))
+        .await
+        .unwrap();
+    let url = server.url();
+    let admin = AdminClient::new(&url, &out.admin_token, None).unwrap();
+    let approver = AdminClient::new(&url, &out.approver_token, None).unwrap();
+    support::approve(&admin, &approver, "alice", "specific-activities").await;
+    let (token, device) = support::enroll(&url, &admin).await;
+    let t: Value = admin
+        .post(
+            "/api/v1/triggers",
+            &json!({"user": "alice", "event_time": now_ms(), "before": 5, "after": 5,
+                    "reason": "usb copy", "device": device}),
+        )
+        .await
+        .unwrap();
+    let id = t["trigger_ids"][0].as_str().unwrap().to_owned();
+    let db = support::backend::TestDb::of(dir.path());
+    db.exec("ALTER TABLE triggers RENAME TO triggers_away");
+    let mut s = support::streams::stream(&url, &token).await;
+    let early = s.triggers_within(Duration::from_secs(1)).await;
+    assert!(early.is_empty(), "read a table that was not there: {early:?}");
+    db.exec("ALTER TABLE triggers_away RENAME TO triggers");
+    let seen = s.until_trigger(&id, Duration::from_secs(15)).await;
+    assert_eq!(seen, [id]);
+    server.shutdown().await.unwrap();
+}

@@ -7,6 +7,7 @@
 //! * [`approvals`], [`duties`], [`device_trust`]: each of those test files' console helpers,
 //!   here because their device halves (in `tests/tests/protocol`) use them too.
 //! * [`backend`]: which backend the tests run on (`REARVIEW_TEST_STORE`), and raw SQL on it.
+//! * [`streams`]: a device's push stream read as raw events.
 
 // Each test binary uses some of these helpers, none uses all.
 #![allow(dead_code)]
@@ -21,6 +22,7 @@ pub mod approvals;
 pub mod backend;
 pub mod device_trust;
 pub mod duties;
+pub mod streams;
 
 /// Wall-clock time, Unix milliseconds: the clock of the wire.
 pub fn now_ms() -> i64 {
