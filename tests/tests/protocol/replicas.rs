@@ -79,11 +79,31 @@ impl Replicas {
         TestDb::of(&self.data())
     }
 
-    /// The blob files under the shared blob directory.
+    /// The published blobs under the shared blob directory (DIR/<device>/<aa>/<sha256>), each
+    /// checked to hold the bytes its name is the hash of: nothing partial is ever visible. The
+    /// uploads in flight (`DIR/.incoming/*.part`) are not blobs; a replica killed mid-upload
+    /// leaves its part file there.
     fn blob_files(&self) -> usize {
         fn walk(dir: &Path) -> usize {
             std::fs::read_dir(dir).map_or(0, |entries| {
-                entries.flatten().map(|e| if e.path().is_dir() { walk(&e.path()) } else { 1 }).sum()
+                entries
+                    .flatten()
+                    .filter(|e| e.file_name() != ".incoming")
+                    .map(|e| {
+                        let path = e.path();
+                        if path.is_dir() {
+                            return walk(&path);
+                        }
+                        let bytes = std::fs::read(&path).unwrap();
+                        let sha = hex::encode(ring::digest::digest(&ring::digest::SHA256, &bytes));
+                        assert_eq!(
+                            e.file_name().to_string_lossy(),
+                            sha,
+                            "{path:?} is not its hash"
+                        );
+                        1
+                    })
+                    .sum()
             })
         }
         walk(&self.dir.path().join("blobs"))
