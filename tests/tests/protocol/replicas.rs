@@ -5,11 +5,13 @@
 //! while triggers are issued on both replicas. Each device stands in for its agent: for every
 //! trigger the uploader hands it, it records a clip of two segments and says so.
 //!
-//! What must hold, when a replica is SIGKILLed mid-flow and when PostgreSQL restarts under
-//! load: every trigger the database holds (whether or not its POST was answered) reaches its
-//! device exactly once (by id) and is acknowledged; every segment is stored once, as one blob
-//! file; every trigger has exactly one clip, complete; every spool drains. While the database
-//! is down the replicas say so on `/healthz` and answer 503, and devices keep their clips.
+//! What must hold, when a replica is SIGKILLed mid-flow, when PostgreSQL restarts under load,
+//! and when the bucket (a moto_server, in the third test) goes away while devices upload:
+//! every trigger the database holds (whether or not its POST was answered) reaches its device
+//! exactly once (by id) and is acknowledged; every segment is stored once, as one blob; every
+//! trigger has exactly one clip, complete; every spool drains. While the database
+//! or the bucket is down the replicas say so on `/healthz` and answer 503, and devices keep
+//! their clips.
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
@@ -21,6 +23,7 @@ use std::time::Duration;
 use rearview_console::client::AdminClient;
 use rearview_testkit::console::{self as launcher, InitTokens, ServedConsole};
 use rearview_testkit::postgres::Postgres;
+use rearview_testkit::s3::S3Server;
 use rearview_uploader::{Command, NewClip, TriggerDelivery, Uploader};
 use serde_json::{json, Value};
 
@@ -32,35 +35,54 @@ const EXE: &str = env!("CARGO_BIN_EXE_e2e-rearview-console");
 /// Generous bounds for a loaded 2-core machine (not timing claims).
 const SETTLE: Duration = Duration::from_secs(120);
 
-/// The tenant served by two console processes on one database and one blob directory.
+/// The tenant served by two console processes on one database and one blob store (a
+/// directory, or a bucket of a moto_server).
 struct Replicas {
     dir: tempfile::TempDir,
     consoles: Vec<Option<ServedConsole>>,
     addrs: Vec<SocketAddr>,
     tokens: InitTokens,
+    /// The bucket's listing URL when the blobs are in one.
+    bucket: Option<String>,
 }
 
 impl Replicas {
+    /// On `database` and a blob directory in the tenant's temp dir.
     fn start(database: &str) -> Replicas {
+        Replicas::start_on(database, None)
+    }
+
+    /// On `database`, and `bucket` of `s3` when given.
+    fn start_on(database: &str, s3: Option<(&S3Server, &str)>) -> Replicas {
         let dir = tempfile::tempdir().unwrap();
         let data = dir.path().join("data");
-        let blobs = format!("file://{}", dir.path().join("blobs").display());
+        let (blobs, env, bucket) = match s3 {
+            None => (format!("file://{}", dir.path().join("blobs").display()), Vec::new(), None),
+            Some((server, bucket)) => (
+                format!("s3://{bucket}/tenant-a?endpoint={}&region=us-east-1", server.endpoint()),
+                server.env(),
+                Some(format!("{}/{bucket}?list-type=2&prefix=tenant-a/", server.endpoint())),
+            ),
+        };
+        let mut env: Vec<(&str, &str)> =
+            env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
         let tokens = launcher::init_with(
             Path::new(EXE),
             &data,
             &["--database", database, "--blobs", &blobs],
-            &[],
+            &env,
         )
         .unwrap();
         let second = launcher::replica_data_dir(&data, 1).unwrap();
+        env.push(("RUST_LOG", "warn"));
         let mut consoles = Vec::new();
         let mut addrs = Vec::new();
         for d in [data, second] {
-            let c = ServedConsole::start(Path::new(EXE), &d, &[("RUST_LOG", "warn")]).unwrap();
+            let c = ServedConsole::start(Path::new(EXE), &d, &env).unwrap();
             addrs.push(c.url.trim_start_matches("http://").parse().unwrap());
             consoles.push(Some(c));
         }
-        Replicas { dir, consoles, addrs, tokens }
+        Replicas { dir, consoles, addrs, tokens, bucket }
     }
 
     fn url(&self, i: usize) -> String {
@@ -83,6 +105,19 @@ impl Replicas {
     /// checked to hold the bytes its name is the hash of: nothing partial is ever visible. The
     /// uploads in flight (`DIR/.incoming/*.part`) are not blobs; a replica killed mid-upload
     /// leaves its part file there.
+    async fn blobs(&self) -> usize {
+        match &self.bucket {
+            Some(list) => {
+                // moto answers a plain GET (no signature); up to 1000 keys, more than any test
+                // here stores.
+                let xml = reqwest::get(list).await.unwrap().text().await.unwrap();
+                assert!(!xml.contains("<IsTruncated>true"), "{xml}");
+                xml.matches("<Key>").count()
+            }
+            None => self.blob_files(),
+        }
+    }
+
     fn blob_files(&self) -> usize {
         fn walk(dir: &Path) -> usize {
             std::fs::read_dir(dir).map_or(0, |entries| {
@@ -179,9 +214,9 @@ async fn start_device(k: usize, server: &str, token: &str, handed: Arc<Handed>) 
     Device { _dir: dir, uploader, id, _running: running, _agent: agent }
 }
 
-/// Capture on, alice approved (specific activities), and [`DEVICES`] devices enrolled and
-/// streaming through `balancer`, each holding the policy that names alice.
-async fn fleet(r: &Replicas, balancer: &Balancer, handed: &Arc<Handed>) -> Vec<Device> {
+/// Capture on, alice approved (specific activities), and `n` devices enrolled and streaming
+/// through `balancer`, each holding the policy that names alice.
+async fn fleet(r: &Replicas, balancer: &Balancer, handed: &Arc<Handed>, n: usize) -> Vec<Device> {
     let admin = r.admin(0);
     let approver = AdminClient::new(&r.url(1), &r.tokens.approver_token, None).unwrap();
     let _: Value =
@@ -189,7 +224,7 @@ async fn fleet(r: &Replicas, balancer: &Balancer, handed: &Arc<Handed>) -> Vec<D
     crate::console_support::approve(&admin, &approver, USER, "specific-activities").await;
     let server = balancer.url();
     let mut devices = Vec::new();
-    for chunk in (0..DEVICES).collect::<Vec<_>>().chunks(20) {
+    for chunk in (0..n).collect::<Vec<_>>().chunks(20) {
         let tokens: Vec<String> = futures_util::future::join_all(chunk.iter().map(|_| async {
             let t: Value = admin.post("/api/v1/enrollment-tokens", &json!({})).await.unwrap();
             t["token"].as_str().unwrap().to_owned()
@@ -294,7 +329,7 @@ async fn settled_exactly_once(
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
 
-    let handed = handed.triggers.lock().unwrap();
+    let handed = handed.triggers.lock().unwrap().clone();
     let owner: HashMap<String, String> = db
         .texts("SELECT id || ' ' || device_id FROM triggers")
         .into_iter()
@@ -316,7 +351,7 @@ async fn settled_exactly_once(
     let segments = db.int("SELECT COUNT(*) FROM segments");
     assert_eq!(segments, 2 * want as i64, "segments lost or stored twice");
     assert_eq!(db.int("SELECT COUNT(DISTINCT sha256) FROM segments"), segments);
-    assert_eq!(r.blob_files(), segments as usize, "blob files and segment rows differ");
+    assert_eq!(r.blobs().await, segments as usize, "blobs and segment rows differ");
     for u in &ups {
         let s = u.status().unwrap().spool;
         assert_eq!((s.lost_clips, s.lost_segments, s.spooled_bytes), (0, 0, 0), "{s:?}");
@@ -329,7 +364,7 @@ async fn a_replica_killed_while_200_devices_stream_loses_and_repeats_nothing() {
     let mut r = Replicas::start(&database);
     let balancer = Balancer::start(r.addrs.clone()).await;
     let handed = Arc::new(Handed::default());
-    let devices = fleet(&r, &balancer, &handed).await;
+    let devices = fleet(&r, &balancer, &handed, DEVICES).await;
     // Half the streams are on each replica (the balancer alternates).
     let mut answered = issue_round(&r, &devices, &[true, true]).await;
 
@@ -355,7 +390,7 @@ async fn postgresql_restarted_while_200_devices_stream_and_upload_loses_nothing(
     let r = Replicas::start(&pg.create_database());
     let balancer = Balancer::start(r.addrs.clone()).await;
     let handed = Arc::new(Handed::default());
-    let devices = fleet(&r, &balancer, &handed).await;
+    let devices = fleet(&r, &balancer, &handed, DEVICES).await;
     let mut answered = issue_round(&r, &devices, &[true, true]).await;
     let ups: Vec<Arc<Uploader>> = devices.iter().map(|d| d.uploader.clone()).collect();
     let pending = || ups.iter().map(|u| u.status().unwrap().spool.pending_clips).sum::<u64>();
@@ -400,5 +435,47 @@ async fn postgresql_restarted_while_200_devices_stream_and_upload_loses_nothing(
         assert!(ok, "replica {i} did not become healthy again");
     }
     answered.extend(issue_round(&r, &devices, &[true, true]).await);
+    settled_exactly_once(&r, &devices, &handed, &answered).await;
+}
+
+/// The blob store goes away (the bucket's server stopped) while 50 devices hold clips to send:
+/// both replicas say `bucket unreachable`, segment uploads answer 503, and every device keeps
+/// its clip in its spool; once the bucket is back the spools drain, and nothing is lost or
+/// stored twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bucket_unreachable_while_devices_upload_keeps_their_clips_until_it_is_back() {
+    const N: usize = 50;
+    let s3 = S3Server::start().unwrap();
+    s3.create_bucket("rv-replicas");
+    let r = Replicas::start_on(&Postgres::shared().create_database(), Some((&s3, "rv-replicas")));
+    let balancer = Balancer::start(r.addrs.clone()).await;
+    let handed = Arc::new(Handed::default());
+    let devices = fleet(&r, &balancer, &handed, N).await;
+    let mut answered = issue_round(&r, &devices, &[true, true]).await;
+    let ups: Vec<Arc<Uploader>> = devices.iter().map(|d| d.uploader.clone()).collect();
+    let pending = || ups.iter().map(|u| u.status().unwrap().spool.pending_clips).sum::<u64>();
+    eventually("the first round's clips sent", SETTLE, || {
+        handed.triggers.lock().unwrap().len() >= answered.len() && pending() == 0
+    })
+    .await;
+    handed.hold.store(true, Ordering::SeqCst);
+    answered.extend(issue_round(&r, &devices, &[true, true]).await);
+    eventually("the second round handed out", SETTLE, || {
+        handed.triggers.lock().unwrap().len() >= answered.len()
+    })
+    .await;
+
+    s3.pause();
+    for i in 0..2 {
+        let h = reqwest::get(format!("{}/healthz", r.url(i))).await.unwrap();
+        assert_eq!(h.status(), 503);
+        assert!(h.text().await.unwrap().contains("bucket unreachable"));
+    }
+    handed.hold.store(false, Ordering::SeqCst);
+    eventually("the held clips in the spools", SETTLE, || pending() == N as u64).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(pending(), N as u64, "a clip left a spool while the bucket was away");
+
+    s3.resume();
     settled_exactly_once(&r, &devices, &handed, &answered).await;
 }
