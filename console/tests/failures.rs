@@ -138,15 +138,7 @@ async fn a_stream_whose_read_failed_reads_again_by_itself() {
     let approver = AdminClient::new(&url, &out.approver_token, None).unwrap();
     support::approve(&admin, &approver, "alice", "specific-activities").await;
     let (token, device) = support::enroll(&url, &admin).await;
-    let t: Value = admin
-        .post(
-            "/api/v1/triggers",
-            &json!({"user": "alice", "event_time": now_ms(), "before": 5, "after": 5,
-                    "reason": "usb copy", "device": device}),
-        )
-        .await
-        .unwrap();
-    let id = t["trigger_ids"][0].as_str().unwrap().to_owned();
+    let id = support::trigger_alice(&admin, &device).await;
     let db = support::backend::TestDb::of(dir.path());
     db.exec("ALTER TABLE triggers RENAME TO triggers_away");
     let mut s = support::streams::stream(&url, &token).await;

@@ -72,16 +72,7 @@ async fn device(f: &Fleet, i: usize) -> (String, String) {
 
 /// Issues a trigger for alice on device `device` at replica `i`; its id.
 async fn trigger(f: &Fleet, i: usize, device: &str) -> String {
-    let t: Value = f
-        .admin(i)
-        .post(
-            "/api/v1/triggers",
-            &json!({"user": "alice", "event_time": now_ms(), "before": 5, "after": 5,
-                    "reason": "usb copy", "device": device}),
-        )
-        .await
-        .unwrap();
-    t["trigger_ids"][0].as_str().unwrap_or_else(|| panic!("no trigger id in {t}")).to_owned()
+    support::trigger_alice(&f.admin(i), device).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -136,3 +136,16 @@ pub async fn enroll_keyed(url: &str, admin: &AdminClient) -> Enrolled {
         tenant_id: text("tenant_id"),
     }
 }
+
+/// Issues a trigger for alice on `device` (a USB copy, 5 s either side of now); its id.
+pub async fn trigger_alice(admin: &AdminClient, device: &str) -> String {
+    let t: Value = admin
+        .post(
+            "/api/v1/triggers",
+            &json!({"user": "alice", "event_time": now_ms(), "before": 5, "after": 5,
+                    "reason": "usb copy", "device": device}),
+        )
+        .await
+        .unwrap();
+    t["trigger_ids"][0].as_str().unwrap_or_else(|| panic!("no trigger id in {t}")).to_owned()
+}

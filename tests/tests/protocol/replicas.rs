@@ -384,42 +384,61 @@ async fn a_replica_killed_while_200_devices_stream_loses_and_repeats_nothing() {
     settled_exactly_once(&r, &devices, &handed, &answered).await;
 }
 
+/// Clips waiting in the devices' spools.
+fn pending(devices: &[Device]) -> u64 {
+    devices.iter().map(|d| d.uploader.status().unwrap().spool.pending_clips).sum()
+}
+
+/// What the outage tests share before the outage: `n` devices through a balancer, a first round
+/// of triggers settled (every clip sent), and a second round handed to the devices and held
+/// (their clips not recorded yet). The devices, what they were handed, the ids answered.
+async fn a_round_held(
+    r: &Replicas,
+    balancer: &Balancer,
+    n: usize,
+) -> (Vec<Device>, Arc<Handed>, Vec<String>) {
+    let handed = Arc::new(Handed::default());
+    let devices = fleet(r, balancer, &handed, n).await;
+    let mut answered = issue_round(r, &devices, &[true, true]).await;
+    eventually("the first round's clips sent", SETTLE, || {
+        handed.triggers.lock().unwrap().len() >= answered.len() && pending(&devices) == 0
+    })
+    .await;
+    handed.hold.store(true, Ordering::SeqCst);
+    answered.extend(issue_round(r, &devices, &[true, true]).await);
+    eventually("the second round handed out", SETTLE, || {
+        handed.triggers.lock().unwrap().len() >= answered.len()
+    })
+    .await;
+    (devices, handed, answered)
+}
+
+/// With something gone (`missing` names it on `/healthz`): both replicas unhealthy; the held
+/// clips are recorded and the devices try to send them; every one stays in its spool.
+async fn unhealthy_and_kept(r: &Replicas, devices: &[Device], handed: &Handed, missing: &str) {
+    for i in 0..2 {
+        let h = reqwest::get(format!("{}/healthz", r.url(i))).await.unwrap();
+        assert_eq!(h.status(), 503);
+        assert!(h.text().await.unwrap().contains(missing));
+    }
+    handed.hold.store(false, Ordering::SeqCst);
+    let n = devices.len() as u64;
+    eventually("the held clips in the spools", SETTLE, || pending(devices) == n).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(pending(devices), n, "a clip left a spool ({missing})");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgresql_restarted_while_200_devices_stream_and_upload_loses_nothing() {
     let pg = Postgres::start().unwrap();
     let r = Replicas::start(&pg.create_database());
     let balancer = Balancer::start(r.addrs.clone()).await;
-    let handed = Arc::new(Handed::default());
-    let devices = fleet(&r, &balancer, &handed, DEVICES).await;
-    let mut answered = issue_round(&r, &devices, &[true, true]).await;
-    let ups: Vec<Arc<Uploader>> = devices.iter().map(|d| d.uploader.clone()).collect();
-    let pending = || ups.iter().map(|u| u.status().unwrap().spool.pending_clips).sum::<u64>();
-    eventually("the first round's clips sent", SETTLE, || {
-        handed.triggers.lock().unwrap().len() >= answered.len() && pending() == 0
-    })
-    .await;
-    // A second round is handed out and held; the clips are recorded once the database is down.
-    handed.hold.store(true, Ordering::SeqCst);
-    answered.extend(issue_round(&r, &devices, &[true, true]).await);
-    eventually("the second round handed out", SETTLE, || {
-        handed.triggers.lock().unwrap().len() >= answered.len()
-    })
-    .await;
+    let (devices, handed, mut answered) = a_round_held(&r, &balancer, DEVICES).await;
 
     pg.stop();
-    for i in 0..2 {
-        let h = reqwest::get(format!("{}/healthz", r.url(i))).await.unwrap();
-        assert_eq!(h.status(), 503);
-        assert!(h.text().await.unwrap().contains("database unreachable"));
-    }
     let refused = issue(&r.url(1), &r.tokens.admin_token, &devices[0].id).await;
     assert!(refused.as_ref().is_err_and(|e| e.contains("503")), "{refused:?}");
-    handed.hold.store(false, Ordering::SeqCst);
-    // The devices record their clips and try to send them: the replicas answer 503, the spools
-    // keep them.
-    eventually("the held clips in the spools", SETTLE, || pending() == DEVICES as u64).await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    assert_eq!(pending(), DEVICES as u64, "a clip left a spool while the database was down");
+    unhealthy_and_kept(&r, &devices, &handed, "database unreachable").await;
 
     pg.restart();
     for i in 0..2 {
@@ -444,37 +463,14 @@ async fn postgresql_restarted_while_200_devices_stream_and_upload_loses_nothing(
 /// stored twice.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bucket_unreachable_while_devices_upload_keeps_their_clips_until_it_is_back() {
-    const N: usize = 50;
     let s3 = S3Server::start().unwrap();
     s3.create_bucket("rv-replicas");
     let r = Replicas::start_on(&Postgres::shared().create_database(), Some((&s3, "rv-replicas")));
     let balancer = Balancer::start(r.addrs.clone()).await;
-    let handed = Arc::new(Handed::default());
-    let devices = fleet(&r, &balancer, &handed, N).await;
-    let mut answered = issue_round(&r, &devices, &[true, true]).await;
-    let ups: Vec<Arc<Uploader>> = devices.iter().map(|d| d.uploader.clone()).collect();
-    let pending = || ups.iter().map(|u| u.status().unwrap().spool.pending_clips).sum::<u64>();
-    eventually("the first round's clips sent", SETTLE, || {
-        handed.triggers.lock().unwrap().len() >= answered.len() && pending() == 0
-    })
-    .await;
-    handed.hold.store(true, Ordering::SeqCst);
-    answered.extend(issue_round(&r, &devices, &[true, true]).await);
-    eventually("the second round handed out", SETTLE, || {
-        handed.triggers.lock().unwrap().len() >= answered.len()
-    })
-    .await;
+    let (devices, handed, answered) = a_round_held(&r, &balancer, 50).await;
 
     s3.pause();
-    for i in 0..2 {
-        let h = reqwest::get(format!("{}/healthz", r.url(i))).await.unwrap();
-        assert_eq!(h.status(), 503);
-        assert!(h.text().await.unwrap().contains("bucket unreachable"));
-    }
-    handed.hold.store(false, Ordering::SeqCst);
-    eventually("the held clips in the spools", SETTLE, || pending() == N as u64).await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    assert_eq!(pending(), N as u64, "a clip left a spool while the bucket was away");
+    unhealthy_and_kept(&r, &devices, &handed, "bucket unreachable").await;
 
     s3.resume();
     settled_exactly_once(&r, &devices, &handed, &answered).await;
