@@ -128,24 +128,16 @@ fn a_write_with_a_refused_statement_commits_nothing_even_when_its_error_was_drop
 /// on the same stream, with no reconnect and no wake-up from anyone. (Both backends.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stream_whose_read_failed_reads_again_by_itself() {
-    let dir = tempfile::tempdir().unwrap();
-    let out = support::backend::init_tenant(dir.path(), "rita");
-    let server = Server::start(ServerConfig::plain(dir.path(), "127.0.0.1:0".parse().unwrap()))
-        .await
-        .unwrap();
-    let url = server.url();
-    let admin = AdminClient::new(&url, &out.admin_token, None).unwrap();
-    let approver = AdminClient::new(&url, &out.approver_token, None).unwrap();
-    support::approve(&admin, &approver, "alice", "specific-activities").await;
-    let (token, device) = support::enroll(&url, &admin).await;
-    let id = support::trigger_alice(&admin, &device).await;
-    let db = support::backend::TestDb::of(dir.path());
+    let c = support::device_trust::Console::start().await;
+    c.approve("alice", "specific-activities").await;
+    let (token, device) = support::enroll(&c.url, &c.admin).await;
+    let id = support::trigger_alice(&c.admin, &device).await;
+    let db = c.db();
     db.exec("ALTER TABLE triggers RENAME TO triggers_away");
-    let mut s = support::streams::stream(&url, &token).await;
+    let mut s = support::streams::stream(&c.url, &token).await;
     let early = s.triggers_within(Duration::from_secs(1)).await;
     assert!(early.is_empty(), "read a table that was not there: {early:?}");
     db.exec("ALTER TABLE triggers_away RENAME TO triggers");
     let seen = s.until_trigger(&id, Duration::from_secs(15)).await;
     assert_eq!(seen, [id]);
-    server.shutdown().await.unwrap();
 }

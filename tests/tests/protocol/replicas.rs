@@ -28,6 +28,7 @@ use rearview_uploader::{Command, NewClip, TriggerDelivery, Uploader};
 use serde_json::{json, Value};
 
 use crate::console_support::backend::TestDb;
+use crate::console_support::device_trust::sha;
 use crate::support::*;
 
 const DEVICES: usize = 200;
@@ -129,11 +130,10 @@ impl Replicas {
                         if path.is_dir() {
                             return walk(&path);
                         }
-                        let bytes = std::fs::read(&path).unwrap();
-                        let sha = hex::encode(ring::digest::digest(&ring::digest::SHA256, &bytes));
+                        let hash = sha(&std::fs::read(&path).unwrap());
                         assert_eq!(
                             e.file_name().to_string_lossy(),
-                            sha,
+                            hash,
                             "{path:?} is not its hash"
                         );
                         1
@@ -161,12 +161,12 @@ struct Device {
     uploader: Arc<Uploader>,
     id: String,
     _running: rearview_uploader::Running,
-    _agent: tokio::task::JoinHandle<()>,
+    agent: tokio::task::JoinHandle<()>,
 }
 
 impl Drop for Device {
     fn drop(&mut self) {
-        self._agent.abort();
+        self.agent.abort();
     }
 }
 
@@ -211,7 +211,7 @@ async fn start_device(k: usize, server: &str, token: &str, handed: Arc<Handed>) 
             }
         }
     });
-    Device { _dir: dir, uploader, id, _running: running, _agent: agent }
+    Device { _dir: dir, uploader, id, _running: running, agent }
 }
 
 /// Capture on, alice approved (specific activities), and `n` devices enrolled and streaming
@@ -244,9 +244,9 @@ async fn fleet(r: &Replicas, balancer: &Balancer, handed: &Arc<Handed>, n: usize
     devices
 }
 
-/// Issues one trigger for alice on device `device` at replica `i`: its id, or why not.
-async fn issue(r_url: &str, admin_token: &str, device: &str) -> Result<String, String> {
-    let admin = AdminClient::new(r_url, admin_token, None).map_err(|e| e.to_string())?;
+/// Issues one trigger for alice on device `device` through `admin` (one replica's): its id, or
+/// why not.
+async fn issue(admin: &AdminClient, device: &str) -> Result<String, String> {
     let t: Value = admin
         .post(
             "/api/v1/triggers",
@@ -262,19 +262,19 @@ async fn issue(r_url: &str, admin_token: &str, device: &str) -> Result<String, S
 /// a time; a POST that fails (its replica died under it) is issued again on the other. Every
 /// id a replica answered.
 async fn issue_round(r: &Replicas, devices: &[Device], alive: &[bool]) -> Vec<String> {
-    let urls: Vec<String> = (0..r.addrs.len()).map(|i| r.url(i)).collect();
+    let admins: Vec<AdminClient> = (0..r.addrs.len()).map(|i| r.admin(i)).collect();
     let mut answered = Vec::new();
     for chunk in devices.iter().enumerate().collect::<Vec<_>>().chunks(8) {
         let ids = futures_util::future::join_all(chunk.iter().map(|(k, d)| {
-            let urls = &urls;
+            let admins = &admins;
             async move {
                 let mut last = String::new();
                 for attempt in 0..20 {
-                    let i = (k + attempt) % urls.len();
+                    let i = (k + attempt) % admins.len();
                     if !alive[i] {
                         continue;
                     }
-                    match issue(&urls[i], &r.tokens.admin_token, &d.id).await {
+                    match issue(&admins[i], &d.id).await {
                         Ok(id) => return id,
                         Err(e) => last = e,
                     }
@@ -436,7 +436,7 @@ async fn postgresql_restarted_while_200_devices_stream_and_upload_loses_nothing(
     let (devices, handed, mut answered) = a_round_held(&r, &balancer, DEVICES).await;
 
     pg.stop();
-    let refused = issue(&r.url(1), &r.tokens.admin_token, &devices[0].id).await;
+    let refused = issue(&r.admin(1), &devices[0].id).await;
     assert!(refused.as_ref().is_err_and(|e| e.contains("503")), "{refused:?}");
     unhealthy_and_kept(&r, &devices, &handed, "database unreachable").await;
 
