@@ -426,8 +426,18 @@ fn key_files_are_private_and_init_refuses_to_overwrite() {
         let mode = std::fs::metadata(dir.path().join("keys").join(f)).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600, "{f}");
     }
+    let keys: Vec<Vec<u8>> = ["signing.pk8", "sealing.key"]
+        .iter()
+        .map(|f| std::fs::read(dir.path().join("keys").join(f)).unwrap())
+        .collect();
     let err = rearview_console::init(dir.path(), "tenant-a", "ivan").unwrap_err();
     assert!(err.to_string().contains("already holds a tenant"), "{err}");
+    // The refused init removes nothing (a failed init cleans up only what it made itself).
+    for (f, before) in ["signing.pk8", "sealing.key"].iter().zip(&keys) {
+        let now = std::fs::read(dir.path().join("keys").join(f)).unwrap();
+        assert_eq!(&now, before, "{f} changed or went");
+    }
+    assert!(dir.path().join("console.db").exists());
 }
 
 /// The binary as the demo uses it: init, serve on port 0 (address on stdout and in a file),
