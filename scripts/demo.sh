@@ -7,7 +7,9 @@
 #   a trigger for "file copied to removable media" → the agent uploads the clip → the
 #   investigator exports it as PNG frames and JSON Lines events (audited; 0700/0600) → and as
 #   an evidence package, which rearview-verify checks offline (the device's signed chain, the
-#   console's signed records, the custody log).
+#   console's signed records, the custody log) → the investigator signs in to the web UI: the
+#   demo ends by printing its URL and a sign-in, and, run from a terminal, keeps the console
+#   serving until Ctrl-C.
 #
 # Uses the current X display when $DISPLAY works, else starts a private Xvfb. Leaves everything
 # under $REARVIEW_DEMO_DIR (default: a new temp directory) and prints where.
@@ -60,7 +62,8 @@ echo "admin 'admin' and approver 'approver' created, each with their own token"
 
 step "console: serving on 127.0.0.1 (a free port)"
 "$console" serve --data "$demo/console" --listen 127.0.0.1:0 >"$demo/console.log" 2>&1 &
-pids+=($!)
+console_pid=$!
+pids+=("$console_pid")
 for _ in $(seq 100); do [ -s "$demo/console/console.url" ] && break; sleep 0.1; done
 [ -s "$demo/console/console.url" ] || fail "console did not start (see $demo/console.log)"
 url=$(cat "$demo/console/console.url")
@@ -167,3 +170,18 @@ echo "typed in the window: $typed"
 echo "frames and events: $demo/export"
 echo "evidence package (verified): $demo/evidence"
 echo "everything else (logs, console data, agent ring): $demo"
+
+# ---- the browser -----------------------------------------------------------------------------
+# The investigator sets their own password (with their own token; nobody else learns it).
+password="demo-$(head -c 12 /dev/urandom | base64 | tr -dc 'A-Za-z0-9' | head -c 12)"
+printf '%s\n' "$password" | "$console" person password --server "$url" --token "$investigator_token" >/dev/null
+step "review in a browser"
+echo "open:     $url/clips"
+echo "sign in:  investigator / $password"
+echo "(people are shown by pseudonym; opening a clip is audited)"
+if [ -t 1 ]; then
+  echo "the console keeps serving until Ctrl-C"
+  trap 'echo; echo stopped; exit 0' INT
+  while kill -0 "$console_pid" 2>/dev/null; do sleep 1; done
+  fail "the console stopped (see $demo/console.log)"
+fi

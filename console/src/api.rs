@@ -5,6 +5,8 @@
 //!   POST /api/v1/people                    admin        {name, roles}       → person + token (once);
 //!                                                       an approver role is pending
 //!   GET  /api/v1/people                    admin, approver   names, roles, grants
+//!   PUT  /api/v1/people/me/password        any person, for themself  {password} (web::session)
+//!   GET  /api/v1/review/settings           admin, investigator;  PUT admin  (web::clips)
 //!   POST /api/v1/people/{id}/roles/{role}  admin        grant a role (approver: pending)
 //!   POST /api/v1/people/{id}/roles/approver/confirm
 //!                                          approver, neither the granter nor the grantee
@@ -24,6 +26,7 @@
 //!   GET  /api/v1/clips, /api/v1/clips/{id} admin, investigator  (filters: see clips)
 //!   GET  /api/v1/devices                   admin, investigator
 //!   GET  /api/v1/audit                     admin, approver
+//! browsers: see crate::web (/, /signin, /clips, /audit, /assets)
 //! devices: see rearview_protocol
 //! GET /healthz                             no auth; 200 "ok", or 503 naming what is not
 //!                                          ("database unreachable: …", "bucket unreachable: …")
@@ -74,6 +77,11 @@ pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/api/v1/people", post(people::create).get(people::list))
+        .route("/api/v1/people/me/password", put(crate::web::session::set_own_password))
+        .route(
+            "/api/v1/review/settings",
+            get(crate::web::clips::get_settings).put(crate::web::clips::put_settings),
+        )
         .route("/api/v1/people/{id}/roles/{role}", post(roles::grant))
         .route("/api/v1/people/{id}/roles/{role}/confirm", post(roles::confirm))
         .route("/api/v1/enrollment-tokens", post(people::create_enrollment_token))
@@ -97,6 +105,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route(paths::TRIGGER_ACK, post(devices::ack_trigger))
         .route(paths::HEALTH, post(devices::health))
         .route(paths::ACTIVITY, post(devices::activity))
+        .merge(crate::web::router())
         .layer(DefaultBodyLimit::max(MAX_JSON_BYTES))
         .merge(segments)
         .merge(manifests)

@@ -221,6 +221,10 @@ pub enum PersonCommand {
     },
     /// People, their roles and grants (admin or approver).
     List(Api),
+    /// Set your own password for signing in to the web UI (any person, with their own
+    /// token). Read from standard input (one line), never from the command line; at least
+    /// 12 characters. Ends your open browser sessions.
+    Password(Api),
     /// Grant a role to an existing person (admin). An approver grant stays pending until
     /// another approver confirms it.
     Grant {
@@ -451,6 +455,14 @@ pub async fn run_api(command: Command) -> anyhow::Result<()> {
             api.client()?.post("/api/v1/people", &json!({ "name": name, "roles": roles })).await?
         }
         Command::Person(PersonCommand::List(api)) => api.client()?.get("/api/v1/people").await?,
+        Command::Person(PersonCommand::Password(api)) => {
+            let mut line = String::new();
+            std::io::stdin().read_line(&mut line).context("read the password from stdin")?;
+            let password = zeroize::Zeroizing::new(line.trim_end_matches(['\r', '\n']).to_owned());
+            api.client()?
+                .put("/api/v1/people/me/password", &json!({ "password": password.as_str() }))
+                .await?
+        }
         Command::Person(PersonCommand::Grant { api, name, role }) => {
             let c = api.client()?;
             let id = person_id(&c, &name).await?;

@@ -267,7 +267,7 @@ impl Opened<'_> {
 
 /// Opens the sealed segment `sealed` of `device` in `tenant` with the tenant secret `key`: its
 /// plaintext (wiped on drop), for [`Segment::parse`]. Errors name the segment by its SHA-256.
-fn open_sealed(
+pub(crate) fn open_sealed(
     key: &rearview_capture::seal::TenantSecretKey,
     tenant: &str,
     device: &str,

@@ -2,8 +2,9 @@
 //! triggers, clip ingest and review — and the command line that drives it.
 //!
 //! Everything lives in one data directory: `console.db` (SQLite), `blobs/` (sealed segments
-//! exactly as uploaded, see [`blobs`]; or a bucket) and `keys/` (see [`tenant`]). The server never opens a
-//! segment; `clip export` does, on the console host, with the tenant's private key.
+//! exactly as uploaded, see [`blobs`]; or a bucket) and `keys/` (see [`tenant`]). The server opens segments
+//! only for the browser player ([`web::viewer`], in memory, for an audited view); `clip
+//! export` does on the console host, with the tenant's private key.
 //!
 //! # Layout
 //!
@@ -25,6 +26,8 @@
 //!   and retry advice each failure gets.
 //! * [`auth`]: tokens and roles; [`push`]: the hub that wakes device streams; [`tenant`]: keys and signing; [`private`]: the modes of everything
 //!   the console writes (0700/0600 whatever the umask).
+//! * [`web`]: the console in a browser — sign-in and sessions, the clip list, the player, the
+//!   audit log — on the same roles and store as the API.
 //! * [`client`]: the admin HTTP client the CLI uses; [`cli`]: the subcommands;
 //!   [`export`]: opening a clip into PNG frames and JSON Lines events, and the evidence
 //!   package `rearview-verify` checks (the signed records and custody log it carries are
@@ -54,6 +57,7 @@ pub mod server;
 pub mod state;
 pub mod store;
 pub mod tenant;
+pub mod web;
 
 pub use api::ingest::IngestLimits;
 pub use error::ConsoleError;

@@ -323,6 +323,25 @@ impl ServerHandle {
 
 pub struct Server;
 
+/// The browser side's state: the tenant's pseudonym key (made on the first start that needs
+/// it), the keys the player opens segments and checks records with.
+async fn web_state(
+    config: &ServerConfig,
+    store: &Store,
+    tenant_id: &str,
+) -> Result<crate::state::WebState, ConsoleError> {
+    let pseudonyms = store.write(crate::web::pseudonym::Pseudonyms::load_or_create).await?;
+    let key = crate::tenant::load_sealing_key(&config.data)?;
+    let record_key = crate::tenant::load_record_signer(&config.data)?.public_key();
+    Ok(crate::state::WebState {
+        secure_cookies: config.tls.is_some() || config.insecure_http,
+        hashing: tokio::sync::Semaphore::new(crate::web::session::HASHING_AT_ONCE),
+        pseudonyms,
+        viewer: crate::web::viewer::Viewer::new(key, tenant_id),
+        record_key,
+    })
+}
+
 impl Server {
     /// Opens the tenant in `config.data` and starts serving; returns once the socket is bound.
     pub async fn start(config: ServerConfig) -> Result<ServerHandle, ConsoleError> {
@@ -361,6 +380,7 @@ impl Server {
             ))
         })?;
         let tenant = Tenant::load(&config.data, &tenant_id)?;
+        let web = web_state(&config, &store, &tenant_id).await?;
         let state = Arc::new(AppState {
             store,
             tenant,
@@ -369,6 +389,7 @@ impl Server {
             stream_ping: conn::stream_ping(config.idle_timeout),
             ingest: IngestState::new(config.ingest.clone()),
             replica_id: crate::replicas::replica_id(),
+            web,
         });
         api::ingest::clear_incoming(&state);
         let app = api::router(state.clone());
@@ -476,6 +497,11 @@ pub const EXPIRY_LEASE_MS: i64 = 10_000;
 /// expired while the console was down must still raise the version, or the stored bundle (which
 /// devices refuse for carrying an expired approval) would be served on; and a replica taking
 /// the lease over handles exactly what the last holder did not.
+/// How often ended web sessions are swept away.
+const WEB_SWEEP_EVERY_MS: i64 = 60_000;
+/// How long a sign-in may wait at the OpenID provider.
+const WEB_PENDING_MS: i64 = 10 * 60_000;
+
 async fn tick(state: Arc<AppState>) {
     let mut held_until = 0i64;
     let mut interval = tokio::time::interval(Duration::from_secs(1));
@@ -494,6 +520,14 @@ async fn tick(state: Arc<AppState>) {
                     held_until = 0;
                     continue;
                 }
+            }
+        }
+        if now % WEB_SWEEP_EVERY_MS < 1000 {
+            // Ended sessions, views and abandoned SSO sign-ins, once a minute, by the lease
+            // holder.
+            let oidc_before = now - WEB_PENDING_MS;
+            if let Err(e) = state.store.write(move |tx| tx.sweep_web(now, oidc_before)).await {
+                tracing::warn!(error = ?e.to_string(), "could not sweep ended web sessions; trying again");
             }
         }
         // A read first: most seconds nothing expires, and nothing is written.

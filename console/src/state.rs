@@ -21,4 +21,19 @@ pub struct AppState {
     pub ingest: IngestState,
     /// This process's id among the replicas of the tenant (what leases name).
     pub replica_id: String,
+    /// What the browser side needs (see [`crate::web`]).
+    pub web: WebState,
+}
+
+/// The browser side's share of the state.
+pub struct WebState {
+    /// Cookies are `Secure` (served over HTTPS, by us or a proxy in front).
+    pub secure_cookies: bool,
+    /// Bounds the argon2 hashes computed at once (see `web::session`).
+    pub hashing: tokio::sync::Semaphore,
+    pub pseudonyms: crate::web::pseudonym::Pseudonyms,
+    /// Opens segments for the player.
+    pub viewer: crate::web::viewer::Viewer,
+    /// The console's record key, that the integrity badge checks signatures with.
+    pub record_key: rearview_evidence::PublicKey,
 }

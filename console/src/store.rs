@@ -2,7 +2,7 @@
 //! ([`crate::blobs`]: sealed segments in a directory or a bucket).
 //!
 //! All SQL of the console lives here, one module per subject ([`meta`], [`audit`], [`people`],
-//! [`approvals`], [`devices`], [`triggers`], [`clips`], [`evidence`]; `schema` holds the tables and the
+//! [`approvals`], [`devices`], [`triggers`], [`clips`], [`evidence`], [`web`]; `schema` holds the tables and the
 //! migrations). Nothing else sees a connection: callers pass a closure to [`Store::read`] or
 //! [`Store::write`], which runs it on the blocking pool with a [`Tx`] — one transaction — and
 //! the closure calls the methods `Tx` has per operation.
@@ -89,6 +89,11 @@
 //! custody          clip_id, seq, line, hash          (per clip, hash-chained, append-only)
 //! chain_entries    device_id, chain, seq, hash, prev, clip_id, accepted_ms (the device-signed
 //!                  chain entries ingest accepted; see [`chain`])
+//! passwords        person_id, hash (argon2id PHC string), set_ms, failures, locked_until_ms
+//! web_sessions     id_sha256, person_id, csrf, via (password|oidc), created_ms, last_ms,
+//!                  expires_ms                        (signed-in browsers; see [`web`])
+//! clip_views       id, session_sha256, person_id, clip_id, opened_ms, expires_ms
+//! oidc_logins      state_sha256, verifier, nonce, next_path, created_ms
 //! ```
 //!
 //! Secrets are never stored: people and device tokens are kept as SHA-256 only.
@@ -144,6 +149,7 @@ pub mod people;
 mod schema;
 pub(crate) mod sql;
 pub mod triggers;
+pub mod web;
 
 use audit::audit_in;
 use sql::{args, Row, Value};

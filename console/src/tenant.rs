@@ -11,9 +11,10 @@
 //!
 //! `DATA/keys/` is 0700, and every mode above is exact whatever the umask.
 //!
-//! The sealing private key is read by `serve` only to hand out its public half; it is used
-//! for opening segments only by `clip export`, which investigators run on the console host.
-//! The server process never opens a segment.
+//! The sealing private key is read by `serve` for the browser player (`web::viewer`), which
+//! opens segments in memory for an investigator's audited view, and by `clip export`, which
+//! investigators run on the console host. Neither writes plaintext anywhere but where the
+//! investigator asked.
 
 use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};

@@ -36,6 +36,18 @@ pub(super) fn audit_in(
     Ok(())
 }
 
+/// A row of `SELECT id, time_ms, actor, action, target, details_json FROM audit`.
+fn audit_row(r: &super::sql::Row<'_>) -> Result<AuditEntry, ConsoleError> {
+    Ok(AuditEntry {
+        id: r.get(0)?,
+        time_ms: r.get(1)?,
+        actor: r.get(2)?,
+        action: r.get(3)?,
+        target: r.get(4)?,
+        details: json_or_null(&r.get::<String>(5)?),
+    })
+}
+
 impl Tx<'_> {
     /// Appends one line to the audit log, in this transaction: it is written if and only if
     /// the change it records is.
@@ -59,16 +71,31 @@ impl Tx<'_> {
             "SELECT id, time_ms, actor, action, target, details_json FROM audit
              WHERE CAST(?1 AS BIGINT) IS NULL OR id > ?1 ORDER BY id LIMIT ?2",
             page,
-            |r| {
-                Ok(AuditEntry {
-                    id: r.get(0)?,
-                    time_ms: r.get(1)?,
-                    actor: r.get(2)?,
-                    action: r.get(3)?,
-                    target: r.get(4)?,
-                    details: json_or_null(&r.get::<String>(5)?),
-                })
-            },
+            audit_row,
+        )
+    }
+
+    /// The log newest first, for the audit page: lines whose actor, action and target contain
+    /// the given texts (any case; `None`: any), older than cursor `before`.
+    pub fn audit_review(
+        &self,
+        actor: Option<&str>,
+        action: Option<&str>,
+        target: Option<&str>,
+        before: Option<i64>,
+        limit: i64,
+    ) -> Result<Vec<AuditEntry>, ConsoleError> {
+        let like = |t: Option<&str>| t.map(super::clips::contains_pattern);
+        let (actor, action, target) = (like(actor), like(action), like(target));
+        self.rows(
+            "SELECT id, time_ms, actor, action, target, details_json FROM audit
+             WHERE (CAST(?1 AS BIGINT) IS NULL OR id < ?1)
+               AND (CAST(?2 AS TEXT) IS NULL OR LOWER(actor) LIKE ?2 ESCAPE '\\')
+               AND (CAST(?3 AS TEXT) IS NULL OR LOWER(action) LIKE ?3 ESCAPE '\\')
+               AND (CAST(?4 AS TEXT) IS NULL OR LOWER(target) LIKE ?4 ESCAPE '\\')
+             ORDER BY id DESC LIMIT ?5",
+            args![before, actor, action, target, limit],
+            audit_row,
         )
     }
 }

@@ -345,3 +345,131 @@ fn manifest_open(json: &str) -> bool {
         .and_then(|m| m["open"].as_bool())
         .unwrap_or(false)
 }
+
+/// The filters of the review list ([`Tx::clips_review`]); empty lists and `None`: any.
+#[derive(Debug, Default, Clone)]
+pub struct ReviewFilter {
+    /// Only clips of these users (stored names, compared case-insensitively).
+    pub users: Vec<String>,
+    /// Only clips of devices whose hostname (or id) contains one of these (any case).
+    pub devices: Vec<String>,
+    /// `specific-activities` or `all-activities`.
+    pub mode: Option<String>,
+    pub alert: Option<i64>,
+    /// Only clips whose window overlaps [from_ms, to_ms).
+    pub from_ms: Option<i64>,
+    pub to_ms: Option<i64>,
+    pub complete: Option<bool>,
+}
+
+/// One row of the review list: the clip and its device's hostname.
+#[derive(Debug, Clone)]
+pub struct ReviewRow {
+    pub cursor: i64,
+    pub clip: ClipView,
+    pub hostname: Option<String>,
+    /// Why the trigger the clip answers was issued.
+    pub trigger_reason: Option<String>,
+}
+
+/// `text` as a LIKE pattern matching it anywhere, its own `%`, `_` and `\` taken literally.
+pub(crate) fn contains_pattern(text: &str) -> String {
+    let mut p = String::from("%");
+    for c in text.to_lowercase().chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            p.push('\\');
+        }
+        p.push(c);
+    }
+    p.push('%');
+    p
+}
+
+impl Tx<'_> {
+    /// A page of the review list, newest first (cursor: the rowid; `before` the last cursor of
+    /// the page before), that passes `filter`; a user list that is given but empty matches
+    /// nothing.
+    pub fn clips_review(
+        &self,
+        filter: &ReviewFilter,
+        users_given: bool,
+        before: Option<i64>,
+        limit: i64,
+    ) -> Result<Vec<ReviewRow>, ConsoleError> {
+        if users_given && filter.users.is_empty() {
+            return Ok(Vec::new());
+        }
+        let lowered: Vec<String> = filter.users.iter().map(|u| u.to_lowercase()).collect();
+        let patterns: Vec<String> = filter.devices.iter().map(|d| contains_pattern(d)).collect();
+        let mut args: Vec<super::sql::Value<'_>> = Vec::new();
+        fn next<'v>(v: super::sql::Value<'v>, args: &mut Vec<super::sql::Value<'v>>) -> String {
+            args.push(v);
+            format!("?{}", args.len())
+        }
+        use super::sql::IntoValue;
+        let mut sql = format!(
+            "SELECT c.{}, d.hostname, t.reason FROM clips c LEFT JOIN devices d ON d.id = c.device_id
+             LEFT JOIN triggers t ON t.id = c.trigger_id WHERE 1 = 1",
+            COLUMNS.replace(", ", ", c.")
+        );
+        if let Some(b) = before {
+            sql += &format!(" AND c.rowid < {}", next(super::sql::Value::Int(b), &mut args));
+        }
+        if !lowered.is_empty() {
+            let marks: Vec<String> = lowered.iter().map(|u| next(u.value(), &mut args)).collect();
+            sql += &format!(" AND LOWER(c.user_name) IN ({})", marks.join(", "));
+        }
+        if !patterns.is_empty() {
+            let any: Vec<String> = patterns
+                .iter()
+                .map(|p| {
+                    let m = next(p.value(), &mut args);
+                    format!(
+                        "LOWER(COALESCE(d.hostname, '')) LIKE {m} ESCAPE '\\' OR LOWER(c.device_id) LIKE {m} ESCAPE '\\'"
+                    )
+                })
+                .collect();
+            sql += &format!(" AND ({})", any.join(" OR "));
+        }
+        if let Some(m) = &filter.mode {
+            sql += &format!(" AND c.mode = {}", next(m.value(), &mut args));
+        }
+        if let Some(a) = filter.alert {
+            sql += &format!(" AND c.alert_id = {}", next(super::sql::Value::Int(a), &mut args));
+        }
+        if let Some(f) = filter.from_ms {
+            sql += &format!(" AND c.end_ms > {}", next(super::sql::Value::Int(f), &mut args));
+        }
+        if let Some(t) = filter.to_ms {
+            sql += &format!(" AND c.start_ms < {}", next(super::sql::Value::Int(t), &mut args));
+        }
+        match filter.complete {
+            Some(true) => sql += " AND c.complete_ms IS NOT NULL",
+            Some(false) => sql += " AND c.complete_ms IS NULL",
+            None => {}
+        }
+        sql += &format!(
+            " ORDER BY c.rowid DESC LIMIT {}",
+            next(super::sql::Value::Int(limit), &mut args)
+        );
+        let rows = self.rows(&sql, &args, |r| {
+            Ok((row(r)?, r.get::<Option<String>>(12)?, r.get::<Option<String>>(13)?))
+        })?;
+        rows.into_iter()
+            .map(|(r, hostname, trigger_reason)| {
+                let (cursor, clip) = r.parsed()?;
+                Ok(ReviewRow { cursor, clip, hostname, trigger_reason })
+            })
+            .collect()
+    }
+
+    /// The hostname device `id` enrolled with.
+    pub fn device_hostname(&self, id: &str) -> Result<Option<String>, ConsoleError> {
+        self.opt("SELECT hostname FROM devices WHERE id = ?1", args![id], |r| r.get(0))
+    }
+
+    /// Every user name some clip is of (as stored), for matching pseudonyms.
+    pub fn clip_users(&self) -> Result<Vec<String>, ConsoleError> {
+        self.rows("SELECT DISTINCT user_name FROM clips ORDER BY user_name", args![], |r| r.get(0))
+    }
+}

@@ -14,6 +14,11 @@
 //!              PostgreSQL), `segments.segment_id` (the id the sealed header carries, read at
 //!              ingest), `leases`. PostgreSQL: the whole schema as of this version, created
 //!              in one go (no PostgreSQL database predates it).
+//! 3  web       both: `passwords` (argon2id hashes, failed attempts, lockout), `web_sessions`
+//!              (signed-in browsers, by the SHA-256 of their cookie, with their CSRF token),
+//!              `clip_views` (a player opened: what its frame fetches are bound to),
+//!              `oidc_logins` (sign-ins waiting at the OpenID provider). Written once, in
+//!              words both engines take ([`WEB_V3`]).
 //! ```
 //!
 //! A version means the same tables on both backends; a later migration is written once for
@@ -28,7 +33,7 @@ use super::{audit_in, now_ms, LEGACY};
 use crate::error::ConsoleError;
 
 /// The newest schema version this console knows.
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 3;
 
 const MIGRATIONS_TABLE: &str = "CREATE TABLE IF NOT EXISTS schema_migrations (
     version BIGINT PRIMARY KEY, name TEXT NOT NULL, applied_ms BIGINT NOT NULL)";
@@ -59,12 +64,13 @@ pub(super) fn migrate_sqlite(
     if at > SCHEMA_VERSION {
         return Err(newer(at));
     }
-    let steps: [(i64, &str, &SqliteStep<'_>); 2] = [
+    let steps: [(i64, &str, &SqliteStep<'_>); 3] = [
         (1, "base", &|c| {
             c.execute_batch(SCHEMA)?;
             migrate_legacy(c)
         }),
         (2, "portable", &|c| sqlite_v2(c, data)),
+        (3, "web", &|c| Ok(c.execute_batch(WEB_V3)?)),
     ];
     for (version, name, step) in steps {
         if version > at {
@@ -120,7 +126,7 @@ pub(super) fn migrate_postgres(client: &mut postgres::Client) -> Result<(), Cons
     if at > SCHEMA_VERSION {
         return Err(newer(at));
     }
-    let steps: [(i64, &str, &str); 1] = [(2, "portable", PG_V2)];
+    let steps: [(i64, &str, &str); 2] = [(2, "portable", PG_V2), (3, "web", WEB_V3)];
     for (version, name, sql) in steps {
         if version > at {
             tx.batch_execute(sql)?;
@@ -222,6 +228,25 @@ CREATE TRIGGER enrollment_records_no_update BEFORE UPDATE ON enrollment_records 
     EXECUTE FUNCTION rearview_refuse('a signed enrollment record is never changed');
 CREATE TRIGGER clip_records_no_update BEFORE UPDATE ON clip_records FOR EACH ROW
     EXECUTE FUNCTION rearview_refuse('a signed clip record is never changed');
+"#;
+
+/// Version 3 on both backends (see "Versions"; what each table holds: `store::web`).
+const WEB_V3: &str = r#"
+CREATE TABLE passwords (
+    person_id BIGINT PRIMARY KEY REFERENCES people (id), hash TEXT NOT NULL,
+    set_ms BIGINT NOT NULL, failures BIGINT NOT NULL DEFAULT 0,
+    locked_until_ms BIGINT NOT NULL DEFAULT 0);
+CREATE TABLE web_sessions (
+    id_sha256 TEXT PRIMARY KEY, person_id BIGINT NOT NULL REFERENCES people (id),
+    csrf TEXT NOT NULL, via TEXT NOT NULL, created_ms BIGINT NOT NULL,
+    last_ms BIGINT NOT NULL, expires_ms BIGINT NOT NULL);
+CREATE INDEX web_sessions_person ON web_sessions (person_id);
+CREATE TABLE clip_views (
+    id TEXT PRIMARY KEY, session_sha256 TEXT NOT NULL, person_id BIGINT NOT NULL,
+    clip_id TEXT NOT NULL, opened_ms BIGINT NOT NULL, expires_ms BIGINT NOT NULL);
+CREATE TABLE oidc_logins (
+    state_sha256 TEXT PRIMARY KEY, verifier TEXT NOT NULL, nonce TEXT NOT NULL,
+    next_path TEXT NOT NULL, created_ms BIGINT NOT NULL);
 "#;
 
 /// Version 1 on SQLite (see "Versions").

@@ -130,6 +130,13 @@ impl Tx<'_> {
         )
     }
 
+    /// When trigger `id`'s activity happened, and why it was issued (the player's marker).
+    pub fn trigger_time_and_reason(&self, id: &str) -> Result<Option<(i64, String)>, ConsoleError> {
+        self.opt("SELECT event_time_ms, reason FROM triggers WHERE id = ?1", args![id], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+    }
+
     /// A page of alerts, oldest first, each with its cursor (its id) and its clips.
     pub fn alerts_page(&self, page: PageRequest) -> Result<Vec<(i64, AlertView)>, ConsoleError> {
         let mut alerts = self.page_of(

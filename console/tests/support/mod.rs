@@ -8,6 +8,7 @@
 //!   here because their device halves (in `tests/tests/protocol`) use them too.
 //! * [`backend`]: which backend the tests run on (`REARVIEW_TEST_STORE`), and raw SQL on it.
 //! * [`streams`]: a device's push stream read as raw events.
+//! * [`web`]: the web UI as a browser sends it (cookies, forms, CSRF tokens), without one.
 
 // Each test binary uses some of these helpers, none uses all.
 #![allow(dead_code)]
@@ -23,6 +24,7 @@ pub mod backend;
 pub mod device_trust;
 pub mod duties;
 pub mod streams;
+pub mod web;
 
 /// Wall-clock time, Unix milliseconds: the clock of the wire.
 pub fn now_ms() -> i64 {
