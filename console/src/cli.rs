@@ -104,6 +104,25 @@ pub enum Command {
         /// variables (default: where DATA records them, else files).
         #[arg(long, env = "REARVIEW_BLOBS", value_name = "LOC")]
         blobs: Option<String>,
+        /// Single sign-on: the OpenID provider's issuer URL (its discovery document is
+        /// ISSUER/.well-known/openid-configuration). Needs --oidc-client-id, the client secret
+        /// and --public-url.
+        #[arg(long, env = "REARVIEW_OIDC_ISSUER", requires_all = ["oidc_client_id", "public_url"])]
+        oidc_issuer: Option<String>,
+        #[arg(long, env = "REARVIEW_OIDC_CLIENT_ID")]
+        oidc_client_id: Option<String>,
+        /// A file holding the client secret (or set $REARVIEW_OIDC_CLIENT_SECRET); never a flag,
+        /// so it stays out of process listings.
+        #[arg(long, value_name = "FILE")]
+        oidc_client_secret_file: Option<PathBuf>,
+        /// The claim a console person's name is matched to: email (which the provider must
+        /// mark verified) or sub.
+        #[arg(long, env = "REARVIEW_OIDC_CLAIM", default_value = "email")]
+        oidc_claim: String,
+        /// The console's URL as browsers reach it (the OIDC redirect URI is
+        /// URL/signin/oidc/callback).
+        #[arg(long, env = "REARVIEW_PUBLIC_URL")]
+        public_url: Option<String>,
     },
     /// Clips: list, wait for one, export one.
     #[command(subcommand)]

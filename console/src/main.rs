@@ -63,7 +63,33 @@ async fn main() -> anyhow::Result<()> {
             max_uploads_per_device,
             indicator_triggers_per_minute,
             blobs,
+            oidc_issuer,
+            oidc_client_id,
+            oidc_client_secret_file,
+            oidc_claim,
+            public_url,
         } => {
+            let oidc = match oidc_issuer {
+                None => None,
+                Some(issuer) => {
+                    let client_secret = match oidc_client_secret_file {
+                        Some(path) => std::fs::read_to_string(&path)
+                            .with_context(|| format!("read {}", path.display()))?
+                            .trim()
+                            .to_owned(),
+                        None => std::env::var("REARVIEW_OIDC_CLIENT_SECRET").context(
+                            "--oidc-issuer needs the client secret: --oidc-client-secret-file or $REARVIEW_OIDC_CLIENT_SECRET",
+                        )?,
+                    };
+                    Some(rearview_console::web::oidc::OidcSettings {
+                        issuer,
+                        client_id: oidc_client_id.unwrap_or_default(),
+                        client_secret,
+                        public_url: public_url.unwrap_or_default(),
+                        claim: oidc_claim,
+                    })
+                }
+            };
             let ingest = IngestLimits {
                 uploads_per_device: max_uploads_per_device,
                 indicator_triggers_per_minute,
@@ -77,6 +103,7 @@ async fn main() -> anyhow::Result<()> {
                 ingest,
                 database,
                 blobs: Some(cli::blob_location(blobs.as_deref(), &data)?),
+                oidc,
                 ..ServerConfig::plain(data.clone(), listen)
             };
             let mut server = Server::start(config).await?;

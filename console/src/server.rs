@@ -197,6 +197,8 @@ pub struct ServerConfig {
     /// Where sealed segments are kept; `None`: as the data directory records it, else files
     /// in the data directory (`DATA/blobs`).
     pub blobs: Option<BlobLocation>,
+    /// Single sign-on over OpenID Connect (`--oidc-*`); `None`: passwords only.
+    pub oidc: Option<crate::web::oidc::OidcSettings>,
 }
 
 impl ServerConfig {
@@ -219,6 +221,7 @@ impl ServerConfig {
             ingest: IngestLimits::default(),
             database: None,
             blobs: None,
+            oidc: None,
         }
     }
 
@@ -339,6 +342,7 @@ async fn web_state(
         pseudonyms,
         viewer: crate::web::viewer::Viewer::new(key, tenant_id),
         record_key,
+        oidc: config.oidc.clone().map(crate::web::oidc::Oidc::new).transpose()?,
     })
 }
 

@@ -36,4 +36,6 @@ pub struct WebState {
     pub viewer: crate::web::viewer::Viewer,
     /// The console's record key, that the integrity badge checks signatures with.
     pub record_key: rearview_evidence::PublicKey,
+    /// Single sign-on, when configured.
+    pub oidc: Option<crate::web::oidc::Oidc>,
 }

@@ -11,6 +11,7 @@
 //! GET  /signin?next=              anyone: the form (password; SSO when configured)
 //! POST /signin                    anyone: name, password, the form's pre-session CSRF token
 //! POST /signout                   signed in; CSRF token
+//! GET  /signin/oidc, /signin/oidc/callback   anyone: single sign-on (see [`oidc`])
 //! GET  /clips?…filters            admin, investigator       (the list; see web::clips)
 //! GET  /clips/{id}                investigator              opens the player: a *view*,
 //!                                                           audited (clip.view) and logged
@@ -44,6 +45,7 @@
 
 pub mod clips;
 pub mod html;
+pub mod oidc;
 pub mod pseudonym;
 pub mod session;
 pub mod transcript;
@@ -70,6 +72,8 @@ pub fn router() -> Router<Arc<AppState>> {
         .route("/", get(home))
         .route("/signin", get(session::signin_form).post(session::signin))
         .route("/signout", post(session::signout))
+        .route("/signin/oidc", get(oidc::begin))
+        .route("/signin/oidc/callback", get(oidc::callback))
         .route("/clips", get(clips::list))
         .route("/clips/{id}", get(clips::player))
         .route("/clips/{id}/timeline", get(viewer::timeline))

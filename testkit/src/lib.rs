@@ -17,15 +17,24 @@
 //!   send carry what the console verifies.
 //! * [`postgres`]: a private PostgreSQL cluster on a free port, removed however the process ends.
 //! * [`s3`]: a real S3-speaking server (`moto_server`) in its own process, to pause and resume.
+//! * [`browser`]: a headless Chromium driven over WebDriver, for the console's web page tests.
+//! * [`oidc`]: a real OpenID Connect provider (`oidc-provider` on node) with a login form.
+//! * [`smtp`]: a real SMTP server (`aiosmtpd`) that keeps every message it receives.
+//! * `process` (private): what the harnesses above share: a free port, a reaper so that no
+//!   server outlives the test process, signals, the tail of a log.
 //! * [`procfs`]: the one reader of `/proc/PID/status` (uids, memory high-water mark).
 //! * [`wait_until`], [`eventually`]: the one way tests wait for something that happens
 //!   elsewhere, from a thread or from an async test.
 
+pub mod browser;
 pub mod chain;
 pub mod console;
+pub mod oidc;
 pub mod postgres;
+mod process;
 pub mod procfs;
 pub mod s3;
+pub mod smtp;
 pub mod tmpfs;
 pub mod xvfb;
 

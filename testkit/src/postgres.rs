@@ -40,13 +40,14 @@
 
 use std::fs;
 use std::io::{self, Write};
-use std::net::TcpListener;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Output, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use crate::process;
 
 /// How long a start or restart may take before it is an error. Generous: on a loaded 2-core
 /// machine `initdb` alone takes seconds, and a restart after `-m immediate` runs crash recovery.
@@ -58,9 +59,6 @@ const PORT_ATTEMPTS: usize = 3;
 
 /// The superuser `initdb` makes; every URL names it.
 pub const SUPERUSER: &str = "rearview";
-
-/// The tail of the server's log kept for error messages.
-const LOG_TAIL: usize = 2048;
 
 /// Clusters started by this process, for unique directory names.
 static CLUSTERS: AtomicU64 = AtomicU64::new(0);
@@ -199,7 +197,7 @@ impl Postgres {
     /// connections.
     pub fn start() -> Result<Postgres, Error> {
         let programs = Programs::find()?;
-        let as_postgres = is_root();
+        let as_postgres = process::is_root();
         let dir = std::env::temp_dir().join(format!(
             "rearview-pg-{}-{}-{}",
             std::process::id(),
@@ -228,8 +226,8 @@ impl Postgres {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            pg.port =
-                free_port().map_err(|source| Error::Spawn { program: "bind".into(), source })?;
+            pg.port = process::free_port()
+                .map_err(|source| Error::Spawn { program: "bind".into(), source })?;
             pg.write_config()?;
             // A fresh log per attempt, so "could not bind" below is this attempt's.
             let _ = fs::remove_file(pg.dir.join("server.log"));
@@ -419,9 +417,7 @@ impl Postgres {
     }
 
     fn log_tail(&self) -> String {
-        let log = fs::read(self.dir.join("server.log")).unwrap_or_default();
-        let tail = &log[log.len().saturating_sub(LOG_TAIL)..];
-        String::from_utf8_lossy(tail).trim().to_owned()
+        process::tail(&self.dir.join("server.log"))
     }
 
     fn dir_error(&self, source: io::Error) -> Error {
@@ -522,16 +518,4 @@ fn run(mut cmd: Command) -> Result<Output, Error> {
 
 fn program_name(program: &Path) -> String {
     program.display().to_string()
-}
-
-/// A port no one listened on a moment ago. Another process may take it before the server
-/// binds; [`Postgres::start`] retries then.
-fn free_port() -> io::Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
-}
-
-#[allow(unsafe_code)] // see the SAFETY comment inside
-fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    unsafe { libc::geteuid() == 0 }
 }

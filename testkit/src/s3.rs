@@ -6,7 +6,7 @@
 //!
 //! ```text
 //! start()    moto_server -H 127.0.0.1 -p PORT; ready once it answers an HTTP request
-//!            a reaper (`sh`, polling `kill -0`) kills it when the test process dies, so a
+//!            a reaper (`process.rs`) kills it when the test process dies, so a
 //!            server in a `static` (shared()) or behind a panicking test never outlives it
 //! pause()    SIGSTOP: connections are still accepted by the kernel, nothing answers (a
 //!            bucket that is "unreachable" while it keeps its data); resume() is SIGCONT
@@ -17,19 +17,16 @@
 //! with a unique name) on [`S3Server::shared`], except tests that pause the server, which
 //! [`S3Server::start`] their own.
 
-// kill(2) on our own children; each block says why it is sound.
-#![allow(unsafe_code)]
-
 use std::io::{Read, Write};
-use std::net::{Ipv4Addr, TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
+use std::net::{Ipv4Addr, TcpStream};
+use std::process::{Command, Stdio};
 use std::sync::OnceLock;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use crate::process::{self, Guarded};
 
 /// How long moto may take to answer its first request (a Python start on a loaded machine).
 pub const START_TIMEOUT: Duration = Duration::from_secs(60);
-/// Ports tried when the one picked was taken meanwhile.
-const START_TRIES: usize = 3;
 /// How long one raw request to the server may take.
 const IO_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -47,8 +44,7 @@ pub enum S3LaunchError {
 
 /// A running `moto_server`, killed and reaped on drop.
 pub struct S3Server {
-    child: Child,
-    reaper: Child,
+    process: Guarded,
     port: u16,
 }
 
@@ -56,35 +52,21 @@ impl S3Server {
     /// `moto_server -H 127.0.0.1 -p PORT` (free port), waits until it answers; a reaper
     /// child kills it when the test process dies.
     pub fn start() -> Result<S3Server, S3LaunchError> {
-        let mut last = None;
-        for _ in 0..START_TRIES {
-            let port = free_port()?;
-            let mut child = Command::new("moto_server")
-                .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .map_err(S3LaunchError::Spawn)?;
-            let reaper = match reaper(child.id()) {
-                Ok(r) => r,
-                Err(e) => {
-                    kill(&mut child);
-                    return Err(S3LaunchError::Spawn(e));
-                }
-            };
-            let mut server = S3Server { child, reaper, port };
-            match server.wait_ready() {
-                Ok(()) => return Ok(server),
-                // Dropping it kills it; another port, in case this one was taken meanwhile.
-                Err(e) => last = Some(e),
-            }
-        }
-        Err(last.unwrap_or(S3LaunchError::NotAnswering {
-            port: 0,
-            limit: START_TIMEOUT,
-            status: None,
-        }))
+        let answering = |e: &S3LaunchError| matches!(e, S3LaunchError::NotAnswering { .. });
+        process::on_a_free_port(S3LaunchError::Port, answering, |port| {
+            let process = Guarded::spawn(
+                Command::new("moto_server")
+                    .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null()),
+            )
+            .map_err(S3LaunchError::Spawn)?;
+            let mut server = S3Server { process, port };
+            // On failure, dropping `server` kills it.
+            server.wait_ready()?;
+            Ok(server)
+        })
     }
 
     /// One server per test process, started on first use (panics when it cannot start).
@@ -134,81 +116,36 @@ impl S3Server {
     }
 
     fn signal(&self, signal: libc::c_int) {
-        let pid = libc::pid_t::try_from(self.child.id()).expect("a pid fits pid_t");
-        // SAFETY: kill(2) takes plain integers and touches no memory of ours; the pid is our
-        // own child's, which is not reaped before drop, so it cannot have been reused.
-        let rc = unsafe { libc::kill(pid, signal) };
-        assert_eq!(rc, 0, "signal {signal} to moto_server: {}", std::io::Error::last_os_error());
+        if let Err(e) = self.process.signal(signal) {
+            panic!("signal {signal} to moto_server: {e}");
+        }
     }
 
     /// Polls until an HTTP request gets an answer, or the server died, or [`START_TIMEOUT`].
     fn wait_ready(&mut self) -> Result<(), S3LaunchError> {
-        let end = Instant::now() + START_TIMEOUT;
-        loop {
-            if self.request("GET / HTTP/1.1").is_ok_and(|a| a.starts_with("HTTP/1.")) {
-                return Ok(());
-            }
-            let status = self.child.try_wait().ok().flatten();
-            if status.is_some() || Instant::now() >= end {
-                let (port, limit) = (self.port, START_TIMEOUT);
-                return Err(S3LaunchError::NotAnswering { port, limit, status });
-            }
-            std::thread::sleep(crate::POLL);
-        }
+        let port = self.port;
+        let answers = || request(port, "GET / HTTP/1.1").is_ok_and(|a| a.starts_with("HTTP/1."));
+        self.process
+            .wait_ready(START_TIMEOUT, answers)
+            .map_err(|status| S3LaunchError::NotAnswering { port, limit: START_TIMEOUT, status })
     }
 
-    /// One request line with an empty body; the whole answer as text.
+    /// [`request`] to this server.
     fn request(&self, line: &str) -> std::io::Result<String> {
-        let mut conn = TcpStream::connect((Ipv4Addr::LOCALHOST, self.port))?;
-        conn.set_read_timeout(Some(IO_TIMEOUT))?;
-        conn.set_write_timeout(Some(IO_TIMEOUT))?;
-        let host = format!("127.0.0.1:{}", self.port);
-        write!(conn, "{line}\r\nHost: {host}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")?;
-        let mut answer = Vec::new();
-        conn.read_to_end(&mut answer)?;
-        Ok(String::from_utf8_lossy(&answer).into_owned())
+        request(self.port, line)
     }
 }
 
-impl Drop for S3Server {
-    fn drop(&mut self) {
-        kill(&mut self.child);
-        kill(&mut self.reaper);
-    }
-}
-
-/// SIGKILL (which also ends a stopped process) and reap.
-fn kill(child: &mut Child) {
-    let _ = child.kill();
-    let _ = child.wait();
-}
-
-/// A port nobody listens on right now (the OS picks it; it may be taken again before moto
-/// binds it, which `start` survives by trying another).
-fn free_port() -> Result<u16, S3LaunchError> {
-    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).map_err(S3LaunchError::Port)?;
-    Ok(listener.local_addr().map_err(S3LaunchError::Port)?.port())
-}
-
-/// [`reaper_of`] for this process.
-fn reaper(pid: u32) -> std::io::Result<Child> {
-    reaper_of(std::process::id(), pid)
-}
-
-/// `sh` polling every second whether `owner` is alive; once it is not, it kills `pid` (no
-/// SIGCONT needed: SIGKILL ends a stopped process too). It also ends by itself when `pid` is
-/// gone.
-fn reaper_of(owner: u32, pid: u32) -> std::io::Result<Child> {
-    let script = format!(
-        "while kill -0 {owner} 2>/dev/null && kill -0 {pid} 2>/dev/null; do sleep 1; done; \
-         kill -9 {pid} 2>/dev/null; exit 0"
-    );
-    Command::new("sh")
-        .args(["-c", &script])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
+/// One request line with an empty body to the server on `port`; the whole answer as text.
+fn request(port: u16, line: &str) -> std::io::Result<String> {
+    let mut conn = TcpStream::connect((Ipv4Addr::LOCALHOST, port))?;
+    conn.set_read_timeout(Some(IO_TIMEOUT))?;
+    conn.set_write_timeout(Some(IO_TIMEOUT))?;
+    let host = format!("127.0.0.1:{port}");
+    write!(conn, "{line}\r\nHost: {host}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")?;
+    let mut answer = Vec::new();
+    conn.read_to_end(&mut answer)?;
+    Ok(String::from_utf8_lossy(&answer).into_owned())
 }
 
 #[cfg(test)]
@@ -243,20 +180,5 @@ mod tests {
         let read = conn.read(&mut buf);
         assert!(read.is_err(), "a stopped server answered: {read:?}");
         s3.resume();
-    }
-
-    /// The reaper ends the server once the process that started it is gone: here a child
-    /// process standing in for a test binary.
-    #[test]
-    fn the_reaper_kills_the_server_when_its_owner_dies() {
-        let mut owner = Command::new("sleep").arg("600").spawn().unwrap();
-        let mut victim = Command::new("sleep").arg("600").spawn().unwrap();
-        let mut reaper = reaper_of(owner.id(), victim.id()).unwrap();
-        kill(&mut owner);
-        let status = crate::wait_until("the reaper to kill its server", START_TIMEOUT, || {
-            victim.try_wait().unwrap()
-        });
-        assert!(!status.success());
-        let _ = reaper.wait();
     }
 }

@@ -11,10 +11,8 @@ pub struct Tmpfs(PathBuf);
 impl Tmpfs {
     /// Mounts a tmpfs of `size` (`mount`'s syntax, e.g. `"1m"`), mode 0700, on `dir`.
     /// `Err` says why it could not (not root, no `CAP_SYS_ADMIN`, no `mount`).
-    #[allow(unsafe_code)] // see the SAFETY comment inside
     pub fn mount(dir: &Path, size: &str) -> Result<Tmpfs, String> {
-        // SAFETY: geteuid has no preconditions and cannot fail.
-        if unsafe { libc::geteuid() } != 0 {
+        if !crate::process::is_root() {
             return Err("not root, cannot mount a tmpfs".into());
         }
         let status = Command::new("mount")

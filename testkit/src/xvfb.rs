@@ -15,7 +15,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
-// pre_exec (to pass the -displayfd pipe), poll(2) and kill(2); each block says why it is sound.
+// pre_exec (to pass the -displayfd pipe) and poll(2); each block says why it is sound.
 #![allow(unsafe_code)]
 
 use std::io::Read;
@@ -288,11 +288,7 @@ fn stop(child: &mut Child) {
     if let Ok(Some(_)) = child.try_wait() {
         return;
     }
-    if let Ok(pid) = libc::pid_t::try_from(child.id()) {
-        // SAFETY: kill with a pid of our own unreaped child (so the pid cannot have been reused)
-        // and a valid signal number has no memory effects.
-        unsafe { libc::kill(pid, libc::SIGTERM) };
-    }
+    let _ = crate::process::signal(child, libc::SIGTERM);
     let deadline = Instant::now() + STOP_TIMEOUT;
     while Instant::now() < deadline {
         match child.try_wait() {
@@ -300,6 +296,5 @@ fn stop(child: &mut Child) {
             Ok(None) => thread::sleep(Duration::from_millis(10)),
         }
     }
-    let _ = child.kill();
-    let _ = child.wait();
+    crate::process::kill(child);
 }

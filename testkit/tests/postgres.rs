@@ -2,15 +2,16 @@
 //! reaper when the process dies without dropping it. Needs PostgreSQL installed
 //! (scripts/setup-debian.sh); without it these tests fail, they do not skip.
 
-use std::io::{self, BufRead, BufReader};
+use std::io;
 use std::net::TcpStream;
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
-use std::sync::mpsc;
 use std::time::Duration;
 
 use rearview_testkit::postgres::Postgres;
 use rearview_testkit::wait_until;
+
+#[path = "support/child_test.rs"]
+mod child_test;
 
 /// How long cleanup after a dead parent may take: the reaper's stop and `rm -rf`.
 const REAP_LIMIT: Duration = Duration::from_secs(60);
@@ -122,31 +123,8 @@ fn reaper_child() {
 /// Starts the child test, reads the cluster it started, lets it end as `how` says, and checks
 /// that the server and its directory are gone.
 fn reaped_after(how: &str) {
-    let mut child = Command::new(std::env::current_exe().expect("the test binary's path"))
-        .args(["--exact", "reaper_child", "--ignored", "--nocapture", "--test-threads=1"])
-        .env(CHILD_ENV, how)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("start the child test");
-    let stdout = child.stdout.take().expect("piped stdout");
-    // Read on a thread, so a child that never prints fails the test instead of hanging it.
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let line = BufReader::new(stdout)
-            .lines()
-            .map_while(Result::ok)
-            .find_map(|l| Some(l.strip_prefix(MARKER)?.trim().to_owned()));
-        let _ = tx.send(line);
-    });
-    let line = match rx.recv_timeout(rearview_testkit::postgres::START_TIMEOUT * 2) {
-        Ok(Some(line)) => line,
-        outcome => {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("the child printed no `{MARKER}` line ({outcome:?})");
-        }
-    };
+    let limit = rearview_testkit::postgres::START_TIMEOUT * 2;
+    let (mut child, line) = child_test::start("reaper_child", (CHILD_ENV, how), MARKER, limit);
     let mut words = line.split(' ');
     let port: u16 = words.next().and_then(|p| p.parse().ok()).expect("a port");
     let dir = PathBuf::from(words.next().expect("a directory"));

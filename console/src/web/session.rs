@@ -204,8 +204,16 @@ fn form_page(state: &AppState, next: &str, pre: &str, message: Option<&str>) -> 
     let message = message
         .map(|m| format!("<p class=\"error\" role=\"alert\" id=\"signin-error\">{}</p>", esc(m)))
         .unwrap_or_default();
+    let sso = if state.web.oidc.is_some() {
+        format!(
+            "<p class=\"sso\"><a class=\"button\" id=\"sso\" href=\"/signin/oidc?next={}\">Sign in with single sign-on</a></p>",
+            html::url_encode(next)
+        )
+    } else {
+        String::new()
+    };
     let body = format!(
-        "<h1>Sign in</h1>{message}\
+        "<h1>Sign in</h1>{message}{sso}\
          <form method=\"post\" action=\"/signin\" class=\"signin\">\
          <input type=\"hidden\" name=\"csrf\" value=\"{pre}\">\
          <input type=\"hidden\" name=\"next\" value=\"{next}\">\

@@ -148,8 +148,10 @@
     const m = document.createElement("span");
     m.className = "mark " + cls;
     const span = t1 - t0 || 1;
-    m.style.left = ((startUs - t0) / span) * 100 + "%";
-    if (endUs > startUs) m.style.width = Math.max(0.3, ((endUs - startUs) / span) * 100) + "%";
+    // Outside the window (a trigger's activity before the clip began): pinned to the edge.
+    const pct = (us) => Math.max(0, Math.min(100, ((us - t0) / span) * 100));
+    m.style.left = pct(startUs) + "%";
+    if (endUs > startUs) m.style.width = Math.max(0.3, pct(endUs) - pct(startUs)) + "%";
     m.title = title;
     seek.appendChild(m);
   }
