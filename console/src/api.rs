@@ -25,6 +25,11 @@
 //!   GET  /api/v1/activity                  admin, investigator
 //!   GET  /api/v1/clips, /api/v1/clips/{id} admin, investigator  (filters: see clips)
 //!   GET  /api/v1/devices                   admin, investigator
+//!   GET  /api/v1/retention/settings        admin, investigator;  PUT admin  {days, bulk_delete}
+//!   POST /api/v1/retention/run             admin        the retention job, now
+//!   GET/POST /api/v1/holds, POST /api/v1/holds/{id}/release    admin, investigator
+//!   POST /api/v1/clips/{id}/delete         investigator {reason}
+//!   POST /api/v1/users/{user}/clips/delete admin, when the tenant allows it  (see retention)
 //!   GET  /api/v1/audit                     admin, approver
 //! browsers: see crate::web (/, /signin, /clips, /audit, /assets)
 //! devices: see rearview_protocol
@@ -47,6 +52,7 @@ pub mod enroll;
 pub mod ingest;
 pub mod page;
 pub mod people;
+pub mod retention;
 pub mod roles;
 pub mod stream;
 
@@ -99,6 +105,15 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/v1/clips", get(clips::list))
         .route("/api/v1/clips/{id}", get(clips::get))
         .route("/api/v1/devices", get(devices::list))
+        .route(
+            "/api/v1/retention/settings",
+            get(retention::get_settings).put(retention::put_settings),
+        )
+        .route("/api/v1/retention/run", post(retention::run))
+        .route("/api/v1/holds", get(retention::list_holds).post(retention::place_hold))
+        .route("/api/v1/holds/{id}/release", post(retention::release_hold))
+        .route("/api/v1/clips/{id}/delete", post(retention::delete_clip))
+        .route("/api/v1/users/{user}/clips/delete", post(retention::delete_user_clips))
         .route(paths::ENROLL, post(enroll::enroll))
         .route(paths::POLICY, get(stream::policy))
         .route(paths::STREAM, get(stream::stream))

@@ -650,6 +650,42 @@ impl Blobs {
         }
     }
 
+    /// Removes the blob (retention; see [`crate::store::retention`]); Ok also when it was not
+    /// there. Files: the file is unlinked and its directory fsynced, so the removal survives a
+    /// crash; S3: one DELETE.
+    pub async fn remove(&self, device_id: &str, sha256: &str) -> Result<(), ConsoleError> {
+        check_names(device_id, sha256)?;
+        match &*self.inner {
+            Backend::Files(f) => {
+                let path = f.path(device_id, sha256);
+                blocking("blob remover", move || {
+                    match std::fs::remove_file(&path) {
+                        Ok(()) => {}
+                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+                        Err(e) => return Err(ConsoleError::io(&path, e)),
+                    }
+                    if let Some(dir) = path.parent() {
+                        std::fs::File::open(dir)
+                            .and_then(|d| d.sync_all())
+                            .map_err(|e| ConsoleError::io(dir, e))?;
+                    }
+                    Ok(())
+                })
+                .await
+            }
+            Backend::S3(s) => {
+                let (store, key, url) = (s.store.clone(), s.key(device_id, sha256), s.url_of());
+                s.run(async move {
+                    match store.delete(&key).await {
+                        Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+                        Err(e) => Err(unavailable(url(&key), e)),
+                    }
+                })
+                .await?
+            }
+        }
+    }
+
     /// Health for /healthz: Ok, or Err(reason), e.g. "bucket unreachable: …". Files: the
     /// directory is there. S3: the bucket answers a listing (of a prefix that names no blob)
     /// within [`HEALTH_TIMEOUT`].

@@ -124,9 +124,15 @@ pub enum Command {
         #[arg(long, env = "REARVIEW_PUBLIC_URL")]
         public_url: Option<String>,
     },
-    /// Clips: list, wait for one, export one.
+    /// Clips: list, wait for one, export one, delete.
     #[command(subcommand)]
     Clip(ClipCommand),
+    /// Legal holds.
+    #[command(subcommand)]
+    Hold(HoldCommand),
+    /// Retention: how long clips are kept, and the job that deletes them.
+    #[command(subcommand)]
+    Retention(RetentionCommand),
     /// People and their roles.
     #[command(subcommand)]
     Person(PersonCommand),
@@ -223,6 +229,70 @@ pub enum ClipCommand {
         #[arg(long, env = "REARVIEW_BLOBS", value_name = "LOC")]
         blobs: Option<String>,
     },
+    /// Delete one clip (investigator), or with `--user` every clip of that user (admin, when
+    /// the tenant's retention settings allow bulk deletion). Clips under a legal hold are
+    /// kept; every deletion is audited and written to the clip's custody log.
+    Delete {
+        #[command(flatten)]
+        api: Api,
+        #[arg(required_unless_present = "user", conflicts_with = "user")]
+        id: Option<String>,
+        #[arg(long)]
+        user: Option<String>,
+        /// Why (required; kept in the audit and custody logs).
+        #[arg(long)]
+        reason: String,
+    },
+}
+
+/// Legal holds: a hold on a clip or a user stops the clip's deletion.
+#[derive(Subcommand, Debug)]
+pub enum HoldCommand {
+    /// Place a hold on a clip (`--clip`) or on every clip of a user, now and to come (`--user`).
+    Place {
+        #[command(flatten)]
+        api: Api,
+        #[arg(long, required_unless_present = "user", conflicts_with = "user")]
+        clip: Option<String>,
+        #[arg(long)]
+        user: Option<String>,
+        #[arg(long)]
+        reason: String,
+    },
+    /// Release a hold.
+    Release {
+        #[command(flatten)]
+        api: Api,
+        id: String,
+        #[arg(long)]
+        reason: String,
+    },
+    /// Active holds (`--all`: released ones too).
+    List {
+        #[command(flatten)]
+        api: Api,
+        #[arg(long)]
+        all: bool,
+    },
+}
+
+/// How long clips are kept.
+#[derive(Subcommand, Debug)]
+pub enum RetentionCommand {
+    Show(Api),
+    /// Change the tenant's settings (admin).
+    Set {
+        #[command(flatten)]
+        api: Api,
+        /// Days a clip is kept after its window ends.
+        #[arg(long)]
+        days: Option<u32>,
+        /// Whether an admin may delete all clips of one user at once: on or off.
+        #[arg(long, value_parser = ["on", "off"])]
+        bulk_delete: Option<String>,
+    },
+    /// Run the retention job now (admin); prints what it did.
+    Run(Api),
 }
 
 #[derive(Subcommand, Debug)]
@@ -538,6 +608,51 @@ pub async fn run_api(command: Command) -> anyhow::Result<()> {
         Command::Rules(RulesCommand::Set { api, json }) => {
             let body: Value = serde_json::from_str(&json).context("--json is not JSON")?;
             api.client()?.put("/api/v1/rules", &body).await?
+        }
+        Command::Clip(ClipCommand::Delete { api, id, user, reason }) => {
+            let body = json!({ "reason": reason });
+            match (id, user) {
+                (Some(id), _) => {
+                    api.client()?.post(&format!("/api/v1/clips/{}/delete", encode(&id)), &body).await?
+                }
+                (None, Some(user)) => {
+                    let path = format!("/api/v1/users/{}/clips/delete", encode(&user));
+                    api.client()?.post(&path, &body).await?
+                }
+                (None, None) => bail!("name a clip, or --user"),
+            }
+        }
+        Command::Hold(HoldCommand::Place { api, clip, user, reason }) => {
+            let body = match (clip, user) {
+                (Some(clip), _) => json!({ "clip": clip, "reason": reason }),
+                (None, Some(user)) => json!({ "user": user, "reason": reason }),
+                (None, None) => bail!("name --clip or --user"),
+            };
+            api.client()?.post("/api/v1/holds", &body).await?
+        }
+        Command::Hold(HoldCommand::Release { api, id, reason }) => {
+            let path = format!("/api/v1/holds/{}/release", encode(&id));
+            api.client()?.post(&path, &json!({ "reason": reason })).await?
+        }
+        Command::Hold(HoldCommand::List { api, all }) => {
+            api.client()?.get(&format!("/api/v1/holds?all={all}")).await?
+        }
+        Command::Retention(RetentionCommand::Show(api)) => {
+            api.client()?.get("/api/v1/retention/settings").await?
+        }
+        Command::Retention(RetentionCommand::Set { api, days, bulk_delete }) => {
+            let c = api.client()?;
+            let mut settings: Value = c.get("/api/v1/retention/settings").await?;
+            if let Some(days) = days {
+                settings["days"] = json!(days);
+            }
+            if let Some(bulk) = bulk_delete {
+                settings["bulk_delete"] = json!(bulk == "on");
+            }
+            c.put("/api/v1/retention/settings", &settings).await?
+        }
+        Command::Retention(RetentionCommand::Run(api)) => {
+            api.client()?.post("/api/v1/retention/run", &json!({})).await?
         }
         // Lists print every item, page after page, as they did before lists had pages.
         Command::Devices(api) => Value::Array(api.client()?.get_all("/api/v1/devices").await?),

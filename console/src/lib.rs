@@ -53,6 +53,7 @@ pub mod policy;
 pub mod private;
 pub mod push;
 pub mod replicas;
+pub mod retention;
 pub mod server;
 pub mod state;
 pub mod store;

@@ -394,6 +394,7 @@ impl Server {
             ingest: IngestState::new(config.ingest.clone()),
             replica_id: crate::replicas::replica_id(),
             web,
+            retention: Default::default(),
         });
         api::ingest::clear_incoming(&state);
         let app = api::router(state.clone());
@@ -533,6 +534,14 @@ async fn tick(state: Arc<AppState>) {
             if let Err(e) = state.store.write(move |tx| tx.sweep_web(now, oidc_before)).await {
                 tracing::warn!(error = ?e.to_string(), "could not sweep ended web sessions; trying again");
             }
+            // The daily retention job (crate::retention), when due, in a task of its own: a
+            // long run holds up nothing here.
+            let st = state.clone();
+            tokio::spawn(async move {
+                if let Err(e) = crate::retention::run_if_due(&st.store, &st.retention, now).await {
+                    tracing::warn!(error = ?e.to_string(), "retention run failed; the next check tries again");
+                }
+            });
         }
         // A read first: most seconds nothing expires, and nothing is written.
         match state.store.read(move |tx| expiry_due(tx, now)).await {

@@ -23,6 +23,8 @@ pub struct AppState {
     pub replica_id: String,
     /// What the browser side needs (see [`crate::web`]).
     pub web: WebState,
+    /// Whether this process runs the retention job now (see [`crate::retention`]).
+    pub retention: crate::retention::Running,
 }
 
 /// The browser side's share of the state.

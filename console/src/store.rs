@@ -2,7 +2,7 @@
 //! ([`crate::blobs`]: sealed segments in a directory or a bucket).
 //!
 //! All SQL of the console lives here, one module per subject ([`meta`], [`audit`], [`people`],
-//! [`approvals`], [`devices`], [`triggers`], [`clips`], [`evidence`], [`web`]; `schema` holds the tables and the
+//! [`approvals`], [`devices`], [`triggers`], [`clips`], [`evidence`], [`web`], [`retention`]; `schema` holds the tables and the
 //! migrations). Nothing else sees a connection: callers pass a closure to [`Store::read`] or
 //! [`Store::write`], which runs it on the blocking pool with a [`Tx`] — one transaction — and
 //! the closure calls the methods `Tx` has per operation.
@@ -94,6 +94,11 @@
 //!                  expires_ms                        (signed-in browsers; see [`web`])
 //! clip_views       id, session_sha256, person_id, clip_id, opened_ms, expires_ms
 //! oidc_logins      state_sha256, verifier, nonce, next_path, created_ms
+//! legal_holds      id, scope (clip|user), target, reason, placed_by, placed_ms, released_by,
+//!                  released_ms, release_reason    (see [`retention`])
+//! deleted_clips    clip_id, device_id, user_name, start_ms, end_ms, deleted_by, deleted_ms,
+//!                  reason, segments               (what was deleted, and why)
+//! blob_deletions   device_id, sha256, queued_ms   (blobs waiting to be removed)
 //! ```
 //!
 //! Secrets are never stored: people and device tokens are kept as SHA-256 only.
@@ -146,6 +151,7 @@ pub mod evidence;
 pub mod lease;
 pub mod meta;
 pub mod people;
+pub mod retention;
 mod schema;
 pub(crate) mod sql;
 pub mod triggers;

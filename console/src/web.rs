@@ -20,6 +20,8 @@
 //! GET  /clips/{id}/frames/{sha256}/{index}?view=   the same; only segments the clip names
 //! POST /clips/{id}/reveal         investigator, when the tenant lets investigators reveal
 //!                                 names (review settings); CSRF; audited (user.reveal)
+//! GET  /retention, POST /retention/…, /clips/{id}/hold, /clips/{id}/delete,
+//!      /holds/{id}/release        retention, legal holds, deletion (see [`retention`])
 //! GET  /audit                     admin, approver
 //! GET  /assets/{name}             anyone (the style sheet and the player's script)
 //! ```
@@ -47,6 +49,7 @@ pub mod clips;
 pub mod html;
 pub mod oidc;
 pub mod pseudonym;
+pub mod retention;
 pub mod session;
 pub mod transcript;
 pub mod viewer;
@@ -79,6 +82,13 @@ pub fn router() -> Router<Arc<AppState>> {
         .route("/clips/{id}/timeline", get(viewer::timeline))
         .route("/clips/{id}/frames/{sha256}/{index}", get(viewer::frame))
         .route("/clips/{id}/reveal", post(clips::reveal))
+        .route("/clips/{id}/hold", post(retention::hold_clip))
+        .route("/clips/{id}/delete", post(retention::delete_clip))
+        .route("/holds/{id}/release", post(retention::release))
+        .route("/retention", get(retention::page))
+        .route("/retention/settings", post(retention::save_settings))
+        .route("/retention/holds", post(retention::hold_user))
+        .route("/retention/bulk-delete", post(retention::bulk_delete))
         .route("/audit", get(audit::page))
         .route("/assets/{name}", get(asset))
         .layer(middleware::from_fn(headers))

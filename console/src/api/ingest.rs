@@ -258,6 +258,13 @@ fn take_manifest(
             )));
         }
         Some(stored) => revise(tx, &device.id, stored, manifest, check, chained)?,
+        // Deleted on the console (retention, or a person): not made again from a late re-send;
+        // the device sets it aside.
+        None if tx.deleted_clip(clip_id)?.is_some() => {
+            return Err(ApiError::conflict(format!(
+                "clip {clip_id} was deleted on the console; it is not stored again"
+            )));
+        }
         None => match check()? {
             checks::Verdict::Refused(why) => ManifestChange::Refused(why),
             checks::Verdict::Accepted { alert_id } => {

@@ -360,6 +360,8 @@ pub struct ReviewFilter {
     pub from_ms: Option<i64>,
     pub to_ms: Option<i64>,
     pub complete: Option<bool>,
+    /// Only clips whose window ended before this (the ones retention deletes soonest).
+    pub ends_before: Option<i64>,
 }
 
 /// One row of the review list: the clip and its device's hostname.
@@ -442,6 +444,9 @@ impl Tx<'_> {
         }
         if let Some(t) = filter.to_ms {
             sql += &format!(" AND c.start_ms < {}", next(super::sql::Value::Int(t), &mut args));
+        }
+        if let Some(e) = filter.ends_before {
+            sql += &format!(" AND c.end_ms < {}", next(super::sql::Value::Int(e), &mut args));
         }
         match filter.complete {
             Some(true) => sql += " AND c.complete_ms IS NOT NULL",

@@ -18,7 +18,7 @@
 //! Records and lines are kept as the bytes that were signed or hashed and are never
 //! re-serialised, so an export hands out exactly those bytes. Database triggers refuse every
 //! UPDATE of the three tables and every DELETE from `custody`: the log only grows, and the
-//! deletion of a clip, when the console has one, appends `deleted` rather than removing its
+//! deletion of a clip ([`crate::store::retention`]) appends `deleted` rather than removing its
 //! history.
 //!
 //! # Who signs
@@ -39,9 +39,10 @@
 //! opened              person:<name>  frames decoded: `clip export`, `clip export --evidence
 //!                                    --open` (appended before any plaintext is written)
 //! exported            person:<name>  `clip export --evidence` (before any file is written)
-//! legal-hold-set, legal-hold-cleared, deleted
-//!                                    the console has no legal hold and no deletion yet;
-//!                                    whatever adds them appends these, in its transaction
+//! legal-hold-set      person:<name>  a legal hold placed on the clip or its user
+//! legal-hold-cleared  person:<name>  that hold released
+//! deleted             person:<name>  the clip deleted (by an investigator, or in bulk by an
+//!                     or console:retention       admin; or expired), with the reason
 //! ```
 
 use super::sql::args;

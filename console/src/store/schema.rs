@@ -19,6 +19,9 @@
 //!              `clip_views` (a player opened: what its frame fetches are bound to),
 //!              `oidc_logins` (sign-ins waiting at the OpenID provider). Written once, in
 //!              words both engines take ([`WEB_V3`]).
+//! 4  retention both: `legal_holds`, `deleted_clips`, `blob_deletions` (see
+//!              `store::retention`), and an index of clips by the end of their window, which
+//!              the daily retention job reads ([`RETENTION_V4`]).
 //! ```
 //!
 //! A version means the same tables on both backends; a later migration is written once for
@@ -33,7 +36,7 @@ use super::{audit_in, now_ms, LEGACY};
 use crate::error::ConsoleError;
 
 /// The newest schema version this console knows.
-pub const SCHEMA_VERSION: i64 = 3;
+pub const SCHEMA_VERSION: i64 = 4;
 
 const MIGRATIONS_TABLE: &str = "CREATE TABLE IF NOT EXISTS schema_migrations (
     version BIGINT PRIMARY KEY, name TEXT NOT NULL, applied_ms BIGINT NOT NULL)";
@@ -64,13 +67,14 @@ pub(super) fn migrate_sqlite(
     if at > SCHEMA_VERSION {
         return Err(newer(at));
     }
-    let steps: [(i64, &str, &SqliteStep<'_>); 3] = [
+    let steps: [(i64, &str, &SqliteStep<'_>); 4] = [
         (1, "base", &|c| {
             c.execute_batch(SCHEMA)?;
             migrate_legacy(c)
         }),
         (2, "portable", &|c| sqlite_v2(c, data)),
         (3, "web", &|c| Ok(c.execute_batch(WEB_V3)?)),
+        (4, "retention", &|c| Ok(c.execute_batch(RETENTION_V4)?)),
     ];
     for (version, name, step) in steps {
         if version > at {
@@ -126,7 +130,8 @@ pub(super) fn migrate_postgres(client: &mut postgres::Client) -> Result<(), Cons
     if at > SCHEMA_VERSION {
         return Err(newer(at));
     }
-    let steps: [(i64, &str, &str); 2] = [(2, "portable", PG_V2), (3, "web", WEB_V3)];
+    let steps: [(i64, &str, &str); 3] =
+        [(2, "portable", PG_V2), (3, "web", WEB_V3), (4, "retention", RETENTION_V4)];
     for (version, name, sql) in steps {
         if version > at {
             tx.batch_execute(sql)?;
@@ -247,6 +252,23 @@ CREATE TABLE clip_views (
 CREATE TABLE oidc_logins (
     state_sha256 TEXT PRIMARY KEY, verifier TEXT NOT NULL, nonce TEXT NOT NULL,
     next_path TEXT NOT NULL, created_ms BIGINT NOT NULL);
+"#;
+
+/// Version 4 on both backends (see "Versions"; what each table holds: `store::retention`).
+const RETENTION_V4: &str = r#"
+CREATE TABLE legal_holds (
+    id TEXT PRIMARY KEY, scope TEXT NOT NULL, target TEXT NOT NULL, reason TEXT NOT NULL,
+    placed_by TEXT NOT NULL, placed_ms BIGINT NOT NULL, released_by TEXT, released_ms BIGINT,
+    release_reason TEXT);
+CREATE INDEX legal_holds_target ON legal_holds (scope, target);
+CREATE TABLE deleted_clips (
+    clip_id TEXT PRIMARY KEY, device_id TEXT NOT NULL, user_name TEXT NOT NULL,
+    start_ms BIGINT NOT NULL, end_ms BIGINT NOT NULL, deleted_by TEXT NOT NULL,
+    deleted_ms BIGINT NOT NULL, reason TEXT NOT NULL, segments BIGINT NOT NULL);
+CREATE TABLE blob_deletions (
+    device_id TEXT NOT NULL, sha256 TEXT NOT NULL, queued_ms BIGINT NOT NULL,
+    PRIMARY KEY (device_id, sha256));
+CREATE INDEX clips_end ON clips (end_ms);
 "#;
 
 /// Version 1 on SQLite (see "Versions").

@@ -30,8 +30,10 @@ use crate::error::{ApiError, ConsoleError};
 use crate::state::AppState;
 use crate::store::clips::ReviewFilter;
 use crate::store::evidence::CustodyAction;
+use crate::store::retention::HoldScope;
 use crate::store::{now_ms, Tx};
 use crate::web::html::{self, esc, url_encode};
+use crate::web::retention::expiry_cell;
 use crate::web::session::{CsrfForm, WebSession};
 use crate::web::WebError;
 
@@ -112,6 +114,9 @@ pub struct ListQuery {
     pub to: Option<String>,
     #[serde(default)]
     pub complete: Option<String>,
+    /// `7`: only clips retention deletes within 7 days.
+    #[serde(default)]
+    pub expiring: Option<String>,
     #[serde(default)]
     pub before: Option<String>,
 }
@@ -164,6 +169,7 @@ impl ListQuery {
         pseudonym_of: &dyn Fn(&str) -> String,
         users: &[String],
         by_name: bool,
+        keep_ms: i64,
     ) -> Result<(ReviewFilter, bool), ApiError> {
         let wanted = values(self.user.as_deref(), "user")?;
         let matched: Vec<String> = users
@@ -207,6 +213,15 @@ impl ListQuery {
         let from_ms = blank(&self.from).map(|f| date_ms(f, "from")).transpose()?;
         let to_ms =
             blank(&self.to).map(|t| date_ms(t, "to").map(|ms| ms + 86_400_000)).transpose()?;
+        let ends_before = match blank(&self.expiring) {
+            None => None,
+            Some("7") => Some(now_ms() - keep_ms + crate::retention::WARN_MS),
+            Some(other) => {
+                return Err(ApiError::bad_request(format!(
+                    "expiring takes 7 (days), not {other:?}"
+                )))
+            }
+        };
         let filter = ReviewFilter {
             users: matched,
             devices: values(self.device.as_deref(), "device")?,
@@ -215,6 +230,7 @@ impl ListQuery {
             from_ms,
             to_ms,
             complete,
+            ends_before,
         };
         Ok((filter, !wanted.is_empty()))
     }
@@ -232,6 +248,7 @@ impl ListQuery {
             ("from", &q.from),
             ("to", &q.to),
             ("complete", &q.complete),
+            ("expiring", &q.expiring),
             ("before", &q.before),
         ];
         for (k, v) in pairs {
@@ -268,14 +285,27 @@ pub async fn list(
         .store
         .read(move |tx| {
             let settings = ReviewSettings::load(tx)?;
+            let retention = tx.retention_settings()?;
             let users = tx.clip_users()?;
             let of = |u: &str| st.web.pseudonyms.of(u);
             let (filter, users_given) = query
-                .filter(&of, &users, settings.may_reveal(&person))
+                .filter(&of, &users, settings.may_reveal(&person), retention.keep_ms())
                 .map_err(|e| ConsoleError::Invalid(e.message))?;
-            tx.clips_review(&filter, users_given, before, PAGE_SIZE)
+            let rows = tx.clips_review(&filter, users_given, before, PAGE_SIZE)?;
+            let holds = tx.holds(true)?;
+            let warn_before = now_ms() - retention.keep_ms() + crate::retention::WARN_MS;
+            let (expiring, _) = tx.clips_expiring_count(warn_before)?;
+            Ok::<_, ConsoleError>((rows, retention, holds, expiring))
         })
         .await?;
+    let (rows, retention, holds, expiring) = rows;
+    let held = |clip: &str, user: &str| {
+        holds.iter().any(|h| match h.scope {
+            HoldScope::Clip => h.target == clip,
+            HoldScope::User => h.target.eq_ignore_ascii_case(user),
+        })
+    };
+    let now = now_ms();
     let mut table = String::new();
     for r in &rows {
         let c = &r.clip;
@@ -294,8 +324,10 @@ pub async fn list(
         };
         table.push_str(&format!(
             "<tr data-clip=\"{id}\"><td>{open}</td><td>{dur}</td><td>{device}</td>\
-             <td class=\"pseudonym\">{user}</td><td>{trigger}</td><td>{mode}</td><td>{status}</td></tr>",
+             <td class=\"pseudonym\">{user}</td><td>{trigger}</td><td>{mode}</td><td>{status}</td>\
+             <td class=\"retention\">{expiry}</td></tr>",
             id = esc(&c.id),
+            expiry = expiry_cell(held(&c.id, &c.user), c.end_ms, retention.keep_ms(), now),
             dur = html::span(c.end_ms - c.start_ms),
             device = esc(&device),
             user = esc(&state.web.pseudonyms.of(&c.user)),
@@ -317,7 +349,7 @@ pub async fn list(
     let v = |o: &Option<String>| esc(o.as_deref().unwrap_or_default());
     let body = format!(
         "<h1>Clips</h1>\
-         <p class=\"note\">People are shown by pseudonym. Times are UTC.</p>\
+         <p class=\"note\">People are shown by pseudonym. Times are UTC.</p>{warning}\
          <form method=\"get\" action=\"/clips\" class=\"filters\" role=\"search\">\
          <label>User (pseudonyms, comma-separated)<input name=\"user\" id=\"f-user\" value=\"{user}\"></label>\
          <label>Device contains any of<input name=\"device\" id=\"f-device\" value=\"{device}\"></label>\
@@ -329,10 +361,12 @@ pub async fn list(
          <label>Alert<input name=\"alert\" id=\"f-alert\" inputmode=\"numeric\" value=\"{alert}\"></label>\
          <label>Status<select name=\"complete\" id=\"f-complete\"><option value=\"\">any</option>\
          <option value=\"true\"{c1}>complete</option><option value=\"false\"{c2}>receiving</option></select></label>\
+         <label>Retention<select name=\"expiring\" id=\"f-expiring\"><option value=\"\">any</option>\
+         <option value=\"7\"{e7}>deleted within 7 days</option></select></label>\
          <button type=\"submit\" id=\"apply\">Filter</button> <a href=\"/clips\">Clear</a></form>\
          <table class=\"clips\" id=\"clips\"><thead><tr><th scope=\"col\">Date/time (UTC)</th><th scope=\"col\">Duration</th>\
          <th scope=\"col\">Device</th><th scope=\"col\">User</th><th scope=\"col\">Activity / trigger</th><th scope=\"col\">Mode</th>\
-         <th scope=\"col\">Status</th></tr></thead><tbody>{table}</tbody></table>{empty}{more}",
+         <th scope=\"col\">Status</th><th scope=\"col\">Kept until (UTC)</th></tr></thead><tbody>{table}</tbody></table>{empty}{more}",
         user = v(&q.user),
         device = v(&q.device),
         from = v(&q.from),
@@ -342,6 +376,17 @@ pub async fn list(
         m2 = selected(&q.mode, "all-activities"),
         c1 = selected(&q.complete, "true"),
         c2 = selected(&q.complete, "false"),
+        e7 = selected(&q.expiring, "7"),
+        warning = if expiring > 0 {
+            format!(
+                "<p class=\"warning\" id=\"expiring-warning\" role=\"status\">{expiring} clip(s) will be deleted \
+                 within 7 days ({days}-day retention). <a href=\"/clips?expiring=7\">Show them</a> to export \
+                 what must be kept, or place a legal hold.</p>",
+                days = retention.days
+            )
+        } else {
+            String::new()
+        },
     );
     Ok(html::page("Clips", Some(&session), &body).into_response())
 }
@@ -374,12 +419,15 @@ pub async fn player(
                 serde_json::json!({"view": v, "via": "browser"}),
             )?;
             let settings = ReviewSettings::load(tx)?;
-            Ok::<_, ConsoleError>(Some((clip, hostname, settings)))
+            let holds = tx.holds_covering(&clip_id, &clip.user)?;
+            let keep_ms = tx.retention_settings()?.keep_ms();
+            Ok::<_, ConsoleError>(Some((clip, hostname, settings, holds, keep_ms)))
         })
         .await?;
-    let Some((clip, hostname, settings)) = found else {
+    let Some((clip, hostname, settings, holds, keep_ms)) = found else {
         return Err(ApiError::not_found(format!("no clip {id}")).into());
     };
+    let (retention, keep) = keep_or_delete(&clip, &holds, keep_ms, &session.csrf);
     let reveal = if settings.may_reveal(&session.person) {
         format!(
             "<form method=\"post\" action=\"/clips/{}/reveal\" class=\"inline\">\
@@ -394,7 +442,8 @@ pub async fn player(
         "<h1>Clip <span class=\"mono\">{short}</span></h1>\
          <dl class=\"facts\"><dt>User</dt><dd><span class=\"pseudonym\" id=\"user\">{user}</span> {reveal}</dd>\
          <dt>Device</dt><dd>{device}</dd><dt>Window (UTC)</dt><dd>{from} – {to}</dd>\
-         <dt>Mode</dt><dd>{mode}</dd><dt>Status</dt><dd>{status}</dd></dl>\
+         <dt>Mode</dt><dd>{mode}</dd><dt>Status</dt><dd>{status}</dd>\
+         <dt>Retention</dt><dd id=\"retention\">{retention}</dd></dl>\
          <div id=\"integrity\" class=\"badge\" role=\"status\">checking integrity…</div>\
          <section id=\"player\" data-clip=\"{id}\" data-view=\"{view}\" aria-label=\"Player\">\
          <div class=\"controls\" role=\"toolbar\" aria-label=\"Playback\">\
@@ -410,7 +459,7 @@ pub async fn player(
          <aside class=\"transcript\" aria-label=\"Transcript\"><input id=\"search\" type=\"search\" placeholder=\"Search the transcript\" aria-label=\"Search the transcript\">\
          <ol id=\"entries\"></ol></aside></div>\
          <h2>Gaps</h2><ul id=\"gaps\"></ul>\
-         <p class=\"note\">Keys: Space play/pause · ←/→ frame · [ / ] speed · / search.</p></section>",
+         <p class=\"note\">Keys: Space play/pause · ←/→ frame · [ / ] speed · / search.</p></section>{keep}",
         short = esc(&clip.id[..clip.id.len().min(12)]),
         id = esc(&clip.id),
         view = esc(&view),
@@ -423,6 +472,56 @@ pub async fn player(
     );
     let head = "<script src=\"/assets/player.js\" defer></script>";
     Ok(html::page_with("Clip", Some(&session), &body, head))
+}
+
+/// The player's retention fact (held, or when the clip is deleted) and its forms: place a
+/// hold, release the clip's own holds, delete the clip (refused while a hold covers it).
+fn keep_or_delete(
+    clip: &crate::api::clips::ClipView,
+    holds: &[crate::store::retention::Hold],
+    keep_ms: i64,
+    csrf: &str,
+) -> (String, String) {
+    let csrf = esc(csrf);
+    let id = url_encode(&clip.id);
+    let fact = if holds.is_empty() {
+        expiry_cell(false, clip.end_ms, keep_ms, now_ms())
+    } else {
+        let list: Vec<String> = holds
+            .iter()
+            .map(|h| format!("legal hold on the {}: {}", h.scope.as_str(), esc(&h.reason)))
+            .collect();
+        format!("<span class=\"held\">{}</span>", list.join("; "))
+    };
+    let mut forms = format!(
+        "<section id=\"keep\" aria-label=\"Keep or delete\"><h2>Keep or delete</h2>\
+         <form method=\"post\" action=\"/clips/{id}/hold\" id=\"hold-form\">\
+         <input type=\"hidden\" name=\"csrf\" value=\"{csrf}\">\
+         <label>Reason <input name=\"reason\" id=\"hold-reason\" required maxlength=\"500\"></label>\
+         <button type=\"submit\" id=\"hold\">Place legal hold</button></form>"
+    );
+    for h in holds.iter().filter(|h| h.scope == HoldScope::Clip) {
+        forms.push_str(&format!(
+            "<form method=\"post\" action=\"/holds/{hid}/release\" class=\"release\">\
+             <input type=\"hidden\" name=\"csrf\" value=\"{csrf}\">\
+             <label>Reason <input name=\"reason\" required maxlength=\"500\"></label>\
+             <button type=\"submit\">Release hold</button></form>",
+            hid = url_encode(&h.id)
+        ));
+    }
+    if holds.is_empty() {
+        forms.push_str(&format!(
+            "<form method=\"post\" action=\"/clips/{id}/delete\" id=\"delete-form\">\
+             <input type=\"hidden\" name=\"csrf\" value=\"{csrf}\">\
+             <label>Reason <input name=\"reason\" id=\"delete-reason\" required maxlength=\"500\"></label>\
+             <button type=\"submit\" id=\"delete\" class=\"danger\">Delete this clip</button></form>\
+             <p class=\"note\">Deleting removes the segments for good; the audit and custody logs keep the record.</p>"
+        ));
+    } else {
+        forms.push_str("<p class=\"note\">A clip under a legal hold cannot be deleted.</p>");
+    }
+    forms.push_str("</section>");
+    (fact, forms)
 }
 
 /// `POST /clips/{id}/reveal` (investigator, when the tenant allows it; CSRF): the clip's

@@ -87,6 +87,9 @@ pub fn page_with(
             if roles.contains(&Role::Investigator) || roles.contains(&Role::Admin) {
                 links.push("<a href=\"/clips\">Clips</a>");
             }
+            if roles.contains(&Role::Investigator) || roles.contains(&Role::Admin) {
+                links.push("<a href=\"/retention\">Retention</a>");
+            }
             if roles.contains(&Role::Admin) || roles.contains(&Role::Approver) {
                 links.push("<a href=\"/audit\">Audit</a>");
             }
